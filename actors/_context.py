@@ -1,0 +1,60 @@
+"""The one door an actor has to the outside world and to non-determinism."""
+
+from __future__ import annotations
+
+import abc
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import msgspec
+
+T = TypeVar("T")
+
+
+class Context(abc.ABC):
+    """What ``self.ctx`` is inside a handler.
+
+    Everything that could differ between a first run and a replay goes through
+    here, so that the journal can hand the same answers back on replay.
+    """
+
+    @abc.abstractmethod
+    async def effect(
+        self, fn: Callable[..., Awaitable[T]] | Callable[..., T], /, *args: Any, **kwargs: Any
+    ) -> T:
+        """Run ``fn(*args, **kwargs)`` once and journal its result or error.
+
+        On replay the journaled result comes back (or the journaled error is
+        raised as :class:`EffectError`) without calling ``fn``. The result is
+        decoded as ``fn``'s return annotation.
+        """
+
+    @abc.abstractmethod
+    def now(self) -> float:
+        """The step's time in epoch seconds, journaled so that replay sees the same."""
+
+    @abc.abstractmethod
+    def random(self) -> float:
+        """A float in [0, 1) from the step's journaled seed."""
+
+    @abc.abstractmethod
+    def uuid(self) -> uuid.UUID:
+        """A version-4 UUID from the step's journaled seed."""
+
+    @property
+    @abc.abstractmethod
+    def idempotency_key(self) -> str:
+        """A key for the next effect, stable across re-runs of this step.
+
+        It names (actor, step id, effect index), so an external API that
+        de-duplicates on it sees a re-run effect as the same request.
+        """
+
+    @abc.abstractmethod
+    async def tell(self, address: str, msg: msgspec.Struct) -> None:
+        """Send ``msg`` to the actor at ``address``; sent exactly once, with this step."""
+
+    @abc.abstractmethod
+    def _emit(self, event: msgspec.Struct) -> None:
+        """Runtime hook behind :meth:`Actor.emit`: validate, apply and record ``event``."""

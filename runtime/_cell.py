@@ -1,0 +1,89 @@
+"""An addressed actor as the runtime holds it: mailbox, instance (when active), position."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any
+
+from actors import Actor
+from actors._actor import ActorDescription, HandlerInfo
+from storage import Entry
+
+
+class Msg:
+    """One message in a mailbox.
+
+    ``inbox`` says whether it is durable in the inbox table (a tell, or an ask
+    that became durable at its first effect); ``waiter`` receives an ask's reply.
+    """
+
+    __slots__ = ("handler", "inbox", "message", "payload", "sender", "step", "type_name", "waiter")
+
+    def __init__(
+        self,
+        step: int,
+        handler: HandlerInfo,
+        message: Any,
+        type_name: str,
+        payload: bytes,
+        waiter: asyncio.Future[Any] | None,
+        inbox: bool,
+        sender: str | None = None,
+    ) -> None:
+        self.step = step
+        self.handler = handler
+        self.message = message
+        self.type_name = type_name
+        self.payload = payload
+        self.waiter = waiter
+        self.inbox = inbox
+        self.sender = sender
+
+
+class Cell:
+    """Everything the runtime knows about one address."""
+
+    __slots__ = (
+        "address",
+        "busy",
+        "desc",
+        "failed",
+        "instance",
+        "key",
+        "loading",
+        "mailbox",
+        "next_seq",
+        "open_step",
+        "queued",
+        "reason",
+        "retry_delay",
+        "since_snapshot",
+        "suspended",
+    )
+
+    def __init__(self, address: str, desc: ActorDescription, key: str) -> None:
+        self.address = address
+        self.desc = desc
+        self.key = key
+        self.mailbox: deque[Msg] = deque()
+        self.instance: Actor | None = None
+        self.busy = False
+        """A step of this actor is running or committing: it takes no other message."""
+        self.queued = False
+        """The cell is in the runtime's ready list."""
+        self.loading = False
+        self.next_seq = 1
+        self.since_snapshot = 0
+        self.open_step: list[Entry] | None = None
+        """Entries of a step a crash interrupted, to resume with its journaled effects."""
+        self.suspended = False
+        self.reason = ""
+        self.failed: BaseException | None = None
+        """Why the actor could not be loaded (in memory only; the journal is untouched)."""
+        self.retry_delay = 0.0
+
+    @property
+    def idle(self) -> bool:
+        """Active but doing nothing, and nothing to do: may be passivated."""
+        return not (self.busy or self.mailbox or self.loading)

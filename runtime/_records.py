@@ -1,0 +1,59 @@
+"""The payloads of the journal's own entry kinds.
+
+Events are stored as the user's own Structs; messages, effects, sends and
+replies are wrapped in these frozen records. They evolve under msgspec's rules:
+new fields get defaults, no field changes type, no name is reused.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+NIL = msgspec.Raw(b"\xc0")
+"""msgpack ``nil``, the payload of an absent value."""
+
+
+class MessageRecord(msgspec.Struct, frozen=True):
+    """kind ``message``: the message a step processes, and its journaled seed and time."""
+
+    handler: str
+    body: msgspec.Raw
+    seed: int
+    now: float
+    sender: str | None = None
+
+
+class EffectRecord(msgspec.Struct, frozen=True):
+    """kind ``effect``: one effect's outcome, journaled as soon as it completes."""
+
+    index: int
+    ok: bool
+    result: msgspec.Raw = NIL
+    error_type: str = ""
+    error: str = ""
+    started: float = 0.0
+    finished: float = 0.0
+
+
+class SendRecord(msgspec.Struct, frozen=True):
+    """kind ``send``: a message sent to another actor, committed with the step."""
+
+    to: str
+    handler: str
+    body: msgspec.Raw
+    step: int
+
+
+class ReplyRecord(msgspec.Struct, frozen=True):
+    """kind ``reply``: how the step ended; it closes the step."""
+
+    ok: bool
+    value: msgspec.Raw = NIL
+    error_type: str = ""
+    error: str = ""
+
+
+message_decoder = msgspec.msgpack.Decoder(MessageRecord)
+effect_decoder = msgspec.msgpack.Decoder(EffectRecord)
+send_decoder = msgspec.msgpack.Decoder(SendRecord)
+reply_decoder = msgspec.msgpack.Decoder(ReplyRecord)

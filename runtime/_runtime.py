@@ -1,0 +1,554 @@
+"""``Runtime``: hosts actors over one journal file.
+
+One event-loop thread runs every handler; one writer thread commits. The loop
+side is built to allocate little per message (PERFORMANCE.md): tells of one
+loop tick share one inbox unit and one future; ready actors are stepped in
+rounds, and the steps of a round that finish without suspending are handed to
+the writer together, with one callback for the round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import random
+import time
+from collections.abc import Callable, Coroutine, Iterable
+from types import TracebackType
+from typing import Any
+
+import anyio
+import anyio.abc
+import anyio.to_thread
+import msgspec
+
+import storage
+from actors import (
+    Actor,
+    ActorSuspendedError,
+    AskTimeoutError,
+    HandlerError,
+    MessageValidationError,
+    RuntimeClosedError,
+    SteleError,
+)
+from storage import Outcome, Store, Unit
+
+from ._cell import Cell, Msg
+from ._errors import translate
+from ._rebuild import Loaded, load
+from ._registry import Registry
+from ._step import Step
+
+log = logging.getLogger("stele.runtime")
+
+DURABILITIES = ("fsync", "normal")
+_RETRY_MAX = 5.0
+
+
+class _Shared(asyncio.Future[None]):
+    """A future many tells await together; one caller's cancellation must not cancel it."""
+
+    def cancel(self, msg: Any = None) -> bool:
+        return False
+
+
+class _Ingress:
+    """The inbox rows of one loop tick's tells, committed as one unit."""
+
+    __slots__ = ("future", "msgs", "rows", "top")
+
+    def __init__(self, future: _Shared) -> None:
+        self.future = future
+        self.rows: list[tuple[Any, ...]] = []
+        self.msgs: list[tuple[Cell, Msg]] = []
+        self.top = 0
+
+
+class Runtime:
+    """Hosts actor classes over the journal at ``path``; an async context manager.
+
+    ``durability`` is ``"fsync"`` (``synchronous=FULL``, the default) or
+    ``"normal"`` (``synchronous=NORMAL``: survives a process crash, may lose the
+    last commits on power loss). ``max_active`` bounds the actors kept in
+    memory. ``clock`` and ``rng`` are injectable for tests; ``grace`` is how long
+    closing waits for in-flight steps before leaving them to recovery.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        actors: Iterable[type[Actor]],
+        *,
+        durability: str = "fsync",
+        max_active: int = 10_000,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        grace: float = 5.0,
+    ) -> None:
+        if durability not in DURABILITIES:
+            raise ValueError(f"durability must be one of {DURABILITIES}, not {durability!r}")
+        if max_active < 1:
+            raise ValueError("max_active must be at least 1")
+        self.path = path
+        self.registry = Registry(actors)
+        self.durability = durability
+        self.max_active = max_active
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.grace = grace
+        self.replaying = False
+        self._store: Store | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._cells: dict[str, Cell] = {}
+        self._active: dict[str, Cell] = {}  # insertion order is LRU order
+        self._ready: list[Cell] = []
+        self._waiting: list[Cell] = []  # to load once there is room under max_active
+        self._loads_in_flight = 0
+        self._activation_scheduled = False
+        self._pump_scheduled = False
+        self._ingress: _Ingress | None = None
+        self._next_step = 0
+        self._inflight = 0
+        self._idle: asyncio.Event | None = None
+        self._closing = False
+        self._open = False
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def __aenter__(self) -> Runtime:
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise SteleError("Runtime runs on anyio's asyncio backend") from None
+        try:
+            self._store = await anyio.to_thread.run_sync(
+                functools.partial(Store.open, self.path, durability=self.durability, notify=self._notify)
+            )
+            self._next_step = self._store.step_hwm + 1
+            pending = await anyio.to_thread.run_sync(self._store.pending)
+        except storage.StorageError as exc:
+            if self._store is not None:
+                await anyio.to_thread.run_sync(self._store.close)
+            raise translate(exc) from None
+        self._idle = asyncio.Event()
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._open = True
+        self._recover(pending)
+        return self
+
+    async def __aexit__(
+        self, tp: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Stop accepting, let in-flight steps finish within ``grace``, close the file."""
+        if not self._open:
+            return
+        self._open = False
+        self._closing = True
+        self._fail_unstarted(RuntimeClosedError(f"runtime on {self.path} is closing"))
+        assert self._idle is not None and self._tg is not None and self._store is not None
+        if self._inflight:
+            with anyio.move_on_after(self.grace):
+                await self._idle.wait()
+        self._tg.cancel_scope.cancel()
+        await self._tg.__aexit__(None, None, None)
+        await anyio.to_thread.run_sync(self._store.close)
+
+    async def abandon(self) -> None:
+        """Let go of everything as a crash would: nothing queued is committed (for tests)."""
+        if not self._open:
+            return
+        self._open = False
+        self._closing = True
+        assert self._tg is not None and self._store is not None
+        store = self._store
+        store.abandon()
+        self._tg.cancel_scope.cancel()
+        await self._tg.__aexit__(None, None, None)
+
+    def _fail_unstarted(self, error: BaseException) -> None:
+        for cell in self._cells.values():
+            for msg in cell.mailbox:
+                if msg.waiter is not None and not msg.waiter.done():
+                    msg.waiter.set_exception(error)
+
+    # -- public API ----------------------------------------------------------------
+
+    async def tell(self, address: str, msg: msgspec.Struct) -> None:
+        """Send ``msg`` to ``address``; return once it is durably in the inbox (G1)."""
+        self._check_open()
+        prepared = self.prepare(address, msg)
+        cell = self._cell(address)
+        batch = self._ingress
+        if batch is None:
+            loop = self.loop
+            batch = self._ingress = _Ingress(_Shared(loop=loop))
+            loop.call_soon(self._flush_ingress)
+        batch.rows.append(
+            (prepared.step, address, prepared.handler.name, prepared.type_name, prepared.payload, None, None, 0, None, self.clock())
+        )
+        batch.msgs.append((cell, prepared))
+        batch.top = prepared.step
+        await batch.future
+
+    async def ask(self, address: str, msg: msgspec.Struct, *, timeout: float | None = None) -> Any:
+        """Send ``msg`` to ``address`` and return the handler's reply.
+
+        Raises :class:`HandlerError` if the handler raised, and
+        :class:`AskTimeoutError` if no reply came within ``timeout`` seconds (the
+        message may still be processed). The ask is acknowledged by its reply
+        only: it skips the inbox unless its handler runs an effect.
+        """
+        self._check_open()
+        prepared = self.prepare(address, msg)
+        cell = self._cell(address)
+        if cell.suspended:
+            raise ActorSuspendedError(address, cell.reason)
+        if cell.failed is not None:
+            raise cell.failed
+        waiter: asyncio.Future[Any] = self.loop.create_future()
+        prepared.waiter = waiter
+        cell.mailbox.append(prepared)
+        self._make_ready(cell)
+        if timeout is None:
+            return await waiter
+        try:
+            return await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            raise AskTimeoutError(f"no reply from {address} within {timeout} s") from None
+
+    @property
+    def stats(self) -> storage.WriterStats:
+        """The journal writer's counters (batches, units, commit time)."""
+        assert self._store is not None
+        return self._store.stats
+
+    # -- internals shared with Step ------------------------------------------------
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the runtime runs on."""
+        assert self._loop is not None
+        return self._loop
+
+    @property
+    def store(self) -> Store:
+        """The owned journal."""
+        assert self._store is not None
+        return self._store
+
+    def prepare(self, address: str, msg: msgspec.Struct, sender: str | None = None) -> Msg:
+        """Validate ``msg`` for ``address`` and wrap it with a fresh step id."""
+        desc, _ = self.registry.resolve(address)
+        info = self.registry.handler_for(desc, msg)
+        name = self.registry.names[info.message_type]
+        try:
+            payload = self.registry.codec.encode(msg)
+            # The handler gets the decoded copy: what it would see on replay.
+            decoded = self.registry.codec.decode(name, payload)
+        except (msgspec.EncodeError, TypeError, storage.UndecodableEntry) as exc:
+            raise MessageValidationError(f"invalid {name} for {address}: {_reason(exc)}") from None
+        self._next_step += 1
+        return Msg(self._next_step, info, decoded, name, payload, None, False, sender)
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run ``coro`` in the runtime's task group."""
+        assert self._tg is not None
+        self._tg.start_soon(_guard, coro)
+
+    # -- the writer's callbacks --------------------------------------------------
+
+    def _notify(self, results: list[tuple[storage.Done, list[Outcome]]]) -> None:
+        # Writer thread: one wake-up of the loop per batch.
+        self.loop.call_soon_threadsafe(_deliver, results)
+
+    def _flush_ingress(self) -> None:
+        batch, self._ingress = self._ingress, None
+        assert batch is not None
+        self.store.submit([Unit(inbox=batch.rows, step=batch.top)], functools.partial(self._ingress_done, batch))
+
+    def _ingress_done(self, batch: _Ingress, outcomes: list[Outcome]) -> None:
+        error = outcomes[0]
+        if error is not None:
+            batch.future.set_exception(translate(error))
+            return
+        for cell, msg in batch.msgs:
+            msg.inbox = True
+            cell.mailbox.append(msg)
+            self._make_ready(cell)
+        batch.future.set_result(None)
+
+    # -- scheduling ----------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if not self._open:
+            raise RuntimeClosedError(f"runtime on {self.path} is not open")
+
+    def _cell(self, address: str) -> Cell:
+        cell = self._cells.get(address)
+        if cell is None:
+            desc, key = self.registry.resolve(address)
+            cell = self._cells[address] = Cell(address, desc, key)
+        return cell
+
+    def _make_ready(self, cell: Cell) -> None:
+        if not cell.queued:
+            cell.queued = True
+            self._ready.append(cell)
+            if not self._pump_scheduled:
+                self._pump_scheduled = True
+                self.loop.call_soon(self._pump)
+
+    def _pump(self) -> None:
+        """Step every ready actor once; hand finished steps to the writer together."""
+        self._pump_scheduled = False
+        ready, self._ready = self._ready, []
+        units: list[Unit] = []
+        steps: list[Step] = []
+        to_load: list[Cell] = []
+        for cell in ready:
+            cell.queued = False
+            if cell.busy or cell.loading or not cell.mailbox or self._closing:
+                continue
+            if cell.suspended or cell.failed is not None:
+                self._refuse_asks(cell)
+                continue
+            if cell.instance is None:
+                to_load.append(cell)
+                continue
+            active = self._active
+            active.pop(cell.address, None)  # most recently used goes last
+            active[cell.address] = cell
+            msg = cell.mailbox.popleft()
+            recorded = None
+            if cell.open_step is not None:
+                if cell.open_step[0].step == msg.step:
+                    recorded = cell.open_step
+                cell.open_step = None
+            cell.busy = True
+            self._inflight += 1
+            step = Step(self, cell, msg, recorded)
+            if step.run():
+                units.append(step.unit())
+                steps.append(step)
+        if units:
+            self.store.submit(units, functools.partial(self._round_committed, steps))
+        if to_load:
+            self._activate(to_load)
+
+    def _round_committed(self, steps: list[Step], outcomes: list[Outcome]) -> None:
+        for step, outcome in zip(steps, outcomes, strict=True):
+            self.step_committed(step, outcome)
+
+    def step_committed(self, step: Step, outcome: Outcome) -> None:
+        """A step's final unit committed (``outcome`` None) or failed."""
+        if outcome is not None:
+            self.step_failed(step, outcome)
+            return
+        cell, msg = step.cell, step.msg
+        if step.diverged is not None:
+            log.error("%s suspended: %s", cell.address, step.diverged)
+            cell.suspended = True
+            cell.reason = str(step.diverged)
+            cell.mailbox.appendleft(msg)  # not consumed: kept for after a fix
+            if msg.waiter is not None and not msg.waiter.done():
+                msg.waiter.set_exception(step.diverged)
+            self._settle(cell)
+            return
+        cell.next_seq = step.last_seq + 1
+        cell.since_snapshot = 0 if step.snapshotted else cell.since_snapshot + (len(step.events) if step.ok else 0)
+        cell.retry_delay = 0.0
+        if step.needs_reload:
+            self._unload(cell)  # in-memory state saw events that were not kept
+        if step.ok:
+            for target, to in step.sends:
+                target_cell = self._cell(to)
+                target_cell.mailbox.append(target)
+                self._make_ready(target_cell)
+        waiter = msg.waiter
+        if waiter is not None and not waiter.done():
+            if step.ok:
+                waiter.set_result(step.value)
+            else:
+                error = step.error
+                assert error is not None
+                type_name = error.type_name if isinstance(error, HandlerError) else type(error).__qualname__
+                waiter.set_exception(HandlerError(cell.address, type_name, str(error)))
+        self._settle(cell)
+
+    def step_failed(self, step: Step, error: BaseException) -> None:
+        """A step could not be journaled: rebuild the actor and retry a durable message."""
+        cell, msg = step.cell, step.msg
+        self._unload(cell)  # memory may be ahead of the journal; reload the truth
+        user_error = translate(error)
+        log.warning("%s: step %d failed to commit: %s", cell.address, msg.step, error)
+        if isinstance(error, storage.IntegrityError) and "no longer pending" in str(error):
+            pass  # already processed by an earlier, landed commit: drop it
+        elif msg.inbox and not self._closing:
+            cell.mailbox.appendleft(msg)
+            cell.retry_delay = min(_RETRY_MAX, max(0.05, cell.retry_delay * 2))
+        if msg.waiter is not None and not msg.waiter.done() and not msg.inbox:
+            msg.waiter.set_exception(user_error)
+        delay = cell.retry_delay
+        cell.busy = False
+        self._inflight -= 1
+        if self._closing and self._inflight == 0:
+            assert self._idle is not None
+            self._idle.set()
+        if cell.mailbox:
+            self.loop.call_later(delay, self._make_ready, cell)
+
+    def _settle(self, cell: Cell) -> None:
+        cell.busy = False
+        self._inflight -= 1
+        if self._closing:
+            if self._inflight == 0:
+                assert self._idle is not None
+                self._idle.set()
+            return
+        if cell.mailbox:
+            self._make_ready(cell)
+        elif cell.instance is None and not cell.loading:
+            self._forget(cell)
+        if self._waiting and not self._activation_scheduled:
+            self._activation_scheduled = True
+            self.loop.call_soon(self._activate_waiting)
+
+    def _activate_waiting(self) -> None:
+        self._activation_scheduled = False
+        waiting, self._waiting = self._waiting, []
+        if waiting and not self._closing:
+            self._activate(waiting)
+
+    def _refuse_asks(self, cell: Cell) -> None:
+        """Asks to a suspended or unloadable actor fail; durable messages stay."""
+        error: BaseException = cell.failed or ActorSuspendedError(cell.address, cell.reason)
+        keep = [m for m in cell.mailbox if m.inbox]
+        for msg in cell.mailbox:
+            if msg.waiter is not None and not msg.waiter.done():
+                msg.waiter.set_exception(error)
+        cell.mailbox.clear()
+        cell.mailbox.extend(keep)
+
+    # -- activation and passivation ----------------------------------------------
+
+    def _activate(self, cells: list[Cell]) -> None:
+        """Load ``cells`` as far as ``max_active`` allows; the rest wait their turn."""
+        for cell in cells:
+            cell.loading = True  # requested: the pump leaves it alone until loaded
+        room = self.max_active - len(self._active) - self._loads_in_flight
+        if room < len(cells):
+            room += self._evict(len(cells) - room)
+        take = cells[: max(room, 0)]
+        self._waiting.extend(cells[len(take) :])
+        if take:
+            self._loads_in_flight += len(take)
+            self.spawn(self._load(take))
+
+    def _evict(self, wanted: int) -> int:
+        """Passivate up to ``wanted`` idle actors, least recently used first."""
+        victims = []
+        for address, cell in self._active.items():
+            if cell.idle:
+                victims.append(address)
+                if len(victims) == wanted:
+                    break
+        for address in victims:
+            self._unload(self._active[address])
+        return len(victims)
+
+    def _unload(self, cell: Cell) -> None:
+        cell.instance = None
+        self._active.pop(cell.address, None)
+        self._forget(cell)
+
+    def _forget(self, cell: Cell) -> None:
+        if not (cell.mailbox or cell.busy or cell.loading or cell.suspended or cell.failed):
+            self._cells.pop(cell.address, None)
+
+    async def _load(self, cells: list[Cell]) -> None:
+        codec = self.registry.codec
+        store = self.store
+
+        def load_all() -> list[Loaded | BaseException]:
+            results: list[Loaded | BaseException] = []
+            for cell in cells:
+                try:
+                    results.append(load(store, cell.desc, codec, cell.address, cell.key))
+                except Exception as exc:
+                    results.append(exc)
+            return results
+
+        results = await anyio.to_thread.run_sync(load_all)
+        self._loads_in_flight -= len(cells)
+        for cell, result in zip(cells, results, strict=True):
+            cell.loading = False
+            if isinstance(result, BaseException):
+                error = translate(result)
+                log.error("%s cannot be loaded: %s", cell.address, error)
+                cell.failed = error
+            else:
+                self._activated(cell, result)
+            self._make_ready(cell)
+
+    def _activated(self, cell: Cell, loaded: Loaded) -> None:
+        cell.instance = loaded.instance
+        info = loaded.info
+        cell.next_seq = (info.last_seq if info else 0) + 1
+        cell.since_snapshot = loaded.events
+        if info is not None and info.status == "suspended":
+            cell.suspended = True
+            cell.reason = info.reason or "suspended"
+        if loaded.open_step:
+            step_id = loaded.open_step[0].step
+            for msg in cell.mailbox:
+                if msg.step == step_id:
+                    # Resume the interrupted step before anything newer.
+                    cell.mailbox.remove(msg)
+                    cell.mailbox.appendleft(msg)
+                    cell.open_step = loaded.open_step
+                    break
+        self._active[cell.address] = cell
+
+    def _recover(self, pending: list[storage.Pending]) -> None:
+        """Put every pending inbox message back in its actor's mailbox."""
+        for row in pending:
+            try:
+                desc, _ = self.registry.resolve(row.target)
+                info = self.registry.handler_named(desc, row.handler)
+                message = self.registry.codec.decode(row.type, row.payload, position=-1)
+            except (SteleError, storage.StorageError) as exc:
+                log.error("inbox message %d to %s is kept but cannot be delivered: %s", row.id, row.target, exc)
+                continue
+            cell = self._cell(row.target)
+            cell.mailbox.append(Msg(row.id, info, message, row.type, row.payload, None, True, row.sender))
+            self._make_ready(cell)
+
+
+def _deliver(results: list[tuple[storage.Done, list[Outcome]]]) -> None:
+    for done, outcomes in results:
+        try:
+            done(outcomes)
+        except Exception:
+            log.exception("delivering a commit outcome failed")
+
+
+async def _guard(coro: Coroutine[Any, Any, None]) -> None:
+    try:
+        await coro
+    except Exception:
+        log.exception("runtime task failed")
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc)
+    return text.split(": ", 1)[-1] if "cannot be decoded" in text else text
+
+
+__all__ = ("Runtime",)

@@ -1,0 +1,375 @@
+"""A step: one message processed by one actor, and the context its handler sees.
+
+A step's events, sends, reply and the removal of its message from the inbox
+commit in one unit (G2). Effects are journaled as they complete (G3); before
+the first one runs, the step itself is made durable (its message entry, and an
+inbox row for an ask), so that a crash resumes the same step with the same
+step id, seed, time and journaled effect results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import random
+import typing
+import uuid
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+import anyio.to_thread
+import msgspec
+
+from actors import (
+    Context,
+    EffectError,
+    MessageValidationError,
+    NonDeterminismError,
+    SteleError,
+    UnknownEventError,
+)
+from storage import Entry, Outcome, Unit
+
+from ._cell import Cell, Msg
+from ._drive import Resume
+from ._records import (
+    NIL,
+    EffectRecord,
+    MessageRecord,
+    ReplyRecord,
+    SendRecord,
+    effect_decoder,
+    message_decoder,
+)
+
+if TYPE_CHECKING:
+    from ._runtime import Runtime
+
+_encode = msgspec.msgpack.Encoder().encode
+
+
+class Abort(BaseException):
+    """The step cannot go on (journaling an effect failed); it is left for a retry.
+
+    A ``BaseException`` so that a handler's ``except Exception`` cannot swallow it.
+    """
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class Step(Context):
+    """Runs one message through its handler and builds the unit that commits it."""
+
+    def __init__(self, rt: Runtime, cell: Cell, msg: Msg, recorded: list[Entry] | None) -> None:
+        self.rt = rt
+        self.cell = cell
+        self.msg = msg
+        self.events: list[tuple[str, bytes]] = []
+        self.sends: list[tuple[Msg, str]] = []
+        self.effect_index = 0
+        self.ok = True
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.diverged: NonDeterminismError | None = None
+        self.broken: BaseException | None = None
+        """An emit failed (bad event or applier): the step fails, whatever the handler does."""
+        self.finished = False
+        self.last_seq = cell.next_seq - 1
+        self.snapshotted = False
+        self._rng: random.Random | None = None
+        self._recorded: list[tuple[Entry, EffectRecord]] = []
+        if recorded:
+            head = message_decoder.decode(recorded[0].data)
+            self._seed, self._now = head.seed, head.now
+            self.durable = True
+            self._recorded = [(e, effect_decoder.decode(e.data)) for e in recorded[1:] if e.kind == "effect"]
+            self._seq = recorded[-1].seq + 1
+        else:
+            self._seed = rt.rng.getrandbits(63)
+            self._now = rt.clock()
+            self.durable = False
+            self._seq = cell.next_seq
+
+    # -- running ----------------------------------------------------------------
+
+    def run(self) -> bool:
+        """Run the handler until it finishes (True) or first suspends (False).
+
+        A suspended step goes on in a task of the runtime and reports back itself.
+        """
+        instance = self.cell.instance
+        assert instance is not None
+        instance.ctx = self
+        coro = self.msg.handler.fn(instance, self.msg.message)
+        try:
+            yielded = coro.send(None)
+        except StopIteration as stop:
+            self._done(True, stop.value)
+            return True
+        except Exception as exc:
+            self._done(False, exc)
+            return True
+        self.rt.spawn(self._go_on(coro, yielded))
+        return False
+
+    async def _go_on(self, coro: Coroutine[Any, Any, Any], yielded: Any) -> None:
+        try:
+            value = await Resume(coro, yielded)
+        except Abort as abort:
+            self.finished = True
+            self.rt.step_failed(self, abort.error)
+            return
+        except Exception as exc:
+            self._done(False, exc)
+        else:
+            self._done(True, value)
+        unit = self.unit()
+        outcome = await self._commit(unit)
+        self.rt.step_committed(self, outcome)
+
+    def _done(self, ok: bool, value: Any) -> None:
+        self.finished = True
+        if self.broken is not None:
+            ok, value = False, self.broken
+        self.ok = ok
+        if ok:
+            self.value = value
+        else:
+            self.error = value
+
+    async def _commit(self, unit: Unit) -> Outcome:
+        loop = self.rt.loop
+        future: asyncio.Future[Outcome] = loop.create_future()
+        self.rt.store.submit([unit], lambda outcomes: future.set_result(outcomes[0]))
+        return await future
+
+    # -- the commit unit ---------------------------------------------------------
+
+    @property
+    def needs_reload(self) -> bool:
+        """Whether in-memory state may include events that will not be kept."""
+        return (not self.ok and bool(self.events)) or self.broken is not None
+
+    def unit(self) -> Unit:
+        """The unit that ends this step (or, after non-determinism, suspends the actor)."""
+        cell = self.cell
+        at = self.rt.clock()
+        if self.diverged is not None:
+            return Unit(
+                actor=(cell.address, cell.desc.type_name, self._seq - 1, at),
+                ops=[
+                    (
+                        "UPDATE actors SET status = 'suspended', reason = ? WHERE address = ?",
+                        (str(self.diverged), cell.address),
+                    )
+                ],
+            )
+        rows: list[tuple[Any, ...]] = []
+        step = self.msg.step
+        address = cell.address
+        if not self.durable:
+            rows.append(self._message_row(at))
+        reply = self._reply()
+        inbox: list[tuple[Any, ...]] = []
+        top = step
+        if self.ok:
+            seq = self._seq + len(rows)
+            for name, data in self.events:
+                rows.append((address, seq, step, "event", name, data, at))
+                seq += 1
+            for target, to in self.sends:
+                record = SendRecord(to, target.handler.name, msgspec.Raw(target.payload), target.step)
+                rows.append((address, seq, step, "send", target.type_name, _encode(record), at))
+                inbox.append(
+                    (target.step, to, target.handler.name, target.type_name, target.payload, None, None, 0, address, at)
+                )
+                top = max(top, target.step)
+                seq += 1
+        reply_type = "error" if not self.ok else type(self.value).__qualname__
+        rows.append((address, self._seq + len(rows), step, "reply", reply_type, reply, at))
+        self.last_seq = self._seq + len(rows) - 1
+        snapshots: list[tuple[Any, ...]] = []
+        every = cell.desc.cls.snapshot_every
+        if self.ok and self.events and every > 0 and cell.since_snapshot + len(self.events) >= every:
+            state = cell.instance.state if cell.instance is not None else None
+            state_name = self.rt.registry.names[cell.desc.state_type]
+            snapshots.append((address, self.last_seq, state_name, _encode(state), at))
+            self.snapshotted = True
+        return Unit(
+            inbox=inbox,
+            journal=rows,
+            snapshots=snapshots,
+            done=[step] if self.msg.inbox else (),
+            actor=(address, cell.desc.type_name, self.last_seq, at),
+            step=top,
+        )
+
+    def _reply(self) -> bytes:
+        """The encoded reply record; a reply that cannot be encoded fails the step."""
+        if self.ok:
+            try:
+                return _encode(ReplyRecord(True, msgspec.Raw(_encode(self.value))))
+            except (TypeError, msgspec.EncodeError) as exc:
+                self.ok = False
+                self.error = TypeError(f"the reply of {self.cell.address} cannot be encoded: {exc}")
+        error = self.error
+        assert error is not None
+        return _encode(ReplyRecord(False, NIL, _error_type(error), str(error)))
+
+    def _message_row(self, at: float) -> tuple[Any, ...]:
+        msg = self.msg
+        record = MessageRecord(msg.handler.name, msgspec.Raw(msg.payload), self._seed, self._now, msg.sender)
+        return (self.cell.address, self._seq, msg.step, "message", msg.type_name, _encode(record), at)
+
+    # -- Context ---------------------------------------------------------------
+
+    def _emit(self, event: msgspec.Struct) -> None:
+        if self.finished:
+            raise SteleError(f"{self.cell.address}: emit() after its handler returned")
+        desc = self.cell.desc
+        applier = desc.appliers.get(type(event))
+        if applier is None:
+            raise UnknownEventError(
+                f"{desc.cls.__qualname__} has no @apply method for {type(event).__qualname__}"
+            )
+        name = self.rt.registry.names[type(event)]
+        try:
+            data = _encode(event)
+            # Apply the decoded copy: exactly what a rebuild from the journal will apply.
+            decoded = self.rt.registry.codec.decode(name, data)
+        except Exception as exc:
+            self.broken = MessageValidationError(f"event {name} emitted by {self.cell.address} is invalid: {exc}")
+            raise self.broken from None
+        try:
+            applier(self.cell.instance, decoded)
+        except BaseException as exc:
+            self.broken = exc
+            raise
+        self.events.append((name, data))
+
+    async def effect(
+        self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> Any:
+        index = self.effect_index
+        self.effect_index += 1
+        name = effect_name(fn)
+        if index < len(self._recorded):
+            return self._replayed(index, name, fn)
+        if self.rt.replaying:
+            # Replaying history: an effect that was never recorded is a divergence.
+            self._diverge(-1, "no further effect", f"effect #{index} {name}")
+        if not self.durable:
+            await self._append([self._message_row(self.rt.clock())], durable_ask=not self.msg.inbox)
+            self.durable = True
+        started = self.rt.clock()
+        try:
+            if inspect.iscoroutinefunction(fn):
+                value = await fn(*args, **kwargs)
+            else:
+                value = await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
+        except Exception as exc:
+            record = EffectRecord(index, False, NIL, _error_type(exc), str(exc), started=started)
+        else:
+            try:
+                record = EffectRecord(index, True, msgspec.Raw(_encode(value)), started=started)
+            except (TypeError, msgspec.EncodeError) as exc:
+                problem = f"the result of effect {name} cannot be journaled: {exc}"
+                record = EffectRecord(index, False, NIL, "TypeError", problem, started=started)
+        record = msgspec.structs.replace(record, finished=self.rt.clock())
+        await self._append([(self.cell.address, self._seq, self.msg.step, "effect", name, _encode(record), record.finished)])
+        self._now = max(self._now, record.finished)
+        return self._outcome(record, fn, -1, name)
+
+    def _replayed(self, index: int, name: str, fn: Callable[..., Any]) -> Any:
+        entry, record = self._recorded[index]
+        if entry.type != name:
+            self._diverge(entry.position, f"effect #{index} {entry.type}", f"effect #{index} {name}")
+        self._now = max(self._now, record.finished)
+        return self._outcome(record, fn, entry.position, name)
+
+    def _outcome(self, record: EffectRecord, fn: Callable[..., Any], position: int, name: str) -> Any:
+        if not record.ok:
+            raise EffectError(record.error_type, record.error)
+        try:
+            return msgspec.msgpack.decode(record.result, type=return_type(fn))
+        except msgspec.DecodeError as exc:
+            self._diverge(position, f"a result of effect {name} that no longer decodes", str(exc))
+
+    def _diverge(self, position: int, recorded: str, current: str) -> typing.NoReturn:
+        self.diverged = NonDeterminismError(self.cell.address, position, recorded, current)
+        raise self.diverged
+
+    async def _append(self, rows: list[tuple[Any, ...]], durable_ask: bool = False) -> None:
+        """Journal ``rows`` of this step now; abort the step if that fails."""
+        cell = self.cell
+        seq = self._seq
+        rows = [(r[0], seq + i, *r[2:]) for i, r in enumerate(rows)]
+        msg = self.msg
+        inbox = (
+            [(msg.step, cell.address, msg.handler.name, msg.type_name, msg.payload, None, None, 0, msg.sender, rows[0][6])]
+            if durable_ask
+            else ()
+        )
+        unit = Unit(inbox=inbox, journal=rows, actor=(cell.address, cell.desc.type_name, seq + len(rows) - 1, rows[-1][6]), step=msg.step)
+        outcome = await self._commit(unit)
+        if outcome is not None:
+            raise Abort(outcome)
+        self._seq = seq + len(rows)
+        if durable_ask:
+            msg.inbox = True
+
+    def now(self) -> float:
+        return self._now
+
+    def random(self) -> float:
+        return self._random().random()
+
+    def uuid(self) -> uuid.UUID:
+        return uuid.UUID(int=self._random().getrandbits(128), version=4)
+
+    def _random(self) -> random.Random:
+        if self._rng is None:
+            self._rng = random.Random(self._seed)
+        return self._rng
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"{self.cell.address}/{self.msg.step}/{self.effect_index}"
+
+    async def tell(self, address: str, msg: msgspec.Struct) -> None:
+        target = self.rt.prepare(address, msg, sender=self.cell.address)
+        self.sends.append((target, address))
+
+
+def effect_name(fn: Callable[..., Any]) -> str:
+    """The name an effect is journaled and compared under (stable across runs)."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    module = getattr(fn, "__module__", None) or ""
+    qualname = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    return f"{module}.{qualname}" if module else qualname
+
+
+@functools.lru_cache(maxsize=4096)
+def _hints(fn: Callable[..., Any]) -> Any:
+    try:
+        return typing.get_type_hints(fn).get("return", Any)
+    except Exception:  # unresolvable annotations: decode untyped
+        return Any
+
+
+def return_type(fn: Callable[..., Any]) -> Any:
+    """The type an effect's journaled result decodes as: ``fn``'s return annotation."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    try:
+        return _hints(fn)
+    except TypeError:  # unhashable callable
+        return Any
+
+
+def _error_type(exc: BaseException) -> str:
+    return exc.type_name if isinstance(exc, EffectError) else type(exc).__qualname__

@@ -1,0 +1,45 @@
+"""What remembers: the journal file, its writer, its codec and read-only access.
+
+``storage`` imports nothing else of Stele's; it stores typed rows and bytes.
+"""
+
+from ._codec import Codec, decode_untyped
+from ._errors import (
+    CommitUnknown,
+    IntegrityError,
+    OperationalError,
+    OwnedElsewhere,
+    SchemaError,
+    StorageError,
+    UndecodableEntry,
+)
+from ._journal import Journal
+from ._rows import ActorInfo, Entry, Pending, Snapshot, SnapshotInfo
+from ._schema import SCHEMA_VERSION
+from ._store import Store
+from ._unit import Unit
+from ._writer import Done, Outcome, WriterStats
+
+__all__ = (
+    "SCHEMA_VERSION",
+    "ActorInfo",
+    "Codec",
+    "CommitUnknown",
+    "Done",
+    "Entry",
+    "IntegrityError",
+    "Journal",
+    "OperationalError",
+    "Outcome",
+    "OwnedElsewhere",
+    "Pending",
+    "SchemaError",
+    "Snapshot",
+    "SnapshotInfo",
+    "Store",
+    "StorageError",
+    "UndecodableEntry",
+    "Unit",
+    "WriterStats",
+    "decode_untyped",
+)

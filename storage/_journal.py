@@ -1,0 +1,123 @@
+"""Read-only access to a journal: what the CLI, replay tools and tests read through.
+
+It works while a runtime owns and writes the file: WAL readers never block
+the writer, and each query sees one consistent snapshot of the file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from types import TracebackType
+from typing import Any
+
+import apsw
+
+from . import _rows
+from ._errors import OperationalError, SchemaError
+from ._owner import Ownership
+from ._rows import ActorInfo, Entry, Pending, Snapshot, SnapshotInfo
+from ._schema import SCHEMA_VERSION, migrate, schema_version
+from ._sqlite import connect, translate
+
+
+class Journal:
+    """An open journal file. Use :meth:`open`; close it, or use it as a context manager."""
+
+    def __init__(self, path: str, conn: apsw.Connection, ownership: Ownership | None) -> None:
+        self.path = path
+        self._conn = conn
+        self._ownership = ownership
+
+    @classmethod
+    def open(cls, path: str, readonly: bool = True) -> Journal:
+        """Open ``path``. Read-only (the default) never writes and works beside a runtime.
+
+        ``readonly=False`` takes ownership of the file (for maintenance tools),
+        and so fails while a runtime owns it.
+        """
+        path = os.path.abspath(path)
+        if not os.path.exists(path):
+            raise OperationalError(f"no journal at {path}")
+        ownership = None
+        if not readonly:
+            ownership = Ownership(path)
+            ownership.acquire()
+        try:
+            conn = connect(path, readonly=readonly)
+            try:
+                if readonly:
+                    version = schema_version(conn)
+                    if version == 0:
+                        raise SchemaError(f"{path} is not a Stele journal (no schema version)")
+                    if version > SCHEMA_VERSION:
+                        raise SchemaError(
+                            f"{path}: schema version {version} is newer than this Stele ({SCHEMA_VERSION})"
+                        )
+                else:
+                    migrate(conn, path)
+            except BaseException:
+                conn.close()
+                raise
+        except apsw.Error as exc:
+            if ownership is not None:
+                ownership.release()
+            raise translate(exc, f"cannot open journal {path}") from None
+        except BaseException:
+            if ownership is not None:
+                ownership.release()
+            raise
+        return cls(path, conn, ownership)
+
+    def actors(self, type: str | None = None) -> list[ActorInfo]:
+        """Every actor the journal knows (of one type), by address."""
+        return self._read(_rows.actors, type)
+
+    def actor(self, address: str) -> ActorInfo | None:
+        """One actor's registry row."""
+        return self._read(_rows.actor, address)
+
+    def entries(self, actor: str, from_seq: int = 0, kind: str | None = None) -> Iterator[Entry]:
+        """An actor's entries from ``from_seq`` on, in order (optionally of one kind)."""
+        try:
+            yield from _rows.entries(self._conn, actor, from_seq, kind)
+        except apsw.Error as exc:
+            raise translate(exc, f"cannot read the journal of {actor}") from None
+
+    def snapshots(self, actor: str) -> Iterator[SnapshotInfo]:
+        """``(seq, at)`` of every snapshot of ``actor``, oldest first."""
+        yield from self._read(_rows.snapshots, actor)
+
+    def snapshot(self, actor: str, before: int | None = None) -> Snapshot | None:
+        """The newest snapshot of ``actor`` (older than ``before``), with its payload."""
+        return self._read(_rows.snapshot, actor, before)
+
+    def event_rows(self, actor: str, after_seq: int = 0) -> list[tuple[int, int, str, bytes]]:
+        """``(position, seq, type, data)`` of the actor's events after ``after_seq``."""
+        return self._read(_rows.event_rows, actor, after_seq)
+
+    def open_step(self, actor: str) -> list[Entry]:
+        """Entries of the actor's step interrupted by a crash (message first), or []."""
+        return self._read(_rows.open_step, actor)
+
+    def pending(self) -> list[Pending]:
+        """Messages waiting in the inbox."""
+        return self._read(_rows.pending)
+
+    def _read(self, query: Any, *args: Any) -> Any:
+        try:
+            return query(self._conn, *args)
+        except apsw.Error as exc:
+            raise translate(exc, f"cannot read {self.path}") from None
+
+    def close(self) -> None:
+        """Close the file (and give up ownership if it was taken)."""
+        self._conn.close()
+        if self._ownership is not None:
+            self._ownership.release()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, tp: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()

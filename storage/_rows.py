@@ -1,0 +1,180 @@
+"""Typed rows read from the journal, and the queries that read them.
+
+Shared by the runtime-facing :class:`~storage.Store` and the read-only
+:class:`~storage.Journal`, so both see the file the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import apsw
+import msgspec
+
+from ._codec import decode_untyped
+
+TERMINAL_KINDS = ("reply",)
+"""Entry kinds that close a step. A step without one is open (interrupted)."""
+
+
+class Entry(msgspec.Struct, frozen=True):
+    """One journal entry."""
+
+    position: int
+    actor: str
+    seq: int
+    step: int
+    kind: str
+    type: str
+    data: bytes
+    at: float
+
+    def decoded(self) -> Any:
+        """The payload decoded without a schema (dicts, lists, scalars)."""
+        return decode_untyped(self.data)
+
+
+class ActorInfo(msgspec.Struct, frozen=True):
+    """One row of the actor registry."""
+
+    address: str
+    type: str
+    last_seq: int
+    status: str
+    reason: str | None
+    updated: float
+
+
+class SnapshotInfo(msgspec.Struct, frozen=True, array_like=True):
+    """A snapshot's position in an actor's history: ``(seq, at)``."""
+
+    seq: int
+    at: float
+
+
+class Snapshot(msgspec.Struct, frozen=True):
+    """A stored snapshot with its payload."""
+
+    actor: str
+    seq: int
+    type: str
+    data: bytes
+    at: float
+
+
+class Pending(msgspec.Struct, frozen=True):
+    """A message waiting in the inbox."""
+
+    id: int
+    target: str
+    handler: str
+    type: str
+    payload: bytes
+    due: float | None
+    idempotency_key: str | None
+    attempts: int
+    sender: str | None
+    at: float
+
+
+_ENTRY_COLUMNS = "position, actor, seq, step, kind, type, data, at"
+
+
+def entries(conn: apsw.Connection, actor: str, from_seq: int = 0, kind: str | None = None) -> Iterator[Entry]:
+    """An actor's entries with ``seq >= from_seq`` in order, optionally of one kind."""
+    sql = f"SELECT {_ENTRY_COLUMNS} FROM journal WHERE actor = ? AND seq >= ?"
+    params: tuple[Any, ...] = (actor, from_seq)
+    if kind is not None:
+        sql += " AND kind = ?"
+        params += (kind,)
+    for row in conn.execute(sql + " ORDER BY seq", params):
+        yield Entry(*row)
+
+
+def open_step(conn: apsw.Connection, actor: str) -> list[Entry]:
+    """The entries of the actor's interrupted step (message first), or [] if none.
+
+    Reads the journal backwards from the end and stops at the first entry that
+    closes a step, so it costs as many rows as the open step has.
+    """
+    tail: list[Entry] = []
+    for row in conn.execute(
+        f"SELECT {_ENTRY_COLUMNS} FROM journal WHERE actor = ? ORDER BY seq DESC", (actor,)
+    ):
+        entry = Entry(*row)
+        if entry.kind in TERMINAL_KINDS:
+            break
+        tail.append(entry)
+        if entry.kind == "message":
+            break
+    tail.reverse()
+    return tail if tail and tail[0].kind == "message" else []
+
+
+def actor(conn: apsw.Connection, address: str) -> ActorInfo | None:
+    """The registry row of one actor."""
+    row = conn.execute(
+        "SELECT address, type, last_seq, status, reason, updated FROM actors WHERE address = ?",
+        (address,),
+    ).fetchone()
+    return ActorInfo(*row) if row else None
+
+
+def actors(conn: apsw.Connection, type_name: str | None = None) -> list[ActorInfo]:
+    """All registered actors (of one type), by address."""
+    sql = "SELECT address, type, last_seq, status, reason, updated FROM actors"
+    params: tuple[Any, ...] = ()
+    if type_name is not None:
+        sql += " WHERE type = ?"
+        params = (type_name,)
+    return [ActorInfo(*row) for row in conn.execute(sql + " ORDER BY address", params)]
+
+
+def snapshot(conn: apsw.Connection, address: str, before: int | None = None) -> Snapshot | None:
+    """The newest snapshot of ``address`` (with ``seq < before`` when given)."""
+    limit = before if before is not None else 1 << 62
+    row = conn.execute(
+        "SELECT actor, seq, type, data, at FROM snapshots WHERE actor = ? AND seq < ? "
+        "ORDER BY seq DESC LIMIT 1",
+        (address, limit),
+    ).fetchone()
+    return Snapshot(*row) if row else None
+
+
+def snapshots(conn: apsw.Connection, address: str) -> list[SnapshotInfo]:
+    """Every snapshot of ``address``, oldest first."""
+    return [
+        SnapshotInfo(*row)
+        for row in conn.execute("SELECT seq, at FROM snapshots WHERE actor = ? ORDER BY seq", (address,))
+    ]
+
+
+def pending(conn: apsw.Connection) -> list[Pending]:
+    """Every pending inbox message, in step-id order."""
+    return [
+        Pending(*row)
+        for row in conn.execute(
+            "SELECT id, target, handler, type, payload, due, idempotency_key, attempts, sender, at "
+            "FROM inbox ORDER BY id"
+        )
+    ]
+
+
+def meta(conn: apsw.Connection, key: str) -> Any:
+    """A value from the meta table, or None."""
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return row[0] if row else None
+
+
+def event_rows(conn: apsw.Connection, actor: str, after_seq: int) -> list[tuple[int, int, str, bytes]]:
+    """``(position, seq, type, data)`` of an actor's events after ``after_seq``.
+
+    The hot path of activation: SQLite filters the kind in C, so only event
+    rows reach Python.
+    """
+    return conn.execute(
+        "SELECT position, seq, type, data FROM journal "
+        "WHERE actor = ? AND seq > ? AND kind = 'event' ORDER BY seq",
+        (actor, after_seq),
+    ).fetchall()

@@ -1,0 +1,107 @@
+"""The journal's schema and its migrations.
+
+``PRAGMA user_version`` holds the schema version. Each migration runs in its own
+transaction; a file written by a newer version is refused rather than guessed at.
+"""
+
+from __future__ import annotations
+
+import apsw
+
+from ._errors import SchemaError
+
+# Litestream adds `_litestream_seq` and `_litestream_lock` to the database;
+# nothing here lists tables, so they are tolerated by construction.
+_V1 = """
+CREATE TABLE meta(
+    key   TEXT PRIMARY KEY,
+    value ANY
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE actors(
+    address  TEXT PRIMARY KEY,
+    type     TEXT NOT NULL,
+    last_seq INTEGER NOT NULL DEFAULT 0,
+    status   TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'suspended')),
+    reason   TEXT,
+    updated  REAL NOT NULL
+) STRICT, WITHOUT ROWID;
+
+-- The journal proper. `position` is the rowid: a global, append-only order.
+-- `step` ties every entry to the step (one message processed) that wrote it.
+CREATE TABLE journal(
+    position INTEGER PRIMARY KEY,
+    actor    TEXT NOT NULL,
+    seq      INTEGER NOT NULL,
+    step     INTEGER NOT NULL,
+    kind     TEXT NOT NULL,
+    type     TEXT NOT NULL,
+    data     BLOB NOT NULL,
+    at       REAL NOT NULL,
+    UNIQUE (actor, seq)
+) STRICT;
+
+-- Pending messages (and, later, timers). `id` is the step id of the message.
+CREATE TABLE inbox(
+    id              INTEGER PRIMARY KEY,
+    target          TEXT NOT NULL,
+    handler         TEXT NOT NULL,
+    type            TEXT NOT NULL,
+    payload         BLOB NOT NULL,
+    due             REAL,
+    idempotency_key TEXT UNIQUE,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    sender          TEXT,
+    at              REAL NOT NULL
+) STRICT;
+
+-- A snapshot at `seq` is the state after every event with a seq <= `seq`.
+CREATE TABLE snapshots(
+    actor TEXT NOT NULL,
+    seq   INTEGER NOT NULL,
+    type  TEXT NOT NULL,
+    data  BLOB NOT NULL,
+    at    REAL NOT NULL,
+    PRIMARY KEY (actor, seq)
+) STRICT, WITHOUT ROWID;
+
+INSERT INTO meta(key, value) VALUES ('step_hwm', 0);
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1,)
+"""MIGRATIONS[i] takes the schema from version i to version i + 1."""
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def schema_version(conn: apsw.Connection) -> int:
+    """The file's schema version (0 for a new, empty file)."""
+    row = conn.execute("PRAGMA user_version").fetchone()
+    return int(row[0]) if row else 0
+
+
+def migrate(conn: apsw.Connection, path: str) -> int:
+    """Bring the file to :data:`SCHEMA_VERSION`; return the version it had before."""
+    before = schema_version(conn)
+    if before > SCHEMA_VERSION:
+        raise SchemaError(
+            f"{path}: schema version {before} is newer than this Stele understands "
+            f"({SCHEMA_VERSION}); upgrade Stele to open it"
+        )
+    if before == 0 and _has_foreign_tables(conn):
+        raise SchemaError(f"{path}: not a Stele journal (it has tables but no schema version)")
+    for version in range(before, SCHEMA_VERSION):
+        with conn:  # one transaction per migration step
+            # execute() runs every statement of a script only when no statement
+            # returns rows (see LITESTREAM.md on APSW); these do not.
+            conn.execute(MIGRATIONS[version])
+            conn.execute(f"PRAGMA user_version = {version + 1}")
+    return before
+
+
+def _has_foreign_tables(conn: apsw.Connection) -> bool:
+    rows = conn.execute(
+        "SELECT name FROM sqlite_schema WHERE type = 'table' "
+        "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name NOT LIKE '\\_%' ESCAPE '\\'"
+    ).fetchall()
+    return bool(rows)

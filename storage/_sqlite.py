@@ -1,0 +1,46 @@
+"""Opening connections the way Stele needs them, and translating APSW errors."""
+
+from __future__ import annotations
+
+import apsw
+
+from ._errors import IntegrityError, OperationalError, StorageError
+
+BUSY_TIMEOUT_MS = 5000
+"""Every connection waits this long for a lock (Litestream's too) before failing."""
+
+SYNCHRONOUS = {"fsync": "FULL", "normal": "NORMAL"}
+"""Durability level -> ``PRAGMA synchronous``. See DESIGN.md §6."""
+
+
+def connect(path: str, *, readonly: bool = False) -> apsw.Connection:
+    """Open ``path`` with a busy timeout; read-only opening never creates or writes."""
+    flags = apsw.SQLITE_OPEN_READONLY if readonly else apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
+    try:
+        conn = apsw.Connection(path, flags=flags)
+        conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+    except apsw.Error as exc:
+        raise translate(exc, f"cannot open journal {path}") from None
+    return conn
+
+
+def configure_writer(conn: apsw.Connection, durability: str) -> None:
+    """Settings of the one write connection."""
+    if durability not in SYNCHRONOUS:
+        raise ValueError(f"durability must be one of {sorted(SYNCHRONOUS)}, not {durability!r}")
+    # journal_mode returns a row: fetch it, or APSW leaves the statement pending.
+    conn.execute("PRAGMA journal_mode = WAL").fetchall()
+    conn.execute(f"PRAGMA synchronous = {SYNCHRONOUS[durability]}")
+    # The (actor, seq) index touches about one page per actor per commit; a large
+    # cache keeps those pages hot between group commits (PERFORMANCE.md).
+    conn.execute("PRAGMA cache_size = -65536")
+    # Checkpoints stay automatic (PASSIVE, 1000 pages) for now; when Litestream
+    # supervises the file it takes checkpointing over (DESIGN.md §4).
+
+
+def translate(exc: BaseException, context: str) -> StorageError:
+    """Map an APSW error to storage's PEP 249-style split: integrity vs operational."""
+    detail = f"{context}: {type(exc).__name__}: {exc}"
+    if isinstance(exc, apsw.ConstraintError | apsw.CorruptError | apsw.NotADBError | apsw.MismatchError):
+        return IntegrityError(detail)
+    return OperationalError(detail)

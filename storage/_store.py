@@ -1,0 +1,144 @@
+"""The runtime's handle on its journal: ownership, the writer, and the reads it needs."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import apsw
+
+from . import _rows
+from ._owner import Ownership
+from ._rows import ActorInfo, Entry, Pending, Snapshot
+from ._schema import migrate
+from ._sqlite import configure_writer, connect, translate
+from ._unit import Unit
+from ._writer import Done, Notify, Writer, WriterStats
+
+
+class Store:
+    """An owned, open journal file: one writer thread and one reader connection.
+
+    Open it with :meth:`open`. Reads are thread-safe (one at a time); writes go
+    through :meth:`submit` to the writer thread.
+    """
+
+    def __init__(
+        self, path: str, ownership: Ownership, conn: apsw.Connection, reader: apsw.Connection, writer: Writer, hwm: int
+    ) -> None:
+        self.path = path
+        self._ownership = ownership
+        self._conn = conn
+        self._reader = reader
+        self._read_lock = threading.Lock()
+        self._writer = writer
+        self.step_hwm = hwm
+        """The highest step id any durable row uses (step ids are never reused)."""
+
+    @classmethod
+    def open(cls, path: str, *, durability: str = "fsync", notify: Notify) -> Store:
+        """Own ``path`` (creating and migrating it as needed) and start the writer."""
+        path = os.path.abspath(path)
+        ownership = Ownership(path)
+        ownership.acquire()
+        conn: apsw.Connection | None = None
+        try:
+            conn = connect(path)
+            try:
+                configure_writer(conn, durability)
+                migrate(conn, path)
+                hwm = int(_rows.meta(conn, "step_hwm") or 0)
+                top = conn.execute("SELECT max(id) FROM inbox").fetchone()[0]
+                hwm = max(hwm, int(top or 0))
+            except apsw.Error as exc:
+                raise translate(exc, f"cannot prepare journal {path}") from None
+            reader = connect(path, readonly=True)
+            writer = Writer(conn, notify, step_hwm=hwm)
+            writer.start()
+        except BaseException:
+            if conn is not None:
+                conn.close()
+            ownership.release()
+            raise
+        return cls(path, ownership, conn, reader, writer, hwm)
+
+    @property
+    def stats(self) -> WriterStats:
+        """The writer's counters."""
+        return self._writer.stats
+
+    def submit(self, units: list[Unit], done: Done) -> None:
+        """Queue units for the next group commit."""
+        self._writer.submit(units, done)
+
+    # -- reads (any thread) -------------------------------------------------------
+
+    def actor(self, address: str) -> ActorInfo | None:
+        """The registry row of ``address``."""
+        with self._reading("read actor " + address):
+            return _rows.actor(self._reader, address)
+
+    def snapshot(self, address: str, before: int | None = None) -> Snapshot | None:
+        """The newest snapshot of ``address`` (older than ``before``)."""
+        with self._reading("read snapshot of " + address):
+            return _rows.snapshot(self._reader, address, before)
+
+    def event_rows(self, address: str, after_seq: int) -> list[tuple[int, int, str, bytes]]:
+        """Events of ``address`` after ``after_seq``."""
+        with self._reading("read events of " + address):
+            return _rows.event_rows(self._reader, address, after_seq)
+
+    def open_step(self, address: str) -> list[Entry]:
+        """Entries of the step of ``address`` interrupted by a crash, if any."""
+        with self._reading("read open step of " + address):
+            return _rows.open_step(self._reader, address)
+
+    def pending(self) -> list[Pending]:
+        """Every pending inbox message."""
+        with self._reading("read inbox"):
+            return _rows.pending(self._reader)
+
+    def _reading(self, what: str) -> _Reading:
+        return _Reading(self._read_lock, what)
+
+    # -- shutdown ------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Commit what is queued, stop the writer, close the file, release ownership."""
+        try:
+            self._writer.stop()
+        finally:
+            self._close_connections()
+
+    def abandon(self) -> None:
+        """Drop what is queued and let go of the file, as a crash would (for tests)."""
+        try:
+            self._writer.abandon()
+        finally:
+            self._close_connections()
+
+    def _close_connections(self) -> None:
+        try:
+            self._reader.close()
+            self._conn.close()
+        finally:
+            self._ownership.release()
+
+
+class _Reading:
+    """Serialise reads on the one reader connection and translate their errors."""
+
+    __slots__ = ("_lock", "_what")
+
+    def __init__(self, lock: threading.Lock, what: str) -> None:
+        self._lock = lock
+        self._what = what
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+
+    def __exit__(self, tp: object, exc: BaseException | None, tb: object) -> bool:
+        self._lock.release()
+        if isinstance(exc, apsw.Error):
+            raise translate(exc, f"cannot {self._what}") from None
+        return False

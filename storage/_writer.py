@@ -1,0 +1,306 @@
+"""The one writer: a thread that owns the only write connection and group-commits.
+
+Whatever queued while the last commit ran goes into the next
+``BEGIN IMMEDIATE … COMMIT``, with no artificial wait. The whole batch first runs
+as one set of ``executemany`` calls under one savepoint (the fast path); if any
+statement fails, the batch is rolled back to that savepoint and re-run one
+savepoint per unit, so one bad unit fails alone. Each submitter is told the
+outcome of its units after the commit, through one ``notify`` call per batch:
+the event loop wakes once per batch, not once per unit.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import apsw
+
+from ._errors import CommitUnknown, IntegrityError, OperationalError, StorageError
+from ._sqlite import translate
+from ._unit import Row, Unit
+
+log = logging.getLogger("stele.storage")
+
+Outcome = StorageError | None
+"""None when the unit committed, else why it did not."""
+
+Done = Callable[[list[Outcome]], None]
+"""Called (by ``notify``'s caller) with one outcome per submitted unit, in order."""
+
+Notify = Callable[[list[tuple[Done, list[Outcome]]]], None]
+"""Called from the writer thread once per batch with every submission's outcomes."""
+
+INSERT_INBOX = (
+    "INSERT INTO inbox(id, target, handler, type, payload, due, idempotency_key, attempts, sender, at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+INSERT_JOURNAL = "INSERT INTO journal(actor, seq, step, kind, type, data, at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+INSERT_SNAPSHOT = "INSERT OR REPLACE INTO snapshots(actor, seq, type, data, at) VALUES (?, ?, ?, ?, ?)"
+DELETE_INBOX = "DELETE FROM inbox WHERE id = ?"
+UPSERT_ACTOR = (
+    "INSERT INTO actors(address, type, last_seq, updated) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT(address) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq), "
+    "updated = excluded.updated"
+)
+UPDATE_HWM = "UPDATE meta SET value = ? WHERE key = 'step_hwm'"
+
+MAX_BATCH_UNITS = 20_000
+"""Bound on one transaction's size, so one huge backlog cannot stall every caller."""
+
+COMMIT_RETRIES = (0.01, 0.1, 0.5)
+"""Back-off before each retry of units whose commit failed and did not land."""
+
+_STOP = object()
+
+
+class _Unconsumed(Exception):
+    """A batch tried to consume an inbox row that is not there (a duplicate step)."""
+
+
+class WriterStats:
+    """Counters the benchmark harness and, later, ``/metrics`` read."""
+
+    __slots__ = ("batches", "commit_seconds", "units")
+
+    def __init__(self) -> None:
+        self.batches = 0
+        self.units = 0
+        self.commit_seconds = 0.0
+
+
+class Writer:
+    """Group-commit writer thread over one APSW connection."""
+
+    def __init__(self, conn: apsw.Connection, notify: Notify, *, step_hwm: int) -> None:
+        self._conn = conn
+        self._notify = notify
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._hwm = step_hwm
+        self._abandoned = False
+        self.stats = WriterStats()
+        self._thread = threading.Thread(target=self._run, name="stele-writer", daemon=True)
+
+    def start(self) -> None:
+        """Start the writer thread."""
+        self._thread.start()
+
+    def submit(self, units: Sequence[Unit], done: Done) -> None:
+        """Queue ``units`` for the next commit; ``done`` gets their outcomes. Thread-safe."""
+        self._queue.put((units, done))
+
+    def stop(self) -> None:
+        """Commit everything queued so far, then stop the thread."""
+        self._queue.put(_STOP)
+        self._thread.join()
+
+    def abandon(self) -> None:
+        """Stop without committing what is queued, as a crash would (for tests)."""
+        self._abandoned = True
+        self._queue.put(_STOP)
+        self._thread.join()
+
+    # -- the thread -------------------------------------------------------------
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            items: list[tuple[Sequence[Unit], Done]] = []
+            count = 0
+            item = self._queue.get()
+            while True:
+                if item is _STOP:
+                    stopping = True
+                    break
+                items.append(item)
+                count += len(item[0])
+                if count >= MAX_BATCH_UNITS:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if self._abandoned:
+                return
+            if not items:
+                continue
+            try:
+                results = self._commit(items)
+            except BaseException as exc:  # never let the thread die with callers waiting
+                log.exception("journal writer failed unexpectedly")
+                failure = OperationalError(f"journal writer failed unexpectedly: {exc!r}")
+                results = [(done, [failure] * len(units)) for units, done in items]
+            try:
+                self._notify(results)
+            except Exception:  # the loop is gone; nobody is left to tell
+                log.debug("could not deliver commit outcomes", exc_info=True)
+
+    def _commit(self, items: list[tuple[Sequence[Unit], Done]]) -> list[tuple[Done, list[Outcome]]]:
+        units = [u for us, _ in items for u in us]
+        outcomes: list[Outcome] = [None] * len(units)
+        pending = list(range(len(units)))
+        started = time.perf_counter()
+        for delay in (*COMMIT_RETRIES, None):
+            pending = self._attempt(units, pending, outcomes)
+            if not pending or delay is None:
+                break
+            time.sleep(delay)
+        self.stats.batches += 1
+        self.stats.units += len(units)
+        self.stats.commit_seconds += time.perf_counter() - started
+        results = []
+        at = 0
+        for us, done in items:
+            results.append((done, outcomes[at : at + len(us)]))
+            at += len(us)
+        return results
+
+    def _attempt(self, units: list[Unit], indexes: list[int], outcomes: list[Outcome]) -> list[int]:
+        """One transaction over ``units[indexes]``; return the indexes to retry."""
+        conn = self._conn
+        batch = [units[i] for i in indexes]
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except apsw.Error as exc:
+            error = translate(exc, "cannot start a journal transaction")
+            for i in indexes:
+                outcomes[i] = error
+            return []
+        try:
+            failures = self._apply(batch)
+            top = max((u.step for u in batch), default=0)
+            if top > self._hwm:
+                conn.execute(UPDATE_HWM, (top,))
+        except apsw.Error as exc:
+            # SQLite may already have rolled the whole transaction back (FULL,
+            # IOERR, NOMEM do); nothing was committed either way: a definite failure.
+            self._rollback()
+            error = translate(exc, "journal write failed")
+            for i in indexes:
+                outcomes[i] = error
+            return []
+        try:
+            conn.execute("COMMIT")
+        except apsw.Error as exc:
+            # Indeterminate: the commit may be durable. Read back before deciding.
+            self._rollback()
+            return self._resolve(batch, indexes, outcomes, exc)
+        if top > self._hwm:
+            self._hwm = top
+        for position, i in enumerate(indexes):
+            outcomes[i] = failures.get(position)
+        return []
+
+    def _apply(self, batch: list[Unit]) -> dict[int, Outcome]:
+        """Run the batch; return the failures of single units (empty on the fast path)."""
+        conn = self._conn
+        conn.execute("SAVEPOINT batch")
+        try:
+            self._execute(batch)
+        except (apsw.Error, _Unconsumed):
+            if not conn.in_transaction:
+                raise
+            conn.execute("ROLLBACK TO batch")
+        else:
+            conn.execute("RELEASE batch")
+            return {}
+        conn.execute("RELEASE batch")
+        failures: dict[int, Outcome] = {}
+        for position, unit in enumerate(batch):
+            conn.execute("SAVEPOINT unit")
+            try:
+                self._execute([unit])
+            except _Unconsumed as exc:
+                conn.execute("ROLLBACK TO unit")
+                failures[position] = IntegrityError(str(exc))
+            except apsw.Error as exc:
+                if not conn.in_transaction:
+                    raise
+                conn.execute("ROLLBACK TO unit")
+                failures[position] = translate(exc, "journal write failed")
+            conn.execute("RELEASE unit")
+        return failures
+
+    def _execute(self, batch: list[Unit]) -> None:
+        conn = self._conn
+        cursor = conn.cursor()
+        inbox = [row for u in batch for row in u.inbox]
+        if inbox:
+            cursor.executemany(INSERT_INBOX, inbox)
+        journal = [row for u in batch for row in u.journal]
+        if journal:
+            cursor.executemany(INSERT_JOURNAL, journal)
+        snapshots = [row for u in batch for row in u.snapshots]
+        if snapshots:
+            cursor.executemany(INSERT_SNAPSHOT, snapshots)
+        done = [(i,) for u in batch for i in u.done]
+        if done:
+            before = conn.total_changes()
+            cursor.executemany(DELETE_INBOX, done)
+            if conn.total_changes() - before != len(done):
+                raise _Unconsumed(
+                    f"a step consumed inbox message(s) {[i for (i,) in done]} that are no "
+                    "longer pending: it would be processed twice"
+                )
+        actors: dict[str, Row] = {}
+        for u in batch:
+            row = u.actor
+            if row is not None:
+                known = actors.get(row[0])
+                if known is None or row[2] > known[2]:
+                    actors[row[0]] = row
+        if actors:
+            cursor.executemany(UPSERT_ACTOR, list(actors.values()))
+        for u in batch:
+            for sql, params in u.ops:
+                cursor.execute(sql, params)
+
+    def _rollback(self) -> None:
+        if self._conn.in_transaction:
+            try:
+                self._conn.execute("ROLLBACK")
+            except apsw.Error:
+                log.warning("rollback after a failed journal write failed", exc_info=True)
+
+    def _resolve(
+        self, batch: list[Unit], indexes: list[int], outcomes: list[Outcome], exc: apsw.Error
+    ) -> list[int]:
+        """After a failed COMMIT: which units landed? Those that did not are retried."""
+        retry = []
+        for unit, i in zip(batch, indexes, strict=True):
+            try:
+                landed = self._landed(unit)
+            except apsw.Error as again:
+                outcomes[i] = CommitUnknown(
+                    f"commit failed ({exc}) and reading back failed too ({again}); "
+                    "the change may or may not be in the journal"
+                )
+                continue
+            if landed:
+                outcomes[i] = None
+            else:
+                retry.append(i)
+                outcomes[i] = translate(exc, "journal commit failed and did not land")
+        if retry:
+            log.warning("journal commit failed (%s); retrying %d unit(s) that did not land", exc, len(retry))
+        return retry
+
+    def _landed(self, unit: Unit) -> bool:
+        """Whether ``unit`` is in the file, read back by its keys."""
+        conn = self._conn
+        if unit.journal:
+            actor, seq, step = unit.journal[0][:3]
+            row = conn.execute("SELECT step FROM journal WHERE actor = ? AND seq = ?", (actor, seq)).fetchone()
+            return row is not None and row[0] == step
+        if unit.inbox:
+            row = conn.execute("SELECT 1 FROM inbox WHERE id = ?", (unit.inbox[0][0],)).fetchone()
+            return row is not None
+        if unit.done:
+            row = conn.execute("SELECT 1 FROM inbox WHERE id = ?", (unit.done[0],)).fetchone()
+            return row is None
+        # Only `ops`: they are idempotent updates, so running them again is safe.
+        return False
