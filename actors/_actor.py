@@ -131,9 +131,7 @@ def describe(cls: type[Actor]) -> ActorDescription:
     try:
         state_type()
     except TypeError as exc:
-        raise ActorDefinitionError(
-            f"{cls.__qualname__}.State: every field needs a default ({exc})"
-        ) from None
+        raise ActorDefinitionError(f"{cls.__qualname__}.State: every field needs a default ({exc})") from None
     handlers: dict[str, HandlerInfo] = {}
     by_message: dict[type, HandlerInfo] = {}
     appliers: dict[type, Callable[[Any, Any], None]] = {}
@@ -159,9 +157,7 @@ def describe(cls: type[Actor]) -> ActorDescription:
                 seen.add(attr)
                 event_type, _ = _signature(cls, fn, "@apply")
                 if event_type in appliers:
-                    raise ActorDefinitionError(
-                        f"{cls.__qualname__}: two @apply methods take {event_type.__qualname__}"
-                    )
+                    raise ActorDefinitionError(f"{cls.__qualname__}: two @apply methods take {event_type.__qualname__}")
                 appliers[event_type] = fn
     description = ActorDescription(
         cls=cls,
@@ -187,7 +183,5 @@ def _signature(cls: type, fn: Callable[..., Any], what: str) -> tuple[type[msgsp
         raise ActorDefinitionError(f"{where} must take exactly one argument after self")
     arg_type = hints.get(params[0].name)
     if not (isinstance(arg_type, type) and issubclass(arg_type, msgspec.Struct)):
-        raise ActorDefinitionError(
-            f"{where}: its argument must be annotated with a msgspec.Struct type"
-        )
+        raise ActorDefinitionError(f"{where}: its argument must be annotated with a msgspec.Struct type")
     return arg_type, hints.get("return", Any)

@@ -20,9 +20,7 @@ class Context(abc.ABC):
     """
 
     @abc.abstractmethod
-    async def effect(
-        self, fn: Callable[..., Awaitable[T]] | Callable[..., T], /, *args: Any, **kwargs: Any
-    ) -> T:
+    async def effect(self, fn: Callable[..., Awaitable[T]] | Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Run ``fn(*args, **kwargs)`` once and journal its result or error.
 
         On replay the journaled result comes back (or the journaled error is

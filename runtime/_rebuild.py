@@ -70,7 +70,9 @@ def load(
                 instance.state = codec.decode(snap.type, snap.data, position=-1)
             except storage.UndecodableEntry as exc:
                 # G5: a snapshot is only an optimisation; fall back to older history.
-                log.warning("%s: snapshot at seq %d cannot be decoded (%s); using older history", address, snap.seq, exc)
+                log.warning(
+                    "%s: snapshot at seq %d cannot be decoded (%s); using older history", address, snap.seq, exc
+                )
                 snap = source.snapshot(address, snap.seq)
                 continue
             snapshot_seq = snap.seq
@@ -83,7 +85,9 @@ def load(
     return Loaded(instance, info, snapshot_seq, len(rows), open_step)
 
 
-def fold(desc: ActorDescription, codec: storage.Codec, instance: Actor, rows: list[tuple[int, int, str, bytes]]) -> None:
+def fold(
+    desc: ActorDescription, codec: storage.Codec, instance: Actor, rows: list[tuple[int, int, str, bytes]]
+) -> None:
     """Apply event rows ``(position, seq, type, data)`` to ``instance`` in order."""
     decode = codec.decode
     appliers = desc.appliers

@@ -28,9 +28,7 @@ class Registry:
             desc = describe(cls)
             known = self.actors.get(desc.type_name)
             if known is not None and known.cls is not cls:
-                raise ActorDefinitionError(
-                    f"two actor classes are named {desc.type_name!r}: {known.cls!r} and {cls!r}"
-                )
+                raise ActorDefinitionError(f"two actor classes are named {desc.type_name!r}: {known.cls!r} and {cls!r}")
             self.actors[desc.type_name] = desc
             types: list[type] = [desc.state_type]
             types += [h.message_type for h in desc.handlers.values()]

@@ -191,7 +191,18 @@ class Runtime:
             batch = self._ingress = _Ingress(_Shared(loop=loop))
             loop.call_soon(self._flush_ingress)
         batch.rows.append(
-            (prepared.step, address, prepared.handler.name, prepared.type_name, prepared.payload, None, None, 0, None, self.clock())
+            (
+                prepared.step,
+                address,
+                prepared.handler.name,
+                prepared.type_name,
+                prepared.payload,
+                None,
+                None,
+                0,
+                None,
+                self.clock(),
+            )
         )
         batch.msgs.append((cell, prepared))
         batch.top = prepared.step

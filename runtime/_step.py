@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-import random
 import typing
 import uuid
 from collections.abc import Callable, Coroutine
+from random import Random
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
@@ -79,11 +79,12 @@ class Step(Context):
         self.finished = False
         self.last_seq = cell.next_seq - 1
         self.snapshotted = False
-        self._rng: random.Random | None = None
+        self._rng: Random | None = None
         self._recorded: list[tuple[Entry, EffectRecord]] = []
         if recorded:
             head = message_decoder.decode(recorded[0].data)
-            self._seed, self._now = head.seed, head.now
+            self._seed: int = head.seed
+            self._now: float = head.now
             self.durable = True
             self._recorded = [(e, effect_decoder.decode(e.data)) for e in recorded[1:] if e.kind == "effect"]
             self._seq = recorded[-1].seq + 1
@@ -232,9 +233,7 @@ class Step(Context):
         desc = self.cell.desc
         applier = desc.appliers.get(type(event))
         if applier is None:
-            raise UnknownEventError(
-                f"{desc.cls.__qualname__} has no @apply method for {type(event).__qualname__}"
-            )
+            raise UnknownEventError(f"{desc.cls.__qualname__} has no @apply method for {type(event).__qualname__}")
         name = self.rt.registry.names[type(event)]
         try:
             data = _encode(event)
@@ -250,9 +249,7 @@ class Step(Context):
             raise
         self.events.append((name, data))
 
-    async def effect(
-        self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
-    ) -> Any:
+    async def effect(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         index = self.effect_index
         self.effect_index += 1
         name = effect_name(fn)
@@ -279,7 +276,9 @@ class Step(Context):
                 problem = f"the result of effect {name} cannot be journaled: {exc}"
                 record = EffectRecord(index, False, NIL, "TypeError", problem, started=started)
         record = msgspec.structs.replace(record, finished=self.rt.clock())
-        await self._append([(self.cell.address, self._seq, self.msg.step, "effect", name, _encode(record), record.finished)])
+        await self._append(
+            [(self.cell.address, self._seq, self.msg.step, "effect", name, _encode(record), record.finished)]
+        )
         self._now = max(self._now, record.finished)
         return self._outcome(record, fn, -1, name)
 
@@ -309,11 +308,29 @@ class Step(Context):
         rows = [(r[0], seq + i, *r[2:]) for i, r in enumerate(rows)]
         msg = self.msg
         inbox = (
-            [(msg.step, cell.address, msg.handler.name, msg.type_name, msg.payload, None, None, 0, msg.sender, rows[0][6])]
+            [
+                (
+                    msg.step,
+                    cell.address,
+                    msg.handler.name,
+                    msg.type_name,
+                    msg.payload,
+                    None,
+                    None,
+                    0,
+                    msg.sender,
+                    rows[0][6],
+                )
+            ]
             if durable_ask
             else ()
         )
-        unit = Unit(inbox=inbox, journal=rows, actor=(cell.address, cell.desc.type_name, seq + len(rows) - 1, rows[-1][6]), step=msg.step)
+        unit = Unit(
+            inbox=inbox,
+            journal=rows,
+            actor=(cell.address, cell.desc.type_name, seq + len(rows) - 1, rows[-1][6]),
+            step=msg.step,
+        )
         outcome = await self._commit(unit)
         if outcome is not None:
             raise Abort(outcome)
@@ -330,9 +347,9 @@ class Step(Context):
     def uuid(self) -> uuid.UUID:
         return uuid.UUID(int=self._random().getrandbits(128), version=4)
 
-    def _random(self) -> random.Random:
+    def _random(self) -> Random:
         if self._rng is None:
-            self._rng = random.Random(self._seed)
+            self._rng = Random(self._seed)
         return self._rng
 
     @property

@@ -48,8 +48,7 @@ class Codec:
         decoder = self._decoders.get(name)
         if decoder is None:
             raise UndecodableEntry(
-                f"journal entry at position {position} has type {name!r}, "
-                "which no registered actor class declares",
+                f"journal entry at position {position} has type {name!r}, which no registered actor class declares",
                 position=position,
                 type_name=name,
             )

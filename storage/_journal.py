@@ -7,9 +7,9 @@ the writer, and each query sees one consistent snapshot of the file.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import Any
+from typing import Concatenate, ParamSpec, TypeVar
 
 import apsw
 
@@ -19,6 +19,9 @@ from ._owner import Ownership
 from ._rows import ActorInfo, Entry, Pending, Snapshot, SnapshotInfo
 from ._schema import SCHEMA_VERSION, migrate, schema_version
 from ._sqlite import connect, translate
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class Journal:
@@ -104,9 +107,9 @@ class Journal:
         """Messages waiting in the inbox."""
         return self._read(_rows.pending)
 
-    def _read(self, query: Any, *args: Any) -> Any:
+    def _read(self, query: Callable[Concatenate[apsw.Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         try:
-            return query(self._conn, *args)
+            return query(self._conn, *args, **kwargs)
         except apsw.Error as exc:
             raise translate(exc, f"cannot read {self.path}") from None
 

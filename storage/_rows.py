@@ -6,6 +6,7 @@ Shared by the runtime-facing :class:`~storage.Store` and the read-only
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Iterator
 from typing import Any
 
@@ -99,9 +100,7 @@ def open_step(conn: apsw.Connection, actor: str) -> list[Entry]:
     closes a step, so it costs as many rows as the open step has.
     """
     tail: list[Entry] = []
-    for row in conn.execute(
-        f"SELECT {_ENTRY_COLUMNS} FROM journal WHERE actor = ? ORDER BY seq DESC", (actor,)
-    ):
+    for row in conn.execute(f"SELECT {_ENTRY_COLUMNS} FROM journal WHERE actor = ? ORDER BY seq DESC", (actor,)):
         entry = Entry(*row)
         if entry.kind in TERMINAL_KINDS:
             break
@@ -135,8 +134,7 @@ def snapshot(conn: apsw.Connection, address: str, before: int | None = None) -> 
     """The newest snapshot of ``address`` (with ``seq < before`` when given)."""
     limit = before if before is not None else 1 << 62
     row = conn.execute(
-        "SELECT actor, seq, type, data, at FROM snapshots WHERE actor = ? AND seq < ? "
-        "ORDER BY seq DESC LIMIT 1",
+        "SELECT actor, seq, type, data, at FROM snapshots WHERE actor = ? AND seq < ? ORDER BY seq DESC LIMIT 1",
         (address, limit),
     ).fetchone()
     return Snapshot(*row) if row else None
@@ -173,8 +171,8 @@ def event_rows(conn: apsw.Connection, actor: str, after_seq: int) -> list[tuple[
     The hot path of activation: SQLite filters the kind in C, so only event
     rows reach Python.
     """
-    return conn.execute(
-        "SELECT position, seq, type, data FROM journal "
-        "WHERE actor = ? AND seq > ? AND kind = 'event' ORDER BY seq",
+    rows = conn.execute(
+        "SELECT position, seq, type, data FROM journal WHERE actor = ? AND seq > ? AND kind = 'event' ORDER BY seq",
         (actor, after_seq),
     ).fetchall()
+    return typing.cast("list[tuple[int, int, str, bytes]]", rows)

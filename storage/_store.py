@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
+from typing import Concatenate, ParamSpec, TypeVar
 
 import apsw
 
@@ -14,6 +16,9 @@ from ._schema import migrate
 from ._sqlite import configure_writer, connect, translate
 from ._unit import Unit
 from ._writer import Done, Notify, Writer, WriterStats
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class Store:
@@ -48,8 +53,8 @@ class Store:
                 configure_writer(conn, durability)
                 migrate(conn, path)
                 hwm = int(_rows.meta(conn, "step_hwm") or 0)
-                top = conn.execute("SELECT max(id) FROM inbox").fetchone()[0]
-                hwm = max(hwm, int(top or 0))
+                (top,) = conn.execute("SELECT coalesce(max(id), 0) FROM inbox").fetchone() or (0,)
+                hwm = max(hwm, int(top))
             except apsw.Error as exc:
                 raise translate(exc, f"cannot prepare journal {path}") from None
             reader = connect(path, readonly=True)
@@ -75,31 +80,31 @@ class Store:
 
     def actor(self, address: str) -> ActorInfo | None:
         """The registry row of ``address``."""
-        with self._reading("read actor " + address):
-            return _rows.actor(self._reader, address)
+        return self._read(_rows.actor, address)
 
     def snapshot(self, address: str, before: int | None = None) -> Snapshot | None:
         """The newest snapshot of ``address`` (older than ``before``)."""
-        with self._reading("read snapshot of " + address):
-            return _rows.snapshot(self._reader, address, before)
+        return self._read(_rows.snapshot, address, before)
 
     def event_rows(self, address: str, after_seq: int) -> list[tuple[int, int, str, bytes]]:
         """Events of ``address`` after ``after_seq``."""
-        with self._reading("read events of " + address):
-            return _rows.event_rows(self._reader, address, after_seq)
+        return self._read(_rows.event_rows, address, after_seq)
 
     def open_step(self, address: str) -> list[Entry]:
         """Entries of the step of ``address`` interrupted by a crash, if any."""
-        with self._reading("read open step of " + address):
-            return _rows.open_step(self._reader, address)
+        return self._read(_rows.open_step, address)
 
     def pending(self) -> list[Pending]:
         """Every pending inbox message."""
-        with self._reading("read inbox"):
-            return _rows.pending(self._reader)
+        return self._read(_rows.pending)
 
-    def _reading(self, what: str) -> _Reading:
-        return _Reading(self._read_lock, what)
+    def _read(self, query: Callable[Concatenate[apsw.Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+        # One reader connection, used by one thread at a time.
+        with self._read_lock:
+            try:
+                return query(self._reader, *args, **kwargs)
+            except apsw.Error as exc:
+                raise translate(exc, f"cannot read {self.path}") from None
 
     # -- shutdown ------------------------------------------------------------------
 
@@ -123,22 +128,3 @@ class Store:
             self._conn.close()
         finally:
             self._ownership.release()
-
-
-class _Reading:
-    """Serialise reads on the one reader connection and translate their errors."""
-
-    __slots__ = ("_lock", "_what")
-
-    def __init__(self, lock: threading.Lock, what: str) -> None:
-        self._lock = lock
-        self._what = what
-
-    def __enter__(self) -> None:
-        self._lock.acquire()
-
-    def __exit__(self, tp: object, exc: BaseException | None, tb: object) -> bool:
-        self._lock.release()
-        if isinstance(exc, apsw.Error):
-            raise translate(exc, f"cannot {self._what}") from None
-        return False

@@ -189,8 +189,7 @@ class Writer:
             # Indeterminate: the commit may be durable. Read back before deciding.
             self._rollback()
             return self._resolve(batch, indexes, outcomes, exc)
-        if top > self._hwm:
-            self._hwm = top
+        self._hwm = max(self._hwm, top)
         for position, i in enumerate(indexes):
             outcomes[i] = failures.get(position)
         return []
@@ -266,9 +265,7 @@ class Writer:
             except apsw.Error:
                 log.warning("rollback after a failed journal write failed", exc_info=True)
 
-    def _resolve(
-        self, batch: list[Unit], indexes: list[int], outcomes: list[Outcome], exc: apsw.Error
-    ) -> list[int]:
+    def _resolve(self, batch: list[Unit], indexes: list[int], outcomes: list[Outcome], exc: apsw.Error) -> list[int]:
         """After a failed COMMIT: which units landed? Those that did not are retried."""
         retry = []
         for unit, i in zip(batch, indexes, strict=True):
