@@ -124,7 +124,8 @@ class Store:
 
     def _close_connections(self) -> None:
         try:
-            self._reader.close()
+            with self._read_lock:  # wait for a read in flight in another thread
+                self._reader.close()
             self._conn.close()
         finally:
             self._ownership.release()

@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    """A path for a fresh journal file."""
+    return str(tmp_path / "journal.db")
+
+
+def dump(path: str) -> dict[str, list[tuple[object, ...]]]:
+    """Every row of every Stele table, to compare a journal before and after."""
+    # The stdlib driver, read-only: an independent look at the file.
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return {
+            table: conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall()
+            for table in ("journal", "inbox", "snapshots", "actors", "meta")
+        }
+    finally:
+        conn.close()
+
+
+def files(path: str) -> list[str]:
+    return sorted(p for p in os.listdir(os.path.dirname(path)))

@@ -1,0 +1,110 @@
+"""G6: a handler changed between a crash and the restart is caught, not continued."""
+
+from __future__ import annotations
+
+import anyio
+import msgspec
+import pytest
+
+from actors import Actor, ActorSuspendedError, NonDeterminismError, handler
+from runtime import Runtime
+from storage import Journal
+
+from .models import Account, Deposit, GetBalance
+
+
+class Plan(msgspec.Struct):
+    topic: str
+
+
+class Blocker:
+    release = anyio.Event()
+
+
+async def search(topic: str) -> str:
+    return f"results for {topic}"
+
+
+async def summarise(text: str) -> str:
+    await Blocker.release.wait()
+    return text.upper()
+
+
+async def translate(topic: str) -> str:
+    return topic[::-1]
+
+
+class AgentV1(Actor):
+    name = "Agent"
+
+    @handler
+    async def plan(self, msg: Plan) -> str:
+        found = await self.ctx.effect(search, msg.topic)
+        return await self.ctx.effect(summarise, found)
+
+
+class AgentV2(Actor):
+    """The same agent after a code change that reorders its effects."""
+
+    name = "Agent"
+
+    @handler
+    async def plan(self, msg: Plan) -> str:
+        first = await self.ctx.effect(translate, msg.topic)
+        return await self.ctx.effect(summarise, first)
+
+
+async def crash_mid_step(db: str) -> None:
+    Blocker.release = anyio.Event()
+    rt = await Runtime(db, actors=[AgentV1, Account]).__aenter__()
+    await rt.tell("Agent/a", Plan("llamas"))
+    with anyio.fail_after(5):
+        while [e.kind for e in Journal.open(db).entries("Agent/a")] != ["message", "effect"]:
+            await anyio.sleep(0.005)
+    await rt.abandon()
+
+
+async def test_changed_effects_suspend_the_actor_and_name_the_divergence(db: str) -> None:
+    await crash_mid_step(db)
+    Blocker.release.set()
+    async with Runtime(db, actors=[AgentV2, Account]) as rt:
+        with anyio.fail_after(5):
+            while not Journal.open(db).actor("Agent/a").status == "suspended":  # type: ignore[union-attr]
+                await anyio.sleep(0.005)
+        # Asks fail at once with the reason; tells are accepted and kept.
+        with pytest.raises(ActorSuspendedError, match="non-determinism in Agent/a"):
+            await rt.ask("Agent/a", Plan("x"))
+        await rt.tell("Agent/a", Plan("later"))
+        # Other actors carry on.
+        await rt.tell("Account/b", Deposit(4))
+        assert await rt.ask("Account/b", GetBalance()) == 4
+    with Journal.open(db) as journal:
+        info = journal.actor("Agent/a")
+        assert info is not None and info.status == "suspended"
+        assert info.reason is not None
+        effect = next(e for e in journal.entries("Agent/a") if e.kind == "effect")
+        assert f"at journal position {effect.position}" in info.reason
+        assert "tests.test_nondeterminism.search" in info.reason
+        assert "tests.test_nondeterminism.translate" in info.reason
+        # Nothing was consumed: both messages wait for a fixed version.
+        assert [p.target for p in journal.pending()] == ["Agent/a", "Agent/a"]
+        assert [e.kind for e in journal.entries("Agent/a")] == ["message", "effect"]
+
+
+async def test_the_unchanged_handler_resumes_from_its_journal(db: str) -> None:
+    await crash_mid_step(db)
+    Blocker.release.set()
+    async with Runtime(db, actors=[AgentV1, Account]) as rt:
+        with anyio.fail_after(5):
+            while Journal.open(db).pending():
+                await anyio.sleep(0.005)
+        assert rt is not None
+    with Journal.open(db) as journal:
+        assert [e.kind for e in journal.entries("Agent/a")] == ["message", "effect", "effect", "reply"]
+        reply = [e for e in journal.entries("Agent/a") if e.kind == "reply"][0].decoded()
+        assert reply["value"] == "RESULTS FOR LLAMAS"
+
+
+def test_non_determinism_error_names_actor_position_recorded_and_current() -> None:
+    error = NonDeterminismError("Agent/a", 7, "effect #0 x", "effect #0 y")
+    assert all(part in str(error) for part in ("Agent/a", "position 7", "recorded effect #0 x", "effect #0 y"))
