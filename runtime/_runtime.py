@@ -19,7 +19,6 @@ from types import TracebackType
 from typing import Any
 
 import anyio
-import anyio.abc
 import anyio.to_thread
 import msgspec
 
@@ -101,7 +100,7 @@ class Runtime:
         self.replaying = False
         self._store: Store | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._tg: anyio.abc.TaskGroup | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self._cells: dict[str, Cell] = {}
         self._active: dict[str, Cell] = {}  # insertion order is LRU order
         self._ready: list[Cell] = []
@@ -134,8 +133,6 @@ class Runtime:
                 await anyio.to_thread.run_sync(self._store.close)
             raise translate(exc) from None
         self._idle = asyncio.Event()
-        self._tg = anyio.create_task_group()
-        await self._tg.__aenter__()
         self._open = True
         self._recover(pending)
         return self
@@ -152,12 +149,11 @@ class Runtime:
         self._open = False
         self._closing = True
         self._fail_unstarted(RuntimeClosedError(f"runtime on {self.path} is closing"))
-        assert self._idle is not None and self._tg is not None and self._store is not None
+        assert self._idle is not None and self._store is not None
         if self._inflight:
             with anyio.move_on_after(self.grace):
                 await self._idle.wait()
-        self._tg.cancel_scope.cancel()
-        await self._tg.__aexit__(None, None, None)
+        await self._cancel_tasks()
         await anyio.to_thread.run_sync(self._store.close)
 
     async def abandon(self) -> None:
@@ -166,11 +162,17 @@ class Runtime:
             return
         self._open = False
         self._closing = True
-        assert self._tg is not None and self._store is not None
-        store = self._store
-        store.abandon()
-        self._tg.cancel_scope.cancel()
-        await self._tg.__aexit__(None, None, None)
+        assert self._store is not None
+        self._store.abandon()
+        await self._cancel_tasks()
+
+    async def _cancel_tasks(self) -> None:
+        # Plain asyncio tasks rather than an anyio task group: a runtime may be
+        # opened in one task and closed in another (a portal, a test fixture).
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def _fail_unstarted(self, error: BaseException) -> None:
         for cell in self._cells.values():
@@ -269,9 +271,10 @@ class Runtime:
         return Msg(self._next_step, info, decoded, name, payload, None, False, sender)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        """Run ``coro`` in the runtime's task group."""
-        assert self._tg is not None
-        self._tg.start_soon(_guard, coro)
+        """Run ``coro`` as a task the runtime cancels when it closes."""
+        task = self.loop.create_task(_guard(coro))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # -- the writer's callbacks --------------------------------------------------
 
