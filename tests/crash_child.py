@@ -1,0 +1,63 @@
+"""Child process for the kill -9 test: serves a stream of tells until killed.
+
+Usage: python -m tests.crash_child DB TRACE FIRST_ID COUNT
+
+Prints ``ready``, then ``send ID`` before and ``ack ID`` after each tell. With
+COUNT 0 it only recovers: waits until the inbox is empty, prints each actor's
+state as ``state ADDRESS JSON`` and exits cleanly.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import anyio
+
+from runtime import Runtime
+from storage import Journal
+
+from .models import Fetch, Record, Recorder
+
+ACTORS = 5
+
+
+async def serve(db: str, first: int, count: int) -> None:
+    async with Runtime(db, actors=[Recorder]) as rt:
+        print("ready", flush=True)
+        if count == 0:
+            await drain(rt, db)
+            return
+
+        async def sender(k: int) -> None:
+            for i in range(first + k, first + count, ACTORS):
+                print(f"send {i}", flush=True)
+                await rt.tell(f"Recorder/{k}", Record(i, sender=f"s{k}"))
+                print(f"ack {i}", flush=True)
+
+        async with anyio.create_task_group() as tg:
+            for k in range(ACTORS):
+                tg.start_soon(sender, k)
+        await anyio.sleep(60)  # keep serving until killed
+
+
+async def drain(rt: Runtime, db: str) -> None:
+    with anyio.fail_after(30):
+        while True:
+            with Journal.open(db) as journal:
+                if not journal.pending():
+                    break
+            await anyio.sleep(0.01)
+    for k in range(ACTORS):
+        seen = await rt.ask(f"Recorder/{k}", Fetch())
+        print(f"state Recorder/{k} {json.dumps(seen)}", flush=True)
+
+
+def main() -> None:
+    db, trace, first, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    Recorder.trace_path = trace
+    anyio.run(serve, db, first, count)
+
+
+if __name__ == "__main__":
+    main()
