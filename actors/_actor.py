@@ -49,6 +49,7 @@ class Actor:
     Subclasses define a nested ``State(msgspec.Struct)`` whose fields all have
     defaults, ``@handler`` methods and ``@apply`` methods. The actor type name
     is the class's own ``name`` attribute if it sets one, else its class name.
+    For typed access under mypy, declare ``state: State`` in the subclass.
     """
 
     class State(msgspec.Struct):

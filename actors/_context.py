@@ -5,11 +5,12 @@ from __future__ import annotations
 import abc
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar, overload
 
 import msgspec
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 class Context(abc.ABC):
@@ -19,13 +20,20 @@ class Context(abc.ABC):
     here, so that the journal can hand the same answers back on replay.
     """
 
+    @overload
+    async def effect(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T: ...
+
+    @overload
+    async def effect(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T: ...
+
     @abc.abstractmethod
-    async def effect(self, fn: Callable[..., Awaitable[T]] | Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    async def effect(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """Run ``fn(*args, **kwargs)`` once and journal its result or error.
 
-        On replay the journaled result comes back (or the journaled error is
-        raised as :class:`EffectError`) without calling ``fn``. The result is
-        decoded as ``fn``'s return annotation.
+        ``fn`` may be sync (it runs in a worker thread) or async. On replay the
+        journaled result comes back (or the journaled error is raised as
+        :class:`EffectError`) without calling ``fn``. The result is decoded as
+        ``fn``'s return annotation, live and on replay alike.
         """
 
     @abc.abstractmethod

@@ -362,12 +362,15 @@ class Step(Context):
 
 
 def effect_name(fn: Callable[..., Any]) -> str:
-    """The name an effect is journaled and compared under (stable across runs)."""
+    """The name an effect is journaled and compared under.
+
+    The qualified name without the module: the same function must keep its name
+    whether its module runs as ``__main__``, is imported, or is loaded by a
+    replay tool, or every replay would diverge.
+    """
     while isinstance(fn, functools.partial):
         fn = fn.func
-    module = getattr(fn, "__module__", None) or ""
-    qualname = getattr(fn, "__qualname__", None) or type(fn).__qualname__
-    return f"{module}.{qualname}" if module else qualname
+    return getattr(fn, "__qualname__", None) or type(fn).__qualname__
 
 
 @functools.lru_cache(maxsize=4096)

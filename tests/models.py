@@ -36,6 +36,7 @@ class Account(Actor):
         balance: int = 0
         history: list[int] = msgspec.field(default_factory=list)
 
+    state: State
     snapshot_every = 5
 
     @handler
@@ -103,6 +104,7 @@ class Recorder(Actor):
         seen: list[int] = msgspec.field(default_factory=list)
         by_sender: dict[str, list[int]] = msgspec.field(default_factory=dict)
 
+    state: State
     snapshot_every = 7
 
     @handler

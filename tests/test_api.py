@@ -55,6 +55,8 @@ class Base(Actor):
     class State(msgspec.Struct):
         total: int = 0
 
+    state: State
+
     @handler
     async def ping(self, msg: Ping) -> int:
         self.emit(Pinged(msg.n))
@@ -95,7 +97,7 @@ def test_handlers_must_be_async() -> None:
     with pytest.raises(TypeError, match="must be an async method"):
 
         class Bad(Actor):
-            @handler  # type: ignore[type-var]
+            @handler
             def sync(self, msg: Ping) -> None: ...
 
 

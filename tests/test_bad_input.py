@@ -69,7 +69,9 @@ async def test_a_corrupt_event_payload_is_reported_with_its_position_and_type(db
     conn.close()
     before = dump(db)
     async with Runtime(db, actors=[Account]) as rt:
-        with pytest.raises(UndecodableEntryError, match=f"position {position} cannot be decoded as 'Deposited'") as info:
+        with pytest.raises(
+            UndecodableEntryError, match=f"position {position} cannot be decoded as 'Deposited'"
+        ) as info:
             await rt.ask("Account/a", GetBalance())
         assert info.value.position == position and info.value.type_name == "Deposited"
         # A tell to the broken actor is kept for later, other actors work.
@@ -147,4 +149,3 @@ def test_a_file_that_is_not_a_journal_is_refused(tmp_path: object) -> None:
         Store.open(path, notify=lambda results: None)
     with pytest.raises(SchemaError, match="not a Stele journal"):
         Journal.open(path)
-

@@ -64,7 +64,9 @@ def test_kill9_cycles_lose_and_duplicate_nothing(tmp_path: Path) -> None:
     proc = spawn(db, trace, 0, 0)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out
-    live = {line.split(" ")[1]: json.loads(line.split(" ", 2)[2]) for line in out.splitlines() if line.startswith("state")}
+    live = {
+        line.split(" ")[1]: json.loads(line.split(" ", 2)[2]) for line in out.splitlines() if line.startswith("state")
+    }
 
     decoder = msgspec.msgpack.Decoder(Recorded)
     processed: Counter[int] = Counter()

@@ -1,4 +1,4 @@
-"""G1–G4 across crashes simulated in-process (``Runtime.abandon`` drops what is
+"""G1-G4 across crashes simulated in-process (``Runtime.abandon`` drops what is
 queued and lets go of the file, as a killed process would; the kill -9 test
 does it for real)."""
 
@@ -29,7 +29,7 @@ class Gate:
     """Effects block here while a test crashes the runtime under them."""
 
     open = anyio.Event()
-    calls: list[tuple[str, str]] = []  # noqa: RUF012
+    calls: list[tuple[str, str]] = []
 
     @classmethod
     def reset(cls) -> None:
@@ -51,6 +51,8 @@ async def second_effect(key: str) -> str:
 class Worker(Actor):
     class State(msgspec.Struct):
         done: list[int] = msgspec.field(default_factory=list)
+
+    state: State
 
     @handler
     async def work(self, msg: Work) -> list[int]:
@@ -171,14 +173,12 @@ async def test_g4_messages_from_one_sender_are_processed_in_order(db: str) -> No
             else:
                 await rt.ask("Log/l", Append(name, n))
 
-    async with Runtime(db, actors=[Log]) as rt:
-        async with anyio.create_task_group() as tg:
-            for s in "abcd":
-                tg.start_soon(sender, rt, s, 0, 30)
-    async with Runtime(db, actors=[Log]) as rt:
-        async with anyio.create_task_group() as tg:
-            for s in "abcd":
-                tg.start_soon(sender, rt, s, 30, 30)
+    async with Runtime(db, actors=[Log]) as rt, anyio.create_task_group() as tg:
+        for s in "abcd":
+            tg.start_soon(sender, rt, s, 0, 30)
+    async with Runtime(db, actors=[Log]) as rt, anyio.create_task_group() as tg:
+        for s in "abcd":
+            tg.start_soon(sender, rt, s, 30, 30)
     async with Runtime(db, actors=[Log]) as rt:
         # Closing leaves unstarted messages to recovery; this ask comes after them.
         await rt.ask("Log/l", Append("z", 0))

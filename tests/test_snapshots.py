@@ -18,7 +18,9 @@ from .models import Account, Deposit, GetBalance
 def rebuilt(db: str, address: str, *, use_snapshots: bool) -> Account.State:
     registry = Registry([Account])
     with Journal.open(db) as journal:
-        loaded = load(journal, describe(Account), registry.codec, address, address.split("/")[1], use_snapshots=use_snapshots)
+        loaded = load(
+            journal, describe(Account), registry.codec, address, address.split("/")[1], use_snapshots=use_snapshots
+        )
     state: Account.State = loaded.instance.state
     return state
 
