@@ -20,6 +20,8 @@ class Context(abc.ABC):
     here, so that the journal can hand the same answers back on replay.
     """
 
+    __slots__ = ()
+
     @overload
     async def effect(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T: ...
 

@@ -57,6 +57,7 @@ class Cell:
         "open_step",
         "queued",
         "reason",
+        "registered",
         "retry_delay",
         "since_snapshot",
         "suspended",
@@ -82,6 +83,8 @@ class Cell:
         self.failed: BaseException | None = None
         """Why the actor could not be loaded (in memory only; the journal is untouched)."""
         self.retry_delay = 0.0
+        self.registered = False
+        """The actor registry has a row for this address."""
 
     @property
     def idle(self) -> bool:

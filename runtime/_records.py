@@ -1,7 +1,7 @@
 """The payloads of the journal's own entry kinds.
 
 Events are stored as the user's own Structs; messages, effects, sends and
-replies are wrapped in these frozen records. They evolve under msgspec's rules:
+replies are wrapped in these frozen records (defaults omitted: smaller rows). They evolve under msgspec's rules:
 new fields get defaults, no field changes type, no name is reused.
 """
 
@@ -13,7 +13,7 @@ NIL = msgspec.Raw(b"\xc0")
 """msgpack ``nil``, the payload of an absent value."""
 
 
-class MessageRecord(msgspec.Struct, frozen=True):
+class MessageRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     """kind ``message``: the message a step processes, and its journaled seed and time."""
 
     handler: str
@@ -23,7 +23,7 @@ class MessageRecord(msgspec.Struct, frozen=True):
     sender: str | None = None
 
 
-class EffectRecord(msgspec.Struct, frozen=True):
+class EffectRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     """kind ``effect``: one effect's outcome, journaled as soon as it completes."""
 
     index: int
@@ -35,7 +35,7 @@ class EffectRecord(msgspec.Struct, frozen=True):
     finished: float = 0.0
 
 
-class SendRecord(msgspec.Struct, frozen=True):
+class SendRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     """kind ``send``: a message sent to another actor, committed with the step."""
 
     to: str
@@ -44,7 +44,7 @@ class SendRecord(msgspec.Struct, frozen=True):
     step: int
 
 
-class ReplyRecord(msgspec.Struct, frozen=True):
+class ReplyRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     """kind ``reply``: how the step ended; it closes the step."""
 
     ok: bool

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import logging
 import random
 import time
@@ -43,6 +44,7 @@ from ._step import Step
 log = logging.getLogger("stele.runtime")
 
 DURABILITIES = ("fsync", "normal")
+SUBMIT_CHUNK = int(os.environ.get("STELE_CHUNK", "128"))
 _RETRY_MAX = 5.0
 
 
@@ -351,6 +353,11 @@ class Runtime:
             if step.run():
                 units.append(step.unit())
                 steps.append(step)
+                if len(units) == SUBMIT_CHUNK:
+                    # Hand a chunk over now: the writer commits it while this loop
+                    # runs the next steps, so the two threads overlap.
+                    self.store.submit(units, functools.partial(self._round_committed, steps))
+                    units, steps = [], []
         if units:
             self.store.submit(units, functools.partial(self._round_committed, steps))
         if to_load:
@@ -376,6 +383,7 @@ class Runtime:
             self._settle(cell)
             return
         cell.next_seq = step.last_seq + 1
+        cell.registered = True
         cell.since_snapshot = 0 if step.snapshotted else cell.since_snapshot + (len(step.events) if step.ok else 0)
         cell.retry_delay = 0.0
         if step.needs_reload:
@@ -514,6 +522,7 @@ class Runtime:
     def _activated(self, cell: Cell, loaded: Loaded) -> None:
         cell.instance = loaded.instance
         info = loaded.info
+        cell.registered = info is not None
         cell.next_seq = (info.last_seq if info else 0) + 1
         cell.since_snapshot = loaded.events
         if info is not None and info.status == "suspended":

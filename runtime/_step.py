@@ -63,6 +63,29 @@ class Abort(BaseException):
 class Step(Context):
     """Runs one message through its handler and builds the unit that commits it."""
 
+    __slots__ = (
+        "_now",
+        "_recorded",
+        "_rng",
+        "_seed",
+        "_seq",
+        "broken",
+        "cell",
+        "diverged",
+        "durable",
+        "effect_index",
+        "error",
+        "events",
+        "finished",
+        "last_seq",
+        "msg",
+        "ok",
+        "rt",
+        "sends",
+        "snapshotted",
+        "value",
+    )
+
     def __init__(self, rt: Runtime, cell: Cell, msg: Msg, recorded: list[Entry] | None) -> None:
         self.rt = rt
         self.cell = cell
@@ -160,7 +183,7 @@ class Step(Context):
         at = self.rt.clock()
         if self.diverged is not None:
             return Unit(
-                actor=(cell.address, cell.desc.type_name, self._seq - 1, at),
+                actor=(cell.address, cell.desc.type_name, at),
                 ops=[
                     (
                         "UPDATE actors SET status = 'suspended', reason = ? WHERE address = ?",
@@ -204,7 +227,7 @@ class Step(Context):
             journal=rows,
             snapshots=snapshots,
             done=[step] if self.msg.inbox else (),
-            actor=(address, cell.desc.type_name, self.last_seq, at),
+            actor=None if cell.registered else (address, cell.desc.type_name, at),
             step=top,
         )
 
@@ -328,13 +351,14 @@ class Step(Context):
         unit = Unit(
             inbox=inbox,
             journal=rows,
-            actor=(cell.address, cell.desc.type_name, seq + len(rows) - 1, rows[-1][6]),
+            actor=None if cell.registered else (cell.address, cell.desc.type_name, rows[-1][6]),
             step=msg.step,
         )
         outcome = await self._commit(unit)
         if outcome is not None:
             raise Abort(outcome)
         self._seq = seq + len(rows)
+        cell.registered = True
         if durable_ask:
             msg.inbox = True
 

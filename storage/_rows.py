@@ -111,18 +111,20 @@ def open_step(conn: apsw.Connection, actor: str) -> list[Entry]:
     return tail if tail and tail[0].kind == "message" else []
 
 
+_ACTOR_COLUMNS = (
+    "address, type, (SELECT coalesce(max(seq), 0) FROM journal WHERE actor = address), status, reason, updated"
+)
+
+
 def actor(conn: apsw.Connection, address: str) -> ActorInfo | None:
     """The registry row of one actor."""
-    row = conn.execute(
-        "SELECT address, type, last_seq, status, reason, updated FROM actors WHERE address = ?",
-        (address,),
-    ).fetchone()
+    row = conn.execute(f"SELECT {_ACTOR_COLUMNS} FROM actors WHERE address = ?", (address,)).fetchone()
     return ActorInfo(*row) if row else None
 
 
 def actors(conn: apsw.Connection, type_name: str | None = None) -> list[ActorInfo]:
     """All registered actors (of one type), by address."""
-    sql = "SELECT address, type, last_seq, status, reason, updated FROM actors"
+    sql = f"SELECT {_ACTOR_COLUMNS} FROM actors"
     params: tuple[Any, ...] = ()
     if type_name is not None:
         sql += " WHERE type = ?"

@@ -18,10 +18,12 @@ CREATE TABLE meta(
     value ANY
 ) STRICT, WITHOUT ROWID;
 
+-- The actor registry. An actor's last sequence number is not stored here but
+-- read from the journal's (actor, seq) index: keeping a copy would cost one
+-- more row write per step on the hot path.
 CREATE TABLE actors(
     address  TEXT PRIMARY KEY,
     type     TEXT NOT NULL,
-    last_seq INTEGER NOT NULL DEFAULT 0,
     status   TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'suspended')),
     reason   TEXT,
     updated  REAL NOT NULL

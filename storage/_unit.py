@@ -13,7 +13,7 @@ class Unit:
     ``inbox``: ``(id, target, handler, type, payload, due, idempotency_key,
     attempts, sender, at)``; ``journal``: ``(actor, seq, step, kind, type, data,
     at)``; ``snapshots``: ``(actor, seq, type, data, at)``; ``done``: inbox ids
-    consumed; ``actor``: ``(address, type, last_seq, at)`` upserted; ``ops``:
+    consumed; ``actor``: ``(address, type, at)`` registered if new; ``ops``:
     other statements, run in order. ``step`` is the highest step id the unit
     uses, so the writer can keep the durable high-water mark of step ids.
     """

@@ -42,11 +42,7 @@ INSERT_INBOX = (
 INSERT_JOURNAL = "INSERT INTO journal(actor, seq, step, kind, type, data, at) VALUES (?, ?, ?, ?, ?, ?, ?)"
 INSERT_SNAPSHOT = "INSERT OR REPLACE INTO snapshots(actor, seq, type, data, at) VALUES (?, ?, ?, ?, ?)"
 DELETE_INBOX = "DELETE FROM inbox WHERE id = ?"
-UPSERT_ACTOR = (
-    "INSERT INTO actors(address, type, last_seq, updated) VALUES (?, ?, ?, ?) "
-    "ON CONFLICT(address) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq), "
-    "updated = excluded.updated"
-)
+INSERT_ACTOR = "INSERT OR IGNORE INTO actors(address, type, updated) VALUES (?, ?, ?)"
 UPDATE_HWM = "UPDATE meta SET value = ? WHERE key = 'step_hwm'"
 
 MAX_BATCH_UNITS = 20_000
@@ -245,15 +241,9 @@ class Writer:
                     f"a step consumed inbox message(s) {[i for (i,) in done]} that are no "
                     "longer pending: it would be processed twice"
                 )
-        actors: dict[str, Row] = {}
-        for u in batch:
-            row = u.actor
-            if row is not None:
-                known = actors.get(row[0])
-                if known is None or row[2] > known[2]:
-                    actors[row[0]] = row
+        actors = [u.actor for u in batch if u.actor is not None]
         if actors:
-            cursor.executemany(UPSERT_ACTOR, list(actors.values()))
+            cursor.executemany(INSERT_ACTOR, actors)
         for u in batch:
             for sql, params in u.ops:
                 cursor.execute(sql, params)

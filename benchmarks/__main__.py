@@ -1,0 +1,254 @@
+"""Stele's benchmark harness: one command, one table, one JSON file, all from one run.
+
+    python -m benchmarks [--only a,b,...] [--dir DIR] [--quick]
+
+Every figure is set next to the raw-APSW baseline (a) measured in the same run
+on the same file system, because this machine is noisy and only ratios travel.
+Note: fsync here is far faster than on real disks (PERFORMANCE.md), so the
+durable figures flatter real hardware, ask latency most of all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import apsw
+
+from actors._actor import describe
+from runtime import Registry, Runtime, load
+from storage import Journal
+
+from ._model import Counter, Inc, Progress, SnapshottedCounter, Total, synthesize
+
+ROOT = Path(__file__).parent
+Result = dict[str, Any]
+
+
+def fresh(workdir: Path, name: str) -> str:
+    path = workdir / name
+    for suffix in ("", "-wal", "-shm", "-owner"):
+        p = Path(str(path) + suffix)
+        if p.exists():
+            p.unlink()
+    return str(path)
+
+
+# -- (a) raw APSW baseline ------------------------------------------------------------
+
+
+def raw_baseline(workdir: Path) -> Result:
+    path = fresh(workdir, "raw.db")
+    conn = apsw.Connection(path)
+    conn.execute("PRAGMA journal_mode = WAL").fetchall()
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, data BLOB NOT NULL)")
+    row = (os.urandom(200),)
+    total = 200_000
+    started = time.perf_counter()
+    for _ in range(total // 1000):
+        with conn:
+            conn.executemany("INSERT INTO t(data) VALUES (?)", [row] * 1000)
+    rows_per_s = total / (time.perf_counter() - started)
+    commits = 5000
+    latencies = []
+    for _ in range(commits):
+        t0 = time.perf_counter()
+        with conn:
+            conn.execute("INSERT INTO t(data) VALUES (?)", row)
+        latencies.append(time.perf_counter() - t0)
+    conn.close()
+    return {
+        "rows_per_s": rows_per_s,
+        "commits_per_s": commits / sum(latencies),
+        "commit_p50_us": statistics.median(latencies) * 1e6,
+    }
+
+
+# -- (b) tell throughput ---------------------------------------------------------------
+
+
+async def tell_throughput(workdir: Path, actors: int = 1000, per_actor: int = 20) -> Result:
+    path = fresh(workdir, "tells.db")
+    Progress.steps, Progress.target = 0, actors * per_actor
+    Progress.reached = asyncio.Event()
+    rt = Runtime(path, actors=[Counter])
+    await rt.__aenter__()
+
+    async def sender(a: int) -> None:
+        for _ in range(per_actor):
+            await rt.tell(f"Counter/{a}", Inc(1))
+
+    started = time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        for a in range(actors):
+            tg.start_soon(sender, a)
+    await Progress.reached.wait()
+    await rt.close()  # waits for the last steps to commit
+    elapsed = time.perf_counter() - started
+    stats = rt.stats
+    Progress.reached = None
+    return {
+        "messages_per_s": actors * per_actor / elapsed,
+        "commits": stats.batches,
+        "units_per_commit": stats.units / max(stats.batches, 1),
+    }
+
+
+# -- (c) sequential asks ------------------------------------------------------------------
+
+
+async def sequential_asks(workdir: Path, count: int = 5000) -> Result:
+    path = fresh(workdir, "asks.db")
+    latencies = []
+    async with Runtime(path, actors=[Counter]) as rt:
+        for _ in range(200):  # warm up
+            await rt.ask("Counter/solo", Inc(1))
+        for _ in range(count):
+            t0 = time.perf_counter()
+            await rt.ask("Counter/solo", Inc(1))
+            latencies.append(time.perf_counter() - t0)
+    latencies.sort()
+    return {
+        "asks_per_s": count / sum(latencies),
+        "p50_us": latencies[len(latencies) // 2] * 1e6,
+        "p99_us": latencies[int(len(latencies) * 0.99)] * 1e6,
+    }
+
+
+# -- (d) rebuilding one actor ----------------------------------------------------------------
+
+
+def rebuild(workdir: Path, events: int = 100_000) -> Result:
+    path = fresh(workdir, "rebuild.db")
+    synthesize(path, 1, events, snapshot_every=1000)
+    registry = Registry([Counter])
+    desc = describe(Counter)
+    with Journal.open(path) as journal:
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            loaded = load(journal, desc, registry.codec, "Counter/0", "0", use_snapshots=False)
+            best = min(best, time.perf_counter() - t0)
+        assert loaded.instance.state.count == events
+        snap_registry = Registry([SnapshottedCounter])
+        snap_desc = describe(SnapshottedCounter)
+        snap_times = []
+        for _ in range(20):
+            t0 = time.perf_counter()
+            loaded = load(journal, snap_desc, snap_registry.codec, "Counter/0", "0")
+            snap_times.append(time.perf_counter() - t0)
+        assert loaded.instance.state.count == events
+    return {"events_per_s": events / best, "with_snapshots_ms": statistics.median(snap_times) * 1e3}
+
+
+# -- (e) and (f) run in child processes: clean memory, clean start ------------------------------
+
+
+def child(kind: str, workdir: Path, *args: str) -> Result:
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks._child", kind, str(workdir), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT.parent,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"benchmark child {kind} failed:\n{out.stderr}")
+    result: Result = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def startup(workdir: Path, quick: bool) -> Result:
+    results: Result = {}
+    sizes = [(10_000, 10)] if quick else [(10_000, 10), (100_000, 10)]
+    for actors, per_actor in sizes:
+        path = fresh(workdir, f"startup-{actors}.db")
+        t0 = time.perf_counter()
+        synthesize(path, actors, per_actor)
+        built = time.perf_counter() - t0
+        figure = child("startup", workdir, path, str(actors))
+        results[f"{actors * per_actor}_events_s"] = figure["first_reply_s"]
+        results[f"{actors * per_actor}_events_built_s"] = built
+    return results
+
+
+# -- the table ----------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="a,b,c,d,e,f", help="comma-separated scenarios (a-f)")
+    parser.add_argument("--dir", default=str(ROOT / "results" / "work"), help="where journal files go")
+    parser.add_argument("--quick", action="store_true", help="smaller (e) and (f), for a smoke run")
+    args = parser.parse_args()
+    only = set(args.only.split(","))
+    workdir = Path(args.dir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    results: Result = {"when": time.strftime("%Y-%m-%dT%H:%M:%S"), "python": sys.version.split()[0]}
+    results["a"] = raw_baseline(workdir)  # always: every ratio is to this run's baseline
+    scenarios: dict[str, Callable[[], Result]] = {
+        "b": lambda: anyio.run(tell_throughput, workdir),
+        "c": lambda: anyio.run(sequential_asks, workdir),
+        "d": lambda: rebuild(workdir),
+        "e": lambda: child("rss", workdir, "20000" if args.quick else "100000"),
+        "f": lambda: startup(workdir, args.quick),
+    }
+    for key, run in scenarios.items():
+        if key in only:
+            print(f"running ({key}) …", file=sys.stderr, flush=True)
+            results[key] = run()
+    report(results)
+    out = ROOT / "results" / "latest.json"
+    out.write_text(json.dumps(results, indent=2))
+    print(f"\nwritten to {out}")
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def report(r: Result) -> None:
+    a = r["a"]
+    rows = [
+        ("(a) raw rows/s, 1,000 per tx", a["rows_per_s"], "", ""),
+        ("(a) raw one-row commits/s", a["commits_per_s"], "", f"p50 {a['commit_p50_us']:.0f} µs"),
+    ]
+    if "b" in r:
+        ratio = r["b"]["messages_per_s"] / a["rows_per_s"]
+        rows.append(("(b) tells/s, 1,000 actors × 20", r["b"]["messages_per_s"], f"{ratio:.3f} × rows/s", "≥ 0.07"))
+    if "c" in r:
+        c = r["c"]
+        ratio = c["asks_per_s"] / a["commits_per_s"]
+        rows.append(
+            ("(c) sequential asks/s", c["asks_per_s"], f"{ratio:.2f} × commits/s", "≥ 0.4, p99 ≤ 1 ms"),
+        )
+        rows.append(("    ask latency p50 / p99 µs", c["p50_us"], f"{c['p99_us']:.0f} µs p99", ""))
+    if "d" in r:
+        ratio = r["d"]["events_per_s"] / a["rows_per_s"]
+        rows.append(("(d) rebuild events/s, no snapshots", r["d"]["events_per_s"], f"{ratio:.2f} × rows/s", "≥ 1.5"))
+        rows.append(("    rebuild with snapshots, ms", r["d"]["with_snapshots_ms"], "", "≤ 5 ms"))
+    if "e" in r:
+        e = r["e"]
+        rows.append((f"(e) peak RSS MB, {e['actors']:,} actors", e["peak_rss_mb"], f"curve {e['rss_curve_mb']}", "≤ 500"))
+    if "f" in r:
+        for key, value in r["f"].items():
+            if key.endswith("_events_s"):
+                events = int(key.split("_")[0])
+                rows.append((f"(f) first reply, {events:,} events, s", value, "", "≤ 1 s"))
+    width = max(len(row[0]) for row in rows)
+    print(f"\n{'scenario':<{width}}  {'figure':>14}  {'ratio / detail':<28} target")
+    for name, value, ratio, target in rows:
+        print(f"{name:<{width}}  {value:>14,.1f}  {ratio:<28} {target}")
+
+
+if __name__ == "__main__":
+    main()

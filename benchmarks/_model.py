@@ -1,0 +1,124 @@
+"""The actor the benchmarks drive, and a synthesizer of large journals."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import apsw
+import msgspec
+
+from actors import Actor, apply, handler
+from runtime._records import MessageRecord, ReplyRecord
+from storage import Store
+
+
+class Inc(msgspec.Struct):
+    n: int
+
+
+class Incremented(msgspec.Struct):
+    n: int
+
+
+class Total(msgspec.Struct):
+    pass
+
+
+class Progress:
+    """Side channel for the harness: how many steps ran (not journaled state)."""
+
+    steps = 0
+    target = -1
+    reached: Any = None  # an asyncio.Event while a benchmark waits
+
+
+class Counter(Actor):
+    class State(msgspec.Struct):
+        total: int = 0
+        count: int = 0
+
+    state: State
+    snapshot_every = 0
+
+    @handler
+    async def inc(self, msg: Inc) -> int:
+        self.emit(Incremented(msg.n))
+        Progress.steps += 1
+        if Progress.steps == Progress.target and Progress.reached is not None:
+            Progress.reached.set()
+        return self.state.total
+
+    @handler
+    async def total(self, msg: Total) -> int:
+        return self.state.total
+
+    @apply
+    def _incremented(self, ev: Incremented) -> None:
+        self.state.total += ev.n
+        self.state.count += 1
+
+
+class SnapshottedCounter(Counter):
+    name = "Counter"
+    snapshot_every = 1000
+
+
+_encode = msgspec.msgpack.Encoder().encode
+
+
+def synthesize(path: str, actors: int, events_per_actor: int, *, snapshot_every: int = 0, per_step: int = 10) -> None:
+    """Write a journal as the runtime would: steps of ``per_step`` events (plus message and reply)."""
+    if os.path.exists(path):
+        for suffix in ("", "-wal", "-shm", "-owner"):
+            if os.path.exists(path + suffix):
+                os.remove(path + suffix)
+    Store.open(path, notify=lambda results: None).close()  # create and migrate
+    conn = apsw.Connection(path)
+    conn.execute("PRAGMA journal_mode = WAL").fetchall()
+    conn.execute("PRAGMA synchronous = OFF")
+    step = 0
+    now = time.time()
+    event = _encode(Incremented(1))
+    reply = _encode(ReplyRecord(True, msgspec.Raw(_encode(None))))
+    with conn:
+        rows: list[tuple[Any, ...]] = []
+        snaps: list[tuple[Any, ...]] = []
+        registry: list[tuple[Any, ...]] = []
+        for a in range(actors):
+            address = f"Counter/{a}"
+            seq = 0
+            emitted = 0
+            while emitted < events_per_actor:
+                step += 1
+                body = msgspec.Raw(_encode(Inc(1)))
+                seq += 1
+                rows.append((address, seq, step, "message", "Inc", _encode(MessageRecord("inc", body, step, now)), now))
+                for _ in range(min(per_step, events_per_actor - emitted)):
+                    seq += 1
+                    emitted += 1
+                    rows.append((address, seq, step, "event", "Incremented", event, now))
+                    if snapshot_every and emitted % snapshot_every == 0:
+                        state = Counter.State(total=emitted, count=emitted)
+                        snaps.append((address, seq, "Counter.State", _encode(state), now))
+                seq += 1
+                rows.append((address, seq, step, "reply", "int", reply, now))
+            registry.append((address, "Counter", seq, now))
+            if len(rows) > 200_000:
+                _flush(conn, rows, snaps, registry)
+        _flush(conn, rows, snaps, registry)
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'step_hwm'", (step,))
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    conn.close()
+
+
+def _flush(
+    conn: apsw.Connection, rows: list[tuple[Any, ...]], snaps: list[tuple[Any, ...]], registry: list[tuple[Any, ...]]
+) -> None:
+    conn.executemany("INSERT INTO journal(actor, seq, step, kind, type, data, at) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+    conn.executemany("INSERT INTO snapshots(actor, seq, type, data, at) VALUES (?, ?, ?, ?, ?)", snaps)
+    conn.executemany("INSERT INTO actors(address, type, last_seq, updated) VALUES (?, ?, ?, ?)", registry)
+    rows.clear()
+    snaps.clear()
+    registry.clear()
