@@ -30,7 +30,7 @@ from actors._actor import describe
 from runtime import Registry, Runtime, load
 from storage import Journal
 
-from ._model import Counter, Inc, Progress, SnapshottedCounter, Total, synthesize
+from ._model import Counter, Inc, Progress, SnapshottedCounter, synthesize
 
 ROOT = Path(__file__).parent
 Result = dict[str, Any]
@@ -224,21 +224,23 @@ def report(r: Result) -> None:
     ]
     if "b" in r:
         ratio = r["b"]["messages_per_s"] / a["rows_per_s"]
-        rows.append(("(b) tells/s, 1,000 actors × 20", r["b"]["messages_per_s"], f"{ratio:.3f} × rows/s", "≥ 0.07"))
+        rows.append(("(b) tells/s, 1,000 actors x 20", r["b"]["messages_per_s"], f"{ratio:.3f} x rows/s", "≥ 0.07"))
     if "c" in r:
         c = r["c"]
         ratio = c["asks_per_s"] / a["commits_per_s"]
         rows.append(
-            ("(c) sequential asks/s", c["asks_per_s"], f"{ratio:.2f} × commits/s", "≥ 0.4, p99 ≤ 1 ms"),
+            ("(c) sequential asks/s", c["asks_per_s"], f"{ratio:.2f} x commits/s", "≥ 0.4, p99 ≤ 1 ms"),
         )
         rows.append(("    ask latency p50 / p99 µs", c["p50_us"], f"{c['p99_us']:.0f} µs p99", ""))
     if "d" in r:
         ratio = r["d"]["events_per_s"] / a["rows_per_s"]
-        rows.append(("(d) rebuild events/s, no snapshots", r["d"]["events_per_s"], f"{ratio:.2f} × rows/s", "≥ 1.5"))
+        rows.append(("(d) rebuild events/s, no snapshots", r["d"]["events_per_s"], f"{ratio:.2f} x rows/s", "≥ 1.5"))
         rows.append(("    rebuild with snapshots, ms", r["d"]["with_snapshots_ms"], "", "≤ 5 ms"))
     if "e" in r:
         e = r["e"]
-        rows.append((f"(e) peak RSS MB, {e['actors']:,} actors", e["peak_rss_mb"], f"curve {e['rss_curve_mb']}", "≤ 500"))
+        rows.append(
+            (f"(e) peak RSS MB, {e['actors']:,} actors", e["peak_rss_mb"], f"curve {e['rss_curve_mb']}", "≤ 500")
+        )
     if "f" in r:
         for key, value in r["f"].items():
             if key.endswith("_events_s"):

@@ -45,6 +45,7 @@ class Cell:
     """Everything the runtime knows about one address."""
 
     __slots__ = (
+        "actor_id",
         "address",
         "busy",
         "desc",
@@ -85,6 +86,12 @@ class Cell:
         self.retry_delay = 0.0
         self.registered = False
         """The actor registry has a row for this address."""
+        self.actor_id = 0
+        """The id journal rows name this actor by; set when it is loaded."""
+
+    def registration(self, at: float) -> tuple[int, str, str, float] | None:
+        """The registry row a unit must insert for this actor, unless it exists."""
+        return None if self.registered else (self.actor_id, self.address, self.desc.type_name, at)
 
     @property
     def idle(self) -> bool:

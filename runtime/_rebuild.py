@@ -7,23 +7,14 @@ live and rebuilt state cannot differ unless an applier is impure (G5).
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol
+from typing import Any
 
 import storage
 from actors import Actor
 from actors._actor import ActorDescription
-from storage import Entry, Snapshot
+from storage import Entry
 
 log = logging.getLogger("stele.runtime")
-
-
-class Source(Protocol):
-    """What rebuilding reads: a :class:`storage.Store` or a :class:`storage.Journal`."""
-
-    def actor(self, address: str) -> storage.ActorInfo | None: ...
-    def snapshot(self, address: str, before: int | None = None) -> Snapshot | None: ...
-    def event_rows(self, address: str, after_seq: int) -> list[tuple[int, int, str, bytes]]: ...
-    def open_step(self, address: str) -> list[Entry]: ...
 
 
 class Loaded:
@@ -47,7 +38,7 @@ class Loaded:
 
 
 def load(
-    source: Source,
+    source: storage.Reads,
     desc: ActorDescription,
     codec: storage.Codec,
     address: str,
@@ -64,7 +55,7 @@ def load(
     snapshot_seq = 0
     if use_snapshots:
         before = None if until_seq is None else until_seq + 1
-        snap = source.snapshot(address, before)
+        snap = source.snapshot_of(info.id, address, before)
         while snap is not None:
             try:
                 instance.state = codec.decode(snap.type, snap.data, position=-1)
@@ -73,15 +64,15 @@ def load(
                 log.warning(
                     "%s: snapshot at seq %d cannot be decoded (%s); using older history", address, snap.seq, exc
                 )
-                snap = source.snapshot(address, snap.seq)
+                snap = source.snapshot_of(info.id, address, snap.seq)
                 continue
             snapshot_seq = snap.seq
             break
-    rows = source.event_rows(address, snapshot_seq)
+    rows = source.event_rows(info.id, snapshot_seq)
     if until_seq is not None:
         rows = [row for row in rows if row[1] <= until_seq]
     fold(desc, codec, instance, rows)
-    open_step = source.open_step(address) if until_seq is None else []
+    open_step = source.open_step(info.id, address) if until_seq is None else []
     return Loaded(instance, info, snapshot_seq, len(rows), open_step)
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import os
 import logging
+import os
 import random
 import time
 from collections.abc import Callable, Coroutine, Iterable
@@ -112,6 +112,7 @@ class Runtime:
         self._pump_scheduled = False
         self._ingress: _Ingress | None = None
         self._next_step = 0
+        self._actor_hwm = 0
         self._inflight = 0
         self._idle: asyncio.Event | None = None
         self._closing = False
@@ -129,6 +130,7 @@ class Runtime:
                 functools.partial(Store.open, self.path, durability=self.durability, notify=self._notify)
             )
             self._next_step = self._store.step_hwm + 1
+            self._actor_hwm = self._store.actor_hwm
             pending = await anyio.to_thread.run_sync(self._store.pending)
         except storage.StorageError as exc:
             if self._store is not None:
@@ -523,6 +525,11 @@ class Runtime:
         cell.instance = loaded.instance
         info = loaded.info
         cell.registered = info is not None
+        if info is not None:
+            cell.actor_id = info.id
+        else:
+            self._actor_hwm += 1
+            cell.actor_id = self._actor_hwm
         cell.next_seq = (info.last_seq if info else 0) + 1
         cell.since_snapshot = loaded.events
         if info is not None and info.status == "suspended":

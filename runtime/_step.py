@@ -183,7 +183,7 @@ class Step(Context):
         at = self.rt.clock()
         if self.diverged is not None:
             return Unit(
-                actor=(cell.address, cell.desc.type_name, at),
+                actor=cell.registration(at),
                 ops=[
                     (
                         "UPDATE actors SET status = 'suspended', reason = ? WHERE address = ?",
@@ -194,6 +194,7 @@ class Step(Context):
         rows: list[tuple[Any, ...]] = []
         step = self.msg.step
         address = cell.address
+        ident = cell.actor_id
         if not self.durable:
             rows.append(self._message_row(at))
         reply = self._reply()
@@ -202,32 +203,32 @@ class Step(Context):
         if self.ok:
             seq = self._seq + len(rows)
             for name, data in self.events:
-                rows.append((address, seq, step, "event", name, data, at))
+                rows.append((ident, seq, step, "event", name, data, at))
                 seq += 1
             for target, to in self.sends:
                 record = SendRecord(to, target.handler.name, msgspec.Raw(target.payload), target.step)
-                rows.append((address, seq, step, "send", target.type_name, _encode(record), at))
+                rows.append((ident, seq, step, "send", target.type_name, _encode(record), at))
                 inbox.append(
                     (target.step, to, target.handler.name, target.type_name, target.payload, None, None, 0, address, at)
                 )
                 top = max(top, target.step)
                 seq += 1
         reply_type = "error" if not self.ok else type(self.value).__qualname__
-        rows.append((address, self._seq + len(rows), step, "reply", reply_type, reply, at))
+        rows.append((ident, self._seq + len(rows), step, "reply", reply_type, reply, at))
         self.last_seq = self._seq + len(rows) - 1
         snapshots: list[tuple[Any, ...]] = []
         every = cell.desc.cls.snapshot_every
         if self.ok and self.events and every > 0 and cell.since_snapshot + len(self.events) >= every:
             state = cell.instance.state if cell.instance is not None else None
             state_name = self.rt.registry.names[cell.desc.state_type]
-            snapshots.append((address, self.last_seq, state_name, _encode(state), at))
+            snapshots.append((ident, self.last_seq, state_name, _encode(state), at))
             self.snapshotted = True
         return Unit(
             inbox=inbox,
             journal=rows,
             snapshots=snapshots,
             done=[step] if self.msg.inbox else (),
-            actor=None if cell.registered else (address, cell.desc.type_name, at),
+            actor=cell.registration(at),
             step=top,
         )
 
@@ -246,7 +247,7 @@ class Step(Context):
     def _message_row(self, at: float) -> tuple[Any, ...]:
         msg = self.msg
         record = MessageRecord(msg.handler.name, msgspec.Raw(msg.payload), self._seed, self._now, msg.sender)
-        return (self.cell.address, self._seq, msg.step, "message", msg.type_name, _encode(record), at)
+        return (self.cell.actor_id, self._seq, msg.step, "message", msg.type_name, _encode(record), at)
 
     # -- Context ---------------------------------------------------------------
 
@@ -300,7 +301,7 @@ class Step(Context):
                 record = EffectRecord(index, False, NIL, "TypeError", problem, started=started)
         record = msgspec.structs.replace(record, finished=self.rt.clock())
         await self._append(
-            [(self.cell.address, self._seq, self.msg.step, "effect", name, _encode(record), record.finished)]
+            [(self.cell.actor_id, self._seq, self.msg.step, "effect", name, _encode(record), record.finished)]
         )
         self._now = max(self._now, record.finished)
         return self._outcome(record, fn, -1, name)
@@ -351,7 +352,7 @@ class Step(Context):
         unit = Unit(
             inbox=inbox,
             journal=rows,
-            actor=None if cell.registered else (cell.address, cell.desc.type_name, rows[-1][6]),
+            actor=cell.registration(rows[-1][6]),
             step=msg.step,
         )
         outcome = await self._commit(unit)

@@ -14,6 +14,7 @@ from ._errors import (
     UndecodableEntry,
 )
 from ._journal import Journal
+from ._reads import Reads
 from ._rows import ActorInfo, Entry, Pending, Snapshot, SnapshotInfo
 from ._schema import SCHEMA_VERSION
 from ._store import Store
@@ -33,6 +34,7 @@ __all__ = (
     "Outcome",
     "OwnedElsewhere",
     "Pending",
+    "Reads",
     "SchemaError",
     "Snapshot",
     "SnapshotInfo",

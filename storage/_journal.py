@@ -13,10 +13,9 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 import apsw
 
-from . import _rows
 from ._errors import OperationalError, SchemaError
 from ._owner import Ownership
-from ._rows import ActorInfo, Entry, Pending, Snapshot, SnapshotInfo
+from ._reads import Reads
 from ._schema import SCHEMA_VERSION, migrate, schema_version
 from ._sqlite import connect, translate
 
@@ -24,7 +23,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-class Journal:
+class Journal(Reads):
     """An open journal file. Use :meth:`open`; close it, or use it as a context manager."""
 
     def __init__(self, path: str, conn: apsw.Connection, ownership: Ownership | None) -> None:
@@ -72,44 +71,18 @@ class Journal:
             raise
         return cls(path, conn, ownership)
 
-    def actors(self, type: str | None = None) -> list[ActorInfo]:
-        """Every actor the journal knows (of one type), by address."""
-        return self._read(_rows.actors, type)
-
-    def actor(self, address: str) -> ActorInfo | None:
-        """One actor's registry row."""
-        return self._read(_rows.actor, address)
-
-    def entries(self, actor: str, from_seq: int = 0, kind: str | None = None) -> Iterator[Entry]:
-        """An actor's entries from ``from_seq`` on, in order (optionally of one kind)."""
-        try:
-            yield from _rows.entries(self._conn, actor, from_seq, kind)
-        except apsw.Error as exc:
-            raise translate(exc, f"cannot read the journal of {actor}") from None
-
-    def snapshots(self, actor: str) -> Iterator[SnapshotInfo]:
-        """``(seq, at)`` of every snapshot of ``actor``, oldest first."""
-        yield from self._read(_rows.snapshots, actor)
-
-    def snapshot(self, actor: str, before: int | None = None) -> Snapshot | None:
-        """The newest snapshot of ``actor`` (older than ``before``), with its payload."""
-        return self._read(_rows.snapshot, actor, before)
-
-    def event_rows(self, actor: str, after_seq: int = 0) -> list[tuple[int, int, str, bytes]]:
-        """``(position, seq, type, data)`` of the actor's events after ``after_seq``."""
-        return self._read(_rows.event_rows, actor, after_seq)
-
-    def open_step(self, actor: str) -> list[Entry]:
-        """Entries of the actor's step interrupted by a crash (message first), or []."""
-        return self._read(_rows.open_step, actor)
-
-    def pending(self) -> list[Pending]:
-        """Messages waiting in the inbox."""
-        return self._read(_rows.pending)
-
     def _read(self, query: Callable[Concatenate[apsw.Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return query(self._conn, *args, **kwargs)
+        except apsw.Error as exc:
+            raise translate(exc, f"cannot read {self.path}") from None
+
+    def _iterate(
+        self, query: Callable[Concatenate[apsw.Connection, P], Iterator[T]], *args: P.args, **kwargs: P.kwargs
+    ) -> Iterator[T]:
+        # Lazy: a long history streams; each query reads one consistent snapshot.
+        try:
+            yield from query(self._conn, *args, **kwargs)
         except apsw.Error as exc:
             raise translate(exc, f"cannot read {self.path}") from None
 

@@ -37,8 +37,9 @@ class Entry(msgspec.Struct, frozen=True):
 
 
 class ActorInfo(msgspec.Struct, frozen=True):
-    """One row of the actor registry."""
+    """One row of the actor registry (``id`` is what journal rows name it by)."""
 
+    id: int
     address: str
     type: str
     last_seq: int
@@ -79,29 +80,39 @@ class Pending(msgspec.Struct, frozen=True):
     at: float
 
 
-_ENTRY_COLUMNS = "position, actor, seq, step, kind, type, data, at"
+_ENTRY_COLUMNS = "position, seq, step, kind, type, data, at"
 
 
-def entries(conn: apsw.Connection, actor: str, from_seq: int = 0, kind: str | None = None) -> Iterator[Entry]:
+def actor_id(conn: apsw.Connection, address: str) -> int | None:
+    """The integer id journal rows use for ``address``."""
+    row = conn.execute("SELECT id FROM actors WHERE address = ?", (address,)).fetchone()
+    return int(row[0]) if row else None
+
+
+def entries(
+    conn: apsw.Connection, actor: int, address: str, from_seq: int = 0, kind: str | None = None
+) -> Iterator[Entry]:
     """An actor's entries with ``seq >= from_seq`` in order, optionally of one kind."""
     sql = f"SELECT {_ENTRY_COLUMNS} FROM journal WHERE actor = ? AND seq >= ?"
     params: tuple[Any, ...] = (actor, from_seq)
     if kind is not None:
         sql += " AND kind = ?"
         params += (kind,)
-    for row in conn.execute(sql + " ORDER BY seq", params):
-        yield Entry(*row)
+    for position, *rest in conn.execute(sql + " ORDER BY seq", params):
+        yield Entry(position, address, *rest)
 
 
-def open_step(conn: apsw.Connection, actor: str) -> list[Entry]:
+def open_step(conn: apsw.Connection, actor: int, address: str) -> list[Entry]:
     """The entries of the actor's interrupted step (message first), or [] if none.
 
     Reads the journal backwards from the end and stops at the first entry that
     closes a step, so it costs as many rows as the open step has.
     """
     tail: list[Entry] = []
-    for row in conn.execute(f"SELECT {_ENTRY_COLUMNS} FROM journal WHERE actor = ? ORDER BY seq DESC", (actor,)):
-        entry = Entry(*row)
+    for position, *rest in conn.execute(
+        f"SELECT {_ENTRY_COLUMNS} FROM journal WHERE actor = ? ORDER BY seq DESC", (actor,)
+    ):
+        entry = Entry(position, address, *rest)
         if entry.kind in TERMINAL_KINDS:
             break
         tail.append(entry)
@@ -112,7 +123,7 @@ def open_step(conn: apsw.Connection, actor: str) -> list[Entry]:
 
 
 _ACTOR_COLUMNS = (
-    "address, type, (SELECT coalesce(max(seq), 0) FROM journal WHERE actor = address), status, reason, updated"
+    "id, address, type, (SELECT coalesce(max(seq), 0) FROM journal WHERE actor = id), status, reason, updated"
 )
 
 
@@ -132,21 +143,21 @@ def actors(conn: apsw.Connection, type_name: str | None = None) -> list[ActorInf
     return [ActorInfo(*row) for row in conn.execute(sql + " ORDER BY address", params)]
 
 
-def snapshot(conn: apsw.Connection, address: str, before: int | None = None) -> Snapshot | None:
-    """The newest snapshot of ``address`` (with ``seq < before`` when given)."""
+def snapshot(conn: apsw.Connection, actor: int, address: str, before: int | None = None) -> Snapshot | None:
+    """The newest snapshot of the actor (with ``seq < before`` when given)."""
     limit = before if before is not None else 1 << 62
     row = conn.execute(
-        "SELECT actor, seq, type, data, at FROM snapshots WHERE actor = ? AND seq < ? ORDER BY seq DESC LIMIT 1",
-        (address, limit),
+        "SELECT seq, type, data, at FROM snapshots WHERE actor = ? AND seq < ? ORDER BY seq DESC LIMIT 1",
+        (actor, limit),
     ).fetchone()
-    return Snapshot(*row) if row else None
+    return Snapshot(address, *row) if row else None
 
 
-def snapshots(conn: apsw.Connection, address: str) -> list[SnapshotInfo]:
-    """Every snapshot of ``address``, oldest first."""
+def snapshots(conn: apsw.Connection, actor: int) -> list[SnapshotInfo]:
+    """Every snapshot of the actor, oldest first."""
     return [
         SnapshotInfo(*row)
-        for row in conn.execute("SELECT seq, at FROM snapshots WHERE actor = ? ORDER BY seq", (address,))
+        for row in conn.execute("SELECT seq, at FROM snapshots WHERE actor = ? ORDER BY seq", (actor,))
     ]
 
 
@@ -167,7 +178,7 @@ def meta(conn: apsw.Connection, key: str) -> Any:
     return row[0] if row else None
 
 
-def event_rows(conn: apsw.Connection, actor: str, after_seq: int) -> list[tuple[int, int, str, bytes]]:
+def event_rows(conn: apsw.Connection, actor: int, after_seq: int) -> list[tuple[int, int, str, bytes]]:
     """``(position, seq, type, data)`` of an actor's events after ``after_seq``.
 
     The hot path of activation: SQLite filters the kind in C, so only event

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Concatenate, ParamSpec, TypeVar
 
 import apsw
 
 from . import _rows
 from ._owner import Ownership
-from ._rows import ActorInfo, Entry, Pending, Snapshot
+from ._reads import Reads
 from ._schema import migrate
 from ._sqlite import configure_writer, connect, translate
 from ._unit import Unit
@@ -21,7 +21,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-class Store:
+class Store(Reads):
     """An owned, open journal file: one writer thread and one reader connection.
 
     Open it with :meth:`open`. Reads are thread-safe (one at a time); writes go
@@ -29,7 +29,14 @@ class Store:
     """
 
     def __init__(
-        self, path: str, ownership: Ownership, conn: apsw.Connection, reader: apsw.Connection, writer: Writer, hwm: int
+        self,
+        path: str,
+        ownership: Ownership,
+        conn: apsw.Connection,
+        reader: apsw.Connection,
+        writer: Writer,
+        hwm: int,
+        actor_hwm: int,
     ) -> None:
         self.path = path
         self._ownership = ownership
@@ -39,6 +46,8 @@ class Store:
         self._writer = writer
         self.step_hwm = hwm
         """The highest step id any durable row uses (step ids are never reused)."""
+        self.actor_hwm = actor_hwm
+        """The highest actor id in the registry."""
 
     @classmethod
     def open(cls, path: str, *, durability: str = "fsync", notify: Notify) -> Store:
@@ -55,6 +64,7 @@ class Store:
                 hwm = int(_rows.meta(conn, "step_hwm") or 0)
                 (top,) = conn.execute("SELECT coalesce(max(id), 0) FROM inbox").fetchone() or (0,)
                 hwm = max(hwm, int(top))
+                (actor_hwm,) = conn.execute("SELECT coalesce(max(id), 0) FROM actors").fetchone() or (0,)
             except apsw.Error as exc:
                 raise translate(exc, f"cannot prepare journal {path}") from None
             reader = connect(path, readonly=True)
@@ -65,7 +75,7 @@ class Store:
                 conn.close()
             ownership.release()
             raise
-        return cls(path, ownership, conn, reader, writer, hwm)
+        return cls(path, ownership, conn, reader, writer, hwm, int(actor_hwm))
 
     @property
     def stats(self) -> WriterStats:
@@ -78,31 +88,21 @@ class Store:
 
     # -- reads (any thread) -------------------------------------------------------
 
-    def actor(self, address: str) -> ActorInfo | None:
-        """The registry row of ``address``."""
-        return self._read(_rows.actor, address)
-
-    def snapshot(self, address: str, before: int | None = None) -> Snapshot | None:
-        """The newest snapshot of ``address`` (older than ``before``)."""
-        return self._read(_rows.snapshot, address, before)
-
-    def event_rows(self, address: str, after_seq: int) -> list[tuple[int, int, str, bytes]]:
-        """Events of ``address`` after ``after_seq``."""
-        return self._read(_rows.event_rows, address, after_seq)
-
-    def open_step(self, address: str) -> list[Entry]:
-        """Entries of the step of ``address`` interrupted by a crash, if any."""
-        return self._read(_rows.open_step, address)
-
-    def pending(self) -> list[Pending]:
-        """Every pending inbox message."""
-        return self._read(_rows.pending)
-
     def _read(self, query: Callable[Concatenate[apsw.Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         # One reader connection, used by one thread at a time.
         with self._read_lock:
             try:
                 return query(self._reader, *args, **kwargs)
+            except apsw.Error as exc:
+                raise translate(exc, f"cannot read {self.path}") from None
+
+    def _iterate(
+        self, query: Callable[Concatenate[apsw.Connection, P], Iterator[T]], *args: P.args, **kwargs: P.kwargs
+    ) -> Iterator[T]:
+        # Materialised under the lock: the connection is shared between threads.
+        with self._read_lock:
+            try:
+                return iter(list(query(self._reader, *args, **kwargs)))
             except apsw.Error as exc:
                 raise translate(exc, f"cannot read {self.path}") from None
 

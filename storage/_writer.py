@@ -22,7 +22,7 @@ import apsw
 
 from ._errors import CommitUnknown, IntegrityError, OperationalError, StorageError
 from ._sqlite import translate
-from ._unit import Row, Unit
+from ._unit import Unit
 
 log = logging.getLogger("stele.storage")
 
@@ -42,7 +42,7 @@ INSERT_INBOX = (
 INSERT_JOURNAL = "INSERT INTO journal(actor, seq, step, kind, type, data, at) VALUES (?, ?, ?, ?, ?, ?, ?)"
 INSERT_SNAPSHOT = "INSERT OR REPLACE INTO snapshots(actor, seq, type, data, at) VALUES (?, ?, ?, ?, ?)"
 DELETE_INBOX = "DELETE FROM inbox WHERE id = ?"
-INSERT_ACTOR = "INSERT OR IGNORE INTO actors(address, type, updated) VALUES (?, ?, ?)"
+INSERT_ACTOR = "INSERT INTO actors(id, address, type, updated) VALUES (?, ?, ?, ?)"
 UPDATE_HWM = "UPDATE meta SET value = ? WHERE key = 'step_hwm'"
 
 MAX_BATCH_UNITS = 20_000

@@ -1,0 +1,72 @@
+"""The reads the runtime and the inspection tools share, over one connection each."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Iterator
+from typing import Concatenate, ParamSpec, TypeVar
+
+import apsw
+
+from . import _rows
+from ._rows import ActorInfo, Entry, Pending, Snapshot, SnapshotInfo
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class Reads(abc.ABC):
+    """Read access to a journal; subclasses say how a query meets a connection."""
+
+    @abc.abstractmethod
+    def _read(self, query: Callable[Concatenate[apsw.Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``query(connection, *args)``, translating driver errors."""
+
+    @abc.abstractmethod
+    def _iterate(
+        self, query: Callable[Concatenate[apsw.Connection, P], Iterator[T]], *args: P.args, **kwargs: P.kwargs
+    ) -> Iterator[T]:
+        """Like :meth:`_read` for a query that yields rows."""
+
+    def actor(self, address: str) -> ActorInfo | None:
+        """One actor's registry row (with its last sequence number), or None."""
+        return self._read(_rows.actor, address)
+
+    def actors(self, type: str | None = None) -> list[ActorInfo]:
+        """Every actor the journal knows (of one type), by address."""
+        return self._read(_rows.actors, type)
+
+    def entries(self, actor: str, from_seq: int = 0, kind: str | None = None) -> Iterator[Entry]:
+        """An actor's entries from ``from_seq`` on, in order (optionally of one kind)."""
+        ident = self._read(_rows.actor_id, actor)
+        if ident is None:
+            return iter(())
+        return self._iterate(_rows.entries, ident, actor, from_seq, kind)
+
+    def snapshots(self, actor: str) -> Iterator[SnapshotInfo]:
+        """``(seq, at)`` of every snapshot of ``actor``, oldest first."""
+        ident = self._read(_rows.actor_id, actor)
+        return iter(self._read(_rows.snapshots, ident) if ident is not None else ())
+
+    def snapshot(self, actor: str, before: int | None = None) -> Snapshot | None:
+        """The newest snapshot of ``actor`` (older than ``before``), with its payload."""
+        ident = self._read(_rows.actor_id, actor)
+        return self.snapshot_of(ident, actor, before) if ident is not None else None
+
+    def pending(self) -> list[Pending]:
+        """Messages waiting in the inbox, in step-id order."""
+        return self._read(_rows.pending)
+
+    # By actor id: what rebuilding an actor reads, without looking the id up again.
+
+    def snapshot_of(self, actor_id: int, address: str, before: int | None = None) -> Snapshot | None:
+        """The newest snapshot of actor ``actor_id`` (older than ``before``)."""
+        return self._read(_rows.snapshot, actor_id, address, before)
+
+    def event_rows(self, actor_id: int, after_seq: int = 0) -> list[tuple[int, int, str, bytes]]:
+        """``(position, seq, type, data)`` of actor ``actor_id``'s events after ``after_seq``."""
+        return self._read(_rows.event_rows, actor_id, after_seq)
+
+    def open_step(self, actor_id: int, address: str) -> list[Entry]:
+        """Entries of the actor's step interrupted by a crash (message first), or []."""
+        return self._read(_rows.open_step, actor_id, address)
