@@ -30,6 +30,7 @@ from actors._actor import describe
 from runtime import Registry, Runtime, load
 from storage import Journal
 
+from . import _model
 from ._model import Counter, Inc, Progress, SnapshottedCounter, synthesize
 
 ROOT = Path(__file__).parent
@@ -37,12 +38,7 @@ Result = dict[str, Any]
 
 
 def fresh(workdir: Path, name: str) -> str:
-    path = workdir / name
-    for suffix in ("", "-wal", "-shm", "-owner"):
-        p = Path(str(path) + suffix)
-        if p.exists():
-            p.unlink()
-    return str(path)
+    return _model.fresh(str(workdir / name))
 
 
 # -- (a) raw APSW baseline ------------------------------------------------------------
@@ -249,7 +245,8 @@ def report(r: Result) -> None:
     width = max(len(row[0]) for row in rows)
     print(f"\n{'scenario':<{width}}  {'figure':>14}  {'ratio / detail':<28} target")
     for name, value, ratio, target in rows:
-        print(f"{name:<{width}}  {value:>14,.1f}  {ratio:<28} {target}")
+        shown = f"{value:,.0f}" if value >= 100 else f"{value:.2f}" if value >= 1 else f"{value:.4f}"
+        print(f"{name:<{width}}  {shown:>14}  {ratio:<28} {target}")
 
 
 if __name__ == "__main__":

@@ -9,10 +9,11 @@ import time
 from pathlib import Path
 
 import anyio
+import apsw
 
 from runtime import Runtime
 
-from ._model import Counter, Inc, Total
+from ._model import Counter, Inc, Progress, Total, fresh
 
 
 def rss_mb() -> float:
@@ -24,25 +25,41 @@ def rss_mb() -> float:
 
 async def many_actors(workdir: str, actors: int) -> dict[str, object]:
     """(e): ``actors`` distinct actors, one message each, ``max_active=10,000``."""
-    path = str(Path(workdir) / "rss.db")
-    curve = []
+    path = fresh(str(Path(workdir) / "rss.db"))
+    curve, sqlite, cells = [], [], []
     async with Runtime(path, actors=[Counter], max_active=10_000) as rt:
         senders = 500
         quarter = actors // 4
         per = quarter // senders
         started = time.perf_counter()
+        Progress.steps = 0
         for q in range(4):
             async with anyio.create_task_group() as tg:
                 for s in range(senders):
                     tg.start_soon(send_range, rt, q * quarter + s * per, per)
+            # Tells return once durable; measure once this quarter is processed,
+            # so the curve shows resident actors, not the backlog of accepted mail.
+            while Progress.steps < (q + 1) * senders * per:
+                await anyio.sleep(0.01)
             curve.append(round(rss_mb()))
+            sqlite.append(round(apsw.memory_used() / 2**20))
+            cells.append(len(rt._cells))
         # Asks queue behind what is pending: one per quarter shows all were processed.
         for a in range(0, actors, quarter):
-            assert await rt.ask(f"Counter/{a}", Total()) == 1
+            total = await rt.ask(f"Counter/{a}", Total())
+            assert total == 1, (a, total)
         elapsed = time.perf_counter() - started
         active = len(rt._active)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"actors": actors, "peak_rss_mb": peak, "rss_curve_mb": curve, "active_at_end": active, "seconds": elapsed}
+    return {
+        "actors": actors,
+        "peak_rss_mb": peak,
+        "rss_curve_mb": curve,
+        "sqlite_memory_mb": sqlite,
+        "cells": cells,
+        "active_at_end": active,
+        "seconds": elapsed,
+    }
 
 
 async def send_range(rt: Runtime, first: int, count: int) -> None:

@@ -68,12 +68,17 @@ class SnapshottedCounter(Counter):
 _encode = msgspec.msgpack.Encoder().encode
 
 
+def fresh(path: str) -> str:
+    """``path`` with any journal (and its WAL, shared memory, owner lock) removed."""
+    for suffix in ("", "-wal", "-shm", "-owner"):
+        if os.path.exists(path + suffix):
+            os.remove(path + suffix)
+    return path
+
+
 def synthesize(path: str, actors: int, events_per_actor: int, *, snapshot_every: int = 0, per_step: int = 10) -> None:
     """Write a journal as the runtime would: steps of ``per_step`` events (plus message and reply)."""
-    if os.path.exists(path):
-        for suffix in ("", "-wal", "-shm", "-owner"):
-            if os.path.exists(path + suffix):
-                os.remove(path + suffix)
+    fresh(path)
     Store.open(path, notify=lambda results: None).close()  # create and migrate
     conn = apsw.Connection(path)
     conn.execute("PRAGMA journal_mode = WAL").fetchall()
@@ -87,24 +92,24 @@ def synthesize(path: str, actors: int, events_per_actor: int, *, snapshot_every:
         snaps: list[tuple[Any, ...]] = []
         registry: list[tuple[Any, ...]] = []
         for a in range(actors):
-            address = f"Counter/{a}"
+            address, ident = f"Counter/{a}", a + 1
             seq = 0
             emitted = 0
             while emitted < events_per_actor:
                 step += 1
                 body = msgspec.Raw(_encode(Inc(1)))
                 seq += 1
-                rows.append((address, seq, step, "message", "Inc", _encode(MessageRecord("inc", body, step, now)), now))
+                rows.append((ident, seq, step, "message", "Inc", _encode(MessageRecord("inc", body, step, now)), now))
                 for _ in range(min(per_step, events_per_actor - emitted)):
                     seq += 1
                     emitted += 1
-                    rows.append((address, seq, step, "event", "Incremented", event, now))
+                    rows.append((ident, seq, step, "event", "Incremented", event, now))
                     if snapshot_every and emitted % snapshot_every == 0:
                         state = Counter.State(total=emitted, count=emitted)
-                        snaps.append((address, seq, "Counter.State", _encode(state), now))
+                        snaps.append((ident, seq, "Counter.State", _encode(state), now))
                 seq += 1
-                rows.append((address, seq, step, "reply", "int", reply, now))
-            registry.append((address, "Counter", seq, now))
+                rows.append((ident, seq, step, "reply", "int", reply, now))
+            registry.append((ident, address, "Counter", now))
             if len(rows) > 200_000:
                 _flush(conn, rows, snaps, registry)
         _flush(conn, rows, snaps, registry)
@@ -118,7 +123,7 @@ def _flush(
 ) -> None:
     conn.executemany("INSERT INTO journal(actor, seq, step, kind, type, data, at) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
     conn.executemany("INSERT INTO snapshots(actor, seq, type, data, at) VALUES (?, ?, ?, ?, ?)", snaps)
-    conn.executemany("INSERT INTO actors(address, type, last_seq, updated) VALUES (?, ?, ?, ?)", registry)
+    conn.executemany("INSERT INTO actors(id, address, type, updated) VALUES (?, ?, ?, ?)", registry)
     rows.clear()
     snaps.clear()
     registry.clear()

@@ -74,7 +74,8 @@ class Runtime:
     ``"normal"`` (``synchronous=NORMAL``: survives a process crash, may lose the
     last commits on power loss). ``max_active`` bounds the actors kept in
     memory. ``clock`` and ``rng`` are injectable for tests; ``grace`` is how long
-    closing waits for in-flight steps before leaving them to recovery.
+    closing waits for in-flight steps before leaving them to recovery. ``vfs``
+    names an APSW VFS to open the journal through (fault injection).
     """
 
     def __init__(
@@ -87,6 +88,7 @@ class Runtime:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         grace: float = 5.0,
+        vfs: str | None = None,
     ) -> None:
         if durability not in DURABILITIES:
             raise ValueError(f"durability must be one of {DURABILITIES}, not {durability!r}")
@@ -99,6 +101,7 @@ class Runtime:
         self.clock = clock
         self.rng = rng or random.Random()
         self.grace = grace
+        self.vfs = vfs
         self.replaying = False
         self._store: Store | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -127,7 +130,7 @@ class Runtime:
             raise SteleError("Runtime runs on anyio's asyncio backend") from None
         try:
             self._store = await anyio.to_thread.run_sync(
-                functools.partial(Store.open, self.path, durability=self.durability, notify=self._notify)
+                functools.partial(Store.open, self.path, durability=self.durability, notify=self._notify, vfs=self.vfs)
             )
             self._next_step = self._store.step_hwm + 1
             self._actor_hwm = self._store.actor_hwm

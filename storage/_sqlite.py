@@ -13,11 +13,14 @@ SYNCHRONOUS = {"fsync": "FULL", "normal": "NORMAL"}
 """Durability level -> ``PRAGMA synchronous``. See DESIGN.md §6."""
 
 
-def connect(path: str, *, readonly: bool = False) -> apsw.Connection:
-    """Open ``path`` with a busy timeout; read-only opening never creates or writes."""
+def connect(path: str, *, readonly: bool = False, vfs: str | None = None) -> apsw.Connection:
+    """Open ``path`` with a busy timeout; read-only opening never creates or writes.
+
+    ``vfs`` names a registered APSW VFS (the fault-injecting ones of the tests).
+    """
     flags = apsw.SQLITE_OPEN_READONLY if readonly else apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
     try:
-        conn = apsw.Connection(path, flags=flags)
+        conn = apsw.Connection(path, flags=flags, vfs=vfs) if vfs else apsw.Connection(path, flags=flags)
         conn.set_busy_timeout(BUSY_TIMEOUT_MS)
     except apsw.Error as exc:
         raise translate(exc, f"cannot open journal {path}") from None

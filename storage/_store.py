@@ -50,14 +50,17 @@ class Store(Reads):
         """The highest actor id in the registry."""
 
     @classmethod
-    def open(cls, path: str, *, durability: str = "fsync", notify: Notify) -> Store:
-        """Own ``path`` (creating and migrating it as needed) and start the writer."""
+    def open(cls, path: str, *, durability: str = "fsync", notify: Notify, vfs: str | None = None) -> Store:
+        """Own ``path`` (creating and migrating it as needed) and start the writer.
+
+        ``vfs`` names an APSW VFS for both connections (fault injection in tests).
+        """
         path = os.path.abspath(path)
         ownership = Ownership(path)
         ownership.acquire()
         conn: apsw.Connection | None = None
         try:
-            conn = connect(path)
+            conn = connect(path, vfs=vfs)
             try:
                 configure_writer(conn, durability)
                 migrate(conn, path)
@@ -67,7 +70,7 @@ class Store(Reads):
                 (actor_hwm,) = conn.execute("SELECT coalesce(max(id), 0) FROM actors").fetchone() or (0,)
             except apsw.Error as exc:
                 raise translate(exc, f"cannot prepare journal {path}") from None
-            reader = connect(path, readonly=True)
+            reader = connect(path, readonly=True, vfs=vfs)
             writer = Writer(conn, notify, step_hwm=hwm)
             writer.start()
         except BaseException:
