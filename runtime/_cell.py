@@ -18,7 +18,18 @@ class Msg:
     that became durable at its first effect); ``waiter`` receives an ask's reply.
     """
 
-    __slots__ = ("handler", "inbox", "message", "payload", "sender", "step", "type_name", "waiter")
+    __slots__ = (
+        "accepted",
+        "dropped",
+        "handler",
+        "inbox",
+        "message",
+        "payload",
+        "sender",
+        "step",
+        "type_name",
+        "waiter",
+    )
 
     def __init__(
         self,
@@ -39,6 +50,10 @@ class Msg:
         self.waiter = waiter
         self.inbox = inbox
         self.sender = sender
+        self.accepted: asyncio.Future[None] | None = None
+        """A tell's inbox commit while it is pending (its step may already run)."""
+        self.dropped = False
+        """The tell's inbox commit failed: it was never accepted."""
 
 
 class Cell:

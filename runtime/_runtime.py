@@ -215,6 +215,13 @@ class Runtime:
         )
         batch.msgs.append((cell, prepared))
         batch.top = prepared.step
+        # Dispatched at once, before its inbox row commits: the writer commits in
+        # submission order, so the step that consumes it lands with or after it,
+        # and a step that fails to find its row is dropped (it was never accepted).
+        prepared.inbox = True
+        prepared.accepted = batch.future
+        cell.mailbox.append(prepared)
+        self._make_ready(cell)
         await batch.future
 
     async def ask(self, address: str, msg: msgspec.Struct, *, timeout: float | None = None) -> Any:
@@ -291,19 +298,22 @@ class Runtime:
 
     def _flush_ingress(self) -> None:
         batch, self._ingress = self._ingress, None
-        assert batch is not None
+        if batch is None:  # the pump flushed it already
+            return
         self.store.submit([Unit(inbox=batch.rows, step=batch.top)], functools.partial(self._ingress_done, batch))
 
     def _ingress_done(self, batch: _Ingress, outcomes: list[Outcome]) -> None:
         error = outcomes[0]
+        for cell, msg in batch.msgs:
+            msg.accepted = None
+            if error is not None:
+                msg.dropped = True
+                if msg in cell.mailbox:
+                    cell.mailbox.remove(msg)
         if error is not None:
             batch.future.set_exception(translate(error))
-            return
-        for cell, msg in batch.msgs:
-            msg.inbox = True
-            cell.mailbox.append(msg)
-            self._make_ready(cell)
-        batch.future.set_result(None)
+        else:
+            batch.future.set_result(None)
 
     # -- scheduling ----------------------------------------------------------------
 
@@ -329,6 +339,8 @@ class Runtime:
     def _pump(self) -> None:
         """Step every ready actor once; hand finished steps to the writer together."""
         self._pump_scheduled = False
+        if self._ingress is not None:
+            self._flush_ingress()  # inbox rows go to the writer before the steps consuming them
         ready, self._ready = self._ready, []
         units: list[Unit] = []
         steps: list[Step] = []
@@ -415,8 +427,8 @@ class Runtime:
         self._unload(cell)  # memory may be ahead of the journal; reload the truth
         user_error = translate(error)
         log.warning("%s: step %d failed to commit: %s", cell.address, msg.step, error)
-        if isinstance(error, storage.IntegrityError) and "no longer pending" in str(error):
-            pass  # already processed by an earlier, landed commit: drop it
+        if msg.dropped or (isinstance(error, storage.IntegrityError) and "no longer pending" in str(error)):
+            pass  # never accepted, or already processed by an earlier commit that landed: drop it
         elif msg.inbox and not self._closing:
             cell.mailbox.appendleft(msg)
             cell.retry_delay = min(_RETRY_MAX, max(0.05, cell.retry_delay * 2))

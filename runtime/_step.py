@@ -283,6 +283,13 @@ class Step(Context):
             # Replaying history: an effect that was never recorded is a divergence.
             self._diverge(-1, "no further effect", f"effect #{index} {name}")
         if not self.durable:
+            if self.msg.accepted is not None:
+                # A tell runs before its inbox row commits; no effect may run
+                # for a message that might not be accepted.
+                try:
+                    await self.msg.accepted
+                except Exception as exc:
+                    raise Abort(exc) from None
             await self._append([self._message_row(self.rt.clock())], durable_ask=not self.msg.inbox)
             self.durable = True
         started = self.rt.clock()
