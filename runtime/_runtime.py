@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import os
 import random
 import time
 from collections.abc import Callable, Coroutine, Iterable
@@ -44,7 +43,6 @@ from ._step import Step
 log = logging.getLogger("stele.runtime")
 
 DURABILITIES = ("fsync", "normal")
-SUBMIT_CHUNK = int(os.environ.get("STELE_CHUNK", "128"))
 _RETRY_MAX = 5.0
 
 
@@ -191,7 +189,8 @@ class Runtime:
 
     async def tell(self, address: str, msg: msgspec.Struct) -> None:
         """Send ``msg`` to ``address``; return once it is durably in the inbox (G1)."""
-        self._check_open()
+        if not self._open:
+            raise RuntimeClosedError(f"runtime on {self.path} is not open")
         prepared = self.prepare(address, msg)
         cell = self._cell(address)
         batch = self._ingress
@@ -297,10 +296,13 @@ class Runtime:
         self.loop.call_soon_threadsafe(_deliver, results)
 
     def _flush_ingress(self) -> None:
+        if self._ingress is not None:  # else the pump took it already
+            self.store.submit_all([self._take_ingress()])
+
+    def _take_ingress(self) -> tuple[list[Unit], storage.Done]:
         batch, self._ingress = self._ingress, None
-        if batch is None:  # the pump flushed it already
-            return
-        self.store.submit([Unit(inbox=batch.rows, step=batch.top)], functools.partial(self._ingress_done, batch))
+        assert batch is not None
+        return [Unit(inbox=batch.rows, step=batch.top)], functools.partial(self._ingress_done, batch)
 
     def _ingress_done(self, batch: _Ingress, outcomes: list[Outcome]) -> None:
         error = outcomes[0]
@@ -339,8 +341,9 @@ class Runtime:
     def _pump(self) -> None:
         """Step every ready actor once; hand finished steps to the writer together."""
         self._pump_scheduled = False
+        groups: list[tuple[list[Unit], storage.Done]] = []
         if self._ingress is not None:
-            self._flush_ingress()  # inbox rows go to the writer before the steps consuming them
+            groups.append(self._take_ingress())  # inbox rows go before the steps consuming them
         ready, self._ready = self._ready, []
         units: list[Unit] = []
         steps: list[Step] = []
@@ -370,13 +373,12 @@ class Runtime:
             if step.run():
                 units.append(step.unit())
                 steps.append(step)
-                if len(units) == SUBMIT_CHUNK:
-                    # Hand a chunk over now: the writer commits it while this loop
-                    # runs the next steps, so the two threads overlap.
-                    self.store.submit(units, functools.partial(self._round_committed, steps))
-                    units, steps = [], []
         if units:
-            self.store.submit(units, functools.partial(self._round_committed, steps))
+            groups.append((units, functools.partial(self._round_committed, steps)))
+        if groups:
+            # One hand-over: the tells' inbox rows and the steps consuming them
+            # share a transaction, where the writer can skip the inbox altogether.
+            self.store.submit_all(groups)
         if to_load:
             self._activate(to_load)
 

@@ -48,6 +48,11 @@ if TYPE_CHECKING:
 
 _encode = msgspec.msgpack.Encoder().encode
 
+# `ReplyRecord(True, value)` is the hot path's most common payload; it encodes as
+# this fixed prefix followed by the encoded value (checked here, at import).
+_REPLY_OK = b"\x82\xa2ok\xc3\xa5value"
+assert _encode(ReplyRecord(True, msgspec.Raw(_encode(5)))) == _REPLY_OK + _encode(5)
+
 
 class Abort(BaseException):
     """The step cannot go on (journaling an effect failed); it is left for a retry.
@@ -191,12 +196,9 @@ class Step(Context):
                     )
                 ],
             )
-        rows: list[tuple[Any, ...]] = []
+        rows: list[tuple[Any, ...]] = [] if self.durable else [self._message_row(at)]
         step = self.msg.step
-        address = cell.address
         ident = cell.actor_id
-        if not self.durable:
-            rows.append(self._message_row(at))
         reply = self._reply()
         inbox: list[tuple[Any, ...]] = []
         top = step
@@ -209,19 +211,30 @@ class Step(Context):
                 record = SendRecord(to, target.handler.name, msgspec.Raw(target.payload), target.step)
                 rows.append((ident, seq, step, "send", target.type_name, _encode(record), at))
                 inbox.append(
-                    (target.step, to, target.handler.name, target.type_name, target.payload, None, None, 0, address, at)
+                    (
+                        target.step,
+                        to,
+                        target.handler.name,
+                        target.type_name,
+                        target.payload,
+                        None,
+                        None,
+                        0,
+                        cell.address,
+                        at,
+                    )
                 )
                 top = max(top, target.step)
                 seq += 1
         reply_type = "error" if not self.ok else type(self.value).__qualname__
         rows.append((ident, self._seq + len(rows), step, "reply", reply_type, reply, at))
         self.last_seq = self._seq + len(rows) - 1
-        snapshots: list[tuple[Any, ...]] = []
+        snapshots: list[tuple[Any, ...]] | tuple[()] = ()
         every = cell.desc.cls.snapshot_every
         if self.ok and self.events and every > 0 and cell.since_snapshot + len(self.events) >= every:
             state = cell.instance.state if cell.instance is not None else None
             state_name = self.rt.registry.names[cell.desc.state_type]
-            snapshots.append((ident, self.last_seq, state_name, _encode(state), at))
+            snapshots = [(ident, self.last_seq, state_name, _encode(state), at)]
             self.snapshotted = True
         return Unit(
             inbox=inbox,
@@ -236,7 +249,7 @@ class Step(Context):
         """The encoded reply record; a reply that cannot be encoded fails the step."""
         if self.ok:
             try:
-                return _encode(ReplyRecord(True, msgspec.Raw(_encode(self.value))))
+                return _REPLY_OK + _encode(self.value)
             except (TypeError, msgspec.EncodeError) as exc:
                 self.ok = False
                 self.error = TypeError(f"the reply of {self.cell.address} cannot be encoded: {exc}")

@@ -89,6 +89,10 @@ class Store(Reads):
         """Queue units for the next group commit."""
         self._writer.submit(units, done)
 
+    def submit_all(self, groups: list[tuple[list[Unit], Done]]) -> None:
+        """Queue several submissions at once: the writer takes them into one batch."""
+        self._writer.submit_all(groups)
+
     # -- reads (any thread) -------------------------------------------------------
 
     def _read(self, query: Callable[Concatenate[apsw.Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:

@@ -1,5 +1,7 @@
 """A fault-injecting APSW VFS: the default VFS, with failures on demand."""
 
+# ruff: noqa: N802  (APSW names VFS methods xOpen, xSync, ...)
+
 from __future__ import annotations
 
 from typing import Any
