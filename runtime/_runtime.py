@@ -193,6 +193,7 @@ class Runtime:
             raise RuntimeClosedError(f"runtime on {self.path} is not open")
         prepared = self.prepare(address, msg)
         cell = self._cell(address)
+        cell.failed = None  # new traffic retries a failed load (once per message)
         batch = self._ingress
         if batch is None:
             loop = self.loop
@@ -236,8 +237,7 @@ class Runtime:
         cell = self._cell(address)
         if cell.suspended:
             raise ActorSuspendedError(address, cell.reason)
-        if cell.failed is not None:
-            raise cell.failed
+        cell.failed = None  # new traffic retries a failed load (once per message)
         waiter: asyncio.Future[Any] = self.loop.create_future()
         prepared.waiter = waiter
         cell.mailbox.append(prepared)
