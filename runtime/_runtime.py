@@ -159,6 +159,7 @@ class Runtime:
             with anyio.move_on_after(self.grace):
                 await self._idle.wait()
         await self._cancel_tasks()
+        self._flush_ingress()  # accepted tells not yet handed over go in before the writer stops
         await anyio.to_thread.run_sync(self._store.close)
 
     async def abandon(self) -> None:

@@ -79,6 +79,7 @@ class Writer:
         self._hwm = step_hwm
         self._elided: dict[int, Unit] = {}  # inbox id -> unit consuming it, this attempt
         self._abandoned = False
+        self._stopped = False
         self.stats = WriterStats()
         self._thread = threading.Thread(target=self._run, name="stele-writer", daemon=True)
 
@@ -88,20 +89,25 @@ class Writer:
 
     def submit(self, units: Sequence[Unit], done: Done) -> None:
         """Queue ``units`` for the next commit; ``done`` gets their outcomes. Thread-safe."""
-        self._queue.put([(units, done)])
+        self.submit_all([(units, done)])
 
     def submit_all(self, groups: Sequence[tuple[Sequence[Unit], Done]]) -> None:
         """Queue several submissions as one item, so they share a batch. Thread-safe."""
+        if self._stopped:
+            closed = OperationalError("the journal is closed")
+            self._notify([(done, [closed] * len(units)) for units, done in groups])
+            return
         self._queue.put(groups)
 
     def stop(self) -> None:
         """Commit everything queued so far, then stop the thread."""
+        self._stopped = True
         self._queue.put(_STOP)
         self._thread.join()
 
     def abandon(self) -> None:
         """Stop without committing what is queued, as a crash would (for tests)."""
-        self._abandoned = True
+        self._abandoned = self._stopped = True
         self._queue.put(_STOP)
         self._thread.join()
 

@@ -186,3 +186,21 @@ async def test_g4_messages_from_one_sender_are_processed_in_order(db: str) -> No
         items = [msgspec.msgpack.decode(e.data, type=Appended) for e in journal.entries("Log/l", kind="event")]
     for s in "abcd":
         assert [i.n for i in items if i.sender == s] == list(range(60))
+
+
+async def test_g1_tells_accepted_just_before_close_are_kept(db: str) -> None:
+    rt = await Runtime(db, actors=[Account]).__aenter__()
+    acknowledged: list[int] = []
+
+    async def tell(i: int) -> None:
+        await rt.tell(f"Account/{i % 3}", Deposit(i))
+        acknowledged.append(i)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(1, 101):
+            tg.start_soon(tell, i)
+        tg.start_soon(rt.close)  # runs after the tells, before their inbox rows are handed over
+    assert sorted(acknowledged) == list(range(1, 101))
+    async with Runtime(db, actors=[Account]) as rt2:
+        total = sum([await rt2.ask(f"Account/{k}", GetBalance()) for k in range(3)])
+    assert total == sum(range(1, 101))
