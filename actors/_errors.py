@@ -76,6 +76,14 @@ class RuntimeClosedError(SteleError):
     """The runtime is closing or closed and accepts no more messages."""
 
 
+class ReplicationError(SteleError):
+    """Replication cannot work: Litestream missing or dead, the replica unreachable."""
+
+
+class ReplicationTimeout(ReplicationError, TimeoutError):
+    """A replicated acknowledgement timed out; the commit is still durable locally."""
+
+
 class JournalError(SteleError):
     """Something is wrong with the journal file or writing to it."""
 

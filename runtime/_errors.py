@@ -9,6 +9,7 @@ from actors import (
     JournalIntegrityError,
     JournalOperationalError,
     JournalOwnedError,
+    ReplicationError,
     SteleError,
     UndecodableEntryError,
 )
@@ -23,6 +24,8 @@ def translate(exc: BaseException) -> BaseException:
         return JournalOwnedError(message, pid=exc.pid, host=exc.host, since=exc.since)
     if isinstance(exc, storage.UndecodableEntry):
         return UndecodableEntryError(message, position=exc.position, type_name=exc.type_name)
+    if isinstance(exc, storage.ReplicaUnavailable):
+        return ReplicationError(message)
     if isinstance(exc, storage.CommitUnknown):
         return CommitUnknownError(message)
     if isinstance(exc, storage.IntegrityError):

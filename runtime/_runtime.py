@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import random
 import time
 from collections.abc import Callable, Coroutine, Iterable
@@ -29,6 +30,7 @@ from actors import (
     AskTimeoutError,
     HandlerError,
     MessageValidationError,
+    ReplicationTimeout,
     RuntimeClosedError,
     SteleError,
 )
@@ -42,7 +44,7 @@ from ._step import Step
 
 log = logging.getLogger("stele.runtime")
 
-DURABILITIES = ("fsync", "normal")
+DURABILITIES = ("fsync", "normal", "replicated")
 _RETRY_MAX = 5.0
 
 
@@ -68,9 +70,18 @@ class _Ingress:
 class Runtime:
     """Hosts actor classes over the journal at ``path``; an async context manager.
 
-    ``durability`` is ``"fsync"`` (``synchronous=FULL``, the default) or
+    ``durability`` is ``"fsync"`` (``synchronous=FULL``, the default),
     ``"normal"`` (``synchronous=NORMAL``: survives a process crash, may lose the
-    last commits on power loss). ``max_active`` bounds the actors kept in
+    last commits on power loss) or ``"replicated"`` (fsync, and every tell and
+    ask is acknowledged only once its commit is in the replica).
+
+    ``replicate`` is an ``s3://BUCKET/PATH?endpoint=…`` URL or a local
+    directory: Litestream is started, supervised and stopped with the runtime,
+    and ``rt.replication`` reports what is not yet replicated.
+    ``restore_if_missing`` restores a missing journal from the replica first.
+    ``lag_warning_s``: the age of the oldest unreplicated commit that logs a
+    warning (logger ``stele.replication``). ``replication_timeout``: how long a
+    replicated acknowledgement waits. ``max_active`` bounds the actors kept in
     memory. ``clock`` and ``rng`` are injectable for tests; ``grace`` is how long
     closing waits for in-flight steps before leaving them to recovery. ``vfs``
     names an APSW VFS to open the journal through (fault injection).
@@ -87,9 +98,17 @@ class Runtime:
         rng: random.Random | None = None,
         grace: float = 5.0,
         vfs: str | None = None,
+        replicate: str | None = None,
+        restore_if_missing: bool = False,
+        lag_warning_s: float = 5.0,
+        replication_timeout: float = 10.0,
+        sync_interval: float = 1.0,
+        litestream: str | None = None,
     ) -> None:
         if durability not in DURABILITIES:
             raise ValueError(f"durability must be one of {DURABILITIES}, not {durability!r}")
+        if durability == "replicated" and replicate is None:
+            raise ValueError('durability="replicated" needs replicate=URL_OR_DIRECTORY')
         if max_active < 1:
             raise ValueError("max_active must be at least 1")
         self.path = path
@@ -100,6 +119,13 @@ class Runtime:
         self.rng = rng or random.Random()
         self.grace = grace
         self.vfs = vfs
+        self.replicate = replicate
+        self.restore_if_missing = restore_if_missing
+        self.lag_warning_s = lag_warning_s
+        self.replication_timeout = replication_timeout
+        self.sync_interval = sync_interval
+        self.litestream = litestream
+        self._replication: storage.Replication | None = None
         self.replaying = False
         self._store: Store | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -127,8 +153,25 @@ class Runtime:
         except RuntimeError:
             raise SteleError("Runtime runs on anyio's asyncio backend") from None
         try:
+            if self.replicate is not None:
+                self._replication = storage.Replication(
+                    os.path.abspath(self.path),
+                    self.replicate,
+                    lag_warning_s=self.lag_warning_s,
+                    sync_interval=self.sync_interval,
+                    binary=self.litestream,
+                )
+                if self.restore_if_missing and not os.path.exists(self.path):
+                    await anyio.to_thread.run_sync(self._restore_missing)
             self._store = await anyio.to_thread.run_sync(
-                functools.partial(Store.open, self.path, durability=self.durability, notify=self._notify, vfs=self.vfs)
+                functools.partial(
+                    Store.open,
+                    self.path,
+                    durability="fsync" if self.durability == "replicated" else self.durability,
+                    notify=self._notify,
+                    vfs=self.vfs,
+                    replication=self._replication,
+                )
             )
             self._next_step = self._store.step_hwm + 1
             self._actor_hwm = self._store.actor_hwm
@@ -188,8 +231,15 @@ class Runtime:
 
     # -- public API ----------------------------------------------------------------
 
-    async def tell(self, address: str, msg: msgspec.Struct) -> None:
-        """Send ``msg`` to ``address``; return once it is durably in the inbox (G1)."""
+    async def tell(
+        self, address: str, msg: msgspec.Struct, *, durability: str | None = None, timeout: float | None = None
+    ) -> None:
+        """Send ``msg`` to ``address``; return once it is durably in the inbox (G1).
+
+        With ``durability="replicated"`` (per call, or the runtime's), return only
+        once that commit is in the replica; :class:`ReplicationTimeout` after
+        ``timeout`` seconds (the message stays durable locally).
+        """
         if not self._open:
             raise RuntimeClosedError(f"runtime on {self.path} is not open")
         prepared = self.prepare(address, msg)
@@ -224,14 +274,20 @@ class Runtime:
         cell.mailbox.append(prepared)
         self._make_ready(cell)
         await batch.future
+        if (durability or self.durability) == "replicated":
+            await self._replicated(timeout)
 
-    async def ask(self, address: str, msg: msgspec.Struct, *, timeout: float | None = None) -> Any:
+    async def ask(
+        self, address: str, msg: msgspec.Struct, *, timeout: float | None = None, durability: str | None = None
+    ) -> Any:
         """Send ``msg`` to ``address`` and return the handler's reply.
 
         Raises :class:`HandlerError` if the handler raised, and
         :class:`AskTimeoutError` if no reply came within ``timeout`` seconds (the
         message may still be processed). The ask is acknowledged by its reply
-        only: it skips the inbox unless its handler runs an effect.
+        only: it skips the inbox unless its handler runs an effect. With
+        ``durability="replicated"`` the reply is returned once its commit is in
+        the replica (:class:`ReplicationTimeout` otherwise).
         """
         self._check_open()
         prepared = self.prepare(address, msg)
@@ -244,11 +300,69 @@ class Runtime:
         cell.mailbox.append(prepared)
         self._make_ready(cell)
         if timeout is None:
-            return await waiter
+            reply = await waiter
+        else:
+            try:
+                reply = await asyncio.wait_for(waiter, timeout)
+            except TimeoutError:
+                raise AskTimeoutError(f"no reply from {address} within {timeout} s") from None
+        if (durability or self.durability) == "replicated":
+            await self._replicated(timeout)
+        return reply
+
+    @property
+    def replication(self) -> storage.ReplicationStatus | None:
+        """What is not yet in the replica (None without replication); never blocks."""
+        return self._replication.status() if self._replication is not None else None
+
+    async def _replicated(self, timeout: float | None) -> None:
+        """Wait until every commit made so far is in the replica."""
+        replication = self._replication
+        commits = self.store.commits
+        if replication is None or commits is None:
+            raise ValueError('durability="replicated" needs a runtime opened with replicate=URL_OR_DIRECTORY')
+        loop = self.loop
+        done: asyncio.Future[None] = loop.create_future()
+
+        def settle() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        def confirmed() -> None:  # called from a monitor thread
+            loop.call_soon_threadsafe(settle)
+
+        replication.wait_for(commits.count, confirmed)
+        limit = timeout if timeout is not None else self.replication_timeout
         try:
-            return await asyncio.wait_for(waiter, timeout)
+            await asyncio.wait_for(done, limit)
         except TimeoutError:
-            raise AskTimeoutError(f"no reply from {address} within {timeout} s") from None
+            replication.forget(confirmed)
+            status = replication.status()
+            raise ReplicationTimeout(
+                f"the commit is durable locally but was not confirmed in {status.url} within {limit} s "
+                f"({status.commits_at_risk} commit(s) at risk; {status.last_error or 'no error reported'})"
+            ) from None
+
+    def _restore_missing(self) -> None:
+        """Restore a missing journal from the replica, then rebuild every actor to verify it."""
+        replication = self._replication
+        assert replication is not None and self.replicate is not None
+        if replication.reader.newest() is None:
+            log.info("no journal at %s and nothing in %s: starting a new journal", self.path, self.replicate)
+            return
+        report = storage.restore(self.replicate, self.path, binary=self.litestream)
+        with storage.Journal.open(self.path) as journal:
+            for info in journal.actors():
+                desc = self.registry.actors.get(info.type)
+                if desc is not None:
+                    load(journal, desc, self.registry.codec, info.address, info.address.partition("/")[2])
+        log.info(
+            "restored %s from %s: %d actors, last position %d",
+            self.path,
+            self.replicate,
+            report.actors,
+            report.last_position,
+        )
 
     @property
     def stats(self) -> storage.WriterStats:

@@ -9,12 +9,17 @@ from ._errors import (
     IntegrityError,
     OperationalError,
     OwnedElsewhere,
+    ReplicaUnavailable,
     SchemaError,
     StorageError,
     UndecodableEntry,
 )
 from ._journal import Journal
+from ._litestream import LitestreamError
 from ._reads import Reads
+from ._replica import ReplicaTarget
+from ._replication import Replication, ReplicationStatus
+from ._restore import RestoreReport, restore
 from ._rows import ActorInfo, Entry, Pending, Snapshot, SnapshotInfo
 from ._schema import SCHEMA_VERSION
 from ._store import Store
@@ -30,11 +35,17 @@ __all__ = (
     "Entry",
     "IntegrityError",
     "Journal",
+    "LitestreamError",
     "OperationalError",
     "Outcome",
     "OwnedElsewhere",
     "Pending",
     "Reads",
+    "ReplicaTarget",
+    "ReplicaUnavailable",
+    "Replication",
+    "ReplicationStatus",
+    "RestoreReport",
     "SchemaError",
     "Snapshot",
     "SnapshotInfo",
@@ -44,4 +55,5 @@ __all__ = (
     "Unit",
     "WriterStats",
     "decode_untyped",
+    "restore",
 )

@@ -19,6 +19,10 @@ class CommitUnknown(OperationalError):
     """A commit failed and reading back could not tell whether it landed."""
 
 
+class ReplicaUnavailable(OperationalError):
+    """Replication cannot work: Litestream missing or dead, the replica unreachable."""
+
+
 class SchemaError(OperationalError):
     """The file's schema is newer than this code, or not a Stele journal."""
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import apsw
 
+from ._commits import CommitLog
 from ._errors import CommitUnknown, IntegrityError, OperationalError, StorageError
 from ._sqlite import translate
 from ._unit import Unit
@@ -72,11 +73,14 @@ class WriterStats:
 class Writer:
     """Group-commit writer thread over one APSW connection."""
 
-    def __init__(self, conn: apsw.Connection, notify: Notify, *, step_hwm: int) -> None:
+    def __init__(
+        self, conn: apsw.Connection, notify: Notify, *, step_hwm: int, commits: CommitLog | None = None
+    ) -> None:
         self._conn = conn
         self._notify = notify
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._hwm = step_hwm
+        self._commits = commits
         self._elided: dict[int, Unit] = {}  # inbox id -> unit consuming it, this attempt
         self._abandoned = False
         self._stopped = False
@@ -257,6 +261,8 @@ class Writer:
         journal = [row for u in batch for row in u.journal]
         if journal:
             cursor.executemany(INSERT_JOURNAL, journal)
+            if self._commits is not None:
+                self._commits.position = conn.last_insert_rowid()
         snapshots = [row for u in batch for row in u.snapshots]
         if snapshots:
             cursor.executemany(INSERT_SNAPSHOT, snapshots)

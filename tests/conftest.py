@@ -2,9 +2,12 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from .s3server import CREDENTIALS, S3Server
 
 
 @pytest.fixture
@@ -28,3 +31,23 @@ def dump(path: str) -> dict[str, list[tuple[object, ...]]]:
 
 def files(path: str) -> list[str]:
     return sorted(p for p in os.listdir(os.path.dirname(path)))
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[S3Server]:
+    """A moto S3 server on 127.0.0.1 for the whole session."""
+    for key, value in CREDENTIALS.items():
+        os.environ.setdefault(key, value)
+    server = S3Server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_s3() -> Iterator[S3Server]:
+    """A moto S3 server of this test's own, for tests that pause or stop it."""
+    for key, value in CREDENTIALS.items():
+        os.environ.setdefault(key, value)
+    server = S3Server()
+    yield server
+    server.stop()

@@ -1,0 +1,141 @@
+"""The writer's own record of its commits: where each ends in the WAL, and when.
+
+Litestream's transaction ids count its sync batches, not SQLite commits, so
+lag cannot be read from Litestream (LITESTREAM.md). Instead every commit is
+recorded here by a WAL hook on the write connection: the WAL generation (its
+salts) and the byte offset where the commit's last frame ends. An LTX file in
+the replica names the same salts and the WAL range it holds, so each commit
+maps exactly to the first LTX file containing it. Comparing times instead
+leaves commits that straddle an LTX boundary "at risk" forever.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import apsw
+
+from ._replica import Ltx
+
+WAL_HEADER = 32
+FRAME_HEADER = 24
+
+
+MAX_RECORDS = 50_000
+"""Beyond this many unreplicated records (a long outage), neighbours are merged."""
+
+
+@dataclass(frozen=True)
+class Commit:
+    """One commit of the writer (or ``commits`` neighbouring ones, merged)."""
+
+    seq: int
+    generation: int
+    wal_end: int
+    at: float
+    position: int
+    commits: int = 1
+
+
+class CommitLog:
+    """Commits not yet known to be replicated, oldest first. Thread-safe."""
+
+    def __init__(self, wal_path: str, page_size: int) -> None:
+        self._wal_path = wal_path
+        self._frame = FRAME_HEADER + page_size
+        self._lock = threading.Lock()
+        self._pending: deque[Commit] = deque()
+        self._generations: dict[tuple[int, int], int] = {}
+        self.count = 0
+        """Commits recorded so far (a commit's ``seq``)."""
+        self.position = 0
+        """The journal position the next recorded commit ends at (set by the writer)."""
+        self.replicated_seq = 0
+        self.replicated_position = 0
+        self._at_risk = 0
+
+    def record_existing(self, position: int) -> None:
+        """Count what is already in the WAL at start as one commit: it may not be replicated yet."""
+        try:
+            size = os.path.getsize(self._wal_path)
+        except FileNotFoundError:
+            return
+        if size > WAL_HEADER:
+            frames = (size - WAL_HEADER) // self._frame
+            self.position = position
+            self._record(frames)
+
+    def hook(self, conn: apsw.Connection, name: str, frames: int) -> int:
+        """APSW WAL hook: called in the writer thread right after each commit."""
+        if name == "main":
+            self._record(frames)
+        return apsw.SQLITE_OK
+
+    def _record(self, frames: int) -> None:
+        # The WAL restarts with new salts after a checkpoint, which Litestream
+        # runs on its own schedule: read them at every commit (one 32-byte
+        # pread per group commit), not only when the frame count drops.
+        salt = self._read_salt()
+        with self._lock:
+            generation = self._generations.setdefault(salt, len(self._generations))
+            self.count += 1
+            self._pending.append(
+                Commit(self.count, generation, WAL_HEADER + frames * self._frame, time.time(), self.position)
+            )
+            self._at_risk += 1
+            if len(self._pending) > MAX_RECORDS:
+                self._merge()
+
+    def _merge(self) -> None:
+        """Merge neighbours two by two: memory stays bounded through a long outage.
+
+        A merged record is replicated only once its last commit is, so the
+        count at risk stays exact or errs on the side of risk.
+        """
+        merged: deque[Commit] = deque()
+        records = list(self._pending)
+        i = 0
+        while i < len(records):
+            a = records[i]
+            b = records[i + 1] if i + 1 < len(records) else None
+            if b is not None and b.generation == a.generation:
+                merged.append(Commit(b.seq, b.generation, b.wal_end, a.at, b.position, a.commits + b.commits))
+                i += 2
+            else:
+                merged.append(a)
+                i += 1
+        self._pending = merged
+
+    def _read_salt(self) -> tuple[int, int]:
+        with open(self._wal_path, "rb") as f:
+            header = f.read(WAL_HEADER)
+        salt1, salt2 = struct.unpack_from(">II", header, 16)
+        return salt1, salt2
+
+    def replicated(self, ltx: Ltx) -> None:
+        """Everything up to the WAL range of ``ltx`` is in the replica."""
+        with self._lock:
+            generation = self._generations.get(ltx.salt)
+            if generation is None:
+                return  # a WAL generation from before this process: says nothing new
+            pending = self._pending
+            while pending and (
+                pending[0].generation < generation
+                or (pending[0].generation == generation and pending[0].wal_end <= ltx.wal_end)
+            ):
+                done = pending.popleft()
+                self._at_risk -= done.commits
+                self.replicated_seq = done.seq
+                self.replicated_position = max(self.replicated_position, done.position)
+
+    def at_risk(self) -> tuple[int, float | None]:
+        """How many commits are not known to be replicated, and when the oldest was made."""
+        with self._lock:
+            if not self._pending:
+                return 0, None
+            return self._at_risk, self._pending[0].at

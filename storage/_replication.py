@@ -1,0 +1,234 @@
+"""Replication you can see: the monitor of what is not yet in object storage,
+and replicated acknowledgements.
+
+The monitor compares the writer's own commit record (:mod:`._commits`) with
+the newest level-0 LTX file in the replica. Its view is computed in a thread
+and read without blocking, so a hung bucket never stalls a caller; the age of
+the oldest commit at risk is computed at read time, so it keeps growing while
+the bucket hangs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ._commits import CommitLog
+from ._litestream import Control, Litestream, LitestreamError
+from ._replica import RemoteReader, ReplicaTarget
+
+log = logging.getLogger("stele.replication")
+
+
+@dataclass(frozen=True)
+class ReplicationStatus:
+    """The monitor's view at one moment."""
+
+    commits_at_risk: int
+    """Journal transactions committed locally and not yet confirmed in the replica."""
+    oldest_at_risk_s: float
+    """Age in seconds of the oldest of them (0 when none)."""
+    replicated_at: float | None
+    """Epoch seconds of the newest upload confirmed in the replica, or None."""
+    replicated_position: int
+    """The highest journal position confirmed in the replica by this process."""
+    litestream_running: bool
+    last_error: str | None
+    restarts: int
+    checked_at: float | None
+    """When the replica was last read successfully."""
+    url: str
+
+
+Waiter = Callable[[], None]
+
+
+class Replication:
+    """Supervised (or external) Litestream, the lag monitor and replicated acks for one journal."""
+
+    def __init__(
+        self,
+        db_path: str,
+        url: str,
+        *,
+        lag_warning_s: float = 5.0,
+        poll_interval: float = 0.25,
+        sync_interval: float = 1.0,
+        binary: str | None = None,
+        external_socket: str | None = None,
+    ) -> None:
+        self.db_path = db_path
+        self.target = ReplicaTarget.parse(url)
+        self.lag_warning_s = lag_warning_s
+        self.poll_interval = poll_interval
+        self.reader = RemoteReader(self.target)
+        self.litestream: Litestream | None = None
+        if external_socket is None:
+            self.litestream = Litestream(db_path, self.target, binary=binary, sync_interval=sync_interval)
+            self.control = self.litestream.control
+        else:
+            self.control = Control(external_socket)
+        self.commits: CommitLog | None = None
+        self._replicated_at: float | None = None
+        self._checked_at: float | None = None
+        self._remote_error: str | None = None
+        self._sync_error: str | None = None
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._cond = threading.Condition()
+        self._waiting: list[tuple[int, Waiter]] = []
+        self._warned_lag = False
+        self._warned_down = False
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def check(self) -> None:
+        """Fail now, with a clear error, if the replica cannot be reached."""
+        self.reader.check()
+
+    def start(self, commits: CommitLog) -> None:
+        """Start Litestream (unless external) and the monitor threads."""
+        self.commits = commits
+        if self.litestream is not None:
+            self.litestream.start()
+        else:
+            self.control.request("GET", "/info")  # the external one must answer
+        threads = ((self._poll, "stele-monitor"), (self._syncer, "stele-sync"), (self._watch, "stele-watchdog"))
+        for target, name in threads:
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        """Stop the monitor, then Litestream last (after its final sync)."""
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        if self.litestream is not None:
+            self.litestream.stop()
+
+    def kill(self) -> None:
+        """Stop without any final sync, as a host dying would (tests)."""
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self.litestream is not None:
+            self.litestream._stopping.set()
+            self.litestream.kill()
+
+    # -- the view ---------------------------------------------------------------
+
+    def status(self) -> ReplicationStatus:
+        """The current view; never blocks on the network."""
+        commits = self.commits
+        count, oldest = commits.at_risk() if commits is not None else (0, None)
+        running = self.litestream.running if self.litestream is not None else self._remote_error is None
+        errors = [e for e in (self._remote_error, self._sync_error) if e]
+        if self.litestream is not None and self.litestream.last_error:
+            errors.append(self.litestream.last_error)
+        return ReplicationStatus(
+            commits_at_risk=count,
+            oldest_at_risk_s=max(0.0, time.time() - oldest) if oldest is not None else 0.0,
+            replicated_at=self._replicated_at,
+            replicated_position=commits.replicated_position if commits is not None else 0,
+            litestream_running=running,
+            last_error="; ".join(errors) or None,
+            restarts=self.litestream.restarts if self.litestream is not None else 0,
+            checked_at=self._checked_at,
+            url=self.target.url,
+        )
+
+    def refresh(self) -> None:
+        """Read the replica's newest LTX file and move the replicated mark (blocking I/O)."""
+        try:
+            newest = self.reader.newest()
+        except Exception as exc:  # boto errors, OSError: all mean "cannot read the replica now"
+            self._remote_error = f"cannot read the replica: {exc}"
+            return
+        self._remote_error = None
+        self._checked_at = time.time()
+        if newest is not None and self.commits is not None:
+            self.commits.replicated(newest)
+            self._replicated_at = newest.timestamp
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.poll_interval):
+            self.refresh()  # may hang as long as the bucket does (bounded by the client's timeouts)
+            self._wake_waiters()
+
+    def _watch(self) -> None:
+        # Warnings come from a thread of their own that does no I/O: a hung
+        # bucket, which stalls the poller, is exactly when they are needed.
+        while not self._stop.wait(self.poll_interval):
+            self._warn()
+
+    def _warn(self) -> None:
+        status = self.status()
+        late = status.oldest_at_risk_s > self.lag_warning_s
+        if late and not self._warned_lag:
+            log.warning(
+                "replication lags: %d commit(s) not in %s, the oldest %.1f s old (%s)",
+                status.commits_at_risk,
+                self.target.url,
+                status.oldest_at_risk_s,
+                status.last_error or "no error reported",
+            )
+        elif not late and self._warned_lag:
+            log.warning("replication caught up with %s", self.target.url)
+        self._warned_lag = late
+        down = not status.litestream_running
+        if down and not self._warned_down:
+            log.warning("litestream is not running: nothing is being replicated (%s)", status.last_error)
+        self._warned_down = down
+
+    # -- replicated acknowledgements --------------------------------------------
+
+    def wait_for(self, seq: int, done: Waiter) -> None:
+        """Call ``done`` (from a monitor thread) once commit ``seq`` is in the replica."""
+        commits = self.commits
+        if commits is not None and commits.replicated_seq >= seq:
+            done()
+            return
+        with self._cond:
+            self._waiting.append((seq, done))
+            self._cond.notify_all()
+
+    def forget(self, done: Waiter) -> None:
+        """Stop waiting for ``done`` (its caller timed out)."""
+        with self._cond:
+            self._waiting = [(s, d) for s, d in self._waiting if d is not done]
+
+    def _wake_waiters(self) -> None:
+        commits = self.commits
+        if commits is None:
+            return
+        with self._cond:
+            ready = [d for s, d in self._waiting if s <= commits.replicated_seq]
+            self._waiting = [(s, d) for s, d in self._waiting if s > commits.replicated_seq]
+        for done in ready:
+            done()
+
+    def _syncer(self) -> None:
+        """One sync-and-wait at a time, shared by every caller waiting when it starts."""
+        while not self._stop.is_set():
+            with self._cond:
+                while not self._waiting and not self._stop.is_set():
+                    self._cond.wait()
+                if self._stop.is_set():
+                    return
+            try:
+                # `POST /sync` says "no_change" at once when nothing new is local,
+                # even with the bucket down: its answer proves nothing, the
+                # replica's own LTX files do (read just below).
+                self.control.sync(self.db_path, timeout=5.0)
+                self._sync_error = None
+            except LitestreamError as exc:
+                self._sync_error = str(exc)
+                self._stop.wait(0.2)
+            self.refresh()
+            self._wake_waiters()
