@@ -81,8 +81,10 @@ class Runtime:
     ``restore_if_missing`` restores a missing journal from the replica first.
     ``lag_warning_s``: the age of the oldest unreplicated commit that logs a
     warning (logger ``stele.replication``). ``replication_timeout``: how long a
-    replicated acknowledgement waits. ``max_active`` bounds the actors kept in
-    memory. ``clock`` and ``rng`` are injectable for tests; ``grace`` is how long
+    replicated acknowledgement waits. ``litestream``: the binary to run;
+    ``litestream_socket``: the control socket of a Litestream run outside,
+    which is then only monitored, not started. ``max_active`` bounds the
+    actors kept in memory. ``clock`` and ``rng`` are injectable for tests; ``grace`` is how long
     closing waits for in-flight steps before leaving them to recovery. ``vfs``
     names an APSW VFS to open the journal through (fault injection).
     """
@@ -104,6 +106,7 @@ class Runtime:
         replication_timeout: float = 10.0,
         sync_interval: float = 1.0,
         litestream: str | None = None,
+        litestream_socket: str | None = None,
     ) -> None:
         if durability not in DURABILITIES:
             raise ValueError(f"durability must be one of {DURABILITIES}, not {durability!r}")
@@ -125,6 +128,7 @@ class Runtime:
         self.replication_timeout = replication_timeout
         self.sync_interval = sync_interval
         self.litestream = litestream
+        self.litestream_socket = litestream_socket
         self._replication: storage.Replication | None = None
         self.replaying = False
         self._store: Store | None = None
@@ -160,6 +164,7 @@ class Runtime:
                     lag_warning_s=self.lag_warning_s,
                     sync_interval=self.sync_interval,
                     binary=self.litestream,
+                    external_socket=self.litestream_socket,
                 )
                 if self.restore_if_missing and not os.path.exists(self.path):
                     await anyio.to_thread.run_sync(self._restore_missing)

@@ -15,7 +15,7 @@ from ._errors import (
     UndecodableEntry,
 )
 from ._journal import Journal
-from ._litestream import LitestreamError
+from ._litestream import Litestream, LitestreamError
 from ._reads import Reads
 from ._replica import ReplicaTarget
 from ._replication import Replication, ReplicationStatus
@@ -35,6 +35,7 @@ __all__ = (
     "Entry",
     "IntegrityError",
     "Journal",
+    "Litestream",
     "LitestreamError",
     "OperationalError",
     "Outcome",

@@ -70,6 +70,7 @@ class Replication:
             self.litestream = Litestream(db_path, self.target, binary=binary, sync_interval=sync_interval)
             self.control = self.litestream.control
         else:
+            # Run outside: only watched. Its own settings govern checkpoints.
             self.control = Control(external_socket)
         self.commits: CommitLog | None = None
         self._replicated_at: float | None = None
@@ -82,6 +83,7 @@ class Replication:
         self._waiting: list[tuple[int, Waiter]] = []
         self._warned_lag = False
         self._warned_down = False
+        self._external_alive = True
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -127,7 +129,7 @@ class Replication:
         """The current view; never blocks on the network."""
         commits = self.commits
         count, oldest = commits.at_risk() if commits is not None else (0, None)
-        running = self.litestream.running if self.litestream is not None else self._remote_error is None
+        running = self.litestream.running if self.litestream is not None else self._external_alive
         errors = [e for e in (self._remote_error, self._sync_error) if e]
         if self.litestream is not None and self.litestream.last_error:
             errors.append(self.litestream.last_error)
@@ -158,8 +160,20 @@ class Replication:
 
     def _poll(self) -> None:
         while not self._stop.wait(self.poll_interval):
+            if self.litestream is None:
+                self._ping()
             self.refresh()  # may hang as long as the bucket does (bounded by the client's timeouts)
             self._wake_waiters()
+
+    def _ping(self) -> None:
+        """Is the Litestream run outside still answering?"""
+        try:
+            self.control.request("GET", "/info", timeout=1.0)
+        except LitestreamError as exc:
+            self._external_alive = False
+            self._sync_error = str(exc)
+        else:
+            self._external_alive = True
 
     def _watch(self) -> None:
         # Warnings come from a thread of their own that does no I/O: a hung

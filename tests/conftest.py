@@ -4,6 +4,7 @@ import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,7 +17,7 @@ def db(tmp_path: Path) -> str:
     return str(tmp_path / "journal.db")
 
 
-def dump(path: str) -> dict[str, list[tuple[object, ...]]]:
+def dump(path: str) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of every Stele table, to compare a journal before and after."""
     # The stdlib driver, read-only: an independent look at the file.
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)

@@ -4,6 +4,7 @@ acknowledgements, the loss window, bad configuration."""
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import shutil
@@ -66,7 +67,7 @@ async def test_round_trip_through_a_bucket_restores_every_row_and_state(db: str,
     restored = str(tmp_path / "restored.db")
     report = restore(url, restored)
     assert report.integrity == "ok" and report.actors == 5
-    assert report.last_position == max(int(str(row[0])) for row in before["journal"])
+    assert report.last_position == max(row[0] for row in before["journal"])
     after = dump(restored)
     for table in ("journal", "inbox", "snapshots", "actors"):
         assert after[table] == before[table], table
@@ -83,6 +84,24 @@ async def test_a_local_directory_is_a_replica_too(db: str, tmp_path: Path) -> No
     assert await balances(restored, 1) == [7]
     with pytest.raises(OperationalError, match="restore never overwrites"):
         restore(replica, restored)
+
+
+async def test_restore_to_a_point_in_time_by_timestamp_or_txid(db: str, s3: S3Server, tmp_path: Path) -> None:
+    url = s3.url(s3.bucket())
+    async with Runtime(db, actors=[Account], replicate=url, durability="replicated") as rt:
+        await rt.tell("Account/0", Deposit(1))
+        replication = rt._replication
+        assert replication is not None
+        first = replication.reader.newest()
+        assert first is not None
+        await anyio.sleep(1.2)  # the next LTX file carries a later timestamp
+        await rt.tell("Account/0", Deposit(10))
+    by_time, by_txid, latest = (str(tmp_path / f"{name}.db") for name in ("time", "txid", "latest"))
+    restore(url, by_time, timestamp=datetime.datetime.fromtimestamp(first.timestamp + 0.5, datetime.UTC).isoformat())
+    restore(url, by_txid, txid=first.max_txid)
+    restore(url, latest)
+    assert await balances(by_time, 1) == await balances(by_txid, 1) == [1]
+    assert await balances(latest, 1) == [11]
 
 
 async def test_restore_if_missing_starts_from_the_replica(db: str, s3: S3Server) -> None:
@@ -255,3 +274,22 @@ def _closed_port() -> int:
     from .s3server import free_port
 
     return free_port()
+
+
+async def test_a_litestream_run_outside_is_monitored(db: str, s3: S3Server) -> None:
+    from storage import Litestream, ReplicaTarget
+
+    url = s3.url(s3.bucket())
+    async with Runtime(db, actors=[Account]) as rt:  # create the journal first
+        await rt.tell("Account/a", Deposit(1))
+    outside = Litestream(os.path.abspath(db), ReplicaTarget.parse(url))
+    outside.start()
+    try:
+        async with Runtime(db, actors=[Account], replicate=url, litestream_socket=outside.control.path) as rt:
+            await rt.tell("Account/a", Deposit(2), durability="replicated", timeout=15)
+            status = rt.replication
+            assert status is not None and status.litestream_running and status.commits_at_risk == 0
+            outside.kill()
+            await until(lambda: not rt.replication.litestream_running, 5, "reported down")  # type: ignore[union-attr]
+    finally:
+        outside.stop()
