@@ -30,7 +30,7 @@ from actors._actor import describe
 from runtime import Registry, Runtime, load
 from storage import Journal
 
-from . import _model
+from . import _model, _replication
 from ._model import Counter, Inc, Progress, SnapshottedCounter, synthesize
 
 ROOT = Path(__file__).parent
@@ -185,7 +185,7 @@ def startup(workdir: Path, quick: bool) -> Result:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="a,b,c,d,e,f", help="comma-separated scenarios (a-f)")
+    parser.add_argument("--only", default="a,b,c,d,e,f,g", help="comma-separated scenarios (a-g)")
     parser.add_argument("--dir", default=str(ROOT / "results" / "work"), help="where journal files go")
     parser.add_argument("--quick", action="store_true", help="smaller (e) and (f), for a smoke run")
     args = parser.parse_args()
@@ -200,6 +200,8 @@ def main() -> None:
         "d": lambda: rebuild(workdir),
         "e": lambda: child("rss", workdir, "20000" if args.quick else "100000"),
         "f": lambda: startup(workdir, args.quick),
+        # (g) replication: paced at fractions of this run's (b) tell rate
+        "g": lambda: _replication.run(workdir, results.get("b", {}).get("messages_per_s", 20_000.0), args.quick),
     }
     for key, run in scenarios.items():
         if key in only:
@@ -242,6 +244,23 @@ def report(r: Result) -> None:
             if key.endswith("_events_s"):
                 events = int(key.split("_")[0])
                 rows.append((f"(f) first reply, {events:,} events, s", value, "", "≤ 1 s"))
+    if "g" in r:
+        g = r["g"]
+        for level in ("25%", "50%", "100%"):
+            lag = g["lag"][level]
+            rows.append(
+                (
+                    f"(g) lag at {level} of (b), age p50 s",
+                    lag["age_p50_s"],
+                    f"p99 {lag['age_p99_s']:.2f} s; commits p99 {lag['commits_p99']:.0f}; {lag['rate']:,.0f}/s",
+                    "p99 ≤ 1.5 s at 50%",
+                )
+            )
+        rows.append(("(g) back to steady after 5 s outage, s", g["outage"]["back_to_steady_s"], "", "≤ 15 s"))
+        ask = g["replicated_ask"]
+        rows.append(("(g) replicated ask p50 ms", ask["p50_ms"], f"p99 {ask['p99_ms']:.1f} ms", "p50 ≤ 30, p99 ≤ 150"))
+        rest = g["restore"]
+        rows.append((f"(g) restore {rest['journal_mb']:.0f} MB + verify, s", rest["restore_and_verify_s"], "", "≤ 3 s"))
     width = max(len(row[0]) for row in rows)
     print(f"\n{'scenario':<{width}}  {'figure':>14}  {'ratio / detail':<28} target")
     for name, value, ratio, target in rows:

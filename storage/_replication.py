@@ -59,11 +59,15 @@ class Replication:
         sync_interval: float = 1.0,
         binary: str | None = None,
         external_socket: str | None = None,
+        nudge_after_s: float | None = 0.75,
     ) -> None:
         self.db_path = db_path
         self.target = ReplicaTarget.parse(url)
         self.lag_warning_s = lag_warning_s
         self.poll_interval = poll_interval
+        self.nudge_after_s = nudge_after_s
+        self._nudge = False
+        self.nudges = 0
         self.reader = RemoteReader(self.target)
         self.litestream: Litestream | None = None
         if external_socket is None:
@@ -180,6 +184,25 @@ class Replication:
         # bucket, which stalls the poller, is exactly when they are needed.
         while not self._stop.wait(self.poll_interval):
             self._warn()
+            self._maybe_nudge()
+
+    def _maybe_nudge(self) -> None:
+        """Ask for a sync when the oldest unreplicated commit gets old.
+
+        Litestream's own timers (WAL to LTX, LTX to replica, 1 s each by
+        default) run independently, so a commit can wait for both: about 2 s.
+        One sync requested when the oldest commit at risk passes
+        ``nudge_after_s`` bounds the window near that, for at most one extra
+        upload per interval.
+        """
+        if self.nudge_after_s is None or self.commits is None:
+            return
+        count, oldest = self.commits.at_risk()
+        if count and oldest is not None and time.time() - oldest > self.nudge_after_s:
+            with self._cond:
+                if not self._nudge:
+                    self._nudge = True
+                    self._cond.notify_all()
 
     def _warn(self) -> None:
         status = self.status()
@@ -231,10 +254,13 @@ class Replication:
         """One sync-and-wait at a time, shared by every caller waiting when it starts."""
         while not self._stop.is_set():
             with self._cond:
-                while not self._waiting and not self._stop.is_set():
+                while not self._waiting and not self._nudge and not self._stop.is_set():
                     self._cond.wait()
                 if self._stop.is_set():
                     return
+                if self._nudge and not self._waiting:
+                    self.nudges += 1
+                self._nudge = False
             try:
                 # `POST /sync` says "no_change" at once when nothing new is local,
                 # even with the bucket down: its answer proves nothing, the

@@ -293,3 +293,19 @@ async def test_a_litestream_run_outside_is_monitored(db: str, s3: S3Server) -> N
             await until(lambda: not rt.replication.litestream_running, 5, "reported down")  # type: ignore[union-attr]
     finally:
         outside.stop()
+
+
+async def test_under_steady_load_the_window_stays_near_the_sync_interval(db: str, s3: S3Server) -> None:
+    ages: list[float] = []
+    async with Runtime(db, actors=[Account], replicate=s3.url(s3.bucket())) as rt:
+        await rt.tell("Account/0", Deposit(1))
+        await until(lambda: replicated(rt), 15, "first upload")
+        for i in range(80):  # 4 s at 20 commits/s
+            await rt.tell(f"Account/{i % 5}", Deposit(1))
+            status = rt.replication
+            assert status is not None
+            ages.append(status.oldest_at_risk_s)
+            await anyio.sleep(0.05)
+    # Litestream's 1 s timers plus the monitor's nudge; generous for a loaded CI machine.
+    assert max(ages) < 3.0, ages
+    assert sorted(ages)[len(ages) // 2] < 1.5, ages
