@@ -72,7 +72,8 @@ class ResearchAgent(Actor):
 
 
 async def main(path: str) -> None:
-    async with Runtime(path, actors=[ResearchAgent]) as rt:
+    replica = path + "-replica"  # the embedded default: a local directory; an s3:// URL works the same
+    async with Runtime(path, actors=[ResearchAgent], replicate=replica) as rt:
         before = await rt.ask("ResearchAgent/ada", Stats())
         print(f"journal {path}: ResearchAgent/ada had answered {before} question(s) before this run")
         answer = await rt.ask("ResearchAgent/ada", Research("why is the sky blue"))
@@ -84,6 +85,14 @@ async def main(path: str) -> None:
         except HandlerError as exc:
             print(f"error -> {exc}")
         print(f"stats -> {await rt.ask('ResearchAgent/ada', Stats())} answered in all")
+        await rt.tell("ResearchAgent/ada", Research("what is replicated"), durability="replicated")
+        print(f"tell  -> accepted and confirmed in the replica {replica}")
+        status = rt.replication
+        assert status is not None
+        print(
+            f"replication: {status.commits_at_risk} commit(s) at risk, oldest {status.oldest_at_risk_s:.2f} s; "
+            f"journal position {status.replicated_position} confirmed in the replica"
+        )
 
     print("\nwhat the journal recorded for this run's last steps:")
     with Journal.open(path) as journal:

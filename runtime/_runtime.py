@@ -83,8 +83,10 @@ class Runtime:
     warning (logger ``stele.replication``). ``replication_timeout``: how long a
     replicated acknowledgement waits. ``litestream``: the binary to run;
     ``litestream_socket``: the control socket of a Litestream run outside,
-    which is then only monitored, not started. ``max_active`` bounds the
-    actors kept in memory. ``clock`` and ``rng`` are injectable for tests; ``grace`` is how long
+    which is then only monitored, not started. ``replication_nudge_s``: the
+    age of the oldest unreplicated commit at which the monitor asks Litestream
+    for a sync (None: leave it to Litestream's timers). ``max_active`` bounds
+    the actors kept in memory. ``clock`` and ``rng`` are injectable for tests; ``grace`` is how long
     closing waits for in-flight steps before leaving them to recovery. ``vfs``
     names an APSW VFS to open the journal through (fault injection).
     """
@@ -107,6 +109,7 @@ class Runtime:
         sync_interval: float = 1.0,
         litestream: str | None = None,
         litestream_socket: str | None = None,
+        replication_nudge_s: float | None = 0.75,
     ) -> None:
         if durability not in DURABILITIES:
             raise ValueError(f"durability must be one of {DURABILITIES}, not {durability!r}")
@@ -129,6 +132,7 @@ class Runtime:
         self.sync_interval = sync_interval
         self.litestream = litestream
         self.litestream_socket = litestream_socket
+        self.replication_nudge_s = replication_nudge_s
         self._replication: storage.Replication | None = None
         self.replaying = False
         self._store: Store | None = None
@@ -165,6 +169,7 @@ class Runtime:
                     sync_interval=self.sync_interval,
                     binary=self.litestream,
                     external_socket=self.litestream_socket,
+                    nudge_after_s=self.replication_nudge_s,
                 )
                 if self.restore_if_missing and not os.path.exists(self.path):
                     await anyio.to_thread.run_sync(self._restore_missing)

@@ -110,8 +110,14 @@ class RemoteReader:
         self._timeout = timeout
 
     def newest(self) -> Ltx | None:
-        """The level-0 LTX file with the highest txid, or None if there is none."""
-        names = self._list()
+        """The newest LTX file that names its WAL range, or None if there is none.
+
+        Level 0 holds each sync; level 9 holds snapshots, which Litestream also
+        writes (at start, for one) and which can hold transactions whose
+        level-0 file never made it up. Compacted levels name no WAL range and
+        hold nothing newer than level 0.
+        """
+        names = self._list(0) + self._list(9)
         if not names:
             return None
         name = max(names, key=lambda n: txid_of(n)[1])
@@ -133,15 +139,15 @@ class RemoteReader:
                 f"replica {self.target.url}: cannot reach bucket {self.target.bucket!r}: {exc}"
             ) from None
 
-    def _list(self) -> list[str]:
+    def _list(self, level: int) -> list[str]:
         if self.target.kind == "file":
-            level0 = os.path.join(self.target.directory, "ltx", "0")
+            directory = os.path.join(self.target.directory, "ltx", str(level))
             try:
-                return [os.path.join(level0, n) for n in os.listdir(level0) if n.endswith(".ltx")]
+                return [os.path.join(directory, n) for n in os.listdir(directory) if n.endswith(".ltx")]
             except FileNotFoundError:
                 return []
         client = self._s3()
-        prefix = f"{self.target.path}/0000/"
+        prefix = f"{self.target.path}/{level:04x}/"
         names: list[str] = []
         token: str | None = None
         while True:

@@ -35,7 +35,8 @@ def test_the_quickstart_runs(tmp_path: Path) -> None:
             check=True,
             timeout=60,
         ).stdout
-        assert f"had answered {2 * (run - 1)} question(s)" in out
+        assert f"had answered {3 * (run - 1)} question(s)" in out
+        assert "confirmed in the replica" in out
         assert "error -> handler of ResearchAgent/ada raised ValueError: an empty question" in out
 
 

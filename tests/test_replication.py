@@ -95,9 +95,11 @@ async def test_restore_to_a_point_in_time_by_timestamp_or_txid(db: str, s3: S3Se
         first = replication.reader.newest()
         assert first is not None
         await anyio.sleep(1.2)  # the next LTX file carries a later timestamp
+        between = datetime.datetime.now(datetime.UTC)
+        await anyio.sleep(1.2)
         await rt.tell("Account/0", Deposit(10))
     by_time, by_txid, latest = (str(tmp_path / f"{name}.db") for name in ("time", "txid", "latest"))
-    restore(url, by_time, timestamp=datetime.datetime.fromtimestamp(first.timestamp + 0.5, datetime.UTC).isoformat())
+    restore(url, by_time, timestamp=between.isoformat())
     restore(url, by_txid, txid=first.max_txid)
     restore(url, latest)
     assert await balances(by_time, 1) == await balances(by_txid, 1) == [1]
@@ -289,6 +291,7 @@ async def test_a_litestream_run_outside_is_monitored(db: str, s3: S3Server) -> N
             await rt.tell("Account/a", Deposit(2), durability="replicated", timeout=15)
             status = rt.replication
             assert status is not None and status.litestream_running and status.commits_at_risk == 0
+            outside._stopping.set()  # nobody restarts it: it is not ours
             outside.kill()
             await until(lambda: not rt.replication.litestream_running, 5, "reported down")  # type: ignore[union-attr]
     finally:
