@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -41,6 +42,10 @@ class ReplicationStatus:
     checked_at: float | None
     """When the replica was last read successfully."""
     url: str
+    local_txid: int = 0
+    """Litestream's local transaction id (its sync batches, not SQLite commits)."""
+    remote_txid: int = 0
+    """The highest transaction id found in the replica."""
 
 
 Waiter = Callable[[], None]
@@ -88,6 +93,8 @@ class Replication:
         self._warned_lag = False
         self._warned_down = False
         self._external_alive = True
+        self._local_txid = 0
+        self._remote_txid = 0
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -147,6 +154,8 @@ class Replication:
             restarts=self.litestream.restarts if self.litestream is not None else 0,
             checked_at=self._checked_at,
             url=self.target.url,
+            local_txid=self._local_txid,
+            remote_txid=self._remote_txid,
         )
 
     def refresh(self) -> None:
@@ -161,13 +170,23 @@ class Replication:
         if newest is not None and self.commits is not None:
             self.commits.replicated(newest)
             self._replicated_at = newest.timestamp
+            self._remote_txid = newest.max_txid
 
     def _poll(self) -> None:
         while not self._stop.wait(self.poll_interval):
             if self.litestream is None:
                 self._ping()
+            self._read_local_txid()
             self.refresh()  # may hang as long as the bucket does (bounded by the client's timeouts)
             self._wake_waiters()
+
+    def _read_local_txid(self) -> None:
+        try:
+            answer = self.control.request("GET", f"/txid?path={urllib.parse.quote(self.db_path)}", timeout=1.0)
+        except LitestreamError:
+            return  # reported by the process state or the ping
+        if isinstance(answer, dict) and isinstance(answer.get("txid"), int):
+            self._local_txid = answer["txid"]
 
     def _ping(self) -> None:
         """Is the Litestream run outside still answering?"""
@@ -178,6 +197,8 @@ class Replication:
             self._sync_error = str(exc)
         else:
             self._external_alive = True
+        self._local_txid = 0
+        self._remote_txid = 0
 
     def _watch(self) -> None:
         # Warnings come from a thread of their own that does no I/O: a hung

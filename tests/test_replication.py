@@ -5,6 +5,7 @@ acknowledgements, the loss window, bad configuration."""
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import os
 import shutil
@@ -20,7 +21,7 @@ from storage import Journal, OperationalError, restore
 
 from .conftest import dump
 from .models import Account, Deposit, GetBalance
-from .s3server import S3Server
+from .s3server import CREDENTIALS, S3Server
 
 
 async def until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
@@ -312,3 +313,38 @@ async def test_under_steady_load_the_window_stays_near_the_sync_interval(db: str
     # Litestream's 1 s timers plus the monitor's nudge; generous for a loaded CI machine.
     assert max(ages) < 3.0, ages
     assert sorted(ages)[len(ages) // 2] < 1.5, ages
+
+
+async def test_bad_credentials_fail_at_start_with_a_clear_error(db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # moto checks signatures once its first few (set-up) requests are done.
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    server = S3Server(env={"INITIAL_NO_AUTH_ACTION_COUNT": "4"})
+    try:
+        import boto3
+
+        iam = boto3.client("iam", endpoint_url=server.endpoint, region_name="us-east-1")
+        iam.create_user(UserName="stele")
+        iam.put_user_policy(
+            UserName="stele",
+            PolicyName="s3",
+            PolicyDocument=json.dumps(
+                {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+            ),
+        )
+        key = iam.create_access_key(UserName="stele")["AccessKey"]
+        good = boto3.client(
+            "s3",
+            endpoint_url=server.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=key["AccessKeyId"],
+            aws_secret_access_key=key["SecretAccessKey"],
+        )
+        good.create_bucket(Bucket="stele-auth")
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+        with anyio.fail_after(30), pytest.raises(ReplicationError, match=r"cannot reach bucket 'stele-auth'.*403"):
+            async with Runtime(db, actors=[Account], replicate=server.url("stele-auth")):
+                pass
+    finally:
+        server.stop()
