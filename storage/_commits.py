@@ -133,6 +133,16 @@ class CommitLog:
                 self.replicated_seq = done.seq
                 self.replicated_position = max(self.replicated_position, done.position)
 
+    def confirm(self, seq: int) -> None:
+        """Commits up to ``seq`` are known to be in the replica (Litestream said so)."""
+        with self._lock:
+            pending = self._pending
+            while pending and pending[0].seq <= seq:
+                done = pending.popleft()
+                self._at_risk -= done.commits
+                self.replicated_seq = done.seq
+                self.replicated_position = max(self.replicated_position, done.position)
+
     def at_risk(self) -> tuple[int, float | None]:
         """How many commits are not known to be replicated, and when the oldest was made."""
         with self._lock:

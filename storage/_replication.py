@@ -282,14 +282,22 @@ class Replication:
                 if self._nudge and not self._waiting:
                     self.nudges += 1
                 self._nudge = False
+            commits = self.commits
+            before = commits.count if commits is not None else 0
             try:
-                # `POST /sync` says "no_change" at once when nothing new is local,
-                # even with the bucket down: its answer proves nothing, the
-                # replica's own LTX files do (read just below).
-                self.control.sync(self.db_path, timeout=5.0)
+                answer = self.control.sync(self.db_path, timeout=5.0)
                 self._sync_error = None
             except LitestreamError as exc:
                 self._sync_error = str(exc)
                 self._stop.wait(0.2)
-            self.refresh()
+                answer = {}
+            if answer.get("status") == "synced" and commits is not None:
+                # "synced" with wait: everything committed before the call is in
+                # the replica (measured, LITESTREAM.md): no need to list the bucket.
+                commits.confirm(before)
+                self._replicated_at = time.time()
+            else:
+                # "no_change" comes at once when nothing new is local, even with
+                # the bucket down: it proves nothing; the replica's files do.
+                self.refresh()
             self._wake_waiters()
