@@ -27,11 +27,14 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))] if ordered else 0.0
 
 
-WARM_UP_S = 1.5
-"""Samples from Litestream's start (its first snapshot upload) are not steady state."""
+WARM_UP_S = 1.0
+"""Samples until a second after Litestream's first upload (its start-up snapshot) are not steady state."""
 
 
 async def sample_lag(rt: Runtime, samples: list[tuple[int, float]], stop: anyio.Event) -> None:
+    # Steady state: from WARM_UP_S after Litestream's first upload confirmed.
+    while (rt.replication is None or rt.replication.replicated_at is None) and not stop.is_set():
+        await anyio.sleep(0.05)
     await anyio.sleep(WARM_UP_S)
     while not stop.is_set():
         status = rt.replication

@@ -109,7 +109,7 @@ class Runtime:
         sync_interval: float = 1.0,
         litestream: str | None = None,
         litestream_socket: str | None = None,
-        replication_nudge_s: float | None = 0.75,
+        replication_nudge_s: float | None = 0.5,
     ) -> None:
         if durability not in DURABILITIES:
             raise ValueError(f"durability must be one of {DURABILITIES}, not {durability!r}")

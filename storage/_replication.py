@@ -64,7 +64,7 @@ class Replication:
         sync_interval: float = 1.0,
         binary: str | None = None,
         external_socket: str | None = None,
-        nudge_after_s: float | None = 0.75,
+        nudge_after_s: float | None = 0.5,
     ) -> None:
         self.db_path = db_path
         self.target = ReplicaTarget.parse(url)
@@ -203,7 +203,7 @@ class Replication:
     def _watch(self) -> None:
         # Warnings come from a thread of their own that does no I/O: a hung
         # bucket, which stalls the poller, is exactly when they are needed.
-        while not self._stop.wait(self.poll_interval):
+        while not self._stop.wait(min(self.poll_interval, 0.1)):
             self._warn()
             self._maybe_nudge()
 
