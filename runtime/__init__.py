@@ -2,6 +2,7 @@
 
 from ._rebuild import Loaded, load
 from ._registry import Registry
+from ._replay import Divergence, ReplayReport, replay
 from ._runtime import Runtime
 
-__all__ = ("Loaded", "Registry", "Runtime", "load")
+__all__ = ("Divergence", "Loaded", "Registry", "ReplayReport", "Runtime", "load", "replay")

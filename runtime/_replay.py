@@ -1,0 +1,283 @@
+"""Deterministic replay (G6): re-run handlers over a journal and compare.
+
+Each completed step is re-run against the current code with its journaled
+message, seed, time and effect results; the events it emits, the messages it
+sends and its reply must match what the journal recorded, byte for byte. This
+is how a code change is checked against production history before deploying.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from random import Random
+from typing import Any
+
+import msgspec
+
+import storage
+from actors import Context, EffectError, NonDeterminismError, SteleError, UnknownEventError
+from actors._actor import ActorDescription
+
+from ._records import NIL, EffectRecord, effect_decoder, message_decoder, reply_decoder, send_decoder
+from ._registry import Registry, type_name
+from ._step import effect_name, return_type
+
+_encode = msgspec.msgpack.Encoder().encode
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """Where the current code did something other than the journal recorded."""
+
+    actor: str
+    position: int
+    recorded: str
+    current: str
+
+    def __str__(self) -> str:
+        return f"{self.actor} at position {self.position}: recorded {self.recorded}, now {self.current}"
+
+
+@dataclass
+class ReplayReport:
+    """What a replay checked and found."""
+
+    actors: int = 0
+    steps: int = 0
+    skipped: int = 0
+    """Steps not checked: interrupted (no reply yet), or after a divergence."""
+    divergences: list[Divergence] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Whether the current code reproduces the journal exactly."""
+        return not self.divergences
+
+
+class _Diverged(Exception):
+    def __init__(self, divergence: Divergence) -> None:
+        super().__init__(str(divergence))
+        self.divergence = divergence
+
+
+class ReplayContext(Context):
+    """The ``ctx`` a handler sees on replay: every answer comes from the journal."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        desc: ActorDescription,
+        instance: Any,
+        head: storage.Entry,
+        effects: list[tuple[storage.Entry, EffectRecord]],
+    ) -> None:
+        record = message_decoder.decode(head.data)
+        self._registry = registry
+        self._desc = desc
+        self._instance = instance
+        self._head = head
+        self._effects = effects
+        self._index = 0
+        self._now = record.now
+        self._rng = Random(record.seed)
+        self.events: list[tuple[str, bytes]] = []
+        self.sends: list[tuple[str, str, str, bytes]] = []
+        self.diverged: Divergence | None = None
+
+    def _fail(self, position: int, recorded: str, current: str) -> _Diverged:
+        self.diverged = Divergence(self._head.actor, position, recorded, current)
+        return _Diverged(self.diverged)
+
+    async def effect(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        index = self._index
+        self._index += 1
+        name = effect_name(fn)
+        if index >= len(self._effects):
+            raise self._fail(self._head.position, "no further effect", f"effect #{index} {name}")
+        entry, record = self._effects[index]
+        if entry.type != name:
+            raise self._fail(entry.position, f"effect #{index} {entry.type}", f"effect #{index} {name}")
+        self._now = max(self._now, record.finished)
+        if not record.ok:
+            raise EffectError(record.error_type, record.error)
+        try:
+            return msgspec.msgpack.decode(record.result, type=return_type(fn))
+        except msgspec.DecodeError as exc:
+            raise self._fail(entry.position, f"a result of {name}", f"a type it no longer decodes as ({exc})") from None
+
+    def now(self) -> float:
+        return self._now
+
+    def random(self) -> float:
+        return self._rng.random()
+
+    def uuid(self) -> uuid.UUID:
+        return uuid.UUID(int=self._rng.getrandbits(128), version=4)
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"{self._head.actor}/{self._head.step}/{self._index}"
+
+    async def tell(self, address: str, msg: msgspec.Struct) -> None:
+        desc, _ = self._registry.resolve(address)
+        info = self._registry.handler_for(desc, msg)
+        self.sends.append((address, info.name, type_name(type(msg)), _encode(msg)))
+
+    def _emit(self, event: msgspec.Struct) -> None:
+        applier = self._desc.appliers.get(type(event))
+        if applier is None:
+            raise UnknownEventError(
+                f"{self._desc.cls.__qualname__} has no @apply method for {type(event).__qualname__}"
+            )
+        name = self._registry.names[type(event)]
+        data = _encode(event)
+        applier(self._instance, self._registry.codec.decode(name, data))
+        self.events.append((name, data))
+
+
+def replay(
+    journal: storage.Journal,
+    registry: Registry,
+    *,
+    actor: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ReplayReport:
+    """Re-run every completed step (of one actor, or of all) and report divergences."""
+    report = ReplayReport()
+    infos = [journal.actor(actor)] if actor else journal.actors()
+    for info in infos:
+        if info is None:
+            raise SteleError(f"the journal has no actor {actor!r}")
+        desc = registry.actors.get(info.type)
+        if desc is None:
+            raise SteleError(f"{info.address}: no actor class of type {info.type!r} in the replayed code")
+        report.actors += 1
+        _replay_actor(journal, registry, desc, info, report)
+        if progress is not None:
+            progress(1)
+    return report
+
+
+def _steps(entries: Iterator[storage.Entry]) -> Iterator[list[storage.Entry]]:
+    step: list[storage.Entry] = []
+    for entry in entries:
+        if entry.kind == "message" and step:
+            yield step
+            step = []
+        step.append(entry)
+    if step:
+        yield step
+
+
+def _replay_actor(
+    journal: storage.Journal, registry: Registry, desc: ActorDescription, info: storage.ActorInfo, report: ReplayReport
+) -> None:
+    key = info.address.partition("/")[2]
+    instance = desc.cls(key, desc.state_type())
+    codec = registry.codec
+    for step in _steps(journal.entries(info.address)):
+        if step[-1].kind != "reply" or step[0].kind != "message":
+            report.skipped += 1  # interrupted: the runtime resumes it; nothing to compare yet
+            continue
+        before = _encode(instance.state)
+        divergence = _replay_step(registry, desc, codec, instance, step)
+        report.steps += 1
+        if divergence is not None:
+            report.divergences.append(divergence)
+            report.skipped += sum(1 for _ in journal.entries(info.address, step[-1].seq + 1, kind="reply"))
+            return
+        if reply_decoder.decode(step[-1].data).ok is False:
+            instance.state = codec.decode(registry.names[desc.state_type], before)  # nothing was kept
+
+
+def _replay_step(
+    registry: Registry, desc: ActorDescription, codec: storage.Codec, instance: Any, step: list[storage.Entry]
+) -> Divergence | None:
+    head = step[0]
+    message_record = message_decoder.decode(head.data)
+    handler = desc.handlers.get(message_record.handler)
+    if handler is None:
+        return Divergence(
+            head.actor, head.position, f"a message for handler {message_record.handler!r}", "no such handler"
+        )
+    message = codec.decode(head.type, bytes(message_record.body), position=head.position)
+    effects = [(e, effect_decoder.decode(e.data)) for e in step if e.kind == "effect"]
+    ctx = ReplayContext(registry, desc, instance, head, effects)
+    instance.ctx = ctx
+    coro = handler.fn(instance, message)
+    ok, value = True, None
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        value = stop.value
+    except _Diverged as diverged:
+        return diverged.divergence
+    except Exception as exc:
+        ok, value = False, exc
+    else:
+        coro.close()
+        return Divergence(head.actor, head.position, "a step that completed", "a handler that waits on something else")
+    if ctx.diverged is not None:
+        return ctx.diverged
+    return _compare(head, step, ctx, ok, value)
+
+
+def _compare(
+    head: storage.Entry, step: list[storage.Entry], ctx: ReplayContext, ok: bool, value: Any
+) -> Divergence | None:
+    actor = head.actor
+    recorded_effects = sum(1 for e in step if e.kind == "effect")
+    if ctx._index < recorded_effects:
+        entry = [e for e in step if e.kind == "effect"][ctx._index]
+        return Divergence(actor, entry.position, f"effect #{ctx._index} {entry.type}", "no further effect")
+    reply_entry = step[-1]
+    reply = reply_decoder.decode(reply_entry.data)
+    if reply.ok != ok:
+        now = "a reply" if ok else f"{type(value).__qualname__}: {value}"
+        was = "a reply" if reply.ok else f"{reply.error_type}: {reply.error}"
+        return Divergence(actor, reply_entry.position, was, now)
+    if not ok:
+        error_type = value.type_name if isinstance(value, EffectError) else type(value).__qualname__
+        if (reply.error_type, reply.error) != (error_type, str(value)):
+            return Divergence(
+                actor, reply_entry.position, f"{reply.error_type}: {reply.error}", f"{error_type}: {value}"
+            )
+        return None
+    events = [(e.type, e.data) for e in step if e.kind == "event"]
+    for i, (old, new) in enumerate(zip(events, ctx.events, strict=False)):
+        if old != new:
+            position = [e for e in step if e.kind == "event"][i].position
+            return Divergence(
+                actor,
+                position,
+                f"event {old[0]} {msgspec.msgpack.decode(old[1])}",
+                f"event {new[0]} {msgspec.msgpack.decode(new[1])}",
+            )
+    if len(events) != len(ctx.events):
+        return Divergence(actor, reply_entry.position, f"{len(events)} event(s)", f"{len(ctx.events)} event(s)")
+    sends = [(e, send_decoder.decode(e.data)) for e in step if e.kind == "send"]
+    recorded_sends = [(s.to, s.handler, e.type, bytes(s.body)) for e, s in sends]
+    if recorded_sends != ctx.sends:
+        return Divergence(
+            actor,
+            reply_entry.position,
+            f"sends {[s[:3] for s in recorded_sends]}",
+            f"sends {[s[:3] for s in ctx.sends]}",
+        )
+    try:
+        now_value = _encode(value)
+    except (TypeError, msgspec.EncodeError):
+        return Divergence(actor, reply_entry.position, "an encodable reply", "a reply that cannot be encoded")
+    was_value = bytes(reply.value) if reply.value is not None else bytes(NIL)
+    if was_value != now_value:
+        return Divergence(
+            actor, reply_entry.position, f"reply {msgspec.msgpack.decode(was_value)!r}", f"reply {value!r}"
+        )
+    return None
+
+
+def to_error(divergence: Divergence) -> NonDeterminismError:
+    """The divergence as the error the runtime raises for it."""
+    return NonDeterminismError(divergence.actor, divergence.position, divergence.recorded, divergence.current)
