@@ -68,9 +68,7 @@ def load(
                 continue
             snapshot_seq = snap.seq
             break
-    rows = source.event_rows(info.id, snapshot_seq)
-    if until_seq is not None:
-        rows = [row for row in rows if row[1] <= until_seq]
+    rows = source.event_rows(info.id, snapshot_seq, until_seq)
     fold(desc, codec, instance, rows)
     open_step = source.open_step(info.id, address) if until_seq is None else []
     return Loaded(instance, info, snapshot_seq, len(rows), open_step)

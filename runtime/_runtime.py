@@ -320,6 +320,17 @@ class Runtime:
             await self._replicated(timeout)
         return reply
 
+    async def annotate(self, key: str, value: str | int | float | None) -> None:
+        """Durably record operator metadata in the journal (which module serves it, where)."""
+        self._check_open()
+        loop = self.loop
+        done: asyncio.Future[Outcome] = loop.create_future()
+        unit = Unit(ops=[("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))])
+        self.store.submit([unit], lambda outcomes: done.set_result(outcomes[0]))
+        error = await done
+        if error is not None:
+            raise translate(error)
+
     @property
     def replication(self) -> storage.ReplicationStatus | None:
         """What is not yet in the replica (None without replication); never blocks."""

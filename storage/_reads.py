@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Iterator
-from typing import Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import apsw
 
@@ -53,6 +53,10 @@ class Reads(abc.ABC):
         ident = self._read(_rows.actor_id, actor)
         return self.snapshot_of(ident, actor, before) if ident is not None else None
 
+    def meta(self, key: str) -> Any:
+        """A value recorded in the journal's meta table (``None`` if absent)."""
+        return self._read(_rows.meta, key)
+
     def pending(self) -> list[Pending]:
         """Messages waiting in the inbox, in step-id order."""
         return self._read(_rows.pending)
@@ -63,9 +67,16 @@ class Reads(abc.ABC):
         """The newest snapshot of actor ``actor_id`` (older than ``before``)."""
         return self._read(_rows.snapshot, actor_id, address, before)
 
-    def event_rows(self, actor_id: int, after_seq: int = 0) -> list[tuple[int, int, str, bytes]]:
-        """``(position, seq, type, data)`` of actor ``actor_id``'s events after ``after_seq``."""
-        return self._read(_rows.event_rows, actor_id, after_seq)
+    def event_rows(
+        self, actor_id: int, after_seq: int = 0, until_seq: int | None = None
+    ) -> list[tuple[int, int, str, bytes]]:
+        """``(position, seq, type, data)`` of actor ``actor_id``'s events in ``(after_seq, until_seq]``."""
+        return self._read(_rows.event_rows, actor_id, after_seq, until_seq)
+
+    def seq_at(self, actor: str, position: int) -> int:
+        """The actor's last sequence number at journal ``position`` (time travel)."""
+        ident = self._read(_rows.actor_id, actor)
+        return self._read(_rows.seq_at, ident, position) if ident is not None else 0
 
     def open_step(self, actor_id: int, address: str) -> list[Entry]:
         """Entries of the actor's step interrupted by a crash (message first), or []."""

@@ -178,14 +178,35 @@ def meta(conn: apsw.Connection, key: str) -> Any:
     return row[0] if row else None
 
 
-def event_rows(conn: apsw.Connection, actor: int, after_seq: int) -> list[tuple[int, int, str, bytes]]:
+def seq_at(conn: apsw.Connection, actor: int, position: int) -> int:
+    """The actor's last sequence number at journal ``position`` (0 if none yet).
+
+    Positions and sequence numbers grow together, so a binary search over the
+    (actor, seq) index finds it in about log2(n) point reads.
+    """
+    (last,) = conn.execute("SELECT coalesce(max(seq), 0) FROM journal WHERE actor = ?", (actor,)).fetchone() or (0,)
+    lo, hi = 0, int(last)  # invariant: position(lo) <= position < position(hi + 1)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        row = conn.execute("SELECT position FROM journal WHERE actor = ? AND seq = ?", (actor, mid)).fetchone()
+        if row is not None and row[0] <= position:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def event_rows(
+    conn: apsw.Connection, actor: int, after_seq: int, until_seq: int | None = None
+) -> list[tuple[int, int, str, bytes]]:
     """``(position, seq, type, data)`` of an actor's events after ``after_seq``.
 
     The hot path of activation: SQLite filters the kind in C, so only event
     rows reach Python.
     """
     rows = conn.execute(
-        "SELECT position, seq, type, data FROM journal WHERE actor = ? AND seq > ? AND kind = 'event' ORDER BY seq",
-        (actor, after_seq),
+        "SELECT position, seq, type, data FROM journal WHERE actor = ? AND seq > ? AND seq <= ? AND kind = 'event' "
+        "ORDER BY seq",
+        (actor, after_seq, until_seq if until_seq is not None else 1 << 62),
     ).fetchall()
     return typing.cast("list[tuple[int, int, str, bytes]]", rows)

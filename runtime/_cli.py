@@ -1,0 +1,427 @@
+"""``python -m runtime``: serve agents, and inspect, replay and restore journals.
+
+argparse (standard library) parses; rich draws tables and progress bars, which
+is terminal work a library does better than we would. Every command has
+``--json``; read-only commands open the journal read-only and work while
+``serve`` runs on the same file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import anyio
+import msgspec
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+import storage
+from actors import SteleError
+
+from ._modules import actor_classes, load_module
+from ._rebuild import load
+from ._registry import Registry
+from ._replay import replay
+
+DEFAULT_DB = "stele.db"
+console = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def _when(at: float | None) -> str:
+    if at is None:
+        return "-"
+    return datetime.datetime.fromtimestamp(at, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def _out(args: argparse.Namespace, value: Any) -> None:
+    """Print ``value`` as one line of JSON."""
+    console.print_json(json.dumps(msgspec.to_builtins(value, str_keys=True), default=str), indent=None)
+
+
+def _registry_for(journal: storage.Journal, module: str | None) -> Registry:
+    name = module or journal.meta("module")
+    if not name:
+        raise SteleError("this command needs the actor classes: give --module MODULE (serve records it for you)")
+    return Registry(actor_classes(load_module(str(name))))
+
+
+# -- read-only commands ----------------------------------------------------------------
+
+
+def cmd_actors(args: argparse.Namespace) -> int:
+    with storage.Journal.open(args.db) as journal:
+        actors = journal.actors(args.type)
+        pending: dict[str, int] = {}
+        for p in journal.pending():
+            pending[p.target] = pending.get(p.target, 0) + 1
+    if args.json:
+        _out(args, [{**msgspec.to_builtins(a), "pending": pending.get(a.address, 0)} for a in actors])
+        return 0
+    table = Table("address", "type", "last seq", "status", "pending", "reason", title=f"{len(actors)} actor(s)")
+    for a in actors:
+        table.add_row(a.address, a.type, str(a.last_seq), a.status, str(pending.get(a.address, 0)), a.reason or "")
+    console.print(table)
+    return 0
+
+
+def _summary(entry: storage.Entry) -> str:
+    data = entry.decoded()
+    if entry.kind == "message" and isinstance(data, dict):
+        return f"{data.get('handler')}({json.dumps(data.get('body'), default=str, ensure_ascii=False)[:80]})"
+    if entry.kind == "effect" and isinstance(data, dict):
+        took = (data.get("finished", 0.0) - data.get("started", 0.0)) * 1000
+        outcome = (
+            json.dumps(data.get("result"), default=str, ensure_ascii=False)
+            if data.get("ok")
+            else f"{data.get('error_type')}: {data.get('error')}"
+        )
+        return f"{took:.1f} ms -> {outcome[:80]}"
+    if entry.kind == "reply" and isinstance(data, dict):
+        if data.get("ok"):
+            return json.dumps(data.get("value"), default=str, ensure_ascii=False)[:100]
+        return f"{data.get('error_type')}: {data.get('error')}"
+    return json.dumps(data, default=str, ensure_ascii=False)[:100]
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    seen = args.from_seq
+    with storage.Journal.open(args.db) as journal:
+        if journal.actor(args.address) is None:
+            raise SteleError(f"the journal has no actor {args.address!r}")
+        while True:
+            rows = []
+            for entry in journal.entries(args.address, seen, args.kind):
+                rows.append(entry)
+                seen = entry.seq + 1
+                if args.limit and len(rows) >= args.limit:
+                    break
+            if args.json:
+                for e in rows:
+                    console.print_json(
+                        json.dumps({**msgspec.to_builtins(e), "data": e.decoded()}, default=str), indent=None
+                    )
+            elif rows:
+                table = Table(
+                    "pos",
+                    "seq",
+                    "step",
+                    "kind",
+                    "type",
+                    "at (UTC)",
+                    "summary",
+                    title=args.address if not args.follow else None,
+                )
+                for e in rows:
+                    table.add_row(str(e.position), str(e.seq), str(e.step), e.kind, e.type, _when(e.at), _summary(e))
+                console.print(table)
+            if not args.follow:
+                return 0
+            time.sleep(0.5)
+
+
+def cmd_state(args: argparse.Namespace) -> int:
+    with storage.Journal.open(args.db) as journal:
+        registry = _registry_for(journal, args.module)
+        desc, key = registry.resolve(args.address)
+        until = journal.seq_at(args.address, args.at) if args.at is not None else None
+        loaded = load(journal, desc, registry.codec, args.address, key, until_seq=until)
+    state = msgspec.to_builtins(loaded.instance.state, str_keys=True)
+    if args.json:
+        _out(args, {"address": args.address, "at": args.at, "seq": until, "state": state})
+    else:
+        where = f"at position {args.at} (seq {until})" if args.at is not None else "now"
+        console.print(f"[bold]{args.address}[/bold] {where}")
+        console.print_json(json.dumps(state, default=str))
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    registry = Registry(actor_classes(load_module(args.module)))
+    with storage.Journal.open(args.db) as journal:
+        total = 1 if args.actor else len(journal.actors())
+        with Progress(console=err, transient=True, disable=args.json) as progress:
+            task = progress.add_task("replaying", total=total)
+            report = replay(journal, registry, actor=args.actor, progress=lambda n: progress.advance(task, n))
+    if args.json:
+        _out(
+            args,
+            {
+                "ok": report.ok,
+                "actors": report.actors,
+                "steps": report.steps,
+                "skipped": report.skipped,
+                "divergences": [d.__dict__ for d in report.divergences],
+            },
+        )
+    else:
+        for d in report.divergences:
+            console.print(f"[red]divergence[/red] {d}")
+        verdict = "[green]no divergence[/green]" if report.ok else f"[red]{len(report.divergences)} divergence(s)[/red]"
+        console.print(f"{report.actors} actor(s), {report.steps} step(s) replayed, {report.skipped} skipped: {verdict}")
+    return 0 if report.ok else 1
+
+
+def _size(path: str) -> int:
+    return os.path.getsize(path) if os.path.exists(path) else 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with storage.Journal.open(args.db) as journal:
+        actors = journal.actors()
+        status: dict[str, Any] = {
+            "journal": os.path.abspath(args.db),
+            "journal_bytes": _size(args.db),
+            "wal_bytes": _size(args.db + "-wal"),
+            "actors": len(actors),
+            "suspended": [a.address for a in actors if a.status == "suspended"],
+            "inbox_depth": len(journal.pending()),
+            "module": journal.meta("module"),
+            "server": journal.meta("http"),
+        }
+    server = args.url or (f"http://{status['server']}" if status["server"] else None)
+    status["runtime"] = None
+    if server:
+        try:
+            with urllib.request.urlopen(f"{server}/status", timeout=2) as answer:
+                status["runtime"] = json.loads(answer.read())
+        except (OSError, ValueError):
+            status["runtime"] = None
+    if args.json:
+        _out(args, status)
+        return 0
+    table = Table(show_header=False, title="stele status")
+    for key in ("journal", "journal_bytes", "wal_bytes", "actors", "inbox_depth", "suspended", "module"):
+        table.add_row(key, str(status[key]))
+    runtime = status["runtime"]
+    if runtime is None:
+        table.add_row("runtime", "not running (or not reachable)")
+    else:
+        table.add_row(
+            "runtime", f"serving at {server}; {runtime['active_actors']} active; up {runtime['uptime_s']:.0f} s"
+        )
+        rep = runtime.get("replication")
+        if rep:
+            table.add_row(
+                "replication",
+                f"{rep['commits_at_risk']} commit(s) at risk, oldest {rep['oldest_at_risk_s']:.2f} s; "
+                f"litestream {'running' if rep['litestream_running'] else 'DOWN'}; "
+                f"last upload {_when(rep['replicated_at'])}; "
+                f"error: {rep['last_error'] or '-'}",
+            )
+    console.print(table)
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    report = storage.restore(args.url, args.to, timestamp=args.timestamp, txid=args.txid)
+    rebuilt = 0
+    if args.module:
+        registry = Registry(actor_classes(load_module(args.module)))
+        with storage.Journal.open(args.to) as journal:
+            for info in journal.actors():
+                desc = registry.actors.get(info.type)
+                if desc is None:
+                    raise SteleError(f"{info.address}: no actor class of type {info.type!r} in {args.module}")
+                load(journal, desc, registry.codec, info.address, info.address.partition("/")[2])
+                rebuilt += 1
+    if args.json:
+        _out(args, {**report.__dict__, "rebuilt": rebuilt})
+    else:
+        console.print(
+            f"restored {report.path}: {report.actors} actor(s), last position {report.last_position}, "
+            f"last commit {_when(report.last_commit_at)}, integrity {report.integrity}, "
+            f"{report.seconds:.2f} s" + (f"; {rebuilt} actor(s) rebuilt" if args.module else "")
+        )
+    return 0
+
+
+# -- talking to a server ------------------------------------------------------------------
+
+
+def _post(url: str, token: str | None, key: str | None, body: bytes) -> tuple[int, Any]:
+    request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    if key:
+        request.add_header("Idempotency-Key", key)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            return answer.status, json.loads(answer.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+def _send(args: argparse.Namespace, wait: bool) -> int:
+    kind, _, key = args.address.partition("/")
+    url = f"{args.url}/actors/{kind}/{key}/{args.handler}" + ("" if wait else "?wait=false")
+    try:
+        json.loads(args.json_body)
+    except ValueError as exc:
+        raise SteleError(f"the message is not JSON: {exc}") from None
+    status, answer = _post(url, args.token, args.idempotency_key, args.json_body.encode())
+    if args.json:
+        _out(args, {"status": status, "body": answer})
+    else:
+        console.print_json(json.dumps(answer))
+    return 0 if 200 <= status < 300 else 1
+
+
+def cmd_tell(args: argparse.Namespace) -> int:
+    return _send(args, wait=False)
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    return _send(args, wait=True)
+
+
+# -- serving ---------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ._serve import serve  # noqa: PLC0415 - uvicorn only for serving
+
+    code: int = anyio.run(serve, args)
+    return code
+
+
+# -- the parser ----------------------------------------------------------------------------
+
+
+def _command(
+    sub: Any, name: str, fn: Callable[[argparse.Namespace], int], help: str, example: str
+) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name,
+        help=help,
+        description=help,
+        epilog=f"example:\n  {example}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.set_defaults(fn=fn)
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def parser() -> argparse.ArgumentParser:
+    """The ``python -m runtime`` argument parser."""
+    top = argparse.ArgumentParser(prog="python -m runtime", description="Stele: durable actors for AI agents.")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = _command(
+        sub, "serve", cmd_serve, "serve a module's actors over HTTP", "python -m runtime serve examples.agents"
+    )
+    p.add_argument("module", help="a module name or .py file defining Actor classes")
+    p.add_argument("--db", default=DEFAULT_DB, help=f"journal file (default {DEFAULT_DB})")
+    p.add_argument("--http", default="127.0.0.1:8700", help="HOST:PORT to listen on (default 127.0.0.1:8700)")
+    p.add_argument("--replicate", help="s3:// URL or directory (default: DB-replica, a local directory)")
+    p.add_argument("--no-replicate", action="store_true", help="do not replicate")
+    p.add_argument("--durability", default="fsync", choices=("fsync", "normal", "replicated"))
+    p.add_argument("--token", help="bearer token required on every request (needed off loopback)")
+
+    for name, fn, what in (
+        ("tell", cmd_tell, "send a message (202 once durable)"),
+        ("ask", cmd_ask, "send and wait for the reply"),
+    ):
+        p = _command(
+            sub,
+            name,
+            fn,
+            f"{what} to a running server",
+            f"python -m runtime {name} Account/alice deposit '{{\"amount\": 5}}'",
+        )
+        p.add_argument("address")
+        p.add_argument("handler")
+        p.add_argument("json_body", metavar="JSON")
+        p.add_argument("--url", default="http://127.0.0.1:8700")
+        p.add_argument("--token")
+        p.add_argument("--idempotency-key")
+
+    p = _command(sub, "actors", cmd_actors, "list actors", "python -m runtime actors --type Account")
+    p.add_argument("--db", default=DEFAULT_DB)
+    p.add_argument("--type")
+
+    p = _command(
+        sub,
+        "history",
+        cmd_history,
+        "an actor's journal as a timeline",
+        "python -m runtime history Account/alice --kind effect",
+    )
+    p.add_argument("address")
+    p.add_argument("--db", default=DEFAULT_DB)
+    p.add_argument("--from", dest="from_seq", type=int, default=0, help="first sequence number")
+    p.add_argument("--kind", choices=("message", "effect", "event", "send", "reply"))
+    p.add_argument("--limit", type=int, default=0, help="at most this many entries (0: all)")
+    p.add_argument("--follow", action="store_true", help="keep printing new entries")
+
+    p = _command(
+        sub,
+        "state",
+        cmd_state,
+        "an actor's state now or at a journal position",
+        "python -m runtime state Account/alice --at 120",
+    )
+    p.add_argument("address")
+    p.add_argument("--db", default=DEFAULT_DB)
+    p.add_argument("--at", type=int, help="journal position")
+    p.add_argument("--module", help="module with the actor classes (default: the one serve recorded)")
+
+    p = _command(
+        sub,
+        "replay",
+        cmd_replay,
+        "re-run handlers over the journal and report divergences",
+        "python -m runtime replay examples.agents",
+    )
+    p.add_argument("module")
+    p.add_argument("--db", default=DEFAULT_DB)
+    p.add_argument("--actor", help="only this address")
+
+    p = _command(sub, "status", cmd_status, "journal, runtime and replication status", "python -m runtime status")
+    p.add_argument("--db", default=DEFAULT_DB)
+    p.add_argument("--url", help="a running server (default: the one recorded in the journal)")
+
+    p = _command(
+        sub,
+        "restore",
+        cmd_restore,
+        "restore a journal from its replica into a new file",
+        "python -m runtime restore s3://bucket/j --to restored.db",
+    )
+    p.add_argument("url")
+    p.add_argument("--to", required=True)
+    p.add_argument("--timestamp", help="ISO 8601 point in time")
+    p.add_argument("--txid", type=int, help="Litestream transaction id")
+    p.add_argument("--module", help="also rebuild every actor with these classes")
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m runtime`` and the ``stele`` script."""
+    args = parser().parse_args(argv)
+    try:
+        code: int = args.fn(args)
+        return code
+    except (SteleError, storage.StorageError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
