@@ -39,10 +39,11 @@ console = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
 
-def _when(at: float | None) -> str:
+def _when(at: float | None, *, date: bool = True) -> str:
     if at is None:
         return "-"
-    return datetime.datetime.fromtimestamp(at, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    shown = datetime.datetime.fromtimestamp(at, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    return shown if date else shown[11:]
 
 
 def _out(args: argparse.Namespace, value: Any) -> None:
@@ -119,12 +120,14 @@ def cmd_history(args: argparse.Namespace) -> int:
                     "step",
                     "kind",
                     "type",
-                    "at (UTC)",
+                    "time (UTC)",
                     "summary",
                     title=args.address if not args.follow else None,
                 )
                 for e in rows:
-                    table.add_row(str(e.position), str(e.seq), str(e.step), e.kind, e.type, _when(e.at), _summary(e))
+                    table.add_row(
+                        str(e.position), str(e.seq), str(e.step), e.kind, e.type, _when(e.at, date=False), _summary(e)
+                    )
                 console.print(table)
             if not args.follow:
                 return 0
@@ -296,6 +299,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ._demo import demo  # noqa: PLC0415
+
+    return demo(args)
+
+
 # -- the parser ----------------------------------------------------------------------------
 
 
@@ -329,6 +338,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-replicate", action="store_true", help="do not replicate")
     p.add_argument("--durability", default="fsync", choices=("fsync", "normal", "replicated"))
     p.add_argument("--token", help="bearer token required on every request (needed off loopback)")
+
+    p = _command(sub, "demo", cmd_demo, "run the example agents through a short scenario", "python -m runtime demo")
+    p.add_argument("--db", default="stele-demo.db", help="journal file (default stele-demo.db)")
 
     for name, fn, what in (
         ("tell", cmd_tell, "send a message (202 once durable)"),

@@ -21,7 +21,7 @@ def test_ci_runs_the_readme_test_command() -> None:
     ci = (ROOT / ".ci" / "run").read_text()
     assert test.strip() in ci.splitlines()
     assert "pytest" in test and "ruff check" in test and "mypy" in test
-    assert "examples/quickstart.py" in install
+    assert "runtime demo" in install
 
 
 def test_the_quickstart_runs(tmp_path: Path) -> None:
@@ -38,6 +38,23 @@ def test_the_quickstart_runs(tmp_path: Path) -> None:
         assert f"had answered {3 * (run - 1)} question(s)" in out
         assert "confirmed in the replica" in out
         assert "error -> handler of ResearchAgent/ada raised ValueError: an empty question" in out
+
+
+def test_the_demo_runs(tmp_path: Path) -> None:
+    # README command one, in this interpreter: serve, crash, recover, inspect, replay.
+    out = subprocess.run(
+        [sys.executable, "-m", "runtime", "demo"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=180,
+        env={**os.environ, "COLUMNS": "200"},
+    ).stdout
+    assert "SIGKILLed" in out and "answer recorded after recovery" in out
+    assert out.count("(journaled once: never called again)") == 3
+    assert "search tool calls for 'How do agents survive crashes?': 1" in out
+    assert "no divergence" in out
 
 
 def test_the_readme_example_runs(tmp_path: Path) -> None:

@@ -1,0 +1,117 @@
+"""The demo's agents: a research agent that plans, calls a tool and a language
+model through journaled effects, and a librarian it files its findings with.
+
+The "LLM" is a deterministic offline stand-in, so the demo needs no network and
+no keys; swap in a real client and nothing else changes: its answer is
+journaled, and a replay hands the recorded answer back instead of calling it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import anyio
+import msgspec
+
+from actors import Actor, apply, handler
+
+TOOL_LOG = os.environ.get("STELE_DEMO_TOOL_LOG", "stele-demo-tool-calls.log")
+
+
+class Research(msgspec.Struct):
+    question: str
+    depth: int = 1
+
+
+class Planned(msgspec.Struct):
+    question: str
+    steps: list[str]
+
+
+class Answered(msgspec.Struct):
+    question: str
+    answer: str
+    sources: list[str]
+
+
+class File(msgspec.Struct):
+    topic: str
+    summary: str
+
+
+class Filed(msgspec.Struct):
+    topic: str
+    summary: str
+
+
+class Catalogue(msgspec.Struct):
+    pass
+
+
+def search(query: str, key: str) -> list[str]:
+    """The tool: a search (offline). Every real call is logged outside the journal."""
+    with open(TOOL_LOG, "a") as log:
+        log.write(f"{key} {query}\n")
+    digest = hashlib.sha256(query.encode()).hexdigest()
+    return [f"https://example.org/{digest[i : i + 8]}" for i in (0, 8, 16)]
+
+
+async def llm(prompt: str, slow: bool = False) -> str:
+    """A deterministic stand-in for a language model (slow ones take a while)."""
+    await anyio.sleep(2.0 if slow else 0.05)
+    question, _, sources = prompt.partition("\nSources: ")
+    words = [w for w in question.replace("?", "").split() if len(w) > 3]
+    return f"{' '.join(words).capitalize()}: a summary of {len(sources.split())} sources."
+
+
+class ResearchAgent(Actor):
+    """Plans a question, searches, asks the model, files the answer with the librarian."""
+
+    class State(msgspec.Struct):
+        questions: list[str] = msgspec.field(default_factory=list)
+        answers: dict[str, str] = msgspec.field(default_factory=dict)
+
+    state: State
+
+    @handler
+    async def research(self, msg: Research) -> str:
+        if not msg.question.strip():
+            raise ValueError("an empty question")
+        steps = [f"search: {msg.question}", "summarise the sources", "file the answer"]
+        self.emit(Planned(msg.question, steps))
+        sources = await self.ctx.effect(search, msg.question, self.ctx.idempotency_key)
+        answer = await self.ctx.effect(llm, f"{msg.question}\nSources: {' '.join(sources)}", msg.depth > 1)
+        self.emit(Answered(msg.question, answer, sources))
+        await self.ctx.tell("Librarian/main", File(msg.question, answer))
+        return answer
+
+    @apply
+    def _planned(self, ev: Planned) -> None:
+        self.state.questions.append(ev.question)
+
+    @apply
+    def _answered(self, ev: Answered) -> None:
+        self.state.answers[ev.question] = ev.answer
+
+
+class Librarian(Actor):
+    """Keeps what the research agents found."""
+
+    class State(msgspec.Struct):
+        shelf: dict[str, str] = msgspec.field(default_factory=dict)
+
+    state: State
+
+    @handler
+    async def file(self, msg: File) -> int:
+        self.emit(Filed(msg.topic, msg.summary))
+        return len(self.state.shelf)
+
+    @handler
+    async def catalogue(self, msg: Catalogue) -> list[str]:
+        return sorted(self.state.shelf)
+
+    @apply
+    def _filed(self, ev: Filed) -> None:
+        self.state.shelf[ev.topic] = ev.summary
