@@ -30,8 +30,8 @@ from actors._actor import describe
 from runtime import Registry, Runtime, load
 from storage import Journal
 
-from . import _model, _replication
-from ._model import Counter, Inc, Progress, SnapshottedCounter, synthesize
+from . import _http, _model, _replication
+from ._model import Counter, Inc, Progress, synthesize
 
 ROOT = Path(__file__).parent
 Result = dict[str, Any]
@@ -138,12 +138,10 @@ def rebuild(workdir: Path, events: int = 100_000) -> Result:
             loaded = load(journal, desc, registry.codec, "Counter/0", "0", use_snapshots=False)
             best = min(best, time.perf_counter() - t0)
         assert loaded.instance.state.count == events
-        snap_registry = Registry([SnapshottedCounter])
-        snap_desc = describe(SnapshottedCounter)
         snap_times = []
         for _ in range(20):
             t0 = time.perf_counter()
-            loaded = load(journal, snap_desc, snap_registry.codec, "Counter/0", "0")
+            loaded = load(journal, desc, registry.codec, "Counter/0", "0")  # latest snapshot + tail
             snap_times.append(time.perf_counter() - t0)
         assert loaded.instance.state.count == events
     return {"events_per_s": events / best, "with_snapshots_ms": statistics.median(snap_times) * 1e3}
@@ -185,7 +183,7 @@ def startup(workdir: Path, quick: bool) -> Result:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="a,b,c,d,e,f,g", help="comma-separated scenarios (a-g)")
+    parser.add_argument("--only", default="a,b,c,d,e,f,g,h", help="comma-separated scenarios (a-h)")
     parser.add_argument("--dir", default=str(ROOT / "results" / "work"), help="where journal files go")
     parser.add_argument("--quick", action="store_true", help="smaller (e) and (f), for a smoke run")
     args = parser.parse_args()
@@ -202,6 +200,10 @@ def main() -> None:
         "f": lambda: startup(workdir, args.quick),
         # (g) replication: paced at fractions of this run's (b) tell rate
         "g": lambda: _replication.run(workdir, results.get("b", {}).get("messages_per_s", 20_000.0), args.quick),
+        "h": lambda: {
+            "http": _http.http_asks(workdir),
+            "inspect": _http.inspection(workdir, 100_000 if args.quick else 1_000_000),
+        },
     }
     for key, run in scenarios.items():
         if key in only:
@@ -261,6 +263,19 @@ def report(r: Result) -> None:
         rows.append(("(g) replicated ask p50 ms", ask["p50_ms"], f"p99 {ask['p99_ms']:.1f} ms", "p50 ≤ 30, p99 ≤ 150"))
         rest = g["restore"]
         rows.append((f"(g) restore {rest['journal_mb']:.0f} MB + verify, s", rest["restore_and_verify_s"], "", "≤ 3 s"))
+    if "h" in r:
+        h = r["h"]["http"]
+        rows.append(
+            (
+                f"(h) HTTP asks/s, {h['clients']} clients",
+                h["asks_per_s"],
+                f"p50 {h['p50_ms']:.1f} ms, p99 {h['p99_ms']:.1f} ms",
+                "≥ 3,000, p99 ≤ 50 ms",
+            )
+        )
+        i = r["h"]["inspect"]
+        rows.append((f"(h) history page, {i['events']:,}-event actor, ms", i["history_page_ms"], "", "≤ 100 ms"))
+        rows.append((f"(h) state --at, {i['events']:,}-event actor, ms", i["state_at_ms"], "", "≤ 100 ms"))
     width = max(len(row[0]) for row in rows)
     print(f"\n{'scenario':<{width}}  {'figure':>14}  {'ratio / detail':<28} target")
     for name, value, ratio, target in rows:

@@ -60,11 +60,6 @@ class Counter(Actor):
         self.state.count += 1
 
 
-class SnapshottedCounter(Counter):
-    name = "Counter"
-    snapshot_every = 1000
-
-
 _encode = msgspec.msgpack.Encoder().encode
 
 
