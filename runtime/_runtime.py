@@ -419,9 +419,13 @@ class Runtime:
         self._next_step += 1
         return Msg(self._next_step, info, decoded, name, payload, None, False, sender)
 
-    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        """Run ``coro`` as a task the runtime cancels when it closes."""
-        task = self.loop.create_task(_guard(coro))
+    def spawn(self, fn: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
+        """Run ``fn(*args)`` as a task the runtime cancels when it closes.
+
+        The coroutine is created inside the task, so a task cancelled before
+        it starts leaves no never-awaited coroutine behind.
+        """
+        task = self.loop.create_task(_guard(fn, *args))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -626,7 +630,7 @@ class Runtime:
         self._waiting.extend(cells[len(take) :])
         if take:
             self._loads_in_flight += len(take)
-            self.spawn(self._load(take))
+            self.spawn(self._load, take)
 
     def _evict(self, wanted: int) -> int:
         """Passivate up to ``wanted`` idle actors, least recently used first."""
@@ -722,9 +726,9 @@ def _deliver(results: list[tuple[storage.Done, list[Outcome]]]) -> None:
             log.exception("delivering a commit outcome failed")
 
 
-async def _guard(coro: Coroutine[Any, Any, None]) -> None:
+async def _guard(fn: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
     try:
-        await coro
+        await fn(*args)
     except Exception:
         log.exception("runtime task failed")
 

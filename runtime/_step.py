@@ -141,7 +141,7 @@ class Step(Context):
         except Exception as exc:
             self._done(False, exc)
             return True
-        self.rt.spawn(self._go_on(coro, yielded))
+        self.rt.spawn(self._go_on, coro, yielded)
         return False
 
     async def _go_on(self, coro: Coroutine[Any, Any, Any], yielded: Any) -> None:
