@@ -22,6 +22,7 @@ class Msg:
         "accepted",
         "dropped",
         "handler",
+        "idempotency_key",
         "inbox",
         "message",
         "payload",
@@ -54,6 +55,8 @@ class Msg:
         """A tell's inbox commit while it is pending (its step may already run)."""
         self.dropped = False
         """The tell's inbox commit failed: it was never accepted."""
+        self.idempotency_key: str | None = None
+        """An ask's key: its reply is recorded under it with the step."""
 
 
 class Cell:
@@ -63,6 +66,7 @@ class Cell:
         "actor_id",
         "address",
         "busy",
+        "current",
         "desc",
         "failed",
         "instance",
@@ -87,6 +91,8 @@ class Cell:
         self.instance: Actor | None = None
         self.busy = False
         """A step of this actor is running or committing: it takes no other message."""
+        self.current: Msg | None = None
+        """The message of the running step."""
         self.queued = False
         """The cell is in the runtime's ready list."""
         self.loading = False

@@ -80,8 +80,7 @@ class App:
     async def send(self, request: Request) -> Response:
         """POST /actors/{type}/{key}/{handler}: ask (JSON reply) or, with ?wait=false, tell (202)."""
         address = f"{request.path_params['type']}/{request.path_params['key']}"
-        if request.headers.get("idempotency-key"):
-            return _error(501, "not_implemented", "Idempotency-Key is not supported yet; retries are not de-duplicated")
+        key = request.headers.get("idempotency-key") or None
         try:
             desc, _ = self.rt.registry.resolve(address)
             info = self.rt.registry.handler_named(desc, request.path_params["handler"])
@@ -105,9 +104,9 @@ class App:
         durability = request.query_params.get("durability")
         try:
             if not wait:
-                await self.rt.tell(address, msg, durability=durability)
+                await self.rt.tell(address, msg, durability=durability, idempotency_key=key)
                 return _reply(202, {"accepted": True, "address": address})
-            value = await self.rt.ask(address, msg, durability=durability)
+            value = await self.rt.ask(address, msg, durability=durability, idempotency_key=key)
             return _reply(200, value)
         except MessageValidationError as exc:
             return _error(422, "invalid", str(exc))

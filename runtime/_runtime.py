@@ -10,6 +10,7 @@ the writer together, with one callback for the round.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -39,8 +40,9 @@ from storage import Outcome, Store, Unit
 from ._cell import Cell, Msg
 from ._errors import translate
 from ._rebuild import Loaded, load
+from ._records import reply_decoder
 from ._registry import Registry
-from ._step import Step
+from ._step import RECORD_KEY, Step
 
 log = logging.getLogger("stele.runtime")
 
@@ -58,11 +60,12 @@ class _Shared(asyncio.Future[None]):
 class _Ingress:
     """The inbox rows of one loop tick's tells, committed as one unit."""
 
-    __slots__ = ("future", "msgs", "rows", "top")
+    __slots__ = ("future", "keys", "msgs", "rows", "top")
 
     def __init__(self, future: _Shared) -> None:
         self.future = future
         self.rows: list[tuple[Any, ...]] = []
+        self.keys: list[tuple[Any, ...]] = []
         self.msgs: list[tuple[Cell, Msg]] = []
         self.top = 0
 
@@ -85,10 +88,12 @@ class Runtime:
     ``litestream_socket``: the control socket of a Litestream run outside,
     which is then only monitored, not started. ``replication_nudge_s``: the
     age of the oldest unreplicated commit at which the monitor asks Litestream
-    for a sync (None: leave it to Litestream's timers). ``max_active`` bounds
-    the actors kept in memory. ``clock`` and ``rng`` are injectable for tests; ``grace`` is how long
-    closing waits for in-flight steps before leaving them to recovery. ``vfs``
-    names an APSW VFS to open the journal through (fault injection).
+    for a sync (None: leave it to Litestream's timers).
+    ``idempotency_retention_s``: how long an idempotency key keeps its first
+    outcome. ``max_active`` bounds the actors kept in memory. ``clock`` and
+    ``rng`` are injectable for tests; ``grace`` is how long closing waits for
+    in-flight steps before leaving them to recovery. ``vfs`` names an APSW VFS
+    to open the journal through (fault injection).
     """
 
     def __init__(
@@ -110,6 +115,7 @@ class Runtime:
         litestream: str | None = None,
         litestream_socket: str | None = None,
         replication_nudge_s: float | None = 0.5,
+        idempotency_retention_s: float = 24 * 3600.0,
     ) -> None:
         if durability not in DURABILITIES:
             raise ValueError(f"durability must be one of {DURABILITIES}, not {durability!r}")
@@ -133,6 +139,8 @@ class Runtime:
         self.litestream = litestream
         self.litestream_socket = litestream_socket
         self.replication_nudge_s = replication_nudge_s
+        self.idempotency_retention_s = idempotency_retention_s
+        self._keys_in_flight: dict[str, asyncio.Future[Any]] = {}
         self._replication: storage.Replication | None = None
         self.replaying = False
         self._store: Store | None = None
@@ -192,6 +200,7 @@ class Runtime:
             raise translate(exc) from None
         self._idle = asyncio.Event()
         self._open = True
+        self.spawn(self._purge_keys)
         self._recover(pending)
         return self
 
@@ -242,14 +251,29 @@ class Runtime:
     # -- public API ----------------------------------------------------------------
 
     async def tell(
-        self, address: str, msg: msgspec.Struct, *, durability: str | None = None, timeout: float | None = None
+        self,
+        address: str,
+        msg: msgspec.Struct,
+        *,
+        durability: str | None = None,
+        timeout: float | None = None,
+        idempotency_key: str | None = None,
     ) -> None:
         """Send ``msg`` to ``address``; return once it is durably in the inbox (G1).
 
         With ``durability="replicated"`` (per call, or the runtime's), return only
         once that commit is in the replica; :class:`ReplicationTimeout` after
-        ``timeout`` seconds (the message stays durable locally).
+        ``timeout`` seconds (the message stays durable locally). A repeated
+        ``idempotency_key`` (within the retention) enqueues nothing new.
         """
+        if idempotency_key is not None:
+            await self._keyed(idempotency_key, address, msg, None, durability, timeout)
+            return
+        await self._tell(address, msg, durability, timeout, None)
+
+    async def _tell(
+        self, address: str, msg: msgspec.Struct, durability: str | None, timeout: float | None, key: str | None
+    ) -> None:
         if not self._open:
             raise RuntimeClosedError(f"runtime on {self.path} is not open")
         prepared = self.prepare(address, msg)
@@ -276,6 +300,8 @@ class Runtime:
         )
         batch.msgs.append((cell, prepared))
         batch.top = prepared.step
+        if key is not None:
+            batch.keys.append((key, address, prepared.step, None, self.clock()))
         # Dispatched at once, before its inbox row commits: the writer commits in
         # submission order, so the step that consumes it lands with or after it,
         # and a step that fails to find its row is dropped (it was never accepted).
@@ -288,7 +314,13 @@ class Runtime:
             await self._replicated(timeout)
 
     async def ask(
-        self, address: str, msg: msgspec.Struct, *, timeout: float | None = None, durability: str | None = None
+        self,
+        address: str,
+        msg: msgspec.Struct,
+        *,
+        timeout: float | None = None,
+        durability: str | None = None,
+        idempotency_key: str | None = None,
     ) -> Any:
         """Send ``msg`` to ``address`` and return the handler's reply.
 
@@ -297,10 +329,20 @@ class Runtime:
         message may still be processed). The ask is acknowledged by its reply
         only: it skips the inbox unless its handler runs an effect. With
         ``durability="replicated"`` the reply is returned once its commit is in
-        the replica (:class:`ReplicationTimeout` otherwise).
+        the replica (:class:`ReplicationTimeout` otherwise). A repeated
+        ``idempotency_key`` (within the retention) returns the first reply (or
+        raises the first error) without running the handler again.
         """
+        if idempotency_key is not None:
+            return await self._keyed(idempotency_key, address, msg, timeout, durability, None, ask=True)
+        return await self._ask(address, msg, timeout, durability, None)
+
+    async def _ask(
+        self, address: str, msg: msgspec.Struct, timeout: float | None, durability: str | None, key: str | None
+    ) -> Any:
         self._check_open()
         prepared = self.prepare(address, msg)
+        prepared.idempotency_key = key
         cell = self._cell(address)
         if cell.suspended:
             raise ActorSuspendedError(address, cell.reason)
@@ -323,9 +365,115 @@ class Runtime:
     async def annotate(self, key: str, value: str | int | float | None) -> None:
         """Durably record operator metadata in the journal (which module serves it, where)."""
         self._check_open()
-        loop = self.loop
-        done: asyncio.Future[Outcome] = loop.create_future()
-        unit = Unit(ops=[("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))])
+        await self._write(Unit(ops=[("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))]))
+
+    # -- idempotent ingress -----------------------------------------------------
+
+    async def _keyed(
+        self,
+        key: str,
+        address: str,
+        msg: msgspec.Struct,
+        timeout: float | None,
+        durability: str | None,
+        tell_timeout: float | None,
+        *,
+        ask: bool = False,
+    ) -> Any:
+        """A call under an idempotency key: the first call's outcome, however often it comes."""
+        pending = self._keys_in_flight.get(key)
+        if pending is not None:  # the same key, concurrently: share the first call
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Any] = self.loop.create_future()
+        self._keys_in_flight[key] = future
+        try:
+            result = await self._first_outcome(key, address, msg, timeout, durability, tell_timeout, ask)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: nobody else may be waiting
+            raise
+        else:
+            future.set_result(result)
+            return result
+        finally:
+            del self._keys_in_flight[key]
+
+    async def _first_outcome(
+        self,
+        key: str,
+        address: str,
+        msg: msgspec.Struct,
+        timeout: float | None,
+        durability: str | None,
+        tell_timeout: float | None,
+        ask: bool,
+    ) -> Any:
+        self.prepare(address, msg)  # bad input fails the same way with or without a key
+        record = await anyio.to_thread.run_sync(self.store.idempotent, key)
+        if record is not None and record.at >= self.clock() - self.idempotency_retention_s:
+            if record.address != address:
+                raise MessageValidationError(
+                    f"idempotency key {key!r} was first used for {record.address}, not {address}"
+                )
+            if not ask:
+                return None
+            if record.reply is not None:
+                return self._recorded_reply(address, msg, record.reply)
+            return await self._wait_for_step(key, address, msg, record.step, timeout)
+        if ask:
+            return await self._ask(address, msg, timeout, durability, key)
+        await self._tell(address, msg, durability, tell_timeout, key)
+        return None
+
+    def _recorded_reply(self, address: str, msg: msgspec.Struct, data: bytes) -> Any:
+        record = reply_decoder.decode(data)
+        if not record.ok:
+            raise HandlerError(address, record.error_type, record.error)
+        desc, _ = self.registry.resolve(address)
+        reply_type = self.registry.handler_for(desc, msg).reply_type
+        return msgspec.msgpack.decode(bytes(record.value), type=reply_type)
+
+    async def _wait_for_step(
+        self, key: str, address: str, msg: msgspec.Struct, step: int, timeout: float | None
+    ) -> Any:
+        """The first call's step is still running (or was interrupted): wait for its reply."""
+        cell = self._cells.get(address)
+        target = None
+        if cell is not None:
+            if cell.current is not None and cell.current.step == step:
+                target = cell.current
+            else:
+                target = next((m for m in cell.mailbox if m.step == step), None)
+        try:
+            with anyio.fail_after(timeout) if timeout is not None else contextlib.nullcontext():
+                if target is not None:
+                    waiter: asyncio.Future[Any] = self.loop.create_future()
+                    if target.waiter is None:
+                        target.waiter = waiter
+                    else:
+                        target.waiter.add_done_callback(functools.partial(_copy_outcome, waiter))
+                    return await waiter
+                while True:  # not in memory: its reply will be recorded under the key
+                    await anyio.sleep(0.05)
+                    record = await anyio.to_thread.run_sync(self.store.idempotent, key)
+                    if record is not None and record.reply is not None:
+                        return self._recorded_reply(address, msg, record.reply)
+        except TimeoutError:
+            raise AskTimeoutError(f"no reply from {address} within {timeout} s") from None
+
+    async def _purge_keys(self) -> None:
+        """Forget idempotency keys older than the retention, now and every hour."""
+        while True:
+            cutoff = self.clock() - self.idempotency_retention_s
+            try:
+                await self._write(Unit(ops=[("DELETE FROM idempotency WHERE at < ?", (cutoff,))]))
+            except SteleError as exc:
+                log.warning("could not purge expired idempotency keys: %s", exc)
+            await anyio.sleep(3600)
+
+    async def _write(self, unit: Unit) -> None:
+        """Commit one unit of the runtime's own bookkeeping."""
+        done: asyncio.Future[Outcome] = self.loop.create_future()
         self.store.submit([unit], lambda outcomes: done.set_result(outcomes[0]))
         error = await done
         if error is not None:
@@ -442,7 +590,8 @@ class Runtime:
     def _take_ingress(self) -> tuple[list[Unit], storage.Done]:
         batch, self._ingress = self._ingress, None
         assert batch is not None
-        return [Unit(inbox=batch.rows, step=batch.top)], functools.partial(self._ingress_done, batch)
+        ops = [(RECORD_KEY, row) for row in batch.keys]
+        return [Unit(inbox=batch.rows, ops=ops, step=batch.top)], functools.partial(self._ingress_done, batch)
 
     def _ingress_done(self, batch: _Ingress, outcomes: list[Outcome]) -> None:
         error = outcomes[0]
@@ -508,6 +657,7 @@ class Runtime:
                     recorded = cell.open_step
                 cell.open_step = None
             cell.busy = True
+            cell.current = msg
             self._inflight += 1
             step = Step(self, cell, msg, recorded)
             if step.run():
@@ -578,6 +728,7 @@ class Runtime:
             msg.waiter.set_exception(user_error)
         delay = cell.retry_delay
         cell.busy = False
+        cell.current = None
         self._inflight -= 1
         if self._closing and self._inflight == 0:
             assert self._idle is not None
@@ -587,6 +738,7 @@ class Runtime:
 
     def _settle(self, cell: Cell) -> None:
         cell.busy = False
+        cell.current = None
         self._inflight -= 1
         if self._closing:
             if self._inflight == 0:
@@ -714,8 +866,21 @@ class Runtime:
                 log.error("inbox message %d to %s is kept but cannot be delivered: %s", row.id, row.target, exc)
                 continue
             cell = self._cell(row.target)
-            cell.mailbox.append(Msg(row.id, info, message, row.type, row.payload, None, True, row.sender))
+            recovered = Msg(row.id, info, message, row.type, row.payload, None, True, row.sender)
+            recovered.idempotency_key = row.idempotency_key
+            cell.mailbox.append(recovered)
             self._make_ready(cell)
+
+
+def _copy_outcome(target: asyncio.Future[Any], source: asyncio.Future[Any]) -> None:
+    if target.done():
+        return
+    if source.cancelled():
+        target.cancel()
+    elif source.exception() is not None:
+        target.set_exception(source.exception())  # type: ignore[arg-type]
+    else:
+        target.set_result(source.result())
 
 
 def _deliver(results: list[tuple[storage.Done, list[Outcome]]]) -> None:

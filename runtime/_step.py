@@ -48,6 +48,9 @@ if TYPE_CHECKING:
 
 _encode = msgspec.msgpack.Encoder().encode
 
+RECORD_KEY = "INSERT OR REPLACE INTO idempotency(key, address, step, reply, at) VALUES (?, ?, ?, ?, ?)"
+"""An idempotency key, with the step it started and (once known) the reply."""
+
 # `ReplyRecord(True, value)` is the hot path's most common payload; it encodes as
 # this fixed prefix followed by the encoded value (checked here, at import).
 _REPLY_OK = b"\x82\xa2ok\xc3\xa5value"
@@ -236,12 +239,14 @@ class Step(Context):
             state_name = self.rt.registry.names[cell.desc.state_type]
             snapshots = [(ident, self.last_seq, state_name, _encode(state), at)]
             self.snapshotted = True
+        key = self.msg.idempotency_key
         return Unit(
             inbox=inbox,
             journal=rows,
             snapshots=snapshots,
             done=[step] if self.msg.inbox else (),
             actor=cell.registration(at),
+            ops=[(RECORD_KEY, (key, cell.address, step, reply, at))] if key is not None else (),
             step=top,
         )
 
@@ -360,7 +365,7 @@ class Step(Context):
                     msg.type_name,
                     msg.payload,
                     None,
-                    None,
+                    msg.idempotency_key,  # so that a recovered step records its reply under it
                     0,
                     msg.sender,
                     rows[0][6],
@@ -369,7 +374,9 @@ class Step(Context):
             if durable_ask
             else ()
         )
+        key = msg.idempotency_key
         unit = Unit(
+            ops=[(RECORD_KEY, (key, cell.address, msg.step, None, rows[-1][6]))] if key and durable_ask else (),
             inbox=inbox,
             journal=rows,
             actor=cell.registration(rows[-1][6]),

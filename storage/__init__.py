@@ -20,7 +20,7 @@ from ._reads import Reads
 from ._replica import ReplicaTarget
 from ._replication import Replication, ReplicationStatus
 from ._restore import RestoreReport, restore
-from ._rows import ActorInfo, Entry, Pending, Snapshot, SnapshotInfo
+from ._rows import ActorInfo, Entry, Idempotent, Pending, Snapshot, SnapshotInfo
 from ._schema import SCHEMA_VERSION
 from ._store import Store
 from ._unit import Unit
@@ -33,6 +33,7 @@ __all__ = (
     "CommitUnknown",
     "Done",
     "Entry",
+    "Idempotent",
     "IntegrityError",
     "Journal",
     "Litestream",

@@ -9,7 +9,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import apsw
 
 from . import _rows
-from ._rows import ActorInfo, Entry, Pending, Snapshot, SnapshotInfo
+from ._rows import ActorInfo, Entry, Idempotent, Pending, Snapshot, SnapshotInfo
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -52,6 +52,10 @@ class Reads(abc.ABC):
         """The newest snapshot of ``actor`` (older than ``before``), with its payload."""
         ident = self._read(_rows.actor_id, actor)
         return self.snapshot_of(ident, actor, before) if ident is not None else None
+
+    def idempotent(self, key: str) -> Idempotent | None:
+        """What an idempotency key was first used for (and an ask's reply), if it was."""
+        return self._read(_rows.idempotent, key)
 
     def meta(self, key: str) -> Any:
         """A value recorded in the journal's meta table (``None`` if absent)."""

@@ -172,6 +172,22 @@ def pending(conn: apsw.Connection) -> list[Pending]:
     ]
 
 
+class Idempotent(msgspec.Struct, frozen=True):
+    """What an idempotency key was first used for, and (for an ask) its reply."""
+
+    key: str
+    address: str
+    step: int
+    reply: bytes | None
+    at: float
+
+
+def idempotent(conn: apsw.Connection, key: str) -> Idempotent | None:
+    """The record of an idempotency key, if it was used."""
+    row = conn.execute("SELECT key, address, step, reply, at FROM idempotency WHERE key = ?", (key,)).fetchone()
+    return Idempotent(*row) if row else None
+
+
 def meta(conn: apsw.Connection, key: str) -> Any:
     """A value from the meta table, or None."""
     row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()

@@ -73,7 +73,21 @@ CREATE TABLE snapshots(
 INSERT INTO meta(key, value) VALUES ('step_hwm', 0);
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1,)
+# Version 2: idempotent ingress. A key accepted once returns its first outcome
+# (for an ask, the same reply) for as long as the runtime's retention keeps it.
+_V2 = """
+CREATE TABLE idempotency(
+    key     TEXT PRIMARY KEY,
+    address TEXT NOT NULL,
+    step    INTEGER NOT NULL,
+    reply   BLOB,
+    at      REAL NOT NULL
+) STRICT, WITHOUT ROWID;
+
+CREATE INDEX idempotency_at ON idempotency(at);
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)
 """MIGRATIONS[i] takes the schema from version i to version i + 1."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -30,10 +30,14 @@ def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return done
 
 
-def request(url: str, body: Any = None, *, raw: bytes | None = None, token: str | None = None) -> tuple[int, Any]:
+def request(
+    url: str, body: Any = None, *, raw: bytes | None = None, token: str | None = None, key: str | None = None
+) -> tuple[int, Any]:
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
     req = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET")
     req.add_header("Content-Type", "application/json")
+    if key:
+        req.add_header("Idempotency-Key", key)
     if token:
         req.add_header("Authorization", f"Bearer {token}")
     try:
@@ -98,6 +102,17 @@ def test_http_ask_tell_and_every_error_code(served: Server, db: str) -> None:
     assert status == 200 and "stele_commits_total" in metrics and "stele_active_actors" in metrics
     status, body = request(f"{base}/status")
     assert status == 200 and body["active_actors"] >= 1
+
+
+def test_idempotent_retries_over_http(served: Server) -> None:
+    url = f"{served.url}/actors/Account/idem/deposit"
+    assert request(url, {"amount": 5}, key="retry-1") == (200, 5)
+    assert request(url, {"amount": 5}, key="retry-1") == (200, 5)  # a retry: the same reply
+    assert request(f"{url}?wait=false", {"amount": 2}, key="tell-1")[0] == 202
+    assert request(f"{url}?wait=false", {"amount": 2}, key="tell-1")[0] == 202
+    assert request(f"{served.url}/actors/Account/idem/balance", {}) == (200, 7)
+    out = cli("ask", "Account/idem", "deposit", '{"amount": 5}', "--url", served.url, "--idempotency-key", "retry-1")
+    assert out.stdout.strip() == "5"
 
 
 def test_concurrent_clients(served: Server) -> None:

@@ -1,0 +1,88 @@
+"""Idempotent ingress: a repeated key returns the first outcome and enqueues nothing."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from actors import HandlerError, MessageValidationError
+from runtime import Runtime
+from storage import Journal
+
+from .models import Account, Deposit, GetBalance, Withdraw
+from .test_recovery import Gate, Work, Worker, wait_for
+
+
+def events(db: str, address: str) -> int:
+    with Journal.open(db) as journal:
+        return len(list(journal.entries(address, kind="event")))
+
+
+async def test_a_repeated_tell_is_accepted_once(db: str) -> None:
+    async with Runtime(db, actors=[Account]) as rt:
+        for _ in range(3):
+            await rt.tell("Account/a", Deposit(5), idempotency_key="pay-1")
+        assert await rt.ask("Account/a", GetBalance()) == 5
+    assert events(db, "Account/a") == 1
+
+
+async def test_a_repeated_ask_gets_the_first_reply_even_after_a_restart(db: str) -> None:
+    async with Runtime(db, actors=[Account]) as rt:
+        assert await rt.ask("Account/a", Deposit(5), idempotency_key="k") == 5
+        assert await rt.ask("Account/a", Deposit(5), idempotency_key="k") == 5
+        assert await rt.ask("Account/a", Deposit(1)) == 6
+    async with Runtime(db, actors=[Account]) as rt:
+        assert await rt.ask("Account/a", Deposit(5), idempotency_key="k") == 5
+        with pytest.raises(HandlerError, match="insufficient funds"):
+            await rt.ask("Account/a", Withdraw(100), idempotency_key="w")
+        with pytest.raises(HandlerError, match="insufficient funds"):  # the same error, not a new attempt
+            await rt.ask("Account/a", Withdraw(100), idempotency_key="w")
+    assert events(db, "Account/a") == 2
+
+
+async def test_concurrent_calls_with_one_key_run_once(db: str) -> None:
+    replies: list[int] = []
+    async with Runtime(db, actors=[Account]) as rt:
+
+        async def call() -> None:
+            replies.append(await rt.ask("Account/a", Deposit(3), idempotency_key="same"))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(10):
+                tg.start_soon(call)
+    assert replies == [3] * 10
+    assert events(db, "Account/a") == 1
+
+
+async def test_keys_expire_after_the_retention(db: str) -> None:
+    now = [1_000_000.0]
+    async with Runtime(db, actors=[Account], clock=lambda: now[0], idempotency_retention_s=60) as rt:
+        await rt.ask("Account/a", Deposit(2), idempotency_key="k")
+        now[0] += 30
+        assert await rt.ask("Account/a", Deposit(2), idempotency_key="k") == 2
+        now[0] += 61
+        assert await rt.ask("Account/a", Deposit(2), idempotency_key="k") == 4  # a new call
+    assert events(db, "Account/a") == 2
+
+
+async def test_a_key_belongs_to_one_address(db: str) -> None:
+    async with Runtime(db, actors=[Account]) as rt:
+        await rt.tell("Account/a", Deposit(1), idempotency_key="k")
+        with pytest.raises(MessageValidationError, match="first used for Account/a"):
+            await rt.tell("Account/b", Deposit(1), idempotency_key="k")
+
+
+async def test_a_retried_ask_waits_for_its_interrupted_step(db: str) -> None:
+    Gate.reset()
+    rt = await Runtime(db, actors=[Worker]).__aenter__()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: rt.ask("Worker/w", Work(1), idempotency_key="job-1"))
+        await wait_for(lambda: len(Gate.calls) == 2)  # durable, first effect journaled, second running
+        await rt.abandon()
+        tg.cancel_scope.cancel()
+    Gate.open.set()
+    async with Runtime(db, actors=[Worker]) as rt2:
+        assert await rt2.ask("Worker/w", Work(1), idempotency_key="job-1", timeout=10) == [1]
+        assert await rt2.ask("Worker/w", Work(1), idempotency_key="job-1", timeout=10) == [1]
+    assert [name for name, _ in Gate.calls].count("first") == 1  # journaled once, never again
+    assert events(db, "Worker/w") == 1
