@@ -5,6 +5,7 @@ from ._context import Context
 from ._errors import (
     ActorSuspendedError,
     AskTimeoutError,
+    BackpressureError,
     CommitUnknownError,
     EffectError,
     HandlerError,
@@ -28,6 +29,7 @@ __all__ = (
     "ActorDefinitionError",
     "ActorSuspendedError",
     "AskTimeoutError",
+    "BackpressureError",
     "CommitUnknownError",
     "Context",
     "EffectError",

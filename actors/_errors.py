@@ -72,6 +72,10 @@ class AskTimeoutError(SteleError, TimeoutError):
     """No reply arrived within the ask's timeout (the message may still be processed)."""
 
 
+class BackpressureError(SteleError):
+    """Too many messages are waiting: nothing was accepted; retry later."""
+
+
 class RuntimeClosedError(SteleError):
     """The runtime is closing or closed and accepts no more messages."""
 

@@ -29,6 +29,7 @@ from actors import (
     Actor,
     ActorSuspendedError,
     AskTimeoutError,
+    BackpressureError,
     HandlerError,
     MessageValidationError,
     ReplicationTimeout,
@@ -90,7 +91,10 @@ class Runtime:
     age of the oldest unreplicated commit at which the monitor asks Litestream
     for a sync (None: leave it to Litestream's timers).
     ``idempotency_retention_s``: how long an idempotency key keeps its first
-    outcome. ``max_active`` bounds the actors kept in memory. ``clock`` and
+    outcome. ``max_mailbox`` and ``max_pending`` bound the messages waiting
+    for one actor and for all: beyond them ``tell`` and ``ask`` fail at once
+    with :class:`BackpressureError` instead of growing without limit.
+    ``max_active`` bounds the actors kept in memory. ``clock`` and
     ``rng`` are injectable for tests; ``grace`` is how long closing waits for
     in-flight steps before leaving them to recovery. ``vfs`` names an APSW VFS
     to open the journal through (fault injection).
@@ -116,6 +120,8 @@ class Runtime:
         litestream_socket: str | None = None,
         replication_nudge_s: float | None = 0.5,
         idempotency_retention_s: float = 24 * 3600.0,
+        max_mailbox: int = 10_000,
+        max_pending: int = 1_000_000,
     ) -> None:
         if durability not in DURABILITIES:
             raise ValueError(f"durability must be one of {DURABILITIES}, not {durability!r}")
@@ -140,6 +146,9 @@ class Runtime:
         self.litestream_socket = litestream_socket
         self.replication_nudge_s = replication_nudge_s
         self.idempotency_retention_s = idempotency_retention_s
+        self.max_mailbox = max_mailbox
+        self.max_pending = max_pending
+        self._pending = 0  # messages accepted and not yet consumed, in every mailbox
         self._keys_in_flight: dict[str, asyncio.Future[Any]] = {}
         self._replication: storage.Replication | None = None
         self.replaying = False
@@ -278,6 +287,7 @@ class Runtime:
             raise RuntimeClosedError(f"runtime on {self.path} is not open")
         prepared = self.prepare(address, msg)
         cell = self._cell(address)
+        self._admit(cell)
         cell.failed = None  # new traffic retries a failed load (once per message)
         batch = self._ingress
         if batch is None:
@@ -308,6 +318,7 @@ class Runtime:
         prepared.inbox = True
         prepared.accepted = batch.future
         cell.mailbox.append(prepared)
+        self._pending += 1
         self._make_ready(cell)
         await batch.future
         if (durability or self.durability) == "replicated":
@@ -346,10 +357,12 @@ class Runtime:
         cell = self._cell(address)
         if cell.suspended:
             raise ActorSuspendedError(address, cell.reason)
+        self._admit(cell)
         cell.failed = None  # new traffic retries a failed load (once per message)
         waiter: asyncio.Future[Any] = self.loop.create_future()
         prepared.waiter = waiter
         cell.mailbox.append(prepared)
+        self._pending += 1
         self._make_ready(cell)
         if timeout is None:
             reply = await waiter
@@ -366,6 +379,17 @@ class Runtime:
         """Durably record operator metadata in the journal (which module serves it, where)."""
         self._check_open()
         await self._write(Unit(ops=[("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))]))
+
+    def _admit(self, cell: Cell) -> None:
+        """Fail fast, writing nothing, when the mailboxes are full (backpressure)."""
+        if len(cell.mailbox) >= self.max_mailbox:
+            raise BackpressureError(
+                f"{cell.address} has {len(cell.mailbox)} messages waiting (max_mailbox={self.max_mailbox}); retry later"
+            )
+        if self._pending >= self.max_pending:
+            raise BackpressureError(
+                f"{self._pending} messages are waiting in all (max_pending={self.max_pending}); retry later"
+            )
 
     # -- idempotent ingress -----------------------------------------------------
 
@@ -601,6 +625,7 @@ class Runtime:
                 msg.dropped = True
                 if msg in cell.mailbox:
                     cell.mailbox.remove(msg)
+                    self._pending -= 1
         if error is not None:
             batch.future.set_exception(translate(error))
         else:
@@ -691,6 +716,7 @@ class Runtime:
                 msg.waiter.set_exception(step.diverged)
             self._settle(cell)
             return
+        self._pending -= 1  # consumed
         cell.next_seq = step.last_seq + 1
         cell.registered = True
         cell.since_snapshot = 0 if step.snapshotted else cell.since_snapshot + (len(step.events) if step.ok else 0)
@@ -701,6 +727,7 @@ class Runtime:
             for target, to in step.sends:
                 target_cell = self._cell(to)
                 target_cell.mailbox.append(target)
+                self._pending += 1
                 self._make_ready(target_cell)
         waiter = msg.waiter
         if waiter is not None and not waiter.done():
@@ -720,10 +747,12 @@ class Runtime:
         user_error = translate(error)
         log.warning("%s: step %d failed to commit: %s", cell.address, msg.step, error)
         if msg.dropped or (isinstance(error, storage.IntegrityError) and "no longer pending" in str(error)):
-            pass  # never accepted, or already processed by an earlier commit that landed: drop it
+            self._pending -= 1  # never accepted, or already processed by a commit that landed: dropped
         elif msg.inbox and not self._closing:
             cell.mailbox.appendleft(msg)
             cell.retry_delay = min(_RETRY_MAX, max(0.05, cell.retry_delay * 2))
+        else:
+            self._pending -= 1  # an ask not yet durable: it fails below
         if msg.waiter is not None and not msg.waiter.done() and not msg.inbox:
             msg.waiter.set_exception(user_error)
         delay = cell.retry_delay
@@ -766,6 +795,7 @@ class Runtime:
         for msg in cell.mailbox:
             if msg.waiter is not None and not msg.waiter.done():
                 msg.waiter.set_exception(error)
+        self._pending -= len(cell.mailbox) - len(keep)
         cell.mailbox.clear()
         cell.mailbox.extend(keep)
 
@@ -869,6 +899,7 @@ class Runtime:
             recovered = Msg(row.id, info, message, row.type, row.payload, None, True, row.sender)
             recovered.idempotency_key = row.idempotency_key
             cell.mailbox.append(recovered)
+            self._pending += 1
             self._make_ready(cell)
 
 

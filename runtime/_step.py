@@ -410,6 +410,7 @@ class Step(Context):
 
     async def tell(self, address: str, msg: msgspec.Struct) -> None:
         target = self.rt.prepare(address, msg, sender=self.cell.address)
+        self.rt._admit(self.rt._cell(address))  # backpressure applies to actors' sends too
         self.sends.append((target, address))
 
 

@@ -1,0 +1,41 @@
+"""Backpressure: beyond the bounds, tell and ask fail fast and write nothing."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from actors import BackpressureError
+from runtime import Runtime
+from storage import Journal
+
+from .conftest import dump
+from .models import Account, Deposit
+from .test_recovery import Gate, Work, Worker, wait_for
+
+
+async def test_a_full_mailbox_refuses_at_once_and_recovers(db: str) -> None:
+    Gate.reset()
+    async with Runtime(db, actors=[Worker, Account], max_mailbox=3, max_pending=5) as rt:
+        await rt.tell("Worker/w", Work(1))  # runs, and blocks in its second effect
+        await wait_for(lambda: len(Gate.calls) == 2)
+        for i in range(2, 5):
+            await rt.tell("Worker/w", Work(i))  # three waiting: the mailbox is full
+        before = dump(db)
+        with pytest.raises(BackpressureError, match=r"Worker/w has 3 messages waiting \(max_mailbox=3\)"):
+            await rt.tell("Worker/w", Work(5))
+        with pytest.raises(BackpressureError, match="max_mailbox=3"):
+            await rt.ask("Worker/w", Work(5))
+        assert dump(db)["inbox"] == before["inbox"]  # nothing written
+        await rt.tell("Account/a", Deposit(1))  # other actors still have room (5 in all)
+        with pytest.raises(BackpressureError, match=r"5 messages are waiting in all \(max_pending=5\)"):
+            await rt.tell("Account/b", Deposit(1))
+        Gate.open.set()
+        await wait_for(lambda: rt._pending == 0)  # drained: room again
+        with anyio.fail_after(10):
+            assert await rt.ask("Worker/w", Work(5)) == [1, 2, 3, 4, 5]
+        assert await rt.ask("Account/b", Deposit(1)) == 1
+        assert rt._pending == 0
+    with Journal.open(db) as journal:
+        assert len(list(journal.entries("Worker/w", kind="event"))) == 5
+        assert journal.pending() == []
