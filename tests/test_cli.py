@@ -176,6 +176,15 @@ def test_replay_command_catches_a_changed_handler(db: str, tmp_path: Path) -> No
     assert "divergence" in done.stdout and "Account/a" in done.stdout
 
 
+def test_two_classes_with_one_type_name_are_refused(db: str, tmp_path: Path) -> None:
+    module = tmp_path / "twins.py"
+    module.write_text(
+        "from actors import Actor\nclass One(Actor):\n    name = 'Twin'\nclass Two(Actor):\n    name = 'Twin'\n"
+    )
+    done = cli("serve", str(module), "--db", db, "--no-replicate", check=False)
+    assert done.returncode == 2 and "two actor classes are named 'Twin'" in done.stderr
+
+
 def test_bad_input_to_the_cli_is_a_clear_error(db: str) -> None:
     done = cli("actors", "--db", "/nonexistent/j.db", check=False)
     assert done.returncode == 2 and "no journal at" in done.stderr
@@ -204,3 +213,25 @@ def test_serve_replicates_by_default_and_restore_rebuilds(db: str, tmp_path: Pat
     target = str(tmp_path / "restored.db")
     out = json.loads(cli("restore", replica, "--to", target, "--module", "tests.models", "--json").stdout)
     assert out["actors"] == 1 and out["rebuilt"] == 1 and out["integrity"] == "ok"
+
+
+def test_history_follow_prints_new_entries(served: Server, db: str) -> None:
+    request(f"{served.url}/actors/Account/f/deposit", {"amount": 1})
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "runtime", "history", "Account/f", "--db", db, "--follow", "--json"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert follower.stdout is not None
+        first = [json.loads(follower.stdout.readline()) for _ in range(3)]
+        assert [e["kind"] for e in first] == ["message", "event", "reply"]
+        request(f"{served.url}/actors/Account/f/deposit", {"amount": 2})
+        later = [json.loads(follower.stdout.readline()) for _ in range(3)]
+        assert later[1]["data"] == {"amount": 2} and later[0]["seq"] == 4
+    finally:
+        follower.kill()
+        follower.wait()
+        if follower.stdout is not None:
+            follower.stdout.close()
