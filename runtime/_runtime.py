@@ -291,9 +291,9 @@ class Runtime:
         cell.failed = None  # new traffic retries a failed load (once per message)
         batch = self._ingress
         if batch is None:
-            loop = self.loop
-            batch = self._ingress = _Ingress(_Shared(loop=loop))
-            loop.call_soon(self._flush_ingress)
+            # No flush of its own: the pump that _make_ready schedules below hands
+            # these rows to the writer together with the steps consuming them.
+            batch = self._ingress = _Ingress(_Shared(loop=self.loop))
         batch.rows.append(
             (
                 prepared.step,
