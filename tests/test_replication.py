@@ -312,7 +312,7 @@ async def test_under_steady_load_the_window_stays_near_the_sync_interval(db: str
             ages.append(status.oldest_at_risk_s)
             await anyio.sleep(0.05)
     # Litestream's 1 s timers plus the monitor's nudge; generous for a loaded CI machine.
-    assert max(ages) < 3.0, ages
+    assert max(ages) < 5.0, ages
     assert sorted(ages)[len(ages) // 2] < 1.5, ages
 
 
