@@ -10,7 +10,6 @@ the writer together, with one callback for the round.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import os
@@ -40,8 +39,8 @@ from storage import Outcome, Store, Unit
 
 from ._cell import Cell, Msg
 from ._errors import translate
+from ._idempotency import IdempotentIngress
 from ._rebuild import Loaded, load
-from ._records import reply_decoder
 from ._registry import Registry
 from ._step import RECORD_KEY, Step
 
@@ -71,7 +70,7 @@ class _Ingress:
         self.top = 0
 
 
-class Runtime:
+class Runtime(IdempotentIngress):
     """Hosts actor classes over the journal at ``path``; an async context manager.
 
     ``durability`` is ``"fsync"`` (``synchronous=FULL``, the default),
@@ -390,110 +389,6 @@ class Runtime:
             raise BackpressureError(
                 f"{self._pending} messages are waiting in all (max_pending={self.max_pending}); retry later"
             )
-
-    # -- idempotent ingress -----------------------------------------------------
-
-    async def _keyed(
-        self,
-        key: str,
-        address: str,
-        msg: msgspec.Struct,
-        timeout: float | None,
-        durability: str | None,
-        tell_timeout: float | None,
-        *,
-        ask: bool = False,
-    ) -> Any:
-        """A call under an idempotency key: the first call's outcome, however often it comes."""
-        pending = self._keys_in_flight.get(key)
-        if pending is not None:  # the same key, concurrently: share the first call
-            return await asyncio.shield(pending)
-        future: asyncio.Future[Any] = self.loop.create_future()
-        self._keys_in_flight[key] = future
-        try:
-            result = await self._first_outcome(key, address, msg, timeout, durability, tell_timeout, ask)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: nobody else may be waiting
-            raise
-        else:
-            future.set_result(result)
-            return result
-        finally:
-            del self._keys_in_flight[key]
-
-    async def _first_outcome(
-        self,
-        key: str,
-        address: str,
-        msg: msgspec.Struct,
-        timeout: float | None,
-        durability: str | None,
-        tell_timeout: float | None,
-        ask: bool,
-    ) -> Any:
-        self.prepare(address, msg)  # bad input fails the same way with or without a key
-        record = await anyio.to_thread.run_sync(self.store.idempotent, key)
-        if record is not None and record.at >= self.clock() - self.idempotency_retention_s:
-            if record.address != address:
-                raise MessageValidationError(
-                    f"idempotency key {key!r} was first used for {record.address}, not {address}"
-                )
-            if not ask:
-                return None
-            if record.reply is not None:
-                return self._recorded_reply(address, msg, record.reply)
-            return await self._wait_for_step(key, address, msg, record.step, timeout)
-        if ask:
-            return await self._ask(address, msg, timeout, durability, key)
-        await self._tell(address, msg, durability, tell_timeout, key)
-        return None
-
-    def _recorded_reply(self, address: str, msg: msgspec.Struct, data: bytes) -> Any:
-        record = reply_decoder.decode(data)
-        if not record.ok:
-            raise HandlerError(address, record.error_type, record.error)
-        desc, _ = self.registry.resolve(address)
-        reply_type = self.registry.handler_for(desc, msg).reply_type
-        return msgspec.msgpack.decode(bytes(record.value), type=reply_type)
-
-    async def _wait_for_step(
-        self, key: str, address: str, msg: msgspec.Struct, step: int, timeout: float | None
-    ) -> Any:
-        """The first call's step is still running (or was interrupted): wait for its reply."""
-        cell = self._cells.get(address)
-        target = None
-        if cell is not None:
-            if cell.current is not None and cell.current.step == step:
-                target = cell.current
-            else:
-                target = next((m for m in cell.mailbox if m.step == step), None)
-        try:
-            with anyio.fail_after(timeout) if timeout is not None else contextlib.nullcontext():
-                if target is not None:
-                    waiter: asyncio.Future[Any] = self.loop.create_future()
-                    if target.waiter is None:
-                        target.waiter = waiter
-                    else:
-                        target.waiter.add_done_callback(functools.partial(_copy_outcome, waiter))
-                    return await waiter
-                while True:  # not in memory: its reply will be recorded under the key
-                    await anyio.sleep(0.05)
-                    record = await anyio.to_thread.run_sync(self.store.idempotent, key)
-                    if record is not None and record.reply is not None:
-                        return self._recorded_reply(address, msg, record.reply)
-        except TimeoutError:
-            raise AskTimeoutError(f"no reply from {address} within {timeout} s") from None
-
-    async def _purge_keys(self) -> None:
-        """Forget idempotency keys older than the retention, now and every hour."""
-        while True:
-            cutoff = self.clock() - self.idempotency_retention_s
-            try:
-                await self._write(Unit(ops=[("DELETE FROM idempotency WHERE at < ?", (cutoff,))]))
-            except SteleError as exc:
-                log.warning("could not purge expired idempotency keys: %s", exc)
-            await anyio.sleep(3600)
 
     async def _write(self, unit: Unit) -> None:
         """Commit one unit of the runtime's own bookkeeping."""
@@ -901,17 +796,6 @@ class Runtime:
             cell.mailbox.append(recovered)
             self._pending += 1
             self._make_ready(cell)
-
-
-def _copy_outcome(target: asyncio.Future[Any], source: asyncio.Future[Any]) -> None:
-    if target.done():
-        return
-    if source.cancelled():
-        target.cancel()
-    elif source.exception() is not None:
-        target.set_exception(source.exception())  # type: ignore[arg-type]
-    else:
-        target.set_result(source.result())
 
 
 def _deliver(results: list[tuple[storage.Done, list[Outcome]]]) -> None:
