@@ -78,8 +78,11 @@ class IdempotentIngress:
         try:
             result = await self._first_outcome(key, address, msg, timeout, durability, tell_timeout, ask)
         except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: nobody else may be waiting
+            if isinstance(exc, asyncio.CancelledError):
+                future.cancel()  # the first caller went away; a concurrent one sees that
+            else:
+                future.set_exception(exc)
+                future.exception()  # retrieved: nobody else may be waiting
             raise
         else:
             future.set_result(result)
