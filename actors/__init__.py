@@ -22,6 +22,7 @@ from ._errors import (
     UndecodableEntryError,
     UnknownActorTypeError,
     UnknownHandlerError,
+    UnknownTimerError,
 )
 
 __all__ = (
@@ -48,6 +49,7 @@ __all__ = (
     "UnknownActorTypeError",
     "UnknownEventError",
     "UnknownHandlerError",
+    "UnknownTimerError",
     "apply",
     "handler",
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import datetime
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar, overload
@@ -62,6 +63,19 @@ class Context(abc.ABC):
     @abc.abstractmethod
     async def tell(self, address: str, msg: msgspec.Struct) -> None:
         """Send ``msg`` to the actor at ``address``; sent exactly once, with this step."""
+
+    @abc.abstractmethod
+    def schedule(self, when: float | datetime.datetime, address: str, msg: msgspec.Struct) -> str:
+        """A durable timer: deliver ``msg`` to ``address`` after ``when`` seconds
+        (from :meth:`now`) or at the datetime ``when``; returns the timer id.
+
+        Committed with this step; fires exactly once, never early, and promptly
+        after downtime. A time in the past is refused.
+        """
+
+    @abc.abstractmethod
+    def cancel(self, timer_id: str) -> None:
+        """Cancel a pending timer (committed with this step); unknown ids are refused."""
 
     @abc.abstractmethod
     def _emit(self, event: msgspec.Struct) -> None:

@@ -72,6 +72,10 @@ class AskTimeoutError(SteleError, TimeoutError):
     """No reply arrived within the ask's timeout (the message may still be processed)."""
 
 
+class UnknownTimerError(SteleError):
+    """No pending timer has that id (it fired, was cancelled, or never existed)."""
+
+
 class BackpressureError(SteleError):
     """Too many messages are waiting: nothing was accepted; retry later."""
 

@@ -20,7 +20,9 @@ class Msg:
 
     __slots__ = (
         "accepted",
+        "cancelled",
         "dropped",
+        "due",
         "handler",
         "idempotency_key",
         "inbox",
@@ -28,6 +30,7 @@ class Msg:
         "payload",
         "sender",
         "step",
+        "timer_id",
         "type_name",
         "waiter",
     )
@@ -57,6 +60,10 @@ class Msg:
         """The tell's inbox commit failed: it was never accepted."""
         self.idempotency_key: str | None = None
         """An ask's key: its reply is recorded under it with the step."""
+        self.due: float | None = None
+        self.timer_id: str | None = None
+        self.cancelled = False
+        """A pending timer cancelled by a step: it must not be delivered."""
 
 
 class Cell:

@@ -44,6 +44,23 @@ class SendRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     step: int
 
 
+class TimerRecord(msgspec.Struct, frozen=True, omit_defaults=True):
+    """kind ``timer``: a message scheduled for later, committed with the step."""
+
+    id: str
+    to: str
+    handler: str
+    body: msgspec.Raw
+    step: int
+    due: float
+
+
+class CancelRecord(msgspec.Struct, frozen=True, omit_defaults=True):
+    """kind ``cancel``: a pending timer cancelled by the step."""
+
+    id: str
+
+
 class ReplyRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     """kind ``reply``: how the step ended; it closes the step."""
 
@@ -57,3 +74,5 @@ message_decoder = msgspec.msgpack.Decoder(MessageRecord)
 effect_decoder = msgspec.msgpack.Decoder(EffectRecord)
 send_decoder = msgspec.msgpack.Decoder(SendRecord)
 reply_decoder = msgspec.msgpack.Decoder(ReplyRecord)
+timer_decoder = msgspec.msgpack.Decoder(TimerRecord)
+cancel_decoder = msgspec.msgpack.Decoder(CancelRecord)

@@ -8,6 +8,7 @@ is how a code change is checked against production history before deploying.
 
 from __future__ import annotations
 
+import datetime
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,7 +21,16 @@ import storage
 from actors import Context, EffectError, NonDeterminismError, SteleError, UnknownEventError
 from actors._actor import ActorDescription
 
-from ._records import NIL, EffectRecord, effect_decoder, message_decoder, reply_decoder, send_decoder
+from ._records import (
+    NIL,
+    EffectRecord,
+    cancel_decoder,
+    effect_decoder,
+    message_decoder,
+    reply_decoder,
+    send_decoder,
+    timer_decoder,
+)
 from ._registry import Registry, type_name
 from ._step import effect_name, return_type
 
@@ -84,6 +94,8 @@ class ReplayContext(Context):
         self._rng = Random(record.seed)
         self.events: list[tuple[str, bytes]] = []
         self.sends: list[tuple[str, str, str, bytes]] = []
+        self.timers: list[tuple[str, str, str, str, bytes, float]] = []
+        self.cancels: list[str] = []
         self.diverged: Divergence | None = None
 
     def _fail(self, position: int, recorded: str, current: str) -> _Diverged:
@@ -124,6 +136,28 @@ class ReplayContext(Context):
         desc, _ = self._registry.resolve(address)
         info = self._registry.handler_for(desc, msg)
         self.sends.append((address, info.name, type_name(type(msg)), _encode(msg)))
+
+    def schedule(self, when: float | datetime.datetime, address: str, msg: msgspec.Struct) -> str:
+        if isinstance(when, datetime.datetime):
+            if when.tzinfo is None:
+                raise ValueError("schedule() wants an aware datetime (with a time zone)")
+            due = when.timestamp()
+        else:
+            due = self._now + float(when)
+        if due < self._now:
+            raise ValueError(f"cannot schedule in the past ({self._now - due:.3f} s ago)")
+        desc, _ = self._registry.resolve(address)
+        info = self._registry.handler_for(desc, msg)
+        timer_id = f"{self._head.actor}/{self._head.step}/t{len(self.timers)}"
+        self.timers.append((timer_id, address, info.name, type_name(type(msg)), _encode(msg), due))
+        return timer_id
+
+    def cancel(self, timer_id: str) -> None:
+        for i, timer in enumerate(self.timers):
+            if timer[0] == timer_id:
+                del self.timers[i]
+                return
+        self.cancels.append(timer_id)  # whether it was pending then, the journal says below
 
     def _emit(self, event: msgspec.Struct) -> None:
         applier = self._desc.appliers.get(type(event))
@@ -266,6 +300,20 @@ def _compare(
             f"sends {[s[:3] for s in recorded_sends]}",
             f"sends {[s[:3] for s in ctx.sends]}",
         )
+    recorded_timers = [
+        (t.id, t.to, t.handler, e.type, bytes(t.body), t.due)
+        for e, t in ((e, timer_decoder.decode(e.data)) for e in step if e.kind == "timer")
+    ]
+    if recorded_timers != ctx.timers:
+        return Divergence(
+            actor,
+            reply_entry.position,
+            f"timers {[t[:4] for t in recorded_timers]}",
+            f"timers {[t[:4] for t in ctx.timers]}",
+        )
+    recorded_cancels = [cancel_decoder.decode(e.data).id for e in step if e.kind == "cancel"]
+    if recorded_cancels != ctx.cancels:
+        return Divergence(actor, reply_entry.position, f"cancels {recorded_cancels}", f"cancels {ctx.cancels}")
     try:
         now_value = _encode(value)
     except (TypeError, msgspec.EncodeError):

@@ -43,6 +43,7 @@ from ._idempotency import IdempotentIngress
 from ._rebuild import Loaded, load
 from ._registry import Registry
 from ._step import RECORD_KEY, Step
+from ._timers import Timers
 
 log = logging.getLogger("stele.runtime")
 
@@ -149,6 +150,7 @@ class Runtime(IdempotentIngress):
         self.max_pending = max_pending
         self._pending = 0  # messages accepted and not yet consumed, in every mailbox
         self._keys_in_flight: dict[str, asyncio.Future[Any]] = {}
+        self.timers = Timers(self)
         self._replication: storage.Replication | None = None
         self.replaying = False
         self._store: Store | None = None
@@ -209,6 +211,7 @@ class Runtime(IdempotentIngress):
         self._idle = asyncio.Event()
         self._open = True
         self.spawn(self._purge_keys)
+        self.spawn(self.timers.run)
         self._recover(pending)
         return self
 
@@ -623,6 +626,14 @@ class Runtime(IdempotentIngress):
                 target_cell = self._cell(to)
                 target_cell.mailbox.append(target)
                 self._pending += 1
+            for target, to in step.timers:
+                self.timers.add(to, target)
+            for cancelled in step.cancels:
+                assert cancelled.timer_id is not None
+                self.timers.forget(cancelled.timer_id)
+        else:
+            for cancelled in step.cancels:
+                cancelled.cancelled = False  # the step kept nothing: the timer stands
                 self._make_ready(target_cell)
         waiter = msg.waiter
         if waiter is not None and not waiter.done():
@@ -639,6 +650,8 @@ class Runtime(IdempotentIngress):
         """A step could not be journaled: rebuild the actor and retry a durable message."""
         cell, msg = step.cell, step.msg
         self._unload(cell)  # memory may be ahead of the journal; reload the truth
+        for cancelled in step.cancels:
+            cancelled.cancelled = False  # nothing was committed: the timer stands
         user_error = translate(error)
         log.warning("%s: step %d failed to commit: %s", cell.address, msg.step, error)
         if msg.dropped or (isinstance(error, storage.IntegrityError) and "no longer pending" in str(error)):
@@ -790,12 +803,25 @@ class Runtime(IdempotentIngress):
             except (SteleError, storage.StorageError) as exc:
                 log.error("inbox message %d to %s is kept but cannot be delivered: %s", row.id, row.target, exc)
                 continue
-            cell = self._cell(row.target)
             recovered = Msg(row.id, info, message, row.type, row.payload, None, True, row.sender)
-            recovered.idempotency_key = row.idempotency_key
+            key = row.idempotency_key
+            if key is not None and key.startswith("timer:"):
+                recovered.timer_id, recovered.due = key.removeprefix("timer:"), row.due
+                # Due during downtime: delivered at once by the timer task.
+                self.timers.add(row.target, recovered)
+                continue
+            recovered.idempotency_key = key
+            cell = self._cell(row.target)
             cell.mailbox.append(recovered)
             self._pending += 1
             self._make_ready(cell)
+
+    def _deliver_timer(self, address: str, msg: Msg) -> None:
+        """A timer fell due: into its actor's mailbox (it stays in the inbox until consumed)."""
+        cell = self._cell(address)
+        cell.mailbox.append(msg)
+        self._pending += 1
+        self._make_ready(cell)
 
 
 def _deliver(results: list[tuple[storage.Done, list[Outcome]]]) -> None:

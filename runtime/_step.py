@@ -10,6 +10,7 @@ step id, seed, time and journaled effect results.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import functools
 import inspect
 import typing
@@ -28,6 +29,7 @@ from actors import (
     NonDeterminismError,
     SteleError,
     UnknownEventError,
+    UnknownTimerError,
 )
 from storage import Entry, Outcome, Unit
 
@@ -35,10 +37,12 @@ from ._cell import Cell, Msg
 from ._drive import Resume
 from ._records import (
     NIL,
+    CancelRecord,
     EffectRecord,
     MessageRecord,
     ReplyRecord,
     SendRecord,
+    TimerRecord,
     effect_decoder,
     message_decoder,
 )
@@ -49,6 +53,7 @@ if TYPE_CHECKING:
 _encode = msgspec.msgpack.Encoder().encode
 
 RECORD_KEY = "INSERT OR REPLACE INTO idempotency(key, address, step, reply, at) VALUES (?, ?, ?, ?, ?)"
+CANCEL_TIMER = "DELETE FROM inbox WHERE idempotency_key = ?"
 """An idempotency key, with the step it started and (once known) the reply."""
 
 # `ReplyRecord(True, value)` is the hot path's most common payload; it encodes as
@@ -78,6 +83,7 @@ class Step(Context):
         "_seed",
         "_seq",
         "broken",
+        "cancels",
         "cell",
         "diverged",
         "durable",
@@ -91,6 +97,7 @@ class Step(Context):
         "rt",
         "sends",
         "snapshotted",
+        "timers",
         "value",
     )
 
@@ -100,6 +107,8 @@ class Step(Context):
         self.msg = msg
         self.events: list[tuple[str, bytes]] = []
         self.sends: list[tuple[Msg, str]] = []
+        self.timers: list[tuple[Msg, str]] = []
+        self.cancels: list[Msg] = []
         self.effect_index = 0
         self.ok = True
         self.value: Any = None
@@ -229,6 +238,32 @@ class Step(Context):
                 )
                 top = max(top, target.step)
                 seq += 1
+            for target, to in self.timers:
+                assert target.timer_id is not None and target.due is not None
+                timer = TimerRecord(
+                    target.timer_id, to, target.handler.name, msgspec.Raw(target.payload), target.step, target.due
+                )
+                rows.append((ident, seq, step, "timer", target.type_name, _encode(timer), at))
+                inbox.append(
+                    (
+                        target.step,
+                        to,
+                        target.handler.name,
+                        target.type_name,
+                        target.payload,
+                        target.due,
+                        "timer:" + target.timer_id,
+                        0,
+                        cell.address,
+                        at,
+                    )
+                )
+                top = max(top, target.step)
+                seq += 1
+            for cancelled in self.cancels:
+                assert cancelled.timer_id is not None
+                rows.append((ident, seq, step, "cancel", "timer", _encode(CancelRecord(cancelled.timer_id)), at))
+                seq += 1
         reply_type = "error" if not self.ok else type(self.value).__qualname__
         rows.append((ident, self._seq + len(rows), step, "reply", reply_type, reply, at))
         self.last_seq = self._seq + len(rows) - 1
@@ -240,13 +275,16 @@ class Step(Context):
             snapshots = [(ident, self.last_seq, state_name, _encode(state), at)]
             self.snapshotted = True
         key = self.msg.idempotency_key
+        ops: list[tuple[str, tuple[Any, ...]]] = [(RECORD_KEY, (key, cell.address, step, reply, at))] if key else []
+        if self.ok:
+            ops += [(CANCEL_TIMER, ("timer:" + str(m.timer_id),)) for m in self.cancels]
         return Unit(
             inbox=inbox,
             journal=rows,
             snapshots=snapshots,
             done=[step] if self.msg.inbox else (),
             actor=cell.registration(at),
-            ops=[(RECORD_KEY, (key, cell.address, step, reply, at))] if key is not None else (),
+            ops=ops,
             step=top,
         )
 
@@ -407,6 +445,33 @@ class Step(Context):
     @property
     def idempotency_key(self) -> str:
         return f"{self.cell.address}/{self.msg.step}/{self.effect_index}"
+
+    def schedule(self, when: float | datetime.datetime, address: str, msg: msgspec.Struct) -> str:
+        if isinstance(when, datetime.datetime):
+            if when.tzinfo is None:
+                raise ValueError("schedule() wants an aware datetime (with a time zone)")
+            due = when.timestamp()
+        else:
+            due = self._now + float(when)
+        if due < self._now:
+            raise ValueError(f"cannot schedule in the past ({self._now - due:.3f} s ago)")
+        target = self.rt.prepare(address, msg, sender=self.cell.address)
+        target.due = due
+        target.timer_id = f"{self.cell.address}/{self.msg.step}/t{len(self.timers)}"
+        target.inbox = True
+        self.timers.append((target, address))
+        return target.timer_id
+
+    def cancel(self, timer_id: str) -> None:
+        for i, (target, _) in enumerate(self.timers):
+            if target.timer_id == timer_id:  # scheduled by this very step: just drop it
+                del self.timers[i]
+                return
+        pending = self.rt.timers.get(timer_id)
+        if pending is None:
+            raise UnknownTimerError(f"no pending timer {timer_id!r} (it fired, was cancelled, or never existed)")
+        pending.cancelled = True  # not delivered meanwhile; undone if this step keeps nothing
+        self.cancels.append(pending)
 
     async def tell(self, address: str, msg: msgspec.Struct) -> None:
         target = self.rt.prepare(address, msg, sender=self.cell.address)

@@ -1,0 +1,157 @@
+"""Durable timers: exactly once, never early, promptly after downtime; a virtual
+clock runs an hour of them in milliseconds."""
+
+from __future__ import annotations
+
+import datetime
+
+import anyio
+import msgspec
+import pytest
+
+from actors import Actor, HandlerError, UnknownTimerError, apply, handler
+from runtime import Registry, Runtime, VirtualClock, replay
+from storage import Journal
+
+from .conftest import dump
+
+
+class Remind(msgspec.Struct):
+    after: float
+    note: str
+
+
+class Fire(msgspec.Struct):
+    note: str
+    due: float
+
+
+class Fired(msgspec.Struct):
+    note: str
+    due: float
+    at: float
+
+
+class Cancel(msgspec.Struct):
+    timer_id: str
+
+
+class Alarm(Actor):
+    class State(msgspec.Struct):
+        fired: list[tuple[str, float, float]] = msgspec.field(default_factory=list)
+        timers: list[str] = msgspec.field(default_factory=list)
+
+    state: State
+
+    @handler
+    async def remind(self, msg: Remind) -> str:
+        due = self.ctx.now() + msg.after
+        return self.ctx.schedule(msg.after, self.address, Fire(msg.note, due))
+
+    @handler
+    async def fire(self, msg: Fire) -> None:
+        self.emit(Fired(msg.note, msg.due, self.ctx.now()))
+
+    @handler
+    async def cancel(self, msg: Cancel) -> None:
+        self.ctx.cancel(msg.timer_id)
+
+    @apply
+    def _fired(self, ev: Fired) -> None:
+        self.state.fired.append((ev.note, ev.due, ev.at))
+
+
+def fired(db: str, address: str = "Alarm/a") -> list[tuple[str, float, float]]:
+    with Journal.open(db) as journal:
+        return [
+            (e.decoded()["note"], e.decoded()["due"], e.decoded()["at"]) for e in journal.entries(address, kind="event")
+        ]
+
+
+async def settle(clock: VirtualClock, seconds: float, step: float) -> None:
+    for _ in range(int(seconds / step)):
+        clock.advance(step)
+        await anyio.sleep(0.001)
+
+
+async def test_an_hour_of_timers_fire_exactly_once_and_never_early(db: str) -> None:
+    clock = VirtualClock()
+    async with Runtime(db, actors=[Alarm], clock=clock) as rt:
+        for i in range(60):
+            await rt.ask("Alarm/a", Remind(after=60.0 * i + 7, note=f"n{i}"))
+        await settle(clock, 3700, 10)
+        await anyio.sleep(0.05)
+    history = fired(db)
+    assert sorted(note for note, _, _ in history) == sorted(f"n{i}" for i in range(60))
+    assert all(at >= due for _, due, at in history)  # never early
+    assert all(at - due <= 10.0 for _, due, at in history)  # late by at most one clock step
+
+
+async def test_a_timer_due_during_downtime_fires_promptly_at_start(db: str) -> None:
+    clock = VirtualClock()
+    async with Runtime(db, actors=[Alarm], clock=clock) as rt:
+        await rt.ask("Alarm/a", Remind(after=60, note="later"))
+    clock.advance(3600)  # the runtime is down for an hour
+    async with Runtime(db, actors=[Alarm], clock=clock):
+        with anyio.fail_after(5):
+            while not fired(db):
+                await anyio.sleep(0.01)
+    ((note, due, at),) = fired(db)
+    assert note == "later" and at >= due
+
+
+async def test_a_cancelled_timer_never_fires_and_unknown_ids_are_refused(db: str) -> None:
+    clock = VirtualClock()
+    async with Runtime(db, actors=[Alarm], clock=clock) as rt:
+        keep = await rt.ask("Alarm/a", Remind(after=30, note="keep"))
+        drop = await rt.ask("Alarm/a", Remind(after=30, note="drop"))
+        await rt.ask("Alarm/a", Cancel(drop))
+        before = dump(db)
+        with pytest.raises(HandlerError, match="no pending timer 'nope'"):
+            await rt.ask("Alarm/a", Cancel("nope"))
+        with pytest.raises(HandlerError, match="no pending timer"):
+            await rt.ask("Alarm/a", Cancel(drop))  # already cancelled
+        assert dump(db)["inbox"] == before["inbox"]
+        await settle(clock, 60, 5)
+        await anyio.sleep(0.05)
+        assert keep != drop
+    assert [note for note, _, _ in fired(db)] == ["keep"]
+    with Journal.open(db) as journal:
+        assert journal.pending() == []
+
+
+class Bad(msgspec.Struct):
+    pass
+
+
+class PastAlarm(Alarm):
+    name = "Past"
+
+    @handler
+    async def bad(self, msg: Bad) -> None:
+        self.ctx.schedule(datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC), self.address, Fire("x", 0.0))
+
+
+async def test_scheduling_in_the_past_is_refused(db: str) -> None:
+    async with Runtime(db, actors=[PastAlarm], clock=VirtualClock()) as rt:
+        with pytest.raises(HandlerError, match="cannot schedule in the past"):
+            await rt.ask("Past/p", Remind(after=-1, note="x"))
+        with pytest.raises(HandlerError, match="cannot schedule in the past"):
+            await rt.ask("Past/p", Bad())
+        with pytest.raises(UnknownTimerError):
+            raise UnknownTimerError("checked by name")
+    with Journal.open(db) as journal:
+        assert journal.pending() == []
+
+
+async def test_timers_replay(db: str) -> None:
+    clock = VirtualClock()
+    async with Runtime(db, actors=[Alarm], clock=clock) as rt:
+        await rt.ask("Alarm/a", Remind(after=5, note="one"))
+        drop = await rt.ask("Alarm/a", Remind(after=50, note="two"))
+        await rt.ask("Alarm/a", Cancel(drop))
+        await settle(clock, 10, 1)
+        await anyio.sleep(0.05)
+    with Journal.open(db) as journal:
+        report = replay(journal, Registry([Alarm]))
+    assert report.ok, report.divergences
