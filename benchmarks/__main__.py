@@ -30,7 +30,7 @@ from actors._actor import describe
 from runtime import Registry, Runtime, load
 from storage import Journal
 
-from . import _http, _model, _replication
+from . import _http, _model, _replication, _timers
 from ._model import Counter, Inc, Progress, synthesize
 
 ROOT = Path(__file__).parent
@@ -183,7 +183,7 @@ def startup(workdir: Path, quick: bool) -> Result:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="a,b,c,d,e,f,g,h", help="comma-separated scenarios (a-h)")
+    parser.add_argument("--only", default="a,b,c,d,e,f,g,h,i", help="comma-separated scenarios (a-i)")
     parser.add_argument("--dir", default=str(ROOT / "results" / "work"), help="where journal files go")
     parser.add_argument("--quick", action="store_true", help="smaller (e) and (f), for a smoke run")
     args = parser.parse_args()
@@ -200,6 +200,7 @@ def main() -> None:
         "f": lambda: startup(workdir, args.quick),
         # (g) replication: paced at fractions of this run's (b) tell rate
         "g": lambda: _replication.run(workdir, results.get("b", {}).get("messages_per_s", 20_000.0), args.quick),
+        "i": lambda: anyio.run(_timers.timers, workdir),
         "h": lambda: {
             "http": _http.http_asks(workdir),
             "inspect": _http.inspection(workdir, 100_000 if args.quick else 1_000_000),
@@ -276,6 +277,12 @@ def report(r: Result) -> None:
         i = r["h"]["inspect"]
         rows.append((f"(h) history page, {i['events']:,}-event actor, ms", i["history_page_ms"], "", "≤ 100 ms"))
         rows.append((f"(h) state --at, {i['events']:,}-event actor, ms", i["state_at_ms"], "", "≤ 100 ms"))
+    if "i" in r:
+        t = r["i"]
+        rows.append((f"(i) timers scheduled/s, {t['timers']:,}", t["scheduled_per_s"], "", ""))
+        rows.append(
+            (f"(i) timers fired/s, {t['timers']:,}", t["fired_per_s"], f"{t['early']} early", "≥ 20,000, none early")
+        )
     width = max(len(row[0]) for row in rows)
     print(f"\n{'scenario':<{width}}  {'figure':>14}  {'ratio / detail':<28} target")
     for name, value, ratio, target in rows:

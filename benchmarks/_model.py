@@ -122,3 +122,55 @@ def _flush(
     rows.clear()
     snaps.clear()
     registry.clear()
+
+
+class Arm(msgspec.Struct):
+    count: int
+    spread: float
+
+
+class Tick(msgspec.Struct):
+    due: float
+
+
+class Ticked(msgspec.Struct):
+    late: float
+
+
+class Timed:
+    """Side channel for the timer benchmark: fired count and early firings."""
+
+    fired = 0
+    early = 0
+    target = -1
+    reached: Any = None
+
+
+class Alarm(Actor):
+    """Schedules timers on request; each fired timer is one step with one event."""
+
+    class State(msgspec.Struct):
+        fired: int = 0
+
+    state: State
+
+    @handler
+    async def arm(self, msg: Arm) -> int:
+        now = self.ctx.now()
+        for i in range(msg.count):
+            delay = msg.spread * i / max(msg.count - 1, 1)
+            self.ctx.schedule(delay, self.address, Tick(now + delay))
+        return msg.count
+
+    @handler
+    async def tick(self, msg: Tick) -> None:
+        if self.ctx.now() < msg.due:
+            Timed.early += 1
+        self.emit(Ticked(self.ctx.now() - msg.due))
+        Timed.fired += 1
+        if Timed.fired == Timed.target and Timed.reached is not None:
+            Timed.reached.set()
+
+    @apply
+    def _ticked(self, ev: Ticked) -> None:
+        self.state.fired += 1

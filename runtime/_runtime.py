@@ -377,6 +377,28 @@ class Runtime(IdempotentIngress):
             await self._replicated(timeout)
         return reply
 
+    async def resume(self, address: str) -> None:
+        """Resume an actor suspended after non-determinism, once its code is fixed.
+
+        Its kept messages are delivered again; the interrupted step re-runs
+        against its journal (and is suspended again if it still diverges).
+        """
+        self._check_open()
+        self.registry.resolve(address)
+        info = await anyio.to_thread.run_sync(self.store.actor, address)
+        cell = self._cells.get(address)
+        if (info is None or info.status != "suspended") and not (cell is not None and cell.suspended):
+            raise SteleError(f"{address} is not suspended")
+        await self._write(
+            Unit(ops=[("UPDATE actors SET status = 'active', reason = NULL WHERE address = ?", (address,))])
+        )
+        cell = self._cell(address)
+        cell.suspended = False
+        cell.reason = ""
+        if not cell.busy and not cell.loading:
+            self._unload(cell)  # reload: the open step is read from the journal again
+        self._make_ready(cell)
+
     async def annotate(self, key: str, value: str | int | float | None) -> None:
         """Durably record operator metadata in the journal (which module serves it, where)."""
         self._check_open()

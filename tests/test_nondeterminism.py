@@ -6,7 +6,7 @@ import anyio
 import msgspec
 import pytest
 
-from actors import Actor, ActorSuspendedError, NonDeterminismError, handler
+from actors import Actor, ActorSuspendedError, NonDeterminismError, SteleError, handler
 from runtime import Runtime
 from storage import Journal
 
@@ -108,3 +108,26 @@ async def test_the_unchanged_handler_resumes_from_its_journal(db: str) -> None:
 def test_non_determinism_error_names_actor_position_recorded_and_current() -> None:
     error = NonDeterminismError("Agent/a", 7, "effect #0 x", "effect #0 y")
     assert all(part in str(error) for part in ("Agent/a", "position 7", "recorded effect #0 x", "effect #0 y"))
+
+
+async def test_a_suspended_actor_resumes_after_a_code_fix(db: str) -> None:
+    await crash_mid_step(db)
+    Blocker.release.set()
+    async with Runtime(db, actors=[AgentV2, Account]) as rt:
+        with anyio.fail_after(5):
+            while Journal.open(db).actor("Agent/a").status != "suspended":  # type: ignore[union-attr]
+                await anyio.sleep(0.005)
+        await rt.tell("Agent/a", Plan("later"))
+    async with Runtime(db, actors=[AgentV1, Account]) as rt:  # the fixed code
+        with pytest.raises(ActorSuspendedError):  # still suspended: a person decides
+            await rt.ask("Agent/a", Plan("x"))
+        await rt.resume("Agent/a")
+        assert await rt.ask("Agent/a", Plan("now"), timeout=10) == "RESULTS FOR NOW"
+        with pytest.raises(SteleError, match="is not suspended"):
+            await rt.resume("Agent/a")
+    with Journal.open(db) as journal:
+        info = journal.actor("Agent/a")
+        assert info is not None and info.status == "active" and info.reason is None
+        replies = [e.decoded()["value"] for e in journal.entries("Agent/a", kind="reply")]
+        assert replies == ["RESULTS FOR LLAMAS", "RESULTS FOR LATER", "RESULTS FOR NOW"]
+        assert journal.pending() == []
