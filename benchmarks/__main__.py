@@ -30,7 +30,7 @@ from actors._actor import describe
 from runtime import Registry, Runtime, load
 from storage import Journal
 
-from . import _http, _model, _replication, _timers
+from . import _effects, _http, _model, _replication, _timers
 from ._model import Counter, Inc, Progress, synthesize
 
 ROOT = Path(__file__).parent
@@ -183,7 +183,7 @@ def startup(workdir: Path, quick: bool) -> Result:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="a,b,c,d,e,f,g,h,i", help="comma-separated scenarios (a-i)")
+    parser.add_argument("--only", default="a,b,c,d,e,f,g,h,i,j", help="comma-separated scenarios (a-j)")
     parser.add_argument("--dir", default=str(ROOT / "results" / "work"), help="where journal files go")
     parser.add_argument("--quick", action="store_true", help="smaller (e) and (f), for a smoke run")
     args = parser.parse_args()
@@ -201,6 +201,7 @@ def main() -> None:
         # (g) replication: paced at fractions of this run's (b) tell rate
         "g": lambda: _replication.run(workdir, results.get("b", {}).get("messages_per_s", 20_000.0), args.quick),
         "i": lambda: anyio.run(_timers.timers, workdir),
+        "j": lambda: anyio.run(_effects.effects, workdir),
         "h": lambda: {
             "http": _http.http_asks(workdir),
             "inspect": _http.inspection(workdir, 100_000 if args.quick else 1_000_000),
@@ -283,6 +284,10 @@ def report(r: Result) -> None:
         rows.append(
             (f"(i) timers fired/s, {t['timers']:,}", t["fired_per_s"], f"{t['early']} early", "≥ 20,000, none early")
         )
+    if "j" in r:
+        j = r["j"]
+        ratio = j["effects_per_s"] / a["rows_per_s"]
+        rows.append(("(j) effects/s, 100 actors x chains of 10", j["effects_per_s"], f"{ratio:.3f} x rows/s", "≥ 0.03"))
     width = max(len(row[0]) for row in rows)
     print(f"\n{'scenario':<{width}}  {'figure':>14}  {'ratio / detail':<28} target")
     for name, value, ratio, target in rows:

@@ -174,3 +174,23 @@ class Alarm(Actor):
     @apply
     def _ticked(self, ev: Ticked) -> None:
         self.state.fired += 1
+
+
+class Chain(msgspec.Struct):
+    length: int
+
+
+async def tool(i: int) -> int:
+    """An async effect that returns at once: the benchmark measures journaling, not the tool."""
+    return i * 2
+
+
+class Chainer(Actor):
+    """Runs a chain of effects per message."""
+
+    @handler
+    async def chain(self, msg: Chain) -> int:
+        total = 0
+        for i in range(msg.length):
+            total += await self.ctx.effect(tool, i)
+        return total
