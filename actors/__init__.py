@@ -24,6 +24,7 @@ from ._errors import (
     UnknownHandlerError,
     UnknownTimerError,
 )
+from ._retry import Retry
 
 __all__ = (
     "Actor",
@@ -43,6 +44,7 @@ __all__ = (
     "NonDeterminismError",
     "ReplicationError",
     "ReplicationTimeout",
+    "Retry",
     "RuntimeClosedError",
     "SteleError",
     "UndecodableEntryError",

@@ -6,12 +6,13 @@ import abc
 import datetime
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import Any, TypeVar, overload
 
 import msgspec
 
+from ._retry import Retry
+
 T = TypeVar("T")
-P = ParamSpec("P")
 
 
 class Context(abc.ABC):
@@ -23,20 +24,50 @@ class Context(abc.ABC):
 
     __slots__ = ()
 
+    # Typed without ParamSpec: ``retry`` and ``timeout`` are keyword arguments of
+    # ``effect`` itself, which PEP 612 cannot express beside ``fn``'s own.
     @overload
-    async def effect(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T: ...
+    async def effect(
+        self,
+        fn: Callable[..., Awaitable[T]],
+        /,
+        *args: Any,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> T: ...
 
     @overload
-    async def effect(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T: ...
+    async def effect(
+        self,
+        fn: Callable[..., T],
+        /,
+        *args: Any,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> T: ...
 
     @abc.abstractmethod
-    async def effect(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    async def effect(
+        self,
+        fn: Callable[..., Any],
+        /,
+        *args: Any,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Any:
         """Run ``fn(*args, **kwargs)`` once and journal its result or error.
 
         ``fn`` may be sync (it runs in a worker thread) or async. On replay the
         journaled result comes back (or the journaled error is raised as
         :class:`EffectError`) without calling ``fn``. The result is decoded as
         ``fn``'s return annotation, live and on replay alike.
+
+        ``retry=Retry(...)`` retries failed attempts with a journaled, durable
+        backoff; ``timeout`` bounds each attempt (seconds). Both names are
+        reserved: they are not passed to ``fn``.
         """
 
     @abc.abstractmethod

@@ -33,6 +33,9 @@ class EffectRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     error: str = ""
     started: float = 0.0
     finished: float = 0.0
+    attempt: int = 1
+    retry_at: float = 0.0
+    """kind ``attempt`` only: when the next attempt is due (durable backoff)."""
 
 
 class SendRecord(msgspec.Struct, frozen=True, omit_defaults=True):

@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 
 import storage
-from actors import Context, EffectError, NonDeterminismError, SteleError, UnknownEventError
+from actors import Context, EffectError, NonDeterminismError, Retry, SteleError, UnknownEventError
 from actors._actor import ActorDescription
 
 from ._records import (
@@ -102,7 +102,15 @@ class ReplayContext(Context):
         self.diverged = Divergence(self._head.actor, position, recorded, current)
         return _Diverged(self.diverged)
 
-    async def effect(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    async def effect(
+        self,
+        fn: Callable[..., Any],
+        /,
+        *args: Any,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Any:
         index = self._index
         self._index += 1
         name = effect_name(fn)

@@ -10,6 +10,7 @@ step id, seed, time and journaled effect results.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import functools
 import inspect
@@ -27,6 +28,7 @@ from actors import (
     EffectError,
     MessageValidationError,
     NonDeterminismError,
+    Retry,
     SteleError,
     UnknownEventError,
     UnknownTimerError,
@@ -51,6 +53,7 @@ if TYPE_CHECKING:
     from ._runtime import Runtime
 
 _encode = msgspec.msgpack.Encoder().encode
+_ONCE = Retry(max_attempts=1)
 
 RECORD_KEY = "INSERT OR REPLACE INTO idempotency(key, address, step, reply, at) VALUES (?, ?, ?, ?, ?)"
 CANCEL_TIMER = "DELETE FROM inbox WHERE idempotency_key = ?"
@@ -77,6 +80,7 @@ class Step(Context):
     """Runs one message through its handler and builds the unit that commits it."""
 
     __slots__ = (
+        "_attempts",
         "_now",
         "_recorded",
         "_rng",
@@ -121,12 +125,17 @@ class Step(Context):
         self.snapshotted = False
         self._rng: Random | None = None
         self._recorded: list[tuple[Entry, EffectRecord]] = []
+        self._attempts: dict[int, list[EffectRecord]] = {}
         if recorded:
             head = message_decoder.decode(recorded[0].data)
             self._seed: int = head.seed
             self._now: float = head.now
             self.durable = True
             self._recorded = [(e, effect_decoder.decode(e.data)) for e in recorded[1:] if e.kind == "effect"]
+            for e in recorded[1:]:
+                if e.kind == "attempt":
+                    failed = effect_decoder.decode(e.data)
+                    self._attempts.setdefault(failed.index, []).append(failed)
             self._seq = recorded[-1].seq + 1
         else:
             self._seed = rt.rng.getrandbits(63)
@@ -329,7 +338,15 @@ class Step(Context):
             raise
         self.events.append((name, data))
 
-    async def effect(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    async def effect(
+        self,
+        fn: Callable[..., Any],
+        /,
+        *args: Any,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Any:
         index = self.effect_index
         self.effect_index += 1
         name = effect_name(fn)
@@ -348,26 +365,67 @@ class Step(Context):
                     raise Abort(exc) from None
             await self._append([self._message_row(self.rt.clock())], durable_ask=not self.msg.inbox)
             self.durable = True
-        started = self.rt.clock()
-        try:
-            if inspect.iscoroutinefunction(fn):
-                value = await fn(*args, **kwargs)
-            else:
-                value = await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
-        except Exception as exc:
-            record = EffectRecord(index, False, NIL, _error_type(exc), str(exc), started=started)
-        else:
-            try:
-                record = EffectRecord(index, True, msgspec.Raw(_encode(value)), started=started)
-            except (TypeError, msgspec.EncodeError) as exc:
-                problem = f"the result of effect {name} cannot be journaled: {exc}"
-                record = EffectRecord(index, False, NIL, "TypeError", problem, started=started)
-        record = msgspec.structs.replace(record, finished=self.rt.clock())
-        await self._append(
-            [(self.cell.actor_id, self._seq, self.msg.step, "effect", name, _encode(record), record.finished)]
-        )
+        policy = retry or _ONCE
+        earlier = self._attempts.get(index, [])
+        attempt = len(earlier) + 1
+        if earlier:  # resumed during a backoff: the count goes on, the wait is not shortened
+            await self._sleep_until(earlier[-1].retry_at)
+        while True:
+            record = await self._attempt(fn, args, kwargs, index, name, timeout, attempt)
+            if record.ok or attempt >= policy.max_attempts:
+                break
+            unit = Random(hash((self._seed, index, attempt))).random()  # replay never draws it
+            retry_at = record.finished + policy.delay(attempt, unit)
+            record = msgspec.structs.replace(record, retry_at=retry_at)
+            await self._append([self._effect_row("attempt", name, record)])
+            await self._sleep_until(retry_at)
+            attempt += 1
+        await self._append([self._effect_row("effect", name, record)])
         self._now = max(self._now, record.finished)
         return self._outcome(record, fn, -1, name)
+
+    async def _attempt(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        index: int,
+        name: str,
+        timeout: float | None,
+        attempt: int,
+    ) -> EffectRecord:
+        """Run ``fn`` once; its outcome as a record (nothing journaled yet)."""
+        started = self.rt.clock()
+        try:
+            with anyio.fail_after(timeout) if timeout is not None else contextlib.nullcontext():
+                if inspect.iscoroutinefunction(fn):
+                    value = await fn(*args, **kwargs)
+                else:
+                    # A thread cannot be stopped: on timeout it is left to finish alone.
+                    call = functools.partial(fn, *args, **kwargs)
+                    value = await anyio.to_thread.run_sync(call, abandon_on_cancel=timeout is not None)
+        except TimeoutError:
+            record = EffectRecord(index, False, NIL, "TimeoutError", f"effect {name} took longer than {timeout} s")
+        except Exception as exc:
+            record = EffectRecord(index, False, NIL, _error_type(exc), str(exc))
+        else:
+            try:
+                record = EffectRecord(index, True, msgspec.Raw(_encode(value)))
+            except (TypeError, msgspec.EncodeError) as exc:
+                problem = f"the result of effect {name} cannot be journaled: {exc}"
+                record = EffectRecord(index, False, NIL, "TypeError", problem)
+        return msgspec.structs.replace(record, started=started, finished=self.rt.clock(), attempt=attempt)
+
+    def _effect_row(self, kind: str, name: str, record: EffectRecord) -> tuple[Any, ...]:
+        return (self.cell.actor_id, self._seq, self.msg.step, kind, name, _encode(record), record.finished)
+
+    async def _sleep_until(self, when: float) -> None:
+        clock = self.rt.clock
+        sleep_until = getattr(clock, "sleep_until", None)
+        if sleep_until is not None:
+            await sleep_until(when, asyncio.Event())
+        elif when > clock():
+            await anyio.sleep(when - clock())
 
     def _replayed(self, index: int, name: str, fn: Callable[..., Any]) -> Any:
         entry, record = self._recorded[index]
