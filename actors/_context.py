@@ -96,6 +96,15 @@ class Context(abc.ABC):
         """Send ``msg`` to the actor at ``address``; sent exactly once, with this step."""
 
     @abc.abstractmethod
+    async def promise(self, name: str, *, timeout: float | None = None) -> Any:
+        """Wait, durably, for a value resolved from outside (``rt.resolve``).
+
+        The actor processes nothing else meanwhile, by design. A value resolved
+        before the handler waits is kept for it. On replay the journaled value
+        comes back. Raises :class:`PromiseError` after ``timeout`` seconds.
+        """
+
+    @abc.abstractmethod
     def schedule(self, when: float | datetime.datetime, address: str, msg: msgspec.Struct) -> str:
         """A durable timer: deliver ``msg`` to ``address`` after ``when`` seconds
         (from :meth:`now`) or at the datetime ``when``; returns the timer id.

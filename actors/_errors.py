@@ -72,6 +72,10 @@ class AskTimeoutError(SteleError, TimeoutError):
     """No reply arrived within the ask's timeout (the message may still be processed)."""
 
 
+class PromiseError(SteleError):
+    """A promise cannot be resolved (already resolved, unknown actor) or timed out."""
+
+
 class UnknownTimerError(SteleError):
     """No pending timer has that id (it fired, was cancelled, or never existed)."""
 

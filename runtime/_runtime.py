@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import os
 import random
 import time
@@ -30,7 +31,9 @@ from actors import (
     AskTimeoutError,
     BackpressureError,
     HandlerError,
+    JournalIntegrityError,
     MessageValidationError,
+    PromiseError,
     ReplicationTimeout,
     RuntimeClosedError,
     SteleError,
@@ -151,6 +154,7 @@ class Runtime(IdempotentIngress):
         self._pending = 0  # messages accepted and not yet consumed, in every mailbox
         self._keys_in_flight: dict[str, asyncio.Future[Any]] = {}
         self.timers = Timers(self)
+        self._promise_waiters: dict[tuple[str, str], asyncio.Future[bytes]] = {}
         self._replication: storage.Replication | None = None
         self.replaying = False
         self._store: Store | None = None
@@ -376,6 +380,50 @@ class Runtime(IdempotentIngress):
         if (durability or self.durability) == "replicated":
             await self._replicated(timeout)
         return reply
+
+    async def resolve(self, address: str, name: str, value: Any) -> None:
+        """Complete the promise ``name`` of ``address`` with ``value``, exactly once.
+
+        Durable when this returns; a value that arrives before the handler
+        waits is kept for it. A promise already resolved (and not yet taken)
+        is refused with :class:`PromiseError`.
+        """
+        self._check_open()
+        self.registry.resolve(address)
+        try:
+            data = self.registry.codec.encode(value)
+        except (TypeError, msgspec.EncodeError) as exc:
+            raise MessageValidationError(f"the value for promise {name!r} cannot be encoded: {exc}") from None
+        try:
+            await self._write(
+                Unit(
+                    ops=[
+                        (
+                            "INSERT INTO promises(address, name, value, at) VALUES (?, ?, ?, ?)",
+                            (address, name, data, self.clock()),
+                        )
+                    ]
+                )
+            )
+        except JournalIntegrityError:
+            raise PromiseError(f"promise {name!r} of {address} is already resolved") from None
+        waiter = self._promise_waiters.get((address, name))
+        if waiter is not None and not waiter.done():
+            waiter.set_result(data)
+
+    async def _take_promise(self, address: str, name: str, timeout: float | None) -> bytes | None:
+        """The value resolved for the promise (None after ``timeout``); the step journals it."""
+        value = await anyio.to_thread.run_sync(self.store.promise, address, name)
+        if value is not None:
+            return value
+        waiter: asyncio.Future[bytes] = self.loop.create_future()
+        self._promise_waiters[(address, name)] = waiter
+        try:
+            with anyio.move_on_after(timeout if timeout is not None else math.inf):
+                return await waiter
+            return None
+        finally:
+            self._promise_waiters.pop((address, name), None)
 
     async def resume(self, address: str) -> None:
         """Resume an actor suspended after non-determinism, once its code is fixed.

@@ -28,6 +28,7 @@ from actors import (
     EffectError,
     MessageValidationError,
     NonDeterminismError,
+    PromiseError,
     Retry,
     SteleError,
     UnknownEventError,
@@ -355,16 +356,7 @@ class Step(Context):
         if self.rt.replaying:
             # Replaying history: an effect that was never recorded is a divergence.
             self._diverge(-1, "no further effect", f"effect #{index} {name}")
-        if not self.durable:
-            if self.msg.accepted is not None:
-                # A tell runs before its inbox row commits; no effect may run
-                # for a message that might not be accepted.
-                try:
-                    await self.msg.accepted
-                except Exception as exc:
-                    raise Abort(exc) from None
-            await self._append([self._message_row(self.rt.clock())], durable_ask=not self.msg.inbox)
-            self.durable = True
+        await self._make_durable()
         policy = retry or _ONCE
         earlier = self._attempts.get(index, [])
         attempt = len(earlier) + 1
@@ -383,6 +375,47 @@ class Step(Context):
         await self._append([self._effect_row("effect", name, record)])
         self._now = max(self._now, record.finished)
         return self._outcome(record, fn, -1, name)
+
+    async def _make_durable(self) -> None:
+        """Before anything leaves the step (an effect, a wait), journal the step itself."""
+        if self.durable:
+            return
+        if self.msg.accepted is not None:
+            # A tell runs before its inbox row commits; nothing may leave the
+            # step for a message that might not be accepted.
+            try:
+                await self.msg.accepted
+            except Exception as exc:
+                raise Abort(exc) from None
+        await self._append([self._message_row(self.rt.clock())], durable_ask=not self.msg.inbox)
+        self.durable = True
+
+    async def promise(self, name: str, *, timeout: float | None = None) -> Any:
+        index = self.effect_index
+        self.effect_index += 1
+        label = f"promise:{name}"
+        if index < len(self._recorded):
+            entry, record = self._recorded[index]
+            if entry.type != label:
+                self._diverge(entry.position, f"effect #{index} {entry.type}", f"effect #{index} {label}")
+            return _promised(record)
+        if self.rt.replaying:
+            self._diverge(-1, "no further effect", f"effect #{index} {label}")
+        await self._make_durable()
+        started = self.rt.clock()
+        value = await self.rt._take_promise(self.cell.address, name, timeout)
+        if value is None:
+            record = EffectRecord(
+                index, False, NIL, "PromiseError", f"no value for promise {name!r} within {timeout} s"
+            )
+        else:
+            record = EffectRecord(index, True, msgspec.Raw(value))
+        record = msgspec.structs.replace(record, started=started, finished=self.rt.clock())
+        # Taking the value and journaling it are one commit: it is used exactly once.
+        take = ("DELETE FROM promises WHERE address = ? AND name = ?", (self.cell.address, name))
+        await self._append([self._effect_row("effect", label, record)], ops=[take] if value is not None else [])
+        self._now = max(self._now, record.finished)
+        return _promised(record)
 
     async def _attempt(
         self,
@@ -446,7 +479,12 @@ class Step(Context):
         self.diverged = NonDeterminismError(self.cell.address, position, recorded, current)
         raise self.diverged
 
-    async def _append(self, rows: list[tuple[Any, ...]], durable_ask: bool = False) -> None:
+    async def _append(
+        self,
+        rows: list[tuple[Any, ...]],
+        durable_ask: bool = False,
+        ops: list[tuple[str, tuple[Any, ...]]] | None = None,
+    ) -> None:
         """Journal ``rows`` of this step now; abort the step if that fails."""
         cell = self.cell
         seq = self._seq
@@ -472,7 +510,8 @@ class Step(Context):
         )
         key = msg.idempotency_key
         unit = Unit(
-            ops=[(RECORD_KEY, (key, cell.address, msg.step, None, rows[-1][6]))] if key and durable_ask else (),
+            ops=([(RECORD_KEY, (key, cell.address, msg.step, None, rows[-1][6]))] if key and durable_ask else [])
+            + (ops or []),
             inbox=inbox,
             journal=rows,
             actor=cell.registration(rows[-1][6]),
@@ -535,6 +574,13 @@ class Step(Context):
         target = self.rt.prepare(address, msg, sender=self.cell.address)
         self.rt._admit(self.rt._cell(address))  # backpressure applies to actors' sends too
         self.sends.append((target, address))
+
+
+def _promised(record: EffectRecord) -> Any:
+    """A promise's journaled outcome: its value, or the PromiseError of its timeout."""
+    if not record.ok:
+        raise PromiseError(record.error)
+    return msgspec.msgpack.decode(record.result)
 
 
 def effect_name(fn: Callable[..., Any]) -> str:

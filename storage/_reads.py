@@ -57,6 +57,10 @@ class Reads(abc.ABC):
         """What an idempotency key was first used for (and an ask's reply), if it was."""
         return self._read(_rows.idempotent, key)
 
+    def promise(self, address: str, name: str) -> bytes | None:
+        """A value resolved for ``address`` under ``name`` and not yet taken."""
+        return self._read(_rows.promise, address, name)
+
     def meta(self, key: str) -> Any:
         """A value recorded in the journal's meta table (``None`` if absent)."""
         return self._read(_rows.meta, key)

@@ -188,6 +188,12 @@ def idempotent(conn: apsw.Connection, key: str) -> Idempotent | None:
     return Idempotent(*row) if row else None
 
 
+def promise(conn: apsw.Connection, address: str, name: str) -> bytes | None:
+    """A resolved value waiting for ``address`` under ``name``, if any."""
+    row = conn.execute("SELECT value FROM promises WHERE address = ? AND name = ?", (address, name)).fetchone()
+    return bytes(row[0]) if row else None
+
+
 def meta(conn: apsw.Connection, key: str) -> Any:
     """A value from the meta table, or None."""
     row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()

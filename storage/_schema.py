@@ -87,7 +87,19 @@ CREATE TABLE idempotency(
 CREATE INDEX idempotency_at ON idempotency(at);
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+# Version 3: promises. A value resolved from outside waits here until the
+# actor's handler takes it (journaled as a `promise` entry with that step).
+_V3 = """
+CREATE TABLE promises(
+    address TEXT NOT NULL,
+    name    TEXT NOT NULL,
+    value   BLOB NOT NULL,
+    at      REAL NOT NULL,
+    PRIMARY KEY (address, name)
+) STRICT, WITHOUT ROWID;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
 """MIGRATIONS[i] takes the schema from version i to version i + 1."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
