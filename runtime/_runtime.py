@@ -121,7 +121,7 @@ class Runtime(IdempotentIngress):
         sync_interval: float = 1.0,
         litestream: str | None = None,
         litestream_socket: str | None = None,
-        replication_nudge_s: float | None = 0.5,
+        replication_nudge_s: float | None = 0.35,
         idempotency_retention_s: float = 24 * 3600.0,
         max_mailbox: int = 10_000,
         max_pending: int = 1_000_000,

@@ -64,7 +64,7 @@ class Replication:
         sync_interval: float = 1.0,
         binary: str | None = None,
         external_socket: str | None = None,
-        nudge_after_s: float | None = 0.5,
+        nudge_after_s: float | None = 0.35,
     ) -> None:
         self.db_path = db_path
         self.target = ReplicaTarget.parse(url)
