@@ -4,6 +4,7 @@ from ._actor import Actor, ActorDefinitionError, UnknownEventError, apply, handl
 from ._context import Context
 from ._errors import (
     ActorSuspendedError,
+    AskCycleError,
     AskTimeoutError,
     BackpressureError,
     CommitUnknownError,
@@ -31,6 +32,7 @@ __all__ = (
     "Actor",
     "ActorDefinitionError",
     "ActorSuspendedError",
+    "AskCycleError",
     "AskTimeoutError",
     "BackpressureError",
     "CommitUnknownError",

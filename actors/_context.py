@@ -96,6 +96,17 @@ class Context(abc.ABC):
         """Send ``msg`` to the actor at ``address``; sent exactly once, with this step."""
 
     @abc.abstractmethod
+    async def ask(self, address: str, msg: msgspec.Struct, *, timeout: float | None = None) -> Any:
+        """A durable call to another actor: the request commits with this step's
+        progress, the reply is journaled here when it arrives, and after a crash
+        the step waits for (or reads) the same reply instead of asking again.
+
+        Raises :class:`HandlerError` if the other handler raised,
+        :class:`AskTimeoutError` after ``timeout`` seconds, and
+        :class:`AskCycleError` at once if the other actor is waiting on this one.
+        """
+
+    @abc.abstractmethod
     async def promise(self, name: str, *, timeout: float | None = None) -> Any:
         """Wait, durably, for a value resolved from outside (``rt.resolve``).
 

@@ -72,6 +72,10 @@ class AskTimeoutError(SteleError, TimeoutError):
     """No reply arrived within the ask's timeout (the message may still be processed)."""
 
 
+class AskCycleError(SteleError):
+    """An actor asked, directly or through others, an actor that is waiting on it."""
+
+
 class PromiseError(SteleError):
     """A promise cannot be resolved (already resolved, unknown actor) or timed out."""
 

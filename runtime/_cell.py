@@ -28,6 +28,7 @@ class Msg:
         "inbox",
         "message",
         "payload",
+        "reply_to",
         "sender",
         "step",
         "timer_id",
@@ -60,6 +61,8 @@ class Msg:
         """The tell's inbox commit failed: it was never accepted."""
         self.idempotency_key: str | None = None
         """An ask's key: its reply is recorded under it with the step."""
+        self.reply_to: tuple[str, str] | None = None
+        """For an actor's ask: (the asking actor, the promise its reply resolves)."""
         self.due: float | None = None
         self.timer_id: str | None = None
         self.cancelled = False

@@ -47,6 +47,16 @@ class SendRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     step: int
 
 
+class RequestRecord(msgspec.Struct, frozen=True, omit_defaults=True):
+    """kind ``request``: an ask sent to another actor, committed before waiting."""
+
+    index: int
+    to: str
+    handler: str
+    body: msgspec.Raw
+    step: int
+
+
 class TimerRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     """kind ``timer``: a message scheduled for later, committed with the step."""
 
@@ -78,4 +88,5 @@ effect_decoder = msgspec.msgpack.Decoder(EffectRecord)
 send_decoder = msgspec.msgpack.Decoder(SendRecord)
 reply_decoder = msgspec.msgpack.Decoder(ReplyRecord)
 timer_decoder = msgspec.msgpack.Decoder(TimerRecord)
+request_decoder = msgspec.msgpack.Decoder(RequestRecord)
 cancel_decoder = msgspec.msgpack.Decoder(CancelRecord)

@@ -18,7 +18,17 @@ from typing import Any
 import msgspec
 
 import storage
-from actors import Context, EffectError, NonDeterminismError, PromiseError, Retry, SteleError, UnknownEventError
+from actors import (
+    AskTimeoutError,
+    Context,
+    EffectError,
+    HandlerError,
+    NonDeterminismError,
+    PromiseError,
+    Retry,
+    SteleError,
+    UnknownEventError,
+)
 from actors._actor import ActorDescription
 
 from ._records import (
@@ -126,6 +136,25 @@ class ReplayContext(Context):
             return msgspec.msgpack.decode(record.result, type=return_type(fn))
         except msgspec.DecodeError as exc:
             raise self._fail(entry.position, f"a result of {name}", f"a type it no longer decodes as ({exc})") from None
+
+    async def ask(self, address: str, msg: msgspec.Struct, *, timeout: float | None = None) -> Any:
+        index = self._index
+        self._index += 1
+        label = f"ask:{address}"
+        if index >= len(self._effects):
+            raise self._fail(self._head.position, "no further effect", f"effect #{index} {label}")
+        entry, record = self._effects[index]
+        if entry.type != label:
+            raise self._fail(entry.position, f"effect #{index} {entry.type}", f"effect #{index} {label}")
+        self._now = max(self._now, record.finished)
+        desc, _ = self._registry.resolve(address)
+        reply_type = self._registry.handler_for(desc, msg).reply_type
+        if not record.ok:
+            raise AskTimeoutError(record.error)
+        reply = reply_decoder.decode(record.result)
+        if not reply.ok:
+            raise HandlerError(address, reply.error_type, reply.error)
+        return msgspec.msgpack.decode(reply.value, type=reply_type)
 
     async def promise(self, name: str, *, timeout: float | None = None) -> Any:
         index = self._index

@@ -28,6 +28,7 @@ import storage
 from actors import (
     Actor,
     ActorSuspendedError,
+    AskCycleError,
     AskTimeoutError,
     BackpressureError,
     HandlerError,
@@ -155,6 +156,7 @@ class Runtime(IdempotentIngress):
         self._keys_in_flight: dict[str, asyncio.Future[Any]] = {}
         self.timers = Timers(self)
         self._promise_waiters: dict[tuple[str, str], asyncio.Future[bytes]] = {}
+        self._waiting_on: dict[str, str] = {}  # an actor whose step awaits an ask -> the asked actor
         self._replication: storage.Replication | None = None
         self.replaying = False
         self._store: Store | None = None
@@ -424,6 +426,18 @@ class Runtime(IdempotentIngress):
             return None
         finally:
             self._promise_waiters.pop((address, name), None)
+
+    def _check_cycle(self, caller: str, target: str) -> None:
+        """Refuse an ask that would wait forever: the asked actor waits, through others, on the asker."""
+        path = [caller, target]
+        walk = target
+        while walk != caller:
+            following = self._waiting_on.get(walk)
+            if following is None or len(path) > 10_000:
+                return
+            path.append(following)
+            walk = following
+        raise AskCycleError(f"ask cycle {' -> '.join(path)}: {caller} would wait for itself")
 
     async def resume(self, address: str) -> None:
         """Resume an actor suspended after non-determinism, once its code is fixed.
@@ -705,6 +719,10 @@ class Runtime(IdempotentIngress):
             for cancelled in step.cancels:
                 cancelled.cancelled = False  # the step kept nothing: the timer stands
                 self._make_ready(target_cell)
+        if msg.reply_to is not None:
+            asker = self._promise_waiters.get(msg.reply_to)
+            if asker is not None and not asker.done():
+                asker.set_result(step.reply_bytes)
         waiter = msg.waiter
         if waiter is not None and not waiter.done():
             if step.ok:
@@ -875,6 +893,10 @@ class Runtime(IdempotentIngress):
                 continue
             recovered = Msg(row.id, info, message, row.type, row.payload, None, True, row.sender)
             key = row.idempotency_key
+            if key is not None and key.startswith("reply:"):
+                name, _, caller = key.rpartition("|")
+                recovered.reply_to = (caller, name)
+                key = None
             if key is not None and key.startswith("timer:"):
                 recovered.timer_id, recovered.due = key.removeprefix("timer:"), row.due
                 # Due during downtime: delivered at once by the timer task.

@@ -24,8 +24,10 @@ import anyio.to_thread
 import msgspec
 
 from actors import (
+    AskTimeoutError,
     Context,
     EffectError,
+    HandlerError,
     MessageValidationError,
     NonDeterminismError,
     PromiseError,
@@ -44,10 +46,13 @@ from ._records import (
     EffectRecord,
     MessageRecord,
     ReplyRecord,
+    RequestRecord,
     SendRecord,
     TimerRecord,
     effect_decoder,
     message_decoder,
+    reply_decoder,
+    request_decoder,
 )
 
 if TYPE_CHECKING:
@@ -84,6 +89,7 @@ class Step(Context):
         "_attempts",
         "_now",
         "_recorded",
+        "_requests",
         "_rng",
         "_seed",
         "_seq",
@@ -99,6 +105,7 @@ class Step(Context):
         "last_seq",
         "msg",
         "ok",
+        "reply_bytes",
         "rt",
         "sends",
         "snapshotted",
@@ -122,11 +129,13 @@ class Step(Context):
         self.broken: BaseException | None = None
         """An emit failed (bad event or applier): the step fails, whatever the handler does."""
         self.finished = False
+        self.reply_bytes = b""
         self.last_seq = cell.next_seq - 1
         self.snapshotted = False
         self._rng: Random | None = None
         self._recorded: list[tuple[Entry, EffectRecord]] = []
         self._attempts: dict[int, list[EffectRecord]] = {}
+        self._requests: set[int] = set()
         if recorded:
             head = message_decoder.decode(recorded[0].data)
             self._seed: int = head.seed
@@ -134,6 +143,8 @@ class Step(Context):
             self.durable = True
             self._recorded = [(e, effect_decoder.decode(e.data)) for e in recorded[1:] if e.kind == "effect"]
             for e in recorded[1:]:
+                if e.kind == "request":
+                    self._requests.add(request_decoder.decode(e.data).index)
                 if e.kind == "attempt":
                     failed = effect_decoder.decode(e.data)
                     self._attempts.setdefault(failed.index, []).append(failed)
@@ -286,6 +297,15 @@ class Step(Context):
             self.snapshotted = True
         key = self.msg.idempotency_key
         ops: list[tuple[str, tuple[Any, ...]]] = [(RECORD_KEY, (key, cell.address, step, reply, at))] if key else []
+        self.reply_bytes = reply
+        if self.msg.reply_to is not None:  # an actor's ask: its reply resolves the asker's promise
+            caller, name = self.msg.reply_to
+            ops.append(
+                (
+                    "INSERT OR REPLACE INTO promises(address, name, value, at) VALUES (?, ?, ?, ?)",
+                    (caller, name, reply, at),
+                )
+            )
         if self.ok:
             ops += [(CANCEL_TIMER, ("timer:" + str(m.timer_id),)) for m in self.cancels]
         return Unit(
@@ -390,6 +410,51 @@ class Step(Context):
         await self._append([self._message_row(self.rt.clock())], durable_ask=not self.msg.inbox)
         self.durable = True
 
+    async def ask(self, address: str, msg: msgspec.Struct, *, timeout: float | None = None) -> Any:
+        index = self.effect_index
+        self.effect_index += 1
+        label = f"ask:{address}"
+        desc, _ = self.rt.registry.resolve(address)
+        reply_type = self.rt.registry.handler_for(desc, msg).reply_type
+        if index < len(self._recorded):
+            entry, record = self._recorded[index]
+            if entry.type != label:
+                self._diverge(entry.position, f"effect #{index} {entry.type}", f"effect #{index} {label}")
+            return _answered(record, address, reply_type)
+        if self.rt.replaying:
+            self._diverge(-1, "no further effect", f"effect #{index} {label}")
+        await self._make_durable()
+        me = self.cell.address
+        name = f"reply:{me}/{self.msg.step}/{index}"
+        self.rt._check_cycle(me, address)
+        if index not in self._requests:  # after a crash the request is already out: never twice
+            target = self.rt.prepare(address, msg, sender=me)
+            target.reply_to = (me, name)
+            target.inbox = True
+            request = RequestRecord(index, address, target.handler.name, msgspec.Raw(target.payload), target.step)
+            at = self.rt.clock()
+            row = (self.cell.actor_id, self._seq, self.msg.step, "request", target.type_name, _encode(request), at)
+            key = f"{name}|{me}"
+            inbox = (target.step, address, target.handler.name, target.type_name, target.payload, None, key, 0, me, at)
+            await self._append([row], inbox_rows=[inbox])
+            self._requests.add(index)
+            self.rt._deliver_timer(address, target)  # into the callee's mailbox, now durable
+        started = self.rt.clock()
+        self.rt._waiting_on[me] = address
+        try:
+            value = await self.rt._take_promise(me, name, timeout)
+        finally:
+            self.rt._waiting_on.pop(me, None)
+        if value is None:
+            record = EffectRecord(index, False, NIL, "AskTimeoutError", f"no reply from {address} within {timeout} s")
+        else:
+            record = EffectRecord(index, True, msgspec.Raw(value))
+        record = msgspec.structs.replace(record, started=started, finished=self.rt.clock())
+        take = ("DELETE FROM promises WHERE address = ? AND name = ?", (me, name))
+        await self._append([self._effect_row("effect", label, record)], ops=[take] if value is not None else [])
+        self._now = max(self._now, record.finished)
+        return _answered(record, address, reply_type)
+
     async def promise(self, name: str, *, timeout: float | None = None) -> Any:
         index = self.effect_index
         self.effect_index += 1
@@ -484,6 +549,7 @@ class Step(Context):
         rows: list[tuple[Any, ...]],
         durable_ask: bool = False,
         ops: list[tuple[str, tuple[Any, ...]]] | None = None,
+        inbox_rows: list[tuple[Any, ...]] | None = None,
     ) -> None:
         """Journal ``rows`` of this step now; abort the step if that fails."""
         cell = self.cell
@@ -512,7 +578,7 @@ class Step(Context):
         unit = Unit(
             ops=([(RECORD_KEY, (key, cell.address, msg.step, None, rows[-1][6]))] if key and durable_ask else [])
             + (ops or []),
-            inbox=inbox,
+            inbox=list(inbox) + (inbox_rows or []),
             journal=rows,
             actor=cell.registration(rows[-1][6]),
             step=msg.step,
@@ -574,6 +640,16 @@ class Step(Context):
         target = self.rt.prepare(address, msg, sender=self.cell.address)
         self.rt._admit(self.rt._cell(address))  # backpressure applies to actors' sends too
         self.sends.append((target, address))
+
+
+def _answered(record: EffectRecord, address: str, reply_type: Any) -> Any:
+    """An actor's ask, as journaled: the reply, the other handler's error, or the timeout."""
+    if not record.ok:
+        raise AskTimeoutError(record.error)
+    reply = reply_decoder.decode(record.result)
+    if not reply.ok:
+        raise HandlerError(address, reply.error_type, reply.error)
+    return msgspec.msgpack.decode(reply.value, type=reply_type)
 
 
 def _promised(record: EffectRecord) -> Any:
