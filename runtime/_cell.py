@@ -20,6 +20,7 @@ class Msg:
 
     __slots__ = (
         "accepted",
+        "attempts",
         "cancelled",
         "dropped",
         "due",
@@ -28,6 +29,7 @@ class Msg:
         "inbox",
         "message",
         "payload",
+        "recovered",
         "reply_to",
         "sender",
         "step",
@@ -61,6 +63,9 @@ class Msg:
         """The tell's inbox commit failed: it was never accepted."""
         self.idempotency_key: str | None = None
         """An ask's key: its reply is recorded under it with the step."""
+        self.attempts = 0
+        self.recovered = False
+        """Found in the inbox at start: its attempt is counted durably before it runs."""
         self.reply_to: tuple[str, str] | None = None
         """For an actor's ask: (the asking actor, the promise its reply resolves)."""
         self.due: float | None = None

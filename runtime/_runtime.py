@@ -53,6 +53,14 @@ log = logging.getLogger("stele.runtime")
 
 DURABILITIES = ("fsync", "normal", "replicated")
 _RETRY_MAX = 5.0
+BURY = (
+    "INSERT INTO dead_letters(id, target, handler, type, payload, sender, attempts, reason, at) "
+    "SELECT id, target, handler, type, payload, sender, ?, ?, ? FROM inbox WHERE id = ?"
+)
+REVIVE = (
+    "INSERT INTO inbox(id, target, handler, type, payload, due, idempotency_key, attempts, sender, at) "
+    "SELECT id, target, handler, type, payload, NULL, NULL, 0, sender, ? FROM dead_letters WHERE id = ?"
+)
 
 
 class _Shared(asyncio.Future[None]):
@@ -98,6 +106,10 @@ class Runtime(IdempotentIngress):
     outcome. ``max_mailbox`` and ``max_pending`` bound the messages waiting
     for one actor and for all: beyond them ``tell`` and ``ask`` fail at once
     with :class:`BackpressureError` instead of growing without limit.
+    ``max_attempts``: how often a message may fail to commit, or be under way
+    when the process stops (counted from the first restart, when its attempt
+    is marked in the inbox before it runs), before it becomes a dead letter
+    and its actor carries on.
     ``max_active`` bounds the actors kept in memory. ``clock`` and
     ``rng`` are injectable for tests; ``grace`` is how long closing waits for
     in-flight steps before leaving them to recovery. ``vfs`` names an APSW VFS
@@ -126,6 +138,7 @@ class Runtime(IdempotentIngress):
         idempotency_retention_s: float = 24 * 3600.0,
         max_mailbox: int = 10_000,
         max_pending: int = 1_000_000,
+        max_attempts: int = 5,
     ) -> None:
         if durability not in DURABILITIES:
             raise ValueError(f"durability must be one of {DURABILITIES}, not {durability!r}")
@@ -152,6 +165,7 @@ class Runtime(IdempotentIngress):
         self.idempotency_retention_s = idempotency_retention_s
         self.max_mailbox = max_mailbox
         self.max_pending = max_pending
+        self.max_attempts = max_attempts
         self._pending = 0  # messages accepted and not yet consumed, in every mailbox
         self._keys_in_flight: dict[str, asyncio.Future[Any]] = {}
         self.timers = Timers(self)
@@ -427,6 +441,74 @@ class Runtime(IdempotentIngress):
         finally:
             self._promise_waiters.pop((address, name), None)
 
+    # -- poison messages -------------------------------------------------------
+
+    async def _count_attempt(self, cell: Cell, msg: Msg) -> None:
+        try:
+            msg.attempts += 1
+            if msg.attempts > self.max_attempts:
+                self._pending -= 1
+                await self._bury(
+                    msg, f"the process stopped during {msg.attempts - 1} attempts to process it after restarts"
+                )
+                return
+            await self._write(Unit(ops=[("UPDATE inbox SET attempts = ? WHERE id = ?", (msg.attempts, msg.step))]))
+            msg.recovered = False
+            cell.mailbox.appendleft(msg)
+        finally:
+            cell.busy = False
+            self._make_ready(cell)
+
+    async def _bury(self, msg: Msg, reason: str) -> None:
+        """Move ``msg`` from the inbox to the dead letters, with why."""
+        log.error("inbox message %d to %s is now a dead letter: %s", msg.step, msg.handler.name, reason)
+        if msg.waiter is not None and not msg.waiter.done():
+            msg.waiter.set_exception(SteleError(f"the message became a dead letter: {reason}"))
+        await self._write(
+            Unit(
+                ops=[
+                    (BURY, (msg.attempts, reason, self.clock(), msg.step)),
+                    ("DELETE FROM inbox WHERE id = ?", (msg.step,)),
+                ]
+            )
+        )
+
+    async def dead_letters(self) -> list[storage.DeadLetter]:
+        """Messages taken out of their actors' way after failing ``max_attempts`` times."""
+        self._check_open()
+        return await anyio.to_thread.run_sync(self.store.dead_letters)
+
+    async def retry_dead_letter(self, letter_id: int) -> None:
+        """Put a dead letter back in its actor's inbox, attempts reset."""
+        letter = await self._dead_letter(letter_id)
+        await self._write(
+            Unit(
+                ops=[
+                    (REVIVE, (self.clock(), letter_id)),
+                    ("DELETE FROM dead_letters WHERE id = ?", (letter_id,)),
+                ]
+            )
+        )
+        desc, _ = self.registry.resolve(letter.address)
+        info = self.registry.handler_named(desc, letter.handler)
+        message = self.registry.codec.decode(letter.type, letter.payload)
+        cell = self._cell(letter.address)
+        cell.mailbox.append(Msg(letter.id, info, message, letter.type, letter.payload, None, True, letter.sender))
+        self._pending += 1
+        self._make_ready(cell)
+
+    async def drop_dead_letter(self, letter_id: int) -> None:
+        """Forget a dead letter for good."""
+        await self._dead_letter(letter_id)
+        await self._write(Unit(ops=[("DELETE FROM dead_letters WHERE id = ?", (letter_id,))]))
+
+    async def _dead_letter(self, letter_id: int) -> storage.DeadLetter:
+        self._check_open()
+        for letter in await self.dead_letters():
+            if letter.id == letter_id:
+                return letter
+        raise SteleError(f"no dead letter {letter_id}")
+
     def _check_cycle(self, caller: str, target: str) -> None:
         """Refuse an ask that would wait forever: the asked actor waits, through others, on the asker."""
         path = [caller, target]
@@ -657,6 +739,13 @@ class Runtime(IdempotentIngress):
             active = self._active
             active.pop(cell.address, None)  # most recently used goes last
             active[cell.address] = cell
+            if cell.mailbox[0].recovered:
+                # Found in the inbox at start: this attempt is counted durably
+                # first, so a message that crashes the process every time ends
+                # as a dead letter instead of crashing it forever.
+                cell.busy = True
+                self.spawn(self._count_attempt, cell, cell.mailbox.popleft())
+                continue
             msg = cell.mailbox.popleft()
             recorded = None
             if cell.open_step is not None:
@@ -745,8 +834,13 @@ class Runtime(IdempotentIngress):
         if msg.dropped or (isinstance(error, storage.IntegrityError) and "no longer pending" in str(error)):
             self._pending -= 1  # never accepted, or already processed by a commit that landed: dropped
         elif msg.inbox and not self._closing:
-            cell.mailbox.appendleft(msg)
-            cell.retry_delay = min(_RETRY_MAX, max(0.05, cell.retry_delay * 2))
+            msg.attempts += 1
+            if msg.attempts >= self.max_attempts:
+                self._pending -= 1
+                self.spawn(self._bury, msg, f"its step failed {msg.attempts} times; last: {error}")
+            else:
+                cell.mailbox.appendleft(msg)
+                cell.retry_delay = min(_RETRY_MAX, max(0.05, cell.retry_delay * 2))
         else:
             self._pending -= 1  # an ask not yet durable: it fails below
         if msg.waiter is not None and not msg.waiter.done() and not msg.inbox:
@@ -903,6 +997,8 @@ class Runtime(IdempotentIngress):
                 self.timers.add(row.target, recovered)
                 continue
             recovered.idempotency_key = key
+            recovered.attempts = row.attempts
+            recovered.recovered = True
             cell = self._cell(row.target)
             cell.mailbox.append(recovered)
             self._pending += 1

@@ -20,7 +20,7 @@ from ._reads import Reads
 from ._replica import ReplicaTarget
 from ._replication import Replication, ReplicationStatus
 from ._restore import RestoreReport, restore
-from ._rows import ActorInfo, Entry, Idempotent, Pending, Snapshot, SnapshotInfo
+from ._rows import ActorInfo, DeadLetter, Entry, Idempotent, Pending, Snapshot, SnapshotInfo
 from ._schema import SCHEMA_VERSION
 from ._store import Store
 from ._unit import Unit
@@ -31,6 +31,7 @@ __all__ = (
     "ActorInfo",
     "Codec",
     "CommitUnknown",
+    "DeadLetter",
     "Done",
     "Entry",
     "Idempotent",

@@ -9,7 +9,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import apsw
 
 from . import _rows
-from ._rows import ActorInfo, Entry, Idempotent, Pending, Snapshot, SnapshotInfo
+from ._rows import ActorInfo, DeadLetter, Entry, Idempotent, Pending, Snapshot, SnapshotInfo
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -60,6 +60,10 @@ class Reads(abc.ABC):
     def promise(self, address: str, name: str) -> bytes | None:
         """A value resolved for ``address`` under ``name`` and not yet taken."""
         return self._read(_rows.promise, address, name)
+
+    def dead_letters(self) -> list[DeadLetter]:
+        """Messages taken out of their actors' way after failing too often."""
+        return self._read(_rows.dead_letters)
 
     def meta(self, key: str) -> Any:
         """A value recorded in the journal's meta table (``None`` if absent)."""

@@ -194,6 +194,30 @@ def promise(conn: apsw.Connection, address: str, name: str) -> bytes | None:
     return bytes(row[0]) if row else None
 
 
+class DeadLetter(msgspec.Struct, frozen=True):
+    """A message taken out of its actor's way after failing too often."""
+
+    id: int
+    address: str
+    handler: str
+    type: str
+    payload: bytes
+    sender: str | None
+    attempts: int
+    reason: str
+    at: float
+
+
+def dead_letters(conn: apsw.Connection) -> list[DeadLetter]:
+    """Every dead letter, oldest first."""
+    return [
+        DeadLetter(*row)
+        for row in conn.execute(
+            "SELECT id, target, handler, type, payload, sender, attempts, reason, at FROM dead_letters ORDER BY id"
+        )
+    ]
+
+
 def meta(conn: apsw.Connection, key: str) -> Any:
     """A value from the meta table, or None."""
     row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()

@@ -99,7 +99,23 @@ CREATE TABLE promises(
 ) STRICT, WITHOUT ROWID;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
+# Version 4: dead letters. A message whose step kept crashing the process (or
+# kept failing) is moved here after its attempts, so its actor carries on.
+_V4 = """
+CREATE TABLE dead_letters(
+    id       INTEGER PRIMARY KEY,
+    target   TEXT NOT NULL,
+    handler  TEXT NOT NULL,
+    type     TEXT NOT NULL,
+    payload  BLOB NOT NULL,
+    sender   TEXT,
+    attempts INTEGER NOT NULL,
+    reason   TEXT NOT NULL,
+    at       REAL NOT NULL
+) STRICT;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
 """MIGRATIONS[i] takes the schema from version i to version i + 1."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

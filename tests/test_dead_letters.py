@@ -1,0 +1,76 @@
+"""Poison messages: a message that keeps crashing the process becomes a dead
+letter after its attempts, and its actor carries on; dead letters can be
+listed, retried and dropped."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from actors import SteleError
+from runtime import Runtime
+from storage import Journal
+
+from .models import Account, Deposit
+from .test_recovery import Gate, Work, Worker, wait_for
+
+
+async def crash_while_working(db: str, expected_calls: int) -> None:
+    rt = await Runtime(db, actors=[Worker, Account], max_attempts=2).__aenter__()
+    await wait_for(lambda: len(Gate.calls) >= expected_calls)
+    await rt.abandon()
+
+
+async def test_a_message_that_keeps_crashing_the_process_becomes_a_dead_letter(db: str) -> None:
+    Gate.reset()
+    rt = await Runtime(db, actors=[Worker, Account], max_attempts=2).__aenter__()
+    await rt.tell("Worker/w", Work(1))  # the poison message: it hangs in its second effect
+    await rt.tell("Worker/w", Work(2))
+    await wait_for(lambda: len(Gate.calls) == 2)
+    await rt.abandon()  # crash 1
+    await crash_while_working(db, 3)  # attempt 1 after a restart, crash 2
+    await crash_while_working(db, 4)  # attempt 2, crash 3
+    Gate.open.set()
+    async with Runtime(db, actors=[Worker, Account], max_attempts=2) as rt2:
+        with anyio.fail_after(5):
+            while not await rt2.dead_letters():
+                await anyio.sleep(0.01)
+        (letter,) = await rt2.dead_letters()
+        assert letter.address == "Worker/w" and letter.type == "Work" and letter.attempts == 3
+        assert "the process stopped during 2 attempts" in letter.reason
+        # The actor carried on with its next message.
+        assert await rt2.ask("Worker/w", Work(3), timeout=5) == [2, 3]
+        await rt2.retry_dead_letter(letter.id)
+        with anyio.fail_after(5):
+            while True:
+                with Journal.open(db) as journal:
+                    if not journal.pending():
+                        break
+                await anyio.sleep(0.01)
+        assert await rt2.dead_letters() == []
+        with pytest.raises(SteleError, match="no dead letter 999"):
+            await rt2.drop_dead_letter(999)
+        assert await rt2.ask("Account/a", Deposit(1)) == 1
+    with Journal.open(db) as journal:
+        done = [e.decoded()["id"] for e in journal.entries("Worker/w", kind="event")]
+    assert done == [2, 3, 1]
+
+
+async def test_dead_letters_can_be_dropped(db: str) -> None:
+    Gate.reset()
+    rt = await Runtime(db, actors=[Worker], max_attempts=1).__aenter__()
+    await rt.tell("Worker/w", Work(1))
+    await wait_for(lambda: len(Gate.calls) == 2)
+    await rt.abandon()  # the first run: nothing durable marks it, so it is not counted
+    rt = await Runtime(db, actors=[Worker], max_attempts=1).__aenter__()
+    await wait_for(lambda: len(Gate.calls) == 3)  # attempt 1, counted before it ran
+    await rt.abandon()
+    async with Runtime(db, actors=[Worker], max_attempts=1) as rt2:
+        with anyio.fail_after(5):
+            while not await rt2.dead_letters():
+                await anyio.sleep(0.01)
+        (letter,) = await rt2.dead_letters()
+        await rt2.drop_dead_letter(letter.id)
+        assert await rt2.dead_letters() == []
+    with Journal.open(db) as journal:
+        assert journal.pending() == []
