@@ -42,6 +42,7 @@ from actors import (
 from storage import Outcome, Store, Unit
 
 from ._cell import Cell, Msg
+from ._dead_letters import DeadLetters
 from ._errors import translate
 from ._idempotency import IdempotentIngress
 from ._rebuild import Loaded, load
@@ -53,14 +54,6 @@ log = logging.getLogger("stele.runtime")
 
 DURABILITIES = ("fsync", "normal", "replicated")
 _RETRY_MAX = 5.0
-BURY = (
-    "INSERT INTO dead_letters(id, target, handler, type, payload, sender, attempts, reason, at) "
-    "SELECT id, target, handler, type, payload, sender, ?, ?, ? FROM inbox WHERE id = ?"
-)
-REVIVE = (
-    "INSERT INTO inbox(id, target, handler, type, payload, due, idempotency_key, attempts, sender, at) "
-    "SELECT id, target, handler, type, payload, NULL, NULL, 0, sender, ? FROM dead_letters WHERE id = ?"
-)
 
 
 class _Shared(asyncio.Future[None]):
@@ -83,7 +76,7 @@ class _Ingress:
         self.top = 0
 
 
-class Runtime(IdempotentIngress):
+class Runtime(IdempotentIngress, DeadLetters):
     """Hosts actor classes over the journal at ``path``; an async context manager.
 
     ``durability`` is ``"fsync"`` (``synchronous=FULL``, the default),
@@ -440,74 +433,6 @@ class Runtime(IdempotentIngress):
             return None
         finally:
             self._promise_waiters.pop((address, name), None)
-
-    # -- poison messages -------------------------------------------------------
-
-    async def _count_attempt(self, cell: Cell, msg: Msg) -> None:
-        try:
-            msg.attempts += 1
-            if msg.attempts > self.max_attempts:
-                self._pending -= 1
-                await self._bury(
-                    msg, f"the process stopped during {msg.attempts - 1} attempts to process it after restarts"
-                )
-                return
-            await self._write(Unit(ops=[("UPDATE inbox SET attempts = ? WHERE id = ?", (msg.attempts, msg.step))]))
-            msg.recovered = False
-            cell.mailbox.appendleft(msg)
-        finally:
-            cell.busy = False
-            self._make_ready(cell)
-
-    async def _bury(self, msg: Msg, reason: str) -> None:
-        """Move ``msg`` from the inbox to the dead letters, with why."""
-        log.error("inbox message %d to %s is now a dead letter: %s", msg.step, msg.handler.name, reason)
-        if msg.waiter is not None and not msg.waiter.done():
-            msg.waiter.set_exception(SteleError(f"the message became a dead letter: {reason}"))
-        await self._write(
-            Unit(
-                ops=[
-                    (BURY, (msg.attempts, reason, self.clock(), msg.step)),
-                    ("DELETE FROM inbox WHERE id = ?", (msg.step,)),
-                ]
-            )
-        )
-
-    async def dead_letters(self) -> list[storage.DeadLetter]:
-        """Messages taken out of their actors' way after failing ``max_attempts`` times."""
-        self._check_open()
-        return await anyio.to_thread.run_sync(self.store.dead_letters)
-
-    async def retry_dead_letter(self, letter_id: int) -> None:
-        """Put a dead letter back in its actor's inbox, attempts reset."""
-        letter = await self._dead_letter(letter_id)
-        await self._write(
-            Unit(
-                ops=[
-                    (REVIVE, (self.clock(), letter_id)),
-                    ("DELETE FROM dead_letters WHERE id = ?", (letter_id,)),
-                ]
-            )
-        )
-        desc, _ = self.registry.resolve(letter.address)
-        info = self.registry.handler_named(desc, letter.handler)
-        message = self.registry.codec.decode(letter.type, letter.payload)
-        cell = self._cell(letter.address)
-        cell.mailbox.append(Msg(letter.id, info, message, letter.type, letter.payload, None, True, letter.sender))
-        self._pending += 1
-        self._make_ready(cell)
-
-    async def drop_dead_letter(self, letter_id: int) -> None:
-        """Forget a dead letter for good."""
-        await self._dead_letter(letter_id)
-        await self._write(Unit(ops=[("DELETE FROM dead_letters WHERE id = ?", (letter_id,))]))
-
-    async def _dead_letter(self, letter_id: int) -> storage.DeadLetter:
-        self._check_open()
-        for letter in await self.dead_letters():
-            if letter.id == letter_id:
-                return letter
-        raise SteleError(f"no dead letter {letter_id}")
 
     def _check_cycle(self, caller: str, target: str) -> None:
         """Refuse an ask that would wait forever: the asked actor waits, through others, on the asker."""
