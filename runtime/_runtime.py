@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import math
 import os
 import random
 import time
@@ -28,13 +27,10 @@ import storage
 from actors import (
     Actor,
     ActorSuspendedError,
-    AskCycleError,
     AskTimeoutError,
     BackpressureError,
     HandlerError,
-    JournalIntegrityError,
     MessageValidationError,
-    PromiseError,
     ReplicationTimeout,
     RuntimeClosedError,
     SteleError,
@@ -49,6 +45,7 @@ from ._rebuild import Loaded, load
 from ._registry import Registry
 from ._step import RECORD_KEY, Step
 from ._timers import Timers
+from ._waits import Waits
 
 log = logging.getLogger("stele.runtime")
 
@@ -76,7 +73,7 @@ class _Ingress:
         self.top = 0
 
 
-class Runtime(IdempotentIngress, DeadLetters):
+class Runtime(IdempotentIngress, DeadLetters, Waits):
     """Hosts actor classes over the journal at ``path``; an async context manager.
 
     ``durability`` is ``"fsync"`` (``synchronous=FULL``, the default),
@@ -389,62 +386,6 @@ class Runtime(IdempotentIngress, DeadLetters):
         if (durability or self.durability) == "replicated":
             await self._replicated(timeout)
         return reply
-
-    async def resolve(self, address: str, name: str, value: Any) -> None:
-        """Complete the promise ``name`` of ``address`` with ``value``, exactly once.
-
-        Durable when this returns; a value that arrives before the handler
-        waits is kept for it. A promise already resolved (and not yet taken)
-        is refused with :class:`PromiseError`.
-        """
-        self._check_open()
-        self.registry.resolve(address)
-        try:
-            data = self.registry.codec.encode(value)
-        except (TypeError, msgspec.EncodeError) as exc:
-            raise MessageValidationError(f"the value for promise {name!r} cannot be encoded: {exc}") from None
-        try:
-            await self._write(
-                Unit(
-                    ops=[
-                        (
-                            "INSERT INTO promises(address, name, value, at) VALUES (?, ?, ?, ?)",
-                            (address, name, data, self.clock()),
-                        )
-                    ]
-                )
-            )
-        except JournalIntegrityError:
-            raise PromiseError(f"promise {name!r} of {address} is already resolved") from None
-        waiter = self._promise_waiters.get((address, name))
-        if waiter is not None and not waiter.done():
-            waiter.set_result(data)
-
-    async def _take_promise(self, address: str, name: str, timeout: float | None) -> bytes | None:
-        """The value resolved for the promise (None after ``timeout``); the step journals it."""
-        value = await anyio.to_thread.run_sync(self.store.promise, address, name)
-        if value is not None:
-            return value
-        waiter: asyncio.Future[bytes] = self.loop.create_future()
-        self._promise_waiters[(address, name)] = waiter
-        try:
-            with anyio.move_on_after(timeout if timeout is not None else math.inf):
-                return await waiter
-            return None
-        finally:
-            self._promise_waiters.pop((address, name), None)
-
-    def _check_cycle(self, caller: str, target: str) -> None:
-        """Refuse an ask that would wait forever: the asked actor waits, through others, on the asker."""
-        path = [caller, target]
-        walk = target
-        while walk != caller:
-            following = self._waiting_on.get(walk)
-            if following is None or len(path) > 10_000:
-                return
-            path.append(following)
-            walk = following
-        raise AskCycleError(f"ask cycle {' -> '.join(path)}: {caller} would wait for itself")
 
     async def resume(self, address: str) -> None:
         """Resume an actor suspended after non-determinism, once its code is fixed.

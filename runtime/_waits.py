@@ -1,0 +1,97 @@
+"""Waiting on the outside world and on other actors: promises resolved from
+outside, and the bookkeeping of actors' asks (who waits on whom, so a cycle is
+refused at once instead of hanging). A mixin of :class:`~runtime.Runtime`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.to_thread
+import msgspec
+
+from actors import AskCycleError, JournalIntegrityError, MessageValidationError, PromiseError
+from storage import Store, Unit
+
+from ._registry import Registry
+
+
+class Waits:
+    """``rt.resolve`` and the waits of ``ctx.promise`` and ``ctx.ask``."""
+
+    registry: Registry
+    clock: Callable[[], float]
+    _promise_waiters: dict[tuple[str, str], asyncio.Future[bytes]]
+    _waiting_on: dict[str, str]
+
+    if TYPE_CHECKING:  # provided by Runtime
+
+        @property
+        def loop(self) -> asyncio.AbstractEventLoop: ...
+
+        @property
+        def store(self) -> Store: ...
+
+        async def _write(self, unit: Unit) -> None: ...
+
+        def _check_open(self) -> None: ...
+
+    async def resolve(self, address: str, name: str, value: Any) -> None:
+        """Complete the promise ``name`` of ``address`` with ``value``, exactly once.
+
+        Durable when this returns; a value that arrives before the handler
+        waits is kept for it. A promise already resolved (and not yet taken)
+        is refused with :class:`PromiseError`.
+        """
+        self._check_open()
+        self.registry.resolve(address)
+        try:
+            data = self.registry.codec.encode(value)
+        except (TypeError, msgspec.EncodeError) as exc:
+            raise MessageValidationError(f"the value for promise {name!r} cannot be encoded: {exc}") from None
+        try:
+            await self._write(
+                Unit(
+                    ops=[
+                        (
+                            "INSERT INTO promises(address, name, value, at) VALUES (?, ?, ?, ?)",
+                            (address, name, data, self.clock()),
+                        )
+                    ]
+                )
+            )
+        except JournalIntegrityError:
+            raise PromiseError(f"promise {name!r} of {address} is already resolved") from None
+        waiter = self._promise_waiters.get((address, name))
+        if waiter is not None and not waiter.done():
+            waiter.set_result(data)
+
+    async def _take_promise(self, address: str, name: str, timeout: float | None) -> bytes | None:
+        """The value resolved for the promise (None after ``timeout``); the step journals it."""
+        value = await anyio.to_thread.run_sync(self.store.promise, address, name)
+        if value is not None:
+            return value
+        waiter: asyncio.Future[bytes] = self.loop.create_future()
+        self._promise_waiters[(address, name)] = waiter
+        try:
+            with anyio.move_on_after(timeout if timeout is not None else math.inf):
+                return await waiter
+            return None
+        finally:
+            self._promise_waiters.pop((address, name), None)
+
+    def _check_cycle(self, caller: str, target: str) -> None:
+        """Refuse an ask that would wait forever: the asked actor waits, through others, on the asker."""
+        path = [caller, target]
+        walk = target
+        while walk != caller:
+            following = self._waiting_on.get(walk)
+            if following is None or len(path) > 10_000:
+                return
+            path.append(following)
+            walk = following
+        raise AskCycleError(f"ask cycle {' -> '.join(path)}: {caller} would wait for itself")
