@@ -19,12 +19,9 @@ import msgspec
 
 import storage
 from actors import (
-    AskTimeoutError,
     Context,
     EffectError,
-    HandlerError,
     NonDeterminismError,
-    PromiseError,
     Retry,
     SteleError,
     UnknownEventError,
@@ -42,7 +39,7 @@ from ._records import (
     timer_decoder,
 )
 from ._registry import Registry, type_name
-from ._step import effect_name, return_type
+from ._step import answered, effect_name, promised, return_type
 
 _encode = msgspec.msgpack.Encoder().encode
 
@@ -137,38 +134,25 @@ class ReplayContext(Context):
         except msgspec.DecodeError as exc:
             raise self._fail(entry.position, f"a result of {name}", f"a type it no longer decodes as ({exc})") from None
 
-    async def ask(self, address: str, msg: msgspec.Struct, *, timeout: float | None = None) -> Any:
+    def _next(self, label: str) -> EffectRecord:
+        """The next journaled effect-like entry, which must be ``label``."""
         index = self._index
         self._index += 1
-        label = f"ask:{address}"
         if index >= len(self._effects):
             raise self._fail(self._head.position, "no further effect", f"effect #{index} {label}")
         entry, record = self._effects[index]
         if entry.type != label:
             raise self._fail(entry.position, f"effect #{index} {entry.type}", f"effect #{index} {label}")
         self._now = max(self._now, record.finished)
+        return record
+
+    async def ask(self, address: str, msg: msgspec.Struct, *, timeout: float | None = None) -> Any:
+        record = self._next(f"ask:{address}")
         desc, _ = self._registry.resolve(address)
-        reply_type = self._registry.handler_for(desc, msg).reply_type
-        if not record.ok:
-            raise AskTimeoutError(record.error)
-        reply = reply_decoder.decode(record.result)
-        if not reply.ok:
-            raise HandlerError(address, reply.error_type, reply.error)
-        return msgspec.msgpack.decode(reply.value, type=reply_type)
+        return answered(record, address, self._registry.handler_for(desc, msg).reply_type)
 
     async def promise(self, name: str, *, timeout: float | None = None) -> Any:
-        index = self._index
-        self._index += 1
-        label = f"promise:{name}"
-        if index >= len(self._effects):
-            raise self._fail(self._head.position, "no further effect", f"effect #{index} {label}")
-        entry, record = self._effects[index]
-        if entry.type != label:
-            raise self._fail(entry.position, f"effect #{index} {entry.type}", f"effect #{index} {label}")
-        self._now = max(self._now, record.finished)
-        if not record.ok:
-            raise PromiseError(record.error)
-        return msgspec.msgpack.decode(record.result)
+        return promised(self._next(f"promise:{name}"))
 
     def now(self) -> float:
         return self._now

@@ -420,7 +420,7 @@ class Step(Context):
             entry, record = self._recorded[index]
             if entry.type != label:
                 self._diverge(entry.position, f"effect #{index} {entry.type}", f"effect #{index} {label}")
-            return _answered(record, address, reply_type)
+            return answered(record, address, reply_type)
         if self.rt.replaying:
             self._diverge(-1, "no further effect", f"effect #{index} {label}")
         await self._make_durable()
@@ -453,7 +453,7 @@ class Step(Context):
         take = ("DELETE FROM promises WHERE address = ? AND name = ?", (me, name))
         await self._append([self._effect_row("effect", label, record)], ops=[take] if value is not None else [])
         self._now = max(self._now, record.finished)
-        return _answered(record, address, reply_type)
+        return answered(record, address, reply_type)
 
     async def promise(self, name: str, *, timeout: float | None = None) -> Any:
         index = self.effect_index
@@ -463,7 +463,7 @@ class Step(Context):
             entry, record = self._recorded[index]
             if entry.type != label:
                 self._diverge(entry.position, f"effect #{index} {entry.type}", f"effect #{index} {label}")
-            return _promised(record)
+            return promised(record)
         if self.rt.replaying:
             self._diverge(-1, "no further effect", f"effect #{index} {label}")
         await self._make_durable()
@@ -480,7 +480,7 @@ class Step(Context):
         take = ("DELETE FROM promises WHERE address = ? AND name = ?", (self.cell.address, name))
         await self._append([self._effect_row("effect", label, record)], ops=[take] if value is not None else [])
         self._now = max(self._now, record.finished)
-        return _promised(record)
+        return promised(record)
 
     async def _attempt(
         self,
@@ -642,7 +642,7 @@ class Step(Context):
         self.sends.append((target, address))
 
 
-def _answered(record: EffectRecord, address: str, reply_type: Any) -> Any:
+def answered(record: EffectRecord, address: str, reply_type: Any) -> Any:
     """An actor's ask, as journaled: the reply, the other handler's error, or the timeout."""
     if not record.ok:
         raise AskTimeoutError(record.error)
@@ -652,7 +652,7 @@ def _answered(record: EffectRecord, address: str, reply_type: Any) -> Any:
     return msgspec.msgpack.decode(reply.value, type=reply_type)
 
 
-def _promised(record: EffectRecord) -> Any:
+def promised(record: EffectRecord) -> Any:
     """A promise's journaled outcome: its value, or the PromiseError of its timeout."""
     if not record.ok:
         raise PromiseError(record.error)
