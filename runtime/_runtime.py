@@ -662,9 +662,11 @@ class Runtime(IdempotentIngress, DeadLetters, Waits):
             self._unload(cell)  # in-memory state saw events that were not kept
         if step.ok:
             for target, to in step.sends:
+                target.inbox = True  # committed to the inbox with this step: its own step consumes it
                 target_cell = self._cell(to)
                 target_cell.mailbox.append(target)
                 self._pending += 1
+                self._make_ready(target_cell)
             for target, to in step.timers:
                 self.timers.add(to, target)
             for cancelled in step.cancels:
@@ -673,7 +675,6 @@ class Runtime(IdempotentIngress, DeadLetters, Waits):
         else:
             for cancelled in step.cancels:
                 cancelled.cancelled = False  # the step kept nothing: the timer stands
-                self._make_ready(target_cell)
         if msg.reply_to is not None:
             asker = self._promise_waiters.get(msg.reply_to)
             if asker is not None and not asker.done():

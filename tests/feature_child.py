@@ -76,6 +76,14 @@ class Subject(Actor):
         elif mode == "ask":
             reply = await self.ctx.ask("Helper/h", Work(), timeout=60)
             self.emit(Done(f"ask:{reply}"))
+        elif mode == "tell":
+            await self.ctx.effect(slow_work, self.ctx.idempotency_key)
+            await self.ctx.tell("Helper/h", Note("from subject"))
+            self.emit(Done("told"))
+        elif mode == "ask-reply":
+            reply = await self.ctx.ask("Helper/h", Quick(), timeout=60)
+            await self.ctx.effect(slow_work, self.ctx.idempotency_key)  # killed here, after the reply
+            self.emit(Done(f"ask:{reply}"))
         elif mode == "backoff":
             result = await self.ctx.effect(flaky, self.ctx.idempotency_key, retry=Retry(3, initial=1.5, jitter=0))
             self.emit(Done(f"backoff:{result}"))
@@ -93,10 +101,27 @@ class Subject(Actor):
         self.state.done.append(ev.what)
 
 
+class Note(msgspec.Struct):
+    text: str
+
+
+class Quick(msgspec.Struct):
+    pass
+
+
 class Helper(Actor):
     @handler
     async def work(self, msg: Work) -> str:
         return str(await self.ctx.effect(slow_work, self.ctx.idempotency_key))
+
+    @handler
+    async def note(self, msg: Note) -> None:
+        trace(f"note {msg.text}")
+
+    @handler
+    async def quick(self, msg: Quick) -> str:
+        trace("quick")
+        return "quick"
 
 
 async def main(db: str, mode: str) -> None:

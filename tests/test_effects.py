@@ -109,6 +109,10 @@ async def test_ctx_tell_is_sent_with_the_step_and_only_if_it_commits(db: str) ->
         received = [e.decoded()["sender"] for e in journal.entries("Account/a", kind="message") if e.type == "Deposit"]
     assert kinds.count(("send", "Deposit")) == 1
     assert received == ["Forwarder/f"]
+    with Journal.open(db) as journal:
+        assert journal.pending() == []  # the sent message was consumed, not left to run again
+    async with Runtime(db, actors=[Forwarder, Account]) as rt:
+        assert await rt.ask("Account/a", GetBalance()) == 5  # and a restart does not re-run it
 
 
 async def test_step_ids_are_never_reused_after_the_inbox_empties(db: str) -> None:

@@ -56,20 +56,22 @@ def done(db: str) -> list[str]:
         return [e.decoded()["what"] for e in journal.entries("Subject/s", kind="event")]
 
 
-@pytest.mark.parametrize("mode", ["timer", "ask", "backoff", "promise"])
+@pytest.mark.parametrize("mode", ["timer", "tell", "ask", "ask-reply", "backoff", "promise"])
 def test_a_feature_survives_sigkill_exactly_once(tmp_path: Path, mode: str) -> None:
     db, trace = str(tmp_path / "j.db"), str(tmp_path / "trace.txt")
     proc = child(db, trace, mode, mode)
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-        marker = {"timer": "scheduled", "ask": "work-start", "backoff": "flaky", "promise": "waiting"}[mode]
+        markers = {"timer": "scheduled", "tell": "work-start", "ask": "work-start", "ask-reply": "work-start"}
+        marker = {**markers, "backoff": "flaky", "promise": "waiting"}[mode]
         until(lambda: any(line.startswith(marker) for line in lines(trace)))
     finally:
         kill(proc)  # mid-flight: before the timer is due, during the helper's effect, in the backoff, while waiting
     if mode == "timer":
         time.sleep(1.2)  # the timer falls due while nothing runs
     drain(db, trace, mode, "resolve" if mode == "promise" else "drain")
-    expected = {"timer": "timer", "ask": "ask:worked", "backoff": "backoff:ok", "promise": "promise:yes"}[mode]
+    outcomes = {"timer": "timer", "tell": "told", "ask": "ask:worked", "ask-reply": "ask:quick"}
+    expected = {**outcomes, "backoff": "backoff:ok", "promise": "promise:yes"}[mode]
     assert done(db) == [expected]
     trail = lines(trace)
     if mode == "ask":
@@ -78,6 +80,12 @@ def test_a_feature_survives_sigkill_exactly_once(tmp_path: Path, mode: str) -> N
             asked = [e for e in journal.entries("Subject/s") if e.kind == "request"]
             helped = list(journal.entries("Helper/h", kind="message"))
         assert len(asked) == 1 and len(helped) == 1  # asked once, across the crash
+    if mode == "tell":
+        assert trail.count("note from subject") == 1  # sent exactly once, though the step ran twice
+    if mode == "ask-reply":
+        assert trail.count("quick") == 1  # the journaled reply came back; the callee never ran again
+        with Journal.open(db) as journal:
+            assert len([e for e in journal.entries("Subject/s") if e.kind == "request"]) == 1
     if mode == "backoff":
         assert [line.split()[-1] for line in trail] == ["1", "2"]  # two calls in all
         with Journal.open(db) as journal:
