@@ -176,6 +176,24 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from ._check import check  # noqa: PLC0415
+
+    registry = Registry(actor_classes(load_module(args.module))) if args.module else None
+    report = check(args.db, registry)
+    if args.json:
+        _out(
+            args,
+            {"ok": report.ok, "integrity": report.integrity, "entries": report.entries, "problems": report.problems},
+        )
+    else:
+        for problem in report.problems:
+            console.print(f"[red]problem[/red] {problem}")
+        verdict = "[green]ok[/green]" if report.ok else f"[red]{len(report.problems)} problem(s)[/red]"
+        console.print(f"integrity_check: {report.integrity}; {report.entries} entries checked: {verdict}")
+    return 0 if report.ok else 1
+
+
 def _size(path: str) -> int:
     return os.path.getsize(path) if os.path.exists(path) else 0
 
@@ -400,6 +418,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("module")
     p.add_argument("--db", default=DEFAULT_DB)
     p.add_argument("--actor", help="only this address")
+
+    p = _command(
+        sub,
+        "check",
+        cmd_check,
+        "find corruption: integrity_check and every entry decoded",
+        "python -m runtime check --module examples.agents",
+    )
+    p.add_argument("--db", default=DEFAULT_DB)
+    p.add_argument("--module", help="also decode payloads with these actor classes")
 
     p = _command(sub, "status", cmd_status, "journal, runtime and replication status", "python -m runtime status")
     p.add_argument("--db", default=DEFAULT_DB)

@@ -61,7 +61,7 @@ class Journal(Reads):
             except BaseException:
                 conn.close()
                 raise
-        except apsw.Error as exc:
+        except (apsw.Error, UnicodeDecodeError) as exc:
             if ownership is not None:
                 ownership.release()
             raise translate(exc, f"cannot open journal {path}") from None
@@ -74,7 +74,7 @@ class Journal(Reads):
     def _read(self, query: Callable[Concatenate[apsw.Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return query(self._conn, *args, **kwargs)
-        except apsw.Error as exc:
+        except (apsw.Error, UnicodeDecodeError) as exc:
             raise translate(exc, f"cannot read {self.path}") from None
 
     def _iterate(
@@ -83,7 +83,7 @@ class Journal(Reads):
         # Lazy: a long history streams; each query reads one consistent snapshot.
         try:
             yield from query(self._conn, *args, **kwargs)
-        except apsw.Error as exc:
+        except (apsw.Error, UnicodeDecodeError) as exc:
             raise translate(exc, f"cannot read {self.path}") from None
 
     def close(self) -> None:

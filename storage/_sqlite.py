@@ -43,6 +43,8 @@ def configure_writer(conn: apsw.Connection, durability: str) -> None:
 
 def translate(exc: BaseException, context: str) -> StorageError:
     """Map an APSW error to storage's PEP 249-style split: integrity vs operational."""
+    if isinstance(exc, UnicodeDecodeError):  # a garbled TEXT column: the file is corrupt
+        return IntegrityError(f"{context}: a text value is not valid UTF-8 (corrupt journal): {exc}")
     detail = f"{context}: {type(exc).__name__}: {exc}"
     if isinstance(exc, apsw.ConstraintError | apsw.CorruptError | apsw.NotADBError | apsw.MismatchError):
         return IntegrityError(detail)

@@ -82,7 +82,7 @@ class Store(Reads):
                 (top,) = conn.execute("SELECT coalesce(max(id), 0) FROM inbox").fetchone() or (0,)
                 hwm = max(hwm, int(top))
                 (actor_hwm,) = conn.execute("SELECT coalesce(max(id), 0) FROM actors").fetchone() or (0,)
-            except apsw.Error as exc:
+            except (apsw.Error, UnicodeDecodeError) as exc:
                 raise translate(exc, f"cannot prepare journal {path}") from None
             commits = None
             if replication is not None:
@@ -128,7 +128,7 @@ class Store(Reads):
         with self._read_lock:
             try:
                 return query(self._reader, *args, **kwargs)
-            except apsw.Error as exc:
+            except (apsw.Error, UnicodeDecodeError) as exc:
                 raise translate(exc, f"cannot read {self.path}") from None
 
     def _iterate(
@@ -138,7 +138,7 @@ class Store(Reads):
         with self._read_lock:
             try:
                 return iter(list(query(self._reader, *args, **kwargs)))
-            except apsw.Error as exc:
+            except (apsw.Error, UnicodeDecodeError) as exc:
                 raise translate(exc, f"cannot read {self.path}") from None
 
     # -- shutdown ------------------------------------------------------------------
