@@ -73,6 +73,10 @@ class Msg:
         self.cancelled = False
         """A pending timer cancelled by a step: it must not be delivered."""
 
+    def inbox_row(self, target: str, at: float, *, due: float | None = None, key: str | None = None) -> tuple[Any, ...]:
+        """This message as an inbox row (the shape of ``storage.Unit.inbox``)."""
+        return (self.step, target, self.handler.name, self.type_name, self.payload, due, key, 0, self.sender, at)
+
 
 class Cell:
     """Everything the runtime knows about one address."""

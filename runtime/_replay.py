@@ -39,7 +39,7 @@ from ._records import (
     timer_decoder,
 )
 from ._registry import Registry, type_name
-from ._step import answered, effect_name, promised, return_type
+from ._step import answered, due_time, effect_name, promised, return_type
 
 _encode = msgspec.msgpack.Encoder().encode
 
@@ -118,15 +118,8 @@ class ReplayContext(Context):
         timeout: float | None = None,
         **kwargs: Any,
     ) -> Any:
-        index = self._index
-        self._index += 1
         name = effect_name(fn)
-        if index >= len(self._effects):
-            raise self._fail(self._head.position, "no further effect", f"effect #{index} {name}")
-        entry, record = self._effects[index]
-        if entry.type != name:
-            raise self._fail(entry.position, f"effect #{index} {entry.type}", f"effect #{index} {name}")
-        self._now = max(self._now, record.finished)
+        entry, record = self._next(name)
         if not record.ok:
             raise EffectError(record.error_type, record.error)
         try:
@@ -134,7 +127,7 @@ class ReplayContext(Context):
         except msgspec.DecodeError as exc:
             raise self._fail(entry.position, f"a result of {name}", f"a type it no longer decodes as ({exc})") from None
 
-    def _next(self, label: str) -> EffectRecord:
+    def _next(self, label: str) -> tuple[storage.Entry, EffectRecord]:
         """The next journaled effect-like entry, which must be ``label``."""
         index = self._index
         self._index += 1
@@ -144,15 +137,15 @@ class ReplayContext(Context):
         if entry.type != label:
             raise self._fail(entry.position, f"effect #{index} {entry.type}", f"effect #{index} {label}")
         self._now = max(self._now, record.finished)
-        return record
+        return entry, record
 
     async def ask(self, address: str, msg: msgspec.Struct, *, timeout: float | None = None) -> Any:
-        record = self._next(f"ask:{address}")
+        _, record = self._next(f"ask:{address}")
         desc, _ = self._registry.resolve(address)
         return answered(record, address, self._registry.handler_for(desc, msg).reply_type)
 
     async def promise(self, name: str, *, timeout: float | None = None) -> Any:
-        return promised(self._next(f"promise:{name}"))
+        return promised(self._next(f"promise:{name}")[1])
 
     def now(self) -> float:
         return self._now
@@ -173,14 +166,7 @@ class ReplayContext(Context):
         self.sends.append((address, info.name, type_name(type(msg)), _encode(msg)))
 
     def schedule(self, when: float | datetime.datetime, address: str, msg: msgspec.Struct) -> str:
-        if isinstance(when, datetime.datetime):
-            if when.tzinfo is None:
-                raise ValueError("schedule() wants an aware datetime (with a time zone)")
-            due = when.timestamp()
-        else:
-            due = self._now + float(when)
-        if due < self._now:
-            raise ValueError(f"cannot schedule in the past ({self._now - due:.3f} s ago)")
+        due = due_time(self._now, when)
         desc, _ = self._registry.resolve(address)
         info = self._registry.handler_for(desc, msg)
         timer_id = f"{self._head.actor}/{self._head.step}/t{len(self.timers)}"

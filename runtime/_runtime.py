@@ -306,20 +306,7 @@ class Runtime(IdempotentIngress, DeadLetters, Waits):
             # No flush of its own: the pump that _make_ready schedules below hands
             # these rows to the writer together with the steps consuming them.
             batch = self._ingress = _Ingress(_Shared(loop=self.loop))
-        batch.rows.append(
-            (
-                prepared.step,
-                address,
-                prepared.handler.name,
-                prepared.type_name,
-                prepared.payload,
-                None,
-                None,
-                0,
-                None,
-                self.clock(),
-            )
-        )
+        batch.rows.append(prepared.inbox_row(address, self.clock()))
         batch.msgs.append((cell, prepared))
         batch.top = prepared.step
         if key is not None:

@@ -243,20 +243,7 @@ class Step(Context):
             for target, to in self.sends:
                 record = SendRecord(to, target.handler.name, msgspec.Raw(target.payload), target.step)
                 rows.append((ident, seq, step, "send", target.type_name, _encode(record), at))
-                inbox.append(
-                    (
-                        target.step,
-                        to,
-                        target.handler.name,
-                        target.type_name,
-                        target.payload,
-                        None,
-                        None,
-                        0,
-                        cell.address,
-                        at,
-                    )
-                )
+                inbox.append(target.inbox_row(to, at))
                 top = max(top, target.step)
                 seq += 1
             for target, to in self.timers:
@@ -265,20 +252,7 @@ class Step(Context):
                     target.timer_id, to, target.handler.name, msgspec.Raw(target.payload), target.step, target.due
                 )
                 rows.append((ident, seq, step, "timer", target.type_name, _encode(timer), at))
-                inbox.append(
-                    (
-                        target.step,
-                        to,
-                        target.handler.name,
-                        target.type_name,
-                        target.payload,
-                        target.due,
-                        "timer:" + target.timer_id,
-                        0,
-                        cell.address,
-                        at,
-                    )
-                )
+                inbox.append(target.inbox_row(to, at, due=target.due, key="timer:" + target.timer_id))
                 top = max(top, target.step)
                 seq += 1
             for cancelled in self.cancels:
@@ -435,8 +409,7 @@ class Step(Context):
             at = self.rt.clock()
             row = (self.cell.actor_id, self._seq, self.msg.step, "request", target.type_name, _encode(request), at)
             key = f"{name}|{me}"
-            inbox = (target.step, address, target.handler.name, target.type_name, target.payload, None, key, 0, me, at)
-            await self._append([row], inbox_rows=[inbox])
+            await self._append([row], inbox_rows=[target.inbox_row(address, at, key=key)])
             self._requests.add(index)
             self.rt._deliver_timer(address, target)  # into the callee's mailbox, now durable
         started = self.rt.clock()
@@ -556,29 +529,13 @@ class Step(Context):
         seq = self._seq
         rows = [(r[0], seq + i, *r[2:]) for i, r in enumerate(rows)]
         msg = self.msg
-        inbox = (
-            [
-                (
-                    msg.step,
-                    cell.address,
-                    msg.handler.name,
-                    msg.type_name,
-                    msg.payload,
-                    None,
-                    msg.idempotency_key,  # so that a recovered step records its reply under it
-                    0,
-                    msg.sender,
-                    rows[0][6],
-                )
-            ]
-            if durable_ask
-            else ()
-        )
+        # The key goes into the inbox row so that a recovered step records its reply under it.
+        inbox = [msg.inbox_row(cell.address, rows[0][6], key=msg.idempotency_key)] if durable_ask else []
         key = msg.idempotency_key
         unit = Unit(
             ops=([(RECORD_KEY, (key, cell.address, msg.step, None, rows[-1][6]))] if key and durable_ask else [])
             + (ops or []),
-            inbox=list(inbox) + (inbox_rows or []),
+            inbox=inbox + (inbox_rows or []),
             journal=rows,
             actor=cell.registration(rows[-1][6]),
             step=msg.step,
@@ -610,14 +567,7 @@ class Step(Context):
         return f"{self.cell.address}/{self.msg.step}/{self.effect_index}"
 
     def schedule(self, when: float | datetime.datetime, address: str, msg: msgspec.Struct) -> str:
-        if isinstance(when, datetime.datetime):
-            if when.tzinfo is None:
-                raise ValueError("schedule() wants an aware datetime (with a time zone)")
-            due = when.timestamp()
-        else:
-            due = self._now + float(when)
-        if due < self._now:
-            raise ValueError(f"cannot schedule in the past ({self._now - due:.3f} s ago)")
+        due = due_time(self._now, when)
         target = self.rt.prepare(address, msg, sender=self.cell.address)
         target.due = due
         target.timer_id = f"{self.cell.address}/{self.msg.step}/t{len(self.timers)}"
@@ -640,6 +590,19 @@ class Step(Context):
         target = self.rt.prepare(address, msg, sender=self.cell.address)
         self.rt._admit(self.rt._cell(address))  # backpressure applies to actors' sends too
         self.sends.append((target, address))
+
+
+def due_time(now: float, when: float | datetime.datetime) -> float:
+    """When a timer scheduled at ``now`` for ``when`` (a delay or an aware datetime) is due."""
+    if isinstance(when, datetime.datetime):
+        if when.tzinfo is None:
+            raise ValueError("schedule() wants an aware datetime (with a time zone)")
+        due = when.timestamp()
+    else:
+        due = now + float(when)
+    if due < now:
+        raise ValueError(f"cannot schedule in the past ({now - due:.3f} s ago)")
+    return due
 
 
 def answered(record: EffectRecord, address: str, reply_type: Any) -> Any:
