@@ -160,7 +160,8 @@ class Step(Context):
     def run(self) -> bool:
         """Run the handler until it finishes (True) or first suspends (False).
 
-        A suspended step goes on in a task of the runtime and reports back itself.
+        A suspended step goes on in a task of the runtime and reports back itself;
+        so does a step that could not be journaled (False too).
         """
         instance = self.cell.instance
         assert instance is not None
@@ -171,6 +172,10 @@ class Step(Context):
         except StopIteration as stop:
             self._done(True, stop.value)
             return True
+        except Abort as abort:  # before its first suspension, as after it (_go_on)
+            self.finished = True
+            self.rt.step_failed(self, abort.error)
+            return False
         except Exception as exc:
             self._done(False, exc)
             return True
@@ -378,7 +383,12 @@ class Step(Context):
             # A tell runs before its inbox row commits; nothing may leave the
             # step for a message that might not be accepted.
             try:
-                await self.msg.accepted
+                # Every tell of one tick shares this future, and a step runs
+                # without a task until it suspends: awaiting the shared future
+                # directly would find it already marked as awaited by the
+                # previous step ("await wasn't used with future"). Each step
+                # waits on a future of its own instead.
+                await asyncio.shield(self.msg.accepted)
             except Exception as exc:
                 raise Abort(exc) from None
         await self._append([self._message_row(self.rt.clock())], durable_ask=not self.msg.inbox)
