@@ -8,7 +8,46 @@ from typing import Any
 
 import pytest
 
+from .report import REPORT
 from .s3server import CREDENTIALS, S3Server
+
+LONG_SCALE = 20
+"""How many times more crash points, faults and kill cycles ``--long`` runs."""
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--long",
+        action="store_true",
+        help=f"run the fault and soak tests {LONG_SCALE}x longer, and the slow ones (or set STELE_LONG=1)",
+    )
+
+
+def long_run(config: pytest.Config) -> bool:
+    return bool(config.getoption("--long")) or os.environ.get("STELE_LONG", "") not in ("", "0")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if long_run(config):
+        return
+    skip = pytest.mark.skip(reason="a long run: use --long or STELE_LONG=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not REPORT:
+        return
+    terminalreporter.section("fault injection")
+    for section, counts in sorted(REPORT.items()):
+        terminalreporter.write_line(f"{section}: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
+
+
+@pytest.fixture(scope="session")
+def scale(request: pytest.FixtureRequest) -> int:
+    """1 in the fast tier, ``LONG_SCALE`` with ``--long``: multiplies fault counts."""
+    return LONG_SCALE if long_run(request.config) else 1
 
 
 @pytest.fixture

@@ -18,16 +18,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
-import msgspec
-
-from storage import Journal
-
-from .models import Recorded
+from .histories import audit
+from .report import add
 
 CYCLES = int(os.environ.get("STELE_KILL_CYCLES", "20"))
+"""Kill cycles of the fast tier; ``--long`` multiplies them."""
 
 
 def spawn(db: str, trace: str, first: int, count: int) -> subprocess.Popen[str]:
@@ -39,12 +36,13 @@ def spawn(db: str, trace: str, first: int, count: int) -> subprocess.Popen[str]:
     )
 
 
-def test_kill9_cycles_lose_and_duplicate_nothing(tmp_path: Path) -> None:
+def test_kill9_cycles_lose_and_duplicate_nothing(tmp_path: Path, scale: int) -> None:
+    cycles = CYCLES * scale
     db, trace = str(tmp_path / "journal.db"), str(tmp_path / "trace.txt")
     rng = random.Random(int(os.environ.get("STELE_KILL_SEED", "9")))
     sent: set[int] = set()
     acked: set[int] = set()
-    for cycle in range(CYCLES):
+    for cycle in range(cycles):
         proc = spawn(db, trace, cycle * 10_000, 10_000)
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "ready"
@@ -68,31 +66,10 @@ def test_kill9_cycles_lose_and_duplicate_nothing(tmp_path: Path) -> None:
         line.split(" ")[1]: json.loads(line.split(" ", 2)[2]) for line in out.splitlines() if line.startswith("state")
     }
 
-    decoder = msgspec.msgpack.Decoder(Recorded)
-    processed: Counter[int] = Counter()
-    journaled_tokens: dict[str, str] = {}
-    with Journal.open(db) as journal:
-        assert journal.pending() == []
-        for actor in journal.actors():
-            entries = list(journal.entries(actor.address))
-            assert [e.seq for e in entries] == list(range(1, len(entries) + 1))
-            events = [decoder.decode(e.data) for e in entries if e.kind == "event"]
-            processed.update(ev.id for ev in events)
-            assert live[actor.address] == [ev.id for ev in events]
-            for e in entries:
-                if e.kind == "effect":
-                    key = f"{actor.address}/{e.step}/0"
-                    assert key not in journaled_tokens, f"two journaled results for effect {key}"
-                    journaled_tokens[key] = e.decoded()["result"]
-
-    assert all(processed[i] == 1 for i in acked), sorted(i for i in acked if processed[i] != 1)[:10]
-    assert all(processed[i] <= 1 for i in sent)
-    assert set(processed) <= sent
-
-    last_run: dict[str, str] = {}
-    for line in Path(trace).read_text().splitlines():
-        key, token = line.split(" ")
-        last_run[key] = token
-    for key, token in journaled_tokens.items():
-        assert last_run[key] == token, f"effect {key} ran again after its result was journaled"
-    print(f"{CYCLES} kill cycles, {len(sent)} sent, {len(acked)} acknowledged, {sum(processed.values())} processed")
+    history = audit(db, trace)
+    assert live == history.events
+    assert not history.lost(acked), history.lost(acked)[:10]
+    assert not history.duplicated(), history.duplicated()[:10]
+    assert set(history.processed) <= sent
+    add("kill -9 (in-process senders)", cycles=cycles, sent=len(sent), acknowledged=len(acked),
+        processed=sum(history.processed.values()), effects_checked=history.effects)  # fmt: skip
