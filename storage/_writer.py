@@ -178,9 +178,7 @@ class Writer:
         try:
             conn.execute("BEGIN IMMEDIATE")
         except apsw.Error as exc:
-            error = translate(exc, "cannot start a journal transaction")
-            for i in indexes:
-                outcomes[i] = error
+            _fail(outcomes, indexes, translate(exc, "cannot start a journal transaction"))
             return []
         try:
             failures = self._apply(batch)
@@ -191,9 +189,7 @@ class Writer:
             # SQLite may already have rolled the whole transaction back (FULL,
             # IOERR, NOMEM do); nothing was committed either way: a definite failure.
             self._rollback()
-            error = translate(exc, "journal write failed")
-            for i in indexes:
-                outcomes[i] = error
+            _fail(outcomes, indexes, translate(exc, "journal write failed"))
             return []
         try:
             conn.execute("COMMIT")
@@ -302,8 +298,16 @@ class Writer:
             if landed:
                 outcomes[i] = None
             else:
+                # Not visible, yet not a definite failure: SQLite may have written
+                # the commit's WAL frames (a failed fsync, a failed padding write)
+                # without indexing them, and WAL recovery after a crash would bring
+                # them back. Only a later commit, which overwrites them, settles it.
                 retry.append(i)
-                outcomes[i] = translate(exc, "journal commit failed and did not land")
+                outcomes[i] = CommitUnknown(
+                    f"journal commit failed ({type(exc).__name__}: {exc}); reading back does not find it, "
+                    "but its WAL frames may remain and come back if the process stops before the next "
+                    "commit: the change may or may not be in the journal"
+                )
         if retry:
             log.warning("journal commit failed (%s); retrying %d unit(s) that did not land", exc, len(retry))
         return retry
@@ -327,3 +331,15 @@ class Writer:
             return row is None
         # Only `ops`: they are idempotent updates, so running them again is safe.
         return False
+
+
+def _fail(outcomes: list[Outcome], indexes: list[int], error: StorageError) -> None:
+    """A definite failure for these units, unless an earlier attempt left them unknown.
+
+    A transaction that fails before COMMIT writes no commit frame: it is a
+    definite failure. But the frames of an earlier failed COMMIT of the same
+    units are overwritten only by a commit that succeeds, so those stay unknown.
+    """
+    for i in indexes:
+        if not isinstance(outcomes[i], CommitUnknown):
+            outcomes[i] = error
