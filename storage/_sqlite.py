@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import urllib.parse
 
 import apsw
 
 from ._errors import IntegrityError, OperationalError, StorageError
+
+log = logging.getLogger("stele.storage")
 
 BUSY_TIMEOUT_MS = 5000
 """Every connection waits this long for a lock (Litestream's too) before failing."""
@@ -61,6 +64,21 @@ def configure_writer(conn: apsw.Connection, durability: str) -> None:
     conn.execute("PRAGMA cache_size = -65536")
     # Checkpoints stay automatic (PASSIVE, 1000 pages) for now; when Litestream
     # supervises the file it takes checkpointing over (DESIGN.md §4).
+
+
+def close_quietly(conn: apsw.Connection, path: str) -> None:
+    """Close ``conn``; a failure (the checkpoint SQLite runs on close) is logged, not raised.
+
+    Everything committed is in the WAL by then: a checkpoint that fails on a
+    failing disk loses nothing, and the next open recovers from the WAL. Raising
+    would hide the error that brought the caller here, or report a loss that
+    did not happen.
+    """
+    try:
+        conn.close()
+    except apsw.Error as exc:
+        log.warning("closing %s: %s: %s (nothing is lost: the next open recovers from the WAL)",
+                    path, type(exc).__name__, exc)  # fmt: skip
 
 
 def translate(exc: BaseException, context: str) -> StorageError:

@@ -11,11 +11,12 @@ import apsw
 
 from . import _rows
 from ._commits import CommitLog
+from ._errors import StorageError
 from ._owner import Ownership
 from ._reads import Reads
 from ._replication import Replication
 from ._schema import migrate
-from ._sqlite import configure_writer, connect, translate
+from ._sqlite import close_quietly, configure_writer, connect, translate
 from ._unit import Unit
 from ._writer import Done, Notify, Writer, WriterStats
 
@@ -96,17 +97,22 @@ class Store(Reads):
                     replication.start(commits)
                 except BaseException:
                     writer.stop()
-                    reader.close()
+                    close_quietly(reader, path)
                     raise
         except BaseException:
             if conn is not None:
-                conn.close()
+                close_quietly(conn, path)
             ownership.release()
             raise
         store = cls(path, ownership, conn, reader, writer, hwm, int(actor_hwm))
         store.replication = replication
         store.commits = commits
         return store
+
+    @property
+    def failing(self) -> StorageError | None:
+        """Why commits are failing (a full disk, an I/O error), or None while they succeed."""
+        return self._writer.failing
 
     @property
     def stats(self) -> WriterStats:
@@ -169,8 +175,8 @@ class Store(Reads):
     def _close_connections(self) -> None:
         try:
             with self._read_lock:  # wait for a read in flight in another thread
-                self._reader.close()
-            self._conn.close()
+                close_quietly(self._reader, self.path)
+            close_quietly(self._conn, self.path)
         finally:
             self._ownership.release()
 

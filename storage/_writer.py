@@ -85,6 +85,8 @@ class Writer:
         self._abandoned = False
         self._stopped = False
         self.stats = WriterStats()
+        self.failing: StorageError | None = None
+        """The last batch's I/O failure while commits fail; None once one succeeds."""
         self._thread = threading.Thread(target=self._run, name="stele-writer", daemon=True)
 
     def start(self) -> None:
@@ -160,6 +162,11 @@ class Writer:
             if not pending or delay is None:
                 break
             time.sleep(delay)
+        failed = next((o for o in outcomes if isinstance(o, OperationalError)), None)
+        if failed is not None:
+            self.failing = failed
+        elif any(o is None for o in outcomes):
+            self.failing = None
         self.stats.batches += 1
         self.stats.units += len(units)
         self.stats.commit_seconds += time.perf_counter() - started
