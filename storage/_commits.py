@@ -51,6 +51,8 @@ class CommitLog:
         self._lock = threading.Lock()
         self._pending: deque[Commit] = deque()
         self._generations: dict[tuple[int, int], int] = {}
+        self._last_salt: tuple[int, ...] = ()
+        self._last_frames = 0
         self.count = 0
         """Commits recorded so far (a commit's ``seq``)."""
         self.position = 0
@@ -80,7 +82,7 @@ class CommitLog:
         # The WAL restarts with new salts after a checkpoint, which Litestream
         # runs on its own schedule: read them at every commit (one 32-byte
         # pread per group commit), not only when the frame count drops.
-        salt = self._read_salt()
+        salt, frames = self._read_wal(frames)
         with self._lock:
             generation = self._generations.setdefault(salt, len(self._generations))
             self.count += 1
@@ -111,11 +113,30 @@ class CommitLog:
                 i += 1
         self._pending = merged
 
-    def _read_salt(self) -> tuple[int, int]:
+    def _read_wal(self, frames: int) -> tuple[tuple[int, int], int]:
+        """The WAL's salts, and how many frames end at the commit's own last frame.
+
+        With ``psow=0`` SQLite pads a commit to a sector boundary with copies of
+        its last frame (at most one, as a frame is larger than a sector). Each
+        copy is marked as a commit too, and Litestream may read the WAL between
+        the commit frame and its copy: the commit ends at the commit frame. A
+        transaction writes each page once, so a last frame with the page number
+        of the frame before it is a copy.
+        """
         with open(self._wal_path, "rb") as f:
             header = f.read(WAL_HEADER)
-        salt1, salt2 = struct.unpack_from(">II", header, 16)
-        return salt1, salt2
+            salt = struct.unpack_from(">II", header, 16)
+            # Only a frame of this commit can be copied: not the previous commit's last frame.
+            earlier = self._last_frames if salt == self._last_salt else 0
+            self._last_salt, self._last_frames = salt, frames
+            if frames - 2 >= earlier:
+                f.seek(WAL_HEADER + (frames - 2) * self._frame)
+                before = f.read(8)
+                f.seek(WAL_HEADER + (frames - 1) * self._frame)
+                last = f.read(8)
+                if len(last) == 8 and last == before:  # same page, same database size
+                    frames -= 1
+        return (salt[0], salt[1]), frames
 
     def replicated(self, ltx: Ltx) -> None:
         """Everything up to the WAL range of ``ltx`` is in the replica."""
