@@ -68,6 +68,15 @@ class ActorSuspendedError(SteleError):
         self.reason = reason
 
 
+class ReplyUnavailableError(SteleError):
+    """The ask was accepted durably and will be processed, but no reply can be given now.
+
+    Raised when the actor cannot run (suspended, or its journal cannot be
+    read): the message stays in the inbox and runs once the actor can. Do not
+    resend it; ``__cause__`` says why the actor cannot run.
+    """
+
+
 class AskTimeoutError(SteleError, TimeoutError):
     """No reply arrived within the ask's timeout (the message may still be processed)."""
 

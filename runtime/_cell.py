@@ -137,3 +137,9 @@ class Cell:
     def idle(self) -> bool:
         """Active but doing nothing, and nothing to do: may be passivated."""
         return not (self.busy or self.mailbox or self.loading)
+
+
+def first_outcome(future: asyncio.Future[Any], outcomes: list[Any]) -> None:
+    """Hand a one-unit submission's outcome to ``future``, unless its waiter gave up (cancelled)."""
+    if not future.done():
+        future.set_result(outcomes[0])

@@ -29,6 +29,7 @@ from actors import (
     HandlerError,
     MessageValidationError,
     ReplicationTimeout,
+    ReplyUnavailableError,
     RuntimeClosedError,
     SteleError,
     UnknownActorTypeError,
@@ -116,6 +117,8 @@ class App:
             return _error(503, "unavailable", str(exc))
         except (AskTimeoutError, ReplicationTimeout) as exc:
             return _error(504, "timeout", str(exc))
+        except ReplyUnavailableError as exc:  # accepted: resending it would run it twice
+            return _error(504, "no_reply", str(exc))
         except SteleError as exc:
             return _error(503, "unavailable", str(exc))
 

@@ -30,14 +30,16 @@ from actors import (
     AskTimeoutError,
     BackpressureError,
     HandlerError,
+    JournalError,
     MessageValidationError,
     ReplicationTimeout,
+    ReplyUnavailableError,
     RuntimeClosedError,
     SteleError,
 )
 from storage import Outcome, Store, Unit
 
-from ._cell import Cell, Msg
+from ._cell import Cell, Msg, first_outcome
 from ._dead_letters import DeadLetters
 from ._errors import translate
 from ._idempotency import IdempotentIngress
@@ -51,6 +53,8 @@ log = logging.getLogger("stele.runtime")
 
 DURABILITIES = ("fsync", "normal", "replicated")
 _RETRY_MAX = 5.0
+PROBE_INTERVAL = 0.5
+"""While the journal fails, one new message every this many seconds tries a commit."""
 
 
 class _Shared(asyncio.Future[None]):
@@ -156,6 +160,7 @@ class Runtime(IdempotentIngress, DeadLetters, Waits):
         self.max_mailbox = max_mailbox
         self.max_pending = max_pending
         self.max_attempts = max_attempts
+        self._probe_at = 0.0  # while the journal fails, when the next message may try it
         self._pending = 0  # messages accepted and not yet consumed, in every mailbox
         self._keys_in_flight: dict[str, asyncio.Future[Any]] = {}
         self.timers = Timers(self)
@@ -402,7 +407,17 @@ class Runtime(IdempotentIngress, DeadLetters, Waits):
         await self._write(Unit(ops=[("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))]))
 
     def _admit(self, cell: Cell) -> None:
-        """Fail fast, writing nothing, when the mailboxes are full (backpressure)."""
+        """Fail fast, writing nothing, when the mailboxes are full or the journal fails (backpressure)."""
+        failing = self.store.failing
+        if failing is not None:
+            # While commits fail (a full disk, an I/O error) new messages are
+            # refused at once rather than queued in memory to wait; one gets
+            # through every PROBE_INTERVAL to find out whether the disk is back
+            # (steps retrying their commits find out too).
+            now = time.monotonic()
+            if now < self._probe_at:
+                raise BackpressureError(f"the journal cannot be written ({failing}); nothing was accepted; retry later")
+            self._probe_at = now + PROBE_INTERVAL
         if len(cell.mailbox) >= self.max_mailbox:
             raise BackpressureError(
                 f"{cell.address} has {len(cell.mailbox)} messages waiting (max_mailbox={self.max_mailbox}); retry later"
@@ -415,7 +430,7 @@ class Runtime(IdempotentIngress, DeadLetters, Waits):
     async def _write(self, unit: Unit) -> None:
         """Commit one unit of the runtime's own bookkeeping."""
         done: asyncio.Future[Outcome] = self.loop.create_future()
-        self.store.submit([unit], lambda outcomes: done.set_result(outcomes[0]))
+        self.store.submit([unit], functools.partial(first_outcome, done))
         error = await done
         if error is not None:
             raise translate(error)
@@ -706,8 +721,33 @@ class Runtime(IdempotentIngress, DeadLetters, Waits):
         if self._closing and self._inflight == 0:
             assert self._idle is not None
             self._idle.set()
-        if cell.mailbox:
+        if isinstance(error, storage.CommitUnknown) and not self._closing:
+            cell.busy = True  # nothing of this actor runs until the journal is settled
+            self.spawn(self._settle_unknown, cell, max(delay, 0.05))
+        elif cell.mailbox:
             self.loop.call_later(delay, self._make_ready, cell)
+
+    async def _settle_unknown(self, cell: Cell, delay: float) -> None:
+        """After a commit that may or may not have landed, commit something else first.
+
+        The unknown commit's WAL frames may still be in the file, where a crash
+        would bring them back; a later successful commit overwrites them. Until
+        one does, running the step again could run its effects again although
+        their results may yet turn out journaled (G3).
+        """
+        settle = Unit(ops=[("INSERT OR REPLACE INTO meta(key, value) VALUES ('settled_at', ?)", (self.clock(),))])
+        while not self._closing:
+            await anyio.sleep(delay)
+            try:
+                await self._write(settle)
+            except JournalError as exc:
+                log.warning("%s waits for the journal to accept a commit: %s", cell.address, exc)
+                delay = min(_RETRY_MAX, delay * 2)
+            else:
+                break
+        cell.busy = False
+        if cell.mailbox and not self._closing:
+            self._make_ready(cell)
 
     def _settle(self, cell: Cell) -> None:
         cell.busy = False
@@ -738,7 +778,17 @@ class Runtime(IdempotentIngress, DeadLetters, Waits):
         keep = [m for m in cell.mailbox if m.inbox]
         for msg in cell.mailbox:
             if msg.waiter is not None and not msg.waiter.done():
-                msg.waiter.set_exception(error)
+                if msg.inbox:
+                    # Durable: it will run once the actor can. Failing the ask as
+                    # if it never happened would invite a resend, so a second run.
+                    unavailable = ReplyUnavailableError(
+                        f"{cell.address}: the message is accepted and stays in the inbox until the actor "
+                        f"can run; no reply now: {error}"
+                    )
+                    unavailable.__cause__ = error
+                    msg.waiter.set_exception(unavailable)
+                else:
+                    msg.waiter.set_exception(error)
         self._pending -= len(cell.mailbox) - len(keep)
         cell.mailbox.clear()
         cell.mailbox.extend(keep)

@@ -38,7 +38,7 @@ from actors import (
 )
 from storage import Entry, Outcome, Unit
 
-from ._cell import Cell, Msg
+from ._cell import Cell, Msg, first_outcome
 from ._drive import Resume
 from ._records import (
     NIL,
@@ -210,7 +210,7 @@ class Step(Context):
     async def _commit(self, unit: Unit) -> Outcome:
         loop = self.rt.loop
         future: asyncio.Future[Outcome] = loop.create_future()
-        self.rt.store.submit([unit], lambda outcomes: future.set_result(outcomes[0]))
+        self.rt.store.submit([unit], functools.partial(first_outcome, future))
         return await future
 
     # -- the commit unit ---------------------------------------------------------
