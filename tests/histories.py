@@ -12,12 +12,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import anyio
 import apsw
 import msgspec
 
+from runtime import Runtime
 from storage import Journal
 
-from .models import Recorded
+from .models import Fetch, Recorded, Recorder
 
 
 @dataclass
@@ -83,3 +85,17 @@ def audit(db: str, trace: str | None = None, *, drained: bool = True) -> Audit:
         for key, token in journaled.items():
             assert last_run.get(key) == token, f"effect {key} ran again after its result was journaled"
     return result
+
+
+async def recover(db: str, actors: list[str]) -> dict[str, list[int]]:
+    """Open ``db`` normally, wait until recovery has consumed every pending message,
+    and return what each of ``actors`` serves as its list of consumed ids."""
+    # Poison-message handling has its own tests; here every message must be processed.
+    async with Runtime(db, actors=[Recorder], max_attempts=1000) as rt:
+        with anyio.fail_after(30):
+            while True:
+                with Journal.open(db) as journal:
+                    if not journal.pending():
+                        break
+                await anyio.sleep(0.005)
+        return {address: await rt.ask(address, Fetch()) for address in actors}

@@ -29,9 +29,9 @@ from typing import Any
 import anyio
 
 from runtime import Runtime
-from storage import Journal
 
-from .models import Fetch, Record, Recorder
+from .histories import recover
+from .models import Record, Recorder
 from .powerloss import PowerLossVFS
 
 ACTORS = 3
@@ -58,17 +58,6 @@ async def run(job: dict[str, Any], vfs: PowerLossVFS) -> None:
     os.close(acks)
 
 
-async def recover(job: dict[str, Any]) -> dict[str, list[int]]:
-    async with Runtime(job["db"], actors=[Recorder], max_attempts=1000) as rt:
-        with anyio.fail_after(30):
-            while True:
-                with Journal.open(job["db"]) as journal:
-                    if not journal.pending():
-                        break
-                await anyio.sleep(0.005)
-        return {f"Recorder/{k}": await rt.ask(f"Recorder/{k}", Fetch()) for k in range(ACTORS)}
-
-
 def child(job: dict[str, Any], answer: int) -> None:
     Recorder.trace_path = job["trace"]
     result: dict[str, Any] = {"status": 0}
@@ -83,7 +72,7 @@ def child(job: dict[str, Any], answer: int) -> None:
         anyio.run(run, job, vfs)
         result.update(syncs=vfs.syncs, writes=vfs.writes)
     else:
-        result["live"] = anyio.run(recover, job)
+        result["live"] = anyio.run(recover, job["db"], [f"Recorder/{k}" for k in range(ACTORS)])
     os.write(answer, json.dumps(result).encode())
 
 
