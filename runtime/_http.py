@@ -26,6 +26,7 @@ import storage
 from actors import (
     ActorSuspendedError,
     AskTimeoutError,
+    CommitUnknownError,
     HandlerError,
     MessageValidationError,
     ReplicationTimeout,
@@ -117,6 +118,8 @@ class App:
             return _error(503, "unavailable", str(exc))
         except (AskTimeoutError, ReplicationTimeout) as exc:
             return _error(504, "timeout", str(exc))
+        except CommitUnknownError as exc:  # may or may not be in the journal: resending may run it twice
+            return _error(504, "unknown", str(exc))
         except ReplyUnavailableError as exc:  # accepted: resending it would run it twice
             return _error(504, "no_reply", str(exc))
         except SteleError as exc:

@@ -98,7 +98,8 @@ def journal_effect(path: str, key: str) -> str:
 class Recorder(Actor):
     """Runs one effect per message (traced in a file), then emits one event."""
 
-    trace_path = ""
+    trace_path = os.environ.get("STELE_RECORDER_TRACE", "")
+    """Where the effect traces its runs (a server child gets it from the environment)."""
 
     class State(msgspec.Struct):
         seen: list[int] = msgspec.field(default_factory=list)
