@@ -23,6 +23,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("--long"):
+        os.environ["STELE_LONG"] = "1"  # for what is decided at import (Hypothesis settings)
+
+
 def long_run(config: pytest.Config) -> bool:
     return bool(config.getoption("--long")) or os.environ.get("STELE_LONG", "") not in ("", "0")
 
