@@ -28,7 +28,7 @@ import apsw
 
 from actors._actor import describe
 from runtime import Registry, Runtime, load
-from storage import Journal
+from storage import Journal, _sqlite
 
 from . import _effects, _http, _model, _replication, _timers
 from ._model import Counter, Inc, Progress, synthesize
@@ -44,6 +44,18 @@ def fresh(workdir: Path, name: str) -> str:
 # -- (a) raw APSW baseline ------------------------------------------------------------
 
 
+def one_row_commits(path: str, conn: apsw.Connection, commits: int = 5000) -> list[float]:
+    """Latencies of ``commits`` one-row commits of 200 bytes."""
+    row = (os.urandom(200),)
+    latencies = []
+    for _ in range(commits):
+        t0 = time.perf_counter()
+        with conn:
+            conn.execute("INSERT INTO t(data) VALUES (?)", row)
+        latencies.append(time.perf_counter() - t0)
+    return latencies
+
+
 def raw_baseline(workdir: Path) -> Result:
     path = fresh(workdir, "raw.db")
     conn = apsw.Connection(path)
@@ -57,18 +69,20 @@ def raw_baseline(workdir: Path) -> Result:
         with conn:
             conn.executemany("INSERT INTO t(data) VALUES (?)", [row] * 1000)
     rows_per_s = total / (time.perf_counter() - started)
-    commits = 5000
-    latencies = []
-    for _ in range(commits):
-        t0 = time.perf_counter()
-        with conn:
-            conn.execute("INSERT INTO t(data) VALUES (?)", row)
-        latencies.append(time.perf_counter() - t0)
+    latencies = one_row_commits(path, conn)
     conn.close()
+    # The same commits with psow=0, as Stele opens journals: each commit padded
+    # to a sector boundary (storage/_sqlite.py says why).
+    padded = apsw.Connection(f"file:{path}?psow=0", flags=apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_URI)
+    padded.execute("PRAGMA synchronous = FULL")
+    padded_latencies = one_row_commits(path, padded)
+    padded.close()
     return {
         "rows_per_s": rows_per_s,
-        "commits_per_s": commits / sum(latencies),
+        "commits_per_s": len(latencies) / sum(latencies),
         "commit_p50_us": statistics.median(latencies) * 1e6,
+        "psow0_commits_per_s": len(padded_latencies) / sum(padded_latencies),
+        "psow0_commit_p50_us": statistics.median(padded_latencies) * 1e6,
     }
 
 
@@ -121,6 +135,22 @@ async def sequential_asks(workdir: Path, count: int = 5000) -> Result:
         "p50_us": latencies[len(latencies) // 2] * 1e6,
         "p99_us": latencies[int(len(latencies) * 0.99)] * 1e6,
     }
+
+
+async def psow_cost(workdir: Path, count: int = 3000) -> Result:
+    """(k) Sequential asks with psow=1 (SQLite's default) and psow=0 (Stele's), in turn."""
+    results: Result = {}
+    for psow in (True, False, True, False):  # interleaved: the machine drifts
+        _sqlite.POWERSAFE_OVERWRITE = psow
+        try:
+            run = await sequential_asks(workdir, count)
+        finally:
+            _sqlite.POWERSAFE_OVERWRITE = False
+        key = f"psow{int(psow)}"
+        best = results.get(key)
+        if best is None or run["asks_per_s"] > best["asks_per_s"]:
+            results[key] = run
+    return results
 
 
 # -- (d) rebuilding one actor ----------------------------------------------------------------
@@ -183,7 +213,7 @@ def startup(workdir: Path, quick: bool) -> Result:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="a,b,c,d,e,f,g,h,i,j", help="comma-separated scenarios (a-j)")
+    parser.add_argument("--only", default="a,b,c,d,e,f,g,h,i,j,k", help="comma-separated scenarios (a-k)")
     parser.add_argument("--dir", default=str(ROOT / "results" / "work"), help="where journal files go")
     parser.add_argument("--quick", action="store_true", help="smaller (e) and (f), for a smoke run")
     args = parser.parse_args()
@@ -202,6 +232,7 @@ def main() -> None:
         "g": lambda: _replication.run(workdir, results.get("b", {}).get("messages_per_s", 20_000.0), args.quick),
         "i": lambda: anyio.run(_timers.timers, workdir),
         "j": lambda: anyio.run(_effects.effects, workdir),
+        "k": lambda: anyio.run(psow_cost, workdir),
         "h": lambda: {
             "http": _http.http_asks(workdir),
             "inspect": _http.inspection(workdir, 100_000 if args.quick else 1_000_000),
@@ -223,6 +254,12 @@ def report(r: Result) -> None:
     rows = [
         ("(a) raw rows/s, 1,000 per tx", a["rows_per_s"], "", ""),
         ("(a) raw one-row commits/s", a["commits_per_s"], "", f"p50 {a['commit_p50_us']:.0f} µs"),
+        (
+            "(a) the same, psow=0 (as Stele opens)",
+            a["psow0_commits_per_s"],
+            f"{a['psow0_commits_per_s'] / a['commits_per_s']:.2f} x commits/s",
+            f"p50 {a['psow0_commit_p50_us']:.0f} µs",
+        ),
     ]
     if "b" in r:
         ratio = r["b"]["messages_per_s"] / a["rows_per_s"]
@@ -288,6 +325,14 @@ def report(r: Result) -> None:
         j = r["j"]
         ratio = j["effects_per_s"] / a["rows_per_s"]
         rows.append(("(j) effects/s, 100 actors x chains of 10", j["effects_per_s"], f"{ratio:.3f} x rows/s", "≥ 0.03"))
+    if "k" in r:
+        k = r["k"]
+        for psow in ("psow1", "psow0"):
+            ratio = k[psow]["asks_per_s"] / a["commits_per_s"]
+            rows.append(
+                (f"(k) sequential asks/s, {psow[:4]}={psow[4]}", k[psow]["asks_per_s"], f"{ratio:.2f} x commits/s",
+                 f"p50 {k[psow]['p50_us']:.0f} µs, p99 {k[psow]['p99_us']:.0f} µs"),
+            )  # fmt: skip
     width = max(len(row[0]) for row in rows)
     print(f"\n{'scenario':<{width}}  {'figure':>14}  {'ratio / detail':<28} target")
     for name, value, ratio, target in rows:
