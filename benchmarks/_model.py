@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+import zlib
 from typing import Any
 
 import apsw
@@ -116,8 +117,15 @@ def synthesize(path: str, actors: int, events_per_actor: int, *, snapshot_every:
 def _flush(
     conn: apsw.Connection, rows: list[tuple[Any, ...]], snaps: list[tuple[Any, ...]], registry: list[tuple[Any, ...]]
 ) -> None:
-    conn.executemany("INSERT INTO journal(actor, seq, step, kind, type, data, at) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-    conn.executemany("INSERT INTO snapshots(actor, seq, type, data, at) VALUES (?, ?, ?, ?, ?)", snaps)
+    # With their checksums, as the writer stores them: rebuilding then pays for checking them.
+    conn.executemany(
+        "INSERT INTO journal(actor, seq, step, kind, type, data, at, crc) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [(*row, zlib.crc32(row[5])) for row in rows],
+    )
+    conn.executemany(
+        "INSERT INTO snapshots(actor, seq, type, data, at, crc) VALUES (?, ?, ?, ?, ?, ?)",
+        [(*snap, zlib.crc32(snap[3])) for snap in snaps],
+    )
     conn.executemany("INSERT INTO actors(id, address, type, updated) VALUES (?, ?, ?, ?)", registry)
     rows.clear()
     snaps.clear()

@@ -70,17 +70,45 @@ def check(path: str, registry: Registry | None = None) -> CheckReport:
             report.problems.append(f"the actor registry cannot be read: {exc}")
             return report
         for info in actors:
-            try:
-                for entry in journal.entries(info.address):
-                    report.entries += 1
-                    problem = _entry_problem(entry, registry)
-                    if problem:
-                        report.problems.append(
-                            f"{info.address} seq {entry.seq} at position {entry.position}: {problem}"
-                        )
-            except storage.StorageError as exc:
-                report.problems.append(f"{info.address}: its journal cannot be read: {exc}")
+            _check_entries(journal, info.address, registry, report)
+            _check_snapshots(journal, info.address, report)
     return report
+
+
+def _check_entries(journal: storage.Journal, address: str, registry: Registry | None, report: CheckReport) -> None:
+    from_seq = 0
+    while True:
+        try:
+            for entry in journal.entries(address, from_seq):
+                from_seq = entry.seq + 1
+                report.entries += 1
+                problem = _entry_problem(entry, registry)
+                if problem:
+                    report.problems.append(f"{address} seq {entry.seq} at position {entry.position}: {problem}")
+            return
+        except storage.UndecodableEntry as exc:  # a checksum mismatch: report it, read on past it
+            if exc.seq is None:
+                report.problems.append(f"{address}: its journal cannot be read: {exc}")
+                return
+            report.entries += 1
+            report.problems.append(f"{address} seq {exc.seq} at position {exc.position}: {exc}")
+            from_seq = exc.seq + 1
+        except storage.StorageError as exc:
+            report.problems.append(f"{address}: its journal cannot be read: {exc}")
+            return
+
+
+def _check_snapshots(journal: storage.Journal, address: str, report: CheckReport) -> None:
+    try:
+        for info in journal.snapshots(address):
+            snap = journal.snapshot(address, info.seq + 1)
+            if snap is not None and snap.seq == info.seq and not snap.intact:
+                report.problems.append(
+                    f"{address} snapshot at seq {snap.seq}: its data does not match its checksum "
+                    "(rebuilding falls back to older history)"
+                )
+    except storage.StorageError as exc:
+        report.problems.append(f"{address}: its snapshots cannot be read: {exc}")
 
 
 def _entry_problem(entry: storage.Entry, registry: Registry | None) -> str | None:

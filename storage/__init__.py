@@ -20,7 +20,7 @@ from ._reads import Reads
 from ._replica import ReplicaTarget
 from ._replication import Replication, ReplicationStatus
 from ._restore import RestoreReport, restore
-from ._rows import ActorInfo, DeadLetter, Entry, Idempotent, Pending, Snapshot, SnapshotInfo
+from ._rows import ActorInfo, DeadLetter, Entry, EventRow, Idempotent, Pending, Snapshot, SnapshotInfo, corrupt
 from ._schema import SCHEMA_VERSION
 from ._store import Store
 from ._unit import Unit
@@ -34,6 +34,7 @@ __all__ = (
     "DeadLetter",
     "Done",
     "Entry",
+    "EventRow",
     "Idempotent",
     "IntegrityError",
     "Journal",
@@ -57,6 +58,7 @@ __all__ = (
     "UndecodableEntry",
     "Unit",
     "WriterStats",
+    "corrupt",
     "decode_untyped",
     "restore",
 )

@@ -40,7 +40,8 @@ class OwnedElsewhere(OperationalError):
 class UndecodableEntry(IntegrityError):
     """A stored payload cannot be decoded as the type recorded for it."""
 
-    def __init__(self, message: str, *, position: int, type_name: str) -> None:
+    def __init__(self, message: str, *, position: int, type_name: str, seq: int | None = None) -> None:
         super().__init__(message)
         self.position = position
         self.type_name = type_name
+        self.seq = seq

@@ -79,10 +79,8 @@ class Reads(abc.ABC):
         """The newest snapshot of actor ``actor_id`` (older than ``before``)."""
         return self._read(_rows.snapshot, actor_id, address, before)
 
-    def event_rows(
-        self, actor_id: int, after_seq: int = 0, until_seq: int | None = None
-    ) -> list[tuple[int, int, str, bytes]]:
-        """``(position, seq, type, data)`` of actor ``actor_id``'s events in ``(after_seq, until_seq]``."""
+    def event_rows(self, actor_id: int, after_seq: int = 0, until_seq: int | None = None) -> list[_rows.EventRow]:
+        """``(position, seq, type, data, crc)`` of actor ``actor_id``'s events in ``(after_seq, until_seq]``."""
         return self._read(_rows.event_rows, actor_id, after_seq, until_seq)
 
     def seq_at(self, actor: str, position: int) -> int:

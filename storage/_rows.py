@@ -7,13 +7,16 @@ Shared by the runtime-facing :class:`~storage.Store` and the read-only
 from __future__ import annotations
 
 import typing
+import weakref
 from collections.abc import Iterator
 from typing import Any
+from zlib import crc32
 
 import apsw
 import msgspec
 
 from ._codec import decode_untyped
+from ._errors import UndecodableEntry
 
 TERMINAL_KINDS = ("reply",)
 """Entry kinds that close a step. A step without one is open (interrupted)."""
@@ -63,6 +66,13 @@ class Snapshot(msgspec.Struct, frozen=True):
     type: str
     data: bytes
     at: float
+    crc: int | None = None
+    """CRC-32 of ``data`` (None before schema version 5); whoever decodes it checks it."""
+
+    @property
+    def intact(self) -> bool:
+        """Whether ``data`` matches its checksum (or has none)."""
+        return self.crc is None or crc32(self.data) == self.crc
 
 
 class Pending(msgspec.Struct, frozen=True):
@@ -80,7 +90,38 @@ class Pending(msgspec.Struct, frozen=True):
     at: float
 
 
-_ENTRY_COLUMNS = "position, seq, step, kind, type, data, at"
+_CRC: weakref.WeakKeyDictionary[apsw.Connection, str] = weakref.WeakKeyDictionary()
+
+
+def _crc(conn: apsw.Connection) -> str:
+    """``crc``, or ``NULL`` on a file from before schema version 5 (read-only, not migrated)."""
+    column = _CRC.get(conn)
+    if column is None:
+        names = {row[1] for row in conn.execute("PRAGMA table_info(journal)")}
+        column = _CRC[conn] = "crc" if "crc" in names else "NULL"
+    return column
+
+
+def _entry_columns(conn: apsw.Connection) -> str:
+    return f"position, seq, step, kind, type, data, at, {_crc(conn)}"
+
+
+def corrupt(what: str, position: int, type_name: str, seq: int | None = None) -> UndecodableEntry:
+    """The error for a payload whose checksum does not match: it names where."""
+    return UndecodableEntry(
+        f"{what} at position {position} is corrupt: its data does not match its checksum "
+        f"(it is not served; restore the journal from its replica, or check it with `python -m runtime check`)",
+        position=position,
+        type_name=type_name,
+        seq=seq,
+    )
+
+
+def _entry(address: str, row: tuple[Any, ...]) -> Entry:
+    position, seq, step, kind, type_name, data, at, crc = row
+    if crc is not None and crc32(data) != crc:
+        raise corrupt(f"journal entry {address}#{seq}", position, type_name, seq)
+    return Entry(position, address, seq, step, kind, type_name, data, at)
 
 
 def actor_id(conn: apsw.Connection, address: str) -> int | None:
@@ -93,13 +134,13 @@ def entries(
     conn: apsw.Connection, actor: int, address: str, from_seq: int = 0, kind: str | None = None
 ) -> Iterator[Entry]:
     """An actor's entries with ``seq >= from_seq`` in order, optionally of one kind."""
-    sql = f"SELECT {_ENTRY_COLUMNS} FROM journal WHERE actor = ? AND seq >= ?"
+    sql = f"SELECT {_entry_columns(conn)} FROM journal WHERE actor = ? AND seq >= ?"
     params: tuple[Any, ...] = (actor, from_seq)
     if kind is not None:
         sql += " AND kind = ?"
         params += (kind,)
-    for position, *rest in conn.execute(sql + " ORDER BY seq", params):
-        yield Entry(position, address, *rest)
+    for row in conn.execute(sql + " ORDER BY seq", params):
+        yield _entry(address, row)
 
 
 def open_step(conn: apsw.Connection, actor: int, address: str) -> list[Entry]:
@@ -109,10 +150,9 @@ def open_step(conn: apsw.Connection, actor: int, address: str) -> list[Entry]:
     closes a step, so it costs as many rows as the open step has.
     """
     tail: list[Entry] = []
-    for position, *rest in conn.execute(
-        f"SELECT {_ENTRY_COLUMNS} FROM journal WHERE actor = ? ORDER BY seq DESC", (actor,)
-    ):
-        entry = Entry(position, address, *rest)
+    sql = f"SELECT {_entry_columns(conn)} FROM journal WHERE actor = ? ORDER BY seq DESC"
+    for row in conn.execute(sql, (actor,)):
+        entry = _entry(address, row)
         if entry.kind in TERMINAL_KINDS:
             break
         tail.append(entry)
@@ -147,10 +187,13 @@ def snapshot(conn: apsw.Connection, actor: int, address: str, before: int | None
     """The newest snapshot of the actor (with ``seq < before`` when given)."""
     limit = before if before is not None else 1 << 62
     row = conn.execute(
-        "SELECT seq, type, data, at FROM snapshots WHERE actor = ? AND seq < ? ORDER BY seq DESC LIMIT 1",
+        f"SELECT seq, type, data, at, {_crc(conn)} FROM snapshots "
+        "WHERE actor = ? AND seq < ? ORDER BY seq DESC LIMIT 1",
         (actor, limit),
     ).fetchone()
-    return Snapshot(address, *row) if row else None
+    if row is None:
+        return None
+    return Snapshot(address, *row)
 
 
 def snapshots(conn: apsw.Connection, actor: int) -> list[SnapshotInfo]:
@@ -242,17 +285,19 @@ def seq_at(conn: apsw.Connection, actor: int, position: int) -> int:
     return lo
 
 
-def event_rows(
-    conn: apsw.Connection, actor: int, after_seq: int, until_seq: int | None = None
-) -> list[tuple[int, int, str, bytes]]:
-    """``(position, seq, type, data)`` of an actor's events after ``after_seq``.
+EventRow = tuple[int, int, str, bytes, int | None]
+"""``(position, seq, type, data, crc)`` of one event; whoever decodes it checks the crc."""
+
+
+def event_rows(conn: apsw.Connection, actor: int, after_seq: int, until_seq: int | None = None) -> list[EventRow]:
+    """``(position, seq, type, data, crc)`` of an actor's events after ``after_seq``.
 
     The hot path of activation: SQLite filters the kind in C, so only event
-    rows reach Python.
+    rows reach Python, and the checksum is checked in the loop that decodes.
     """
     rows = conn.execute(
-        "SELECT position, seq, type, data FROM journal WHERE actor = ? AND seq > ? AND seq <= ? AND kind = 'event' "
-        "ORDER BY seq",
+        f"SELECT position, seq, type, data, {_crc(conn)} FROM journal "
+        "WHERE actor = ? AND seq > ? AND seq <= ? AND kind = 'event' ORDER BY seq",
         (actor, after_seq, until_seq if until_seq is not None else 1 << 62),
     ).fetchall()
-    return typing.cast("list[tuple[int, int, str, bytes]]", rows)
+    return typing.cast("list[EventRow]", rows)

@@ -115,7 +115,17 @@ CREATE TABLE dead_letters(
 ) STRICT;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
+# Version 5: checksums. SQLite checks a file's structure, not what a row holds:
+# a flipped bit in an event's payload can still decode (an amount of 5 read as
+# 7) and serve a wrong state. Each journal entry and snapshot now carries the
+# CRC-32 of its data, checked whenever it is read; rows written before version
+# 5 have none (NULL) and are read as before.
+_V5 = """
+ALTER TABLE journal ADD COLUMN crc INTEGER;
+ALTER TABLE snapshots ADD COLUMN crc INTEGER;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5)
 """MIGRATIONS[i] takes the schema from version i to version i + 1."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

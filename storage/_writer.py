@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
+from zlib import crc32
 
 import apsw
 
@@ -40,8 +41,8 @@ INSERT_INBOX = (
     "INSERT INTO inbox(id, target, handler, type, payload, due, idempotency_key, attempts, sender, at) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-INSERT_JOURNAL = "INSERT INTO journal(actor, seq, step, kind, type, data, at) VALUES (?, ?, ?, ?, ?, ?, ?)"
-INSERT_SNAPSHOT = "INSERT OR REPLACE INTO snapshots(actor, seq, type, data, at) VALUES (?, ?, ?, ?, ?)"
+INSERT_JOURNAL = "INSERT INTO journal(actor, seq, step, kind, type, data, at, crc) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+INSERT_SNAPSHOT = "INSERT OR REPLACE INTO snapshots(actor, seq, type, data, at, crc) VALUES (?, ?, ?, ?, ?, ?)"
 DELETE_INBOX = "DELETE FROM inbox WHERE id = ?"
 INSERT_ACTOR = "INSERT INTO actors(id, address, type, updated) VALUES (?, ?, ?, ?)"
 UPDATE_HWM = "UPDATE meta SET value = ? WHERE key = 'step_hwm'"
@@ -261,12 +262,12 @@ class Writer:
                             self._elided[i] = u
         if inbox:
             cursor.executemany(INSERT_INBOX, inbox)
-        journal = [row for u in batch for row in u.journal]
+        journal = [(*row, crc32(row[5])) for u in batch for row in u.journal]
         if journal:
             cursor.executemany(INSERT_JOURNAL, journal)
             if self._commits is not None:
                 self._commits.position = conn.last_insert_rowid()
-        snapshots = [row for u in batch for row in u.snapshots]
+        snapshots = [(*row, crc32(row[3])) for u in batch for row in u.snapshots]
         if snapshots:
             cursor.executemany(INSERT_SNAPSHOT, snapshots)
         if done:

@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import zlib
 
 import pytest
 
@@ -64,7 +65,11 @@ async def test_a_corrupt_event_payload_is_reported_with_its_position_and_type(db
     conn = sqlite3.connect(db)
     with conn:
         (position,) = conn.execute("SELECT position FROM journal WHERE kind = 'event' AND seq > 5 LIMIT 1").fetchone()
-        conn.execute("UPDATE journal SET data = x'92c1ff' WHERE position = ?", (position,))
+        # Intact (its checksum matches) but undecodable: what old or buggy code could have written.
+        garbage = b"\x92\xc1\xff"
+        conn.execute(
+            "UPDATE journal SET data = ?, crc = ? WHERE position = ?", (garbage, zlib.crc32(garbage), position)
+        )
         conn.execute("DELETE FROM snapshots")  # so the corrupt event must be read
     conn.close()
     before = dump(db)
