@@ -15,20 +15,22 @@ import sys
 import anyio
 
 from runtime import Runtime
-from storage import Journal
 
-from .models import Fetch, Record, Recorder
+from .histories import recover
+from .models import Record, Recorder
 
 ACTORS = 5
 
 
 async def serve(db: str, first: int, count: int) -> None:
+    if count == 0:  # recover only, and report what each actor serves
+        print("ready", flush=True)
+        for address, seen in (await recover(db, [f"Recorder/{k}" for k in range(ACTORS)])).items():
+            print(f"state {address} {json.dumps(seen)}", flush=True)
+        return
     # Poison-message handling has its own tests; here every message must be processed.
     async with Runtime(db, actors=[Recorder], max_attempts=1000) as rt:
         print("ready", flush=True)
-        if count == 0:
-            await drain(rt, db)
-            return
 
         async def sender(k: int) -> None:
             for i in range(first + k, first + count, ACTORS):
@@ -40,18 +42,6 @@ async def serve(db: str, first: int, count: int) -> None:
             for k in range(ACTORS):
                 tg.start_soon(sender, k)
         await anyio.sleep(60)  # keep serving until killed
-
-
-async def drain(rt: Runtime, db: str) -> None:
-    with anyio.fail_after(30):
-        while True:
-            with Journal.open(db) as journal:
-                if not journal.pending():
-                    break
-            await anyio.sleep(0.01)
-    for k in range(ACTORS):
-        seen = await rt.ask(f"Recorder/{k}", Fetch())
-        print(f"state Recorder/{k} {json.dumps(seen)}", flush=True)
 
 
 def main() -> None:

@@ -22,6 +22,20 @@ from .models import Account, Deposit, GetBalance
 ROOT = Path(__file__).parent.parent
 
 
+def flip_bit(data: bytes, rng: random.Random) -> bytes:
+    """``data`` with one random bit flipped: often still valid msgpack (an amount of 5 read as 7)."""
+    broken = bytearray(data)
+    broken[rng.randrange(len(broken))] ^= 1 << rng.randrange(8)
+    return bytes(broken)
+
+
+async def journal_and_copy(db: str, tmp_path: Path) -> str:
+    await journal(db)
+    copy = str(tmp_path / "copy.db")
+    shutil.copy(db, copy)
+    return copy
+
+
 async def journal(db: str) -> None:
     async with Runtime(db, actors=[Account]) as rt:
         for amount in range(1, 21):
@@ -30,20 +44,15 @@ async def journal(db: str) -> None:
 
 @pytest.mark.parametrize("seed", range(8))
 async def test_a_flipped_payload_byte_is_named_never_served(db: str, tmp_path: Path, seed: int) -> None:
-    await journal(db)
+    copy = await journal_and_copy(db, tmp_path)
     rng = random.Random(seed)
-    copy = str(tmp_path / "copy.db")
-    shutil.copy(db, copy)
     conn = sqlite3.connect(copy)
     with conn:
         positions = [row[0] for row in conn.execute("SELECT position FROM journal WHERE kind = 'event'")]
         position = rng.choice(positions)
         (data,) = conn.execute("SELECT data FROM journal WHERE position = ?", (position,)).fetchone()
-        broken = bytearray(data)
-        # One flipped bit: often still valid msgpack (an amount of 5 read as 7);
-        # only the entry's checksum can tell.
-        broken[rng.randrange(len(broken))] ^= 1 << rng.randrange(8)
-        conn.execute("UPDATE journal SET data = ? WHERE position = ?", (bytes(broken), position))
+        # Only the entry's checksum can tell, when the flipped payload still decodes.
+        conn.execute("UPDATE journal SET data = ? WHERE position = ?", (flip_bit(data, rng), position))
         conn.execute("DELETE FROM snapshots")  # so rebuilding must read the broken event
     conn.close()
     report = check(copy, Registry([Account]))
@@ -92,16 +101,12 @@ def test_a_corrupted_file_fails_integrity_check(db: str, tmp_path: Path, seed: i
 
 @pytest.mark.parametrize("seed", range(4))
 async def test_a_flipped_snapshot_bit_falls_back_to_older_history(db: str, tmp_path: Path, seed: int) -> None:
-    await journal(db)
+    copy = await journal_and_copy(db, tmp_path)
     rng = random.Random(seed)
-    copy = str(tmp_path / "copy.db")
-    shutil.copy(db, copy)
     conn = sqlite3.connect(copy)
     with conn:
         (seq, data) = conn.execute("SELECT seq, data FROM snapshots ORDER BY seq DESC LIMIT 1").fetchone()
-        broken = bytearray(data)
-        broken[rng.randrange(len(broken))] ^= 1 << rng.randrange(8)
-        conn.execute("UPDATE snapshots SET data = ? WHERE seq = ?", (bytes(broken), seq))
+        conn.execute("UPDATE snapshots SET data = ? WHERE seq = ?", (flip_bit(data, rng), seq))
     conn.close()
     report = check(copy, Registry([Account]))
     assert any(f"snapshot at seq {seq}" in p for p in report.problems), report.problems
