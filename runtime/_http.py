@@ -197,9 +197,10 @@ class App:
         return _reply(200, runtime_status(self.rt, self.started))
 
     async def health(self, request: Request) -> Response:
-        """GET /health: 200 while the runtime accepts messages."""
-        ok = self.rt._open
-        return _reply(200 if ok else 503, {"ok": ok})
+        """GET /health: 200 while the runtime accepts messages (open, and its journal takes commits)."""
+        failing = self.rt.journal_failing if self.rt._open else None
+        ok = self.rt._open and failing is None
+        return _reply(200 if ok else 503, {"ok": ok, "journal_failing": failing})
 
     async def prometheus(self, request: Request) -> Response:
         """GET /metrics: Prometheus text format."""
@@ -220,6 +221,7 @@ def runtime_status(rt: Runtime, started: float) -> dict[str, Any]:
         "suspended": sorted(c.address for c in rt._cells.values() if c.suspended),
         "commits": rt.stats.batches,
         "units": rt.stats.units,
+        "journal_failing": rt.journal_failing,
         "replication": _plain(replication) if replication is not None else None,
     }
 
@@ -260,6 +262,10 @@ class _Collector:
         yield CounterMetricFamily("stele_units", "Units of work committed (steps, tells, effects)", value=stats.units)
         yield CounterMetricFamily("stele_commit_seconds", "Time spent committing", value=stats.commit_seconds)
         yield GaugeMetricFamily("stele_active_actors", "Actors in memory", value=len(rt._active))
+        yield GaugeMetricFamily(
+            "stele_journal_failing", "1 while journal commits fail (full disk, I/O errors)",
+            value=0 if rt.journal_failing is None else 1,
+        )  # fmt: skip
         yield GaugeMetricFamily(
             "stele_mailbox_depth",
             "Messages waiting in mailboxes",

@@ -490,6 +490,17 @@ class Runtime(IdempotentIngress, DeadLetters, Waits):
         )
 
     @property
+    def journal_failing(self) -> str | None:
+        """Why commits are failing right now (a full disk, an I/O error), or None while they succeed.
+
+        While it is set, new messages are refused with ``BackpressureError``
+        except one probe every ``PROBE_INTERVAL``; it clears at the next commit
+        that succeeds.
+        """
+        failing = self._store.failing if self._store is not None else None
+        return str(failing) if failing is not None else None
+
+    @property
     def stats(self) -> storage.WriterStats:
         """The journal writer's counters (batches, units, commit time)."""
         assert self._store is not None

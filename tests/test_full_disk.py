@@ -93,11 +93,13 @@ async def test_a_full_disk_refuses_clearly_loses_nothing_and_recovers(disk: Path
         said = Counter(outcomes[j] for j in full)
         assert said["ok"] < len(full), f"nothing failed on a full disk: {said}"  # some pages may still fit
         assert said["refused"] > 0, f"no backpressure while the disk was full: {said}"
+        assert rt.journal_failing is not None and "full" in rt.journal_failing  # /health, /status, /metrics say so
         errors.update(said)
         i = full[-1] + 1
         filler.unlink()  # space is back
         for j in range(i, i + 30):
             outcomes[j] = await after_healing(rt, j)
+        assert rt.journal_failing is None
     assert integrity(db) == "ok"
     live = await recover(db, ACTORS)
     history = audit(db, trace)
