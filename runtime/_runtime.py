@@ -161,6 +161,8 @@ class Runtime(IdempotentIngress, DeadLetters, Waits):
         self.max_pending = max_pending
         self.max_attempts = max_attempts
         self._probe_at = 0.0  # while the journal fails, when the next message may try it
+        self._journal_was_failing = False  # writer thread only
+        self._journal_back = asyncio.Event()  # set (and replaced) when commits succeed again
         self._pending = 0  # messages accepted and not yet consumed, in every mailbox
         self._keys_in_flight: dict[str, asyncio.Future[Any]] = {}
         self.timers = Timers(self)
@@ -549,6 +551,21 @@ class Runtime(IdempotentIngress, DeadLetters, Waits):
     def _notify(self, results: list[tuple[storage.Done, list[Outcome]]]) -> None:
         # Writer thread: one wake-up of the loop per batch.
         self.loop.call_soon_threadsafe(_deliver, results)
+        failing = self._store is not None and self._store.failing is not None
+        if self._journal_was_failing and not failing:
+            self.loop.call_soon_threadsafe(self._journal_recovered)
+        self._journal_was_failing = failing
+
+    def _journal_recovered(self) -> None:
+        """Commits succeed again: what waits for the journal goes on now, not after its back-off."""
+        log.warning("journal commits succeed again")
+        self._journal_back.set()
+        self._journal_back = asyncio.Event()
+        for cell in self._cells.values():
+            if cell.mailbox and not cell.busy and not cell.loading:
+                cell.retry_delay = 0.0
+                cell.failed = None  # a load that failed on the disk is tried again
+                self._make_ready(cell)
 
     def _flush_ingress(self) -> None:
         if self._ingress is not None:  # else the pump took it already
@@ -748,7 +765,8 @@ class Runtime(IdempotentIngress, DeadLetters, Waits):
         """
         settle = Unit(ops=[("INSERT OR REPLACE INTO meta(key, value) VALUES ('settled_at', ?)", (self.clock(),))])
         while not self._closing:
-            await anyio.sleep(delay)
+            with anyio.move_on_after(delay):
+                await self._journal_back.wait()  # or sooner: another commit just succeeded
             try:
                 await self._write(settle)
             except JournalError as exc:
