@@ -30,7 +30,6 @@ from actors import (
     AskTimeoutError,
     BackpressureError,
     HandlerError,
-    JournalError,
     MessageValidationError,
     ReplicationTimeout,
     ReplyUnavailableError,
@@ -42,6 +41,7 @@ from storage import Outcome, Store, Unit
 from ._cell import Cell, Msg, first_outcome
 from ._dead_letters import DeadLetters
 from ._errors import translate
+from ._health import RETRY_MAX, JournalHealth
 from ._idempotency import IdempotentIngress
 from ._rebuild import Loaded, load
 from ._registry import Registry
@@ -52,9 +52,6 @@ from ._waits import Waits
 log = logging.getLogger("stele.runtime")
 
 DURABILITIES = ("fsync", "normal", "replicated")
-_RETRY_MAX = 5.0
-PROBE_INTERVAL = 0.5
-"""While the journal fails, one new message every this many seconds tries a commit."""
 
 
 class _Shared(asyncio.Future[None]):
@@ -77,7 +74,7 @@ class _Ingress:
         self.top = 0
 
 
-class Runtime(IdempotentIngress, DeadLetters, Waits):
+class Runtime(IdempotentIngress, DeadLetters, JournalHealth, Waits):
     """Hosts actor classes over the journal at ``path``; an async context manager.
 
     ``durability`` is ``"fsync"`` (``synchronous=FULL``, the default),
@@ -160,9 +157,7 @@ class Runtime(IdempotentIngress, DeadLetters, Waits):
         self.max_mailbox = max_mailbox
         self.max_pending = max_pending
         self.max_attempts = max_attempts
-        self._probe_at = 0.0  # while the journal fails, when the next message may try it
-        self._journal_was_failing = False  # writer thread only
-        self._journal_back = asyncio.Event()  # set (and replaced) when commits succeed again
+        JournalHealth.__init__(self)
         self._pending = 0  # messages accepted and not yet consumed, in every mailbox
         self._keys_in_flight: dict[str, asyncio.Future[Any]] = {}
         self.timers = Timers(self)
@@ -410,16 +405,7 @@ class Runtime(IdempotentIngress, DeadLetters, Waits):
 
     def _admit(self, cell: Cell) -> None:
         """Fail fast, writing nothing, when the mailboxes are full or the journal fails (backpressure)."""
-        failing = self.store.failing
-        if failing is not None:
-            # While commits fail (a full disk, an I/O error) new messages are
-            # refused at once rather than queued in memory to wait; one gets
-            # through every PROBE_INTERVAL to find out whether the disk is back
-            # (steps retrying their commits find out too).
-            now = time.monotonic()
-            if now < self._probe_at:
-                raise BackpressureError(f"the journal cannot be written ({failing}); nothing was accepted; retry later")
-            self._probe_at = now + PROBE_INTERVAL
+        self._admit_while_failing()
         if len(cell.mailbox) >= self.max_mailbox:
             raise BackpressureError(
                 f"{cell.address} has {len(cell.mailbox)} messages waiting (max_mailbox={self.max_mailbox}); retry later"
@@ -492,17 +478,6 @@ class Runtime(IdempotentIngress, DeadLetters, Waits):
         )
 
     @property
-    def journal_failing(self) -> str | None:
-        """Why commits are failing right now (a full disk, an I/O error), or None while they succeed.
-
-        While it is set, new messages are refused with ``BackpressureError``
-        except one probe every ``PROBE_INTERVAL``; it clears at the next commit
-        that succeeds.
-        """
-        failing = self._store.failing if self._store is not None else None
-        return str(failing) if failing is not None else None
-
-    @property
     def stats(self) -> storage.WriterStats:
         """The journal writer's counters (batches, units, commit time)."""
         assert self._store is not None
@@ -551,21 +526,7 @@ class Runtime(IdempotentIngress, DeadLetters, Waits):
     def _notify(self, results: list[tuple[storage.Done, list[Outcome]]]) -> None:
         # Writer thread: one wake-up of the loop per batch.
         self.loop.call_soon_threadsafe(_deliver, results)
-        failing = self._store is not None and self._store.failing is not None
-        if self._journal_was_failing and not failing:
-            self.loop.call_soon_threadsafe(self._journal_recovered)
-        self._journal_was_failing = failing
-
-    def _journal_recovered(self) -> None:
-        """Commits succeed again: what waits for the journal goes on now, not after its back-off."""
-        log.warning("journal commits succeed again")
-        self._journal_back.set()
-        self._journal_back = asyncio.Event()
-        for cell in self._cells.values():
-            if cell.mailbox and not cell.busy and not cell.loading:
-                cell.retry_delay = 0.0
-                cell.failed = None  # a load that failed on the disk is tried again
-                self._make_ready(cell)
+        self._watch_journal()
 
     def _flush_ingress(self) -> None:
         if self._ingress is not None:  # else the pump took it already
@@ -737,7 +698,7 @@ class Runtime(IdempotentIngress, DeadLetters, Waits):
                 self.spawn(self._bury, msg, f"its step failed {msg.attempts} times; last: {error}")
             else:
                 cell.mailbox.appendleft(msg)
-                cell.retry_delay = min(_RETRY_MAX, max(0.05, cell.retry_delay * 2))
+                cell.retry_delay = min(RETRY_MAX, max(0.05, cell.retry_delay * 2))
         else:
             self._pending -= 1  # an ask not yet durable: it fails below
         if msg.waiter is not None and not msg.waiter.done() and not msg.inbox:
@@ -750,33 +711,9 @@ class Runtime(IdempotentIngress, DeadLetters, Waits):
             assert self._idle is not None
             self._idle.set()
         if isinstance(error, storage.CommitUnknown) and not self._closing:
-            cell.busy = True  # nothing of this actor runs until the journal is settled
-            self.spawn(self._settle_unknown, cell, max(delay, 0.05))
+            self._after_unknown_commit(cell, delay)
         elif cell.mailbox:
             self.loop.call_later(delay, self._make_ready, cell)
-
-    async def _settle_unknown(self, cell: Cell, delay: float) -> None:
-        """After a commit that may or may not have landed, commit something else first.
-
-        The unknown commit's WAL frames may still be in the file, where a crash
-        would bring them back; a later successful commit overwrites them. Until
-        one does, running the step again could run its effects again although
-        their results may yet turn out journaled (G3).
-        """
-        settle = Unit(ops=[("INSERT OR REPLACE INTO meta(key, value) VALUES ('settled_at', ?)", (self.clock(),))])
-        while not self._closing:
-            with anyio.move_on_after(delay):
-                await self._journal_back.wait()  # or sooner: another commit just succeeded
-            try:
-                await self._write(settle)
-            except JournalError as exc:
-                log.warning("%s waits for the journal to accept a commit: %s", cell.address, exc)
-                delay = min(_RETRY_MAX, delay * 2)
-            else:
-                break
-        cell.busy = False
-        if cell.mailbox and not self._closing:
-            self._make_ready(cell)
 
     def _settle(self, cell: Cell) -> None:
         cell.busy = False
