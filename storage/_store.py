@@ -164,17 +164,18 @@ class Store(Reads):
             self._writer.abandon()
             if self.replication is not None:
                 self.replication.kill()
-            # A crash leaves the WAL file as it is: no checkpoint on close, so the
-            # next open recovers from the WAL exactly as after a real crash (frames
-            # of a failed commit included).
-            for conn in (self._conn, self._reader):
-                conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
         finally:
-            self._close_connections()
+            self._close_connections(crash=True)
 
-    def _close_connections(self) -> None:
+    def _close_connections(self, *, crash: bool = False) -> None:
         try:
             with self._read_lock:  # wait for a read in flight in another thread
+                if crash:
+                    # A crash leaves the WAL file as it is: no checkpoint on close,
+                    # so the next open recovers from the WAL exactly as after a
+                    # real crash (frames of a failed commit included).
+                    for conn in (self._conn, self._reader):
+                        conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
                 close_quietly(self._reader, self.path)
             close_quietly(self._conn, self.path)
         finally:
