@@ -288,6 +288,11 @@ class Runtime(IdempotentIngress, DeadLetters, JournalHealth, Waits):
         once that commit is in the replica; :class:`ReplicationTimeout` after
         ``timeout`` seconds (the message stays durable locally). A repeated
         ``idempotency_key`` (within the retention) enqueues nothing new.
+
+        When the journal fails: :class:`BackpressureError` or another
+        :class:`JournalOperationalError` means nothing was accepted;
+        :class:`CommitUnknownError` means it may or may not have been (resend
+        only with an ``idempotency_key``).
         """
         if idempotency_key is not None:
             await self._keyed(idempotency_key, address, msg, None, durability, timeout)
@@ -344,6 +349,10 @@ class Runtime(IdempotentIngress, DeadLetters, JournalHealth, Waits):
         the replica (:class:`ReplicationTimeout` otherwise). A repeated
         ``idempotency_key`` (within the retention) returns the first reply (or
         raises the first error) without running the handler again.
+
+        When the journal fails, as for :meth:`tell`; besides,
+        :class:`ReplyUnavailableError` means the ask is accepted and will run
+        once its actor can (do not resend it), but no reply can be given now.
         """
         if idempotency_key is not None:
             return await self._keyed(idempotency_key, address, msg, timeout, durability, None, ask=True)
