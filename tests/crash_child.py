@@ -2,9 +2,10 @@
 
 Usage: python -m tests.crash_child DB TRACE FIRST_ID COUNT
 
-Prints ``ready``, then ``send ID`` before and ``ack ID`` after each tell. With
-COUNT 0 it only recovers: waits until the inbox is empty, prints each actor's
-state as ``state ADDRESS JSON`` and exits cleanly.
+Prints ``ready``, then ``send ID`` before and ``ack ID`` (or ``refused ID``, under
+backpressure) after each tell. With COUNT 0 it only recovers: waits until the
+inbox is empty, prints each actor's state as ``state ADDRESS JSON`` and exits
+cleanly.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 
 import anyio
 
+from actors import BackpressureError
 from runtime import Runtime
 
 from .histories import recover
@@ -35,7 +37,12 @@ async def serve(db: str, first: int, count: int) -> None:
         async def sender(k: int) -> None:
             for i in range(first + k, first + count, ACTORS):
                 print(f"send {i}", flush=True)
-                await rt.tell(f"Recorder/{k}", Record(i, sender=f"s{k}"))
+                try:
+                    await rt.tell(f"Recorder/{k}", Record(i, sender=f"s{k}"))
+                except BackpressureError:  # the backlog of earlier cycles: nothing accepted
+                    print(f"refused {i}", flush=True)
+                    await anyio.sleep(0.01)
+                    continue
                 print(f"ack {i}", flush=True)
 
         async with anyio.create_task_group() as tg:

@@ -42,6 +42,7 @@ def test_kill9_cycles_lose_and_duplicate_nothing(tmp_path: Path, scale: int) -> 
     rng = random.Random(int(os.environ.get("STELE_KILL_SEED", "9")))
     sent: set[int] = set()
     acked: set[int] = set()
+    refused: set[int] = set()  # backpressure: must never be processed
     for cycle in range(cycles):
         proc = spawn(db, trace, cycle * 10_000, 10_000)
         assert proc.stdout is not None
@@ -57,6 +58,8 @@ def test_kill9_cycles_lose_and_duplicate_nothing(tmp_path: Path, scale: int) -> 
                 sent.add(int(value))
             elif word == "ack":
                 acked.add(int(value))
+            elif word == "refused":
+                refused.add(int(value))
     assert acked, "no tell was acknowledged before the kills: the test proves nothing"
 
     proc = spawn(db, trace, 0, 0)
@@ -71,5 +74,6 @@ def test_kill9_cycles_lose_and_duplicate_nothing(tmp_path: Path, scale: int) -> 
     assert not history.lost(acked), history.lost(acked)[:10]
     assert not history.duplicated(), history.duplicated()[:10]
     assert set(history.processed) <= sent
+    assert not refused & set(history.processed), "a tell refused by backpressure was processed"
     add("kill -9 (in-process senders)", cycles=cycles, sent=len(sent), acknowledged=len(acked),
-        processed=sum(history.processed.values()), effects_checked=history.effects)  # fmt: skip
+        refused=len(refused), processed=sum(history.processed.values()), effects_checked=history.effects)  # fmt: skip

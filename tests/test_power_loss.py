@@ -84,7 +84,7 @@ def sweep(
     )  # fmt: skip
     assert count["status"] == 0, count
     available = count["syncs" if crash_on == "sync" else "writes"]
-    totals: Counter[str] = Counter()
+    totals: Counter[str] = Counter({"crash points offered": min(points, available)})
     for at in range(1, available + 1, max(1, available // points)):
         run = tmp_path / f"{crash_on}-{at}"
         run.mkdir()
@@ -122,6 +122,7 @@ def test_power_cuts_at_every_sync_lose_no_acknowledged_step(zygote: Zygote, tmp_
     totals = sweep(zygote, tmp_path, durability="fsync", crash_on="sync", points=1000, messages=MESSAGES * scale)
     add("power loss, fsync, torn sectors, psow=0", **totals)
     assert totals["crash points"] >= 100 * min(scale, 2), totals  # the workload offers that many syncs
+    assert totals["crash points"] >= totals["crash points offered"] * 0.7, totals
     assert totals["acknowledged"] > 0
     assert totals["lost"] == 0, totals
 
@@ -146,7 +147,7 @@ def test_power_cuts_that_drop_unsynced_writes_lose_nothing_acknowledged(
 ) -> None:
     totals = sweep(zygote, tmp_path, durability="fsync", crash_on="write", points=100 * scale, policy="drop")
     add("power loss, fsync, cut between writes", **totals)
-    assert totals["crash points"] >= 50 * scale
+    assert totals["crash points"] >= totals["crash points offered"] * 0.7, totals  # most runs reached their cut
     assert totals["lost"] == 0, totals
 
 
@@ -158,5 +159,5 @@ def test_power_cuts_at_durability_normal_lose_acknowledged_steps_but_never_corru
     # journal is still consistent (checked by the sweep at every point).
     totals = sweep(zygote, tmp_path, durability="normal", crash_on="write", points=100 * scale)
     add("power loss, durability=normal (loss expected)", **totals)
-    assert totals["crash points"] >= 50 * scale
+    assert totals["crash points"] >= totals["crash points offered"] * 0.7, totals
     assert totals["lost"] > 0, "the harness saw no loss where synchronous=NORMAL must lose: it is not cutting"
