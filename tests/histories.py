@@ -96,15 +96,29 @@ async def recover(db: str, actors: list[str]) -> dict[str, list[int]]:
     and return what each of ``actors`` serves as its list of consumed ids."""
     # Poison-message handling has its own tests; here every message must be processed.
     async with Runtime(db, actors=[Recorder], max_attempts=1000) as rt:
-        # A long run leaves a long backlog: fail only when recovery stops making progress.
-        fewest, since = None, time.monotonic()
-        while True:
-            with Journal.open(db) as journal:
-                left = len(journal.pending())
-            if not left:
-                break
-            if fewest is None or left < fewest:
-                fewest, since = left, time.monotonic()
-            assert time.monotonic() - since < STALL_S, f"recovery stalled with {left} message(s) pending"
+        watch = Drain(db)
+        while left := watch.left():
             await anyio.sleep(0.005 if left < 100 else 0.05)
         return {address: await rt.ask(address, Fetch()) for address in actors}
+
+
+class Drain:
+    """Watches recovery consume the inbox of ``db`` (served by this process or another).
+
+    A long run leaves a long backlog: it fails only when recovery stops making
+    progress for ``STALL_S``, not after a fixed time.
+    """
+
+    def __init__(self, db: str) -> None:
+        self.db = db
+        self._fewest: int | None = None
+        self._since = time.monotonic()
+
+    def left(self) -> int:
+        """Messages still pending; raises AssertionError once recovery has stalled."""
+        with Journal.open(self.db) as journal:
+            left = len(journal.pending())
+        if self._fewest is None or left < self._fewest:
+            self._fewest, self._since = left, time.monotonic()
+        assert not left or time.monotonic() - self._since < STALL_S, f"recovery stalled with {left} pending"
+        return left

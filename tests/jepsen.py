@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import itertools
 import json
 import os
 import random
@@ -34,13 +35,12 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from storage import Journal
-
-from .histories import Audit, audit, integrity
+from .histories import Audit, Drain, audit, integrity
 
 ROOT = Path(__file__).parent.parent
 ACTORS = 4
@@ -121,7 +121,7 @@ def outcome_of(status: int) -> str:
     return "fail"  # 4xx, 503: refused, nothing accepted
 
 
-def client(base: str, history: History, ids: Any, rng: random.Random, stop: threading.Event) -> None:
+def client(base: str, history: History, ids: Iterator[int], rng: random.Random, stop: threading.Event) -> None:
     while not stop.is_set():
         i = next(ids)
         op = Op(i, f"Recorder/{rng.randrange(ACTORS)}", rng.choice(("tell", "ask")))
@@ -160,15 +160,7 @@ def run(directory: Path, *, cycles: int, clients: int = 4, seed: int = 0) -> dic
     db, trace = str(directory / "journal.db"), str(directory / "trace")
     rng = random.Random(seed)
     history = History()
-    counter = iter(range(10**9))
-    lock = threading.Lock()
-
-    def ids() -> Any:
-        while True:
-            with lock:
-                yield next(counter)
-
-    shared_ids = ids()
+    shared_ids = itertools.count()  # next() on it is atomic: the threads share it
     for _ in range(cycles):
         server = Server(db, trace)
         stop = threading.Event()
@@ -187,12 +179,8 @@ def run(directory: Path, *, cycles: int, clients: int = 4, seed: int = 0) -> dic
     assert integrity(db) == "ok"
     server = Server(db, trace)
     try:
-        deadline = time.monotonic() + 30
-        while True:  # recovery consumes the inbox
-            with Journal.open(db) as reads:
-                if not reads.pending():
-                    break
-            assert time.monotonic() < deadline, "recovery did not finish"
+        watch = Drain(db)
+        while watch.left():  # recovery consumes the inbox
             time.sleep(0.05)
         final = {}
         for k in range(ACTORS):

@@ -227,11 +227,6 @@ class FaultyRuntimeMachine(RuntimeMachine):
         for (key, amount), error in zip(sends, errors, strict=True):
             self._sent(key, amount, error)
 
-    @rule()
-    def crash_and_recover(self) -> None:
-        self.portal.call(self.rt.abandon)
-        self.rt = self.portal.call(self._open)
-
     @invariant()
     def states_agree(self) -> None:
         if self.just_armed:
