@@ -87,7 +87,7 @@ class Writer:
         self._stopped = False
         self.stats = WriterStats()
         self.failing: StorageError | None = None
-        """The last batch's I/O failure while commits fail; None once one succeeds."""
+        """The last I/O failure while commits fail; None once one goes through."""
         self._thread = threading.Thread(target=self._run, name="stele-writer", daemon=True)
 
     def start(self) -> None:
@@ -163,11 +163,6 @@ class Writer:
             if not pending or delay is None:
                 break
             time.sleep(delay)
-        failed = next((o for o in outcomes if isinstance(o, OperationalError)), None)
-        if failed is not None:
-            self.failing = failed
-        elif any(o is None for o in outcomes):
-            self.failing = None
         self.stats.batches += 1
         self.stats.units += len(units)
         self.stats.commit_seconds += time.perf_counter() - started
@@ -186,7 +181,7 @@ class Writer:
         try:
             conn.execute("BEGIN IMMEDIATE")
         except apsw.Error as exc:
-            _fail(outcomes, indexes, translate(exc, "cannot start a journal transaction"))
+            self._fail(outcomes, indexes, translate(exc, "cannot start a journal transaction"))
             return []
         try:
             failures = self._apply(batch)
@@ -197,7 +192,7 @@ class Writer:
             # SQLite may already have rolled the whole transaction back (FULL,
             # IOERR, NOMEM do); nothing was committed either way: a definite failure.
             self._rollback()
-            _fail(outcomes, indexes, translate(exc, "journal write failed"))
+            self._fail(outcomes, indexes, translate(exc, "journal write failed"))
             return []
         try:
             conn.execute("COMMIT")
@@ -206,6 +201,7 @@ class Writer:
             self._rollback()
             return self._resolve(batch, indexes, outcomes, exc)
         self._hwm = max(self._hwm, top)
+        self.failing = None  # a commit went through: the disk works
         for position, i in enumerate(indexes):
             outcomes[i] = failures.get(position)
         return []
@@ -284,6 +280,19 @@ class Writer:
             for sql, params in u.ops:
                 cursor.execute(sql, params)
 
+    def _fail(self, outcomes: list[Outcome], indexes: list[int], error: StorageError) -> None:
+        """A definite failure for these units, unless an earlier attempt left them unknown.
+
+        A transaction that fails before COMMIT writes no commit frame: it is a
+        definite failure. But the frames of an earlier failed COMMIT of the same
+        units are overwritten only by a commit that succeeds, so those stay unknown.
+        """
+        if isinstance(error, OperationalError):
+            self.failing = error  # the disk, not one unit's data (that is an IntegrityError)
+        for i in indexes:
+            if not isinstance(outcomes[i], CommitUnknown):
+                outcomes[i] = error
+
     def _rollback(self) -> None:
         if self._conn.in_transaction:
             try:
@@ -294,11 +303,12 @@ class Writer:
     def _resolve(self, batch: list[Unit], indexes: list[int], outcomes: list[Outcome], exc: apsw.Error) -> list[int]:
         """After a failed COMMIT: which units landed? Those that did not are retried."""
         retry = []
+        unknown: CommitUnknown | None = None
         for unit, i in zip(batch, indexes, strict=True):
             try:
                 landed = self._landed(unit)
             except apsw.Error as again:
-                outcomes[i] = CommitUnknown(
+                outcomes[i] = unknown = CommitUnknown(
                     f"commit failed ({exc}) and reading back failed too ({again}); "
                     "the change may or may not be in the journal"
                 )
@@ -311,11 +321,12 @@ class Writer:
                 # without indexing them, and WAL recovery after a crash would bring
                 # them back. Only a later commit, which overwrites them, settles it.
                 retry.append(i)
-                outcomes[i] = CommitUnknown(
+                outcomes[i] = unknown = CommitUnknown(
                     f"journal commit failed ({type(exc).__name__}: {exc}); reading back does not find it, "
                     "but its WAL frames may remain and come back if the process stops before the next "
                     "commit: the change may or may not be in the journal"
                 )
+        self.failing = unknown  # None when everything landed: the commit went through after all
         if retry:
             log.warning("journal commit failed (%s); retrying %d unit(s) that did not land", exc, len(retry))
         return retry
@@ -339,15 +350,3 @@ class Writer:
             return row is None
         # Only `ops`: they are idempotent updates, so running them again is safe.
         return False
-
-
-def _fail(outcomes: list[Outcome], indexes: list[int], error: StorageError) -> None:
-    """A definite failure for these units, unless an earlier attempt left them unknown.
-
-    A transaction that fails before COMMIT writes no commit frame: it is a
-    definite failure. But the frames of an earlier failed COMMIT of the same
-    units are overwritten only by a commit that succeeds, so those stay unknown.
-    """
-    for i in indexes:
-        if not isinstance(outcomes[i], CommitUnknown):
-            outcomes[i] = error
