@@ -8,17 +8,12 @@ from __future__ import annotations
 
 import functools
 import os
-import random
-import shutil
-import tempfile
-from contextlib import AbstractContextManager
 from typing import Any
 
 import anyio
 import hypothesis
-from anyio.from_thread import BlockingPortal, start_blocking_portal
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import invariant, rule
 
 from actors import (
     AskTimeoutError,
@@ -34,6 +29,7 @@ from storage import Journal
 
 from .conftest import LONG_SCALE
 from .faults import FaultVFS
+from .machines import PortalMachine
 from .models import Account, Deposit, GetBalance, Withdraw
 from .report import add
 
@@ -47,15 +43,9 @@ class Frequent(Account):
     snapshot_every = 3
 
 
-class RuntimeMachine(RuleBasedStateMachine):
+class RuntimeMachine(PortalMachine):
     def __init__(self) -> None:
-        super().__init__()
-        self.dir = tempfile.mkdtemp(prefix="stele-model-")
-        self.db = f"{self.dir}/journal.db"
-        self._portal_cm: AbstractContextManager[BlockingPortal] = start_blocking_portal()
-        self.portal = self._portal_cm.__enter__()
-        self.rng = random.Random(0)
-        hypothesis.register_random(self.rng)
+        super().__init__("stele-model-")
         self.rt = self.portal.call(self._open)
         self.model: dict[str, list[int]] = {k: [] for k in KEYS}
 
@@ -117,13 +107,6 @@ class RuntimeMachine(RuleBasedStateMachine):
     def _rebuild(journal: Journal, registry: Registry, key: str, *, use_snapshots: bool) -> Any:
         loaded = load(journal, describe(Frequent), registry.codec, key, key.split("/")[1], use_snapshots=use_snapshots)
         return loaded.instance.state
-
-    def teardown(self) -> None:
-        try:
-            self.portal.call(self.rt.close)
-        finally:
-            self._portal_cm.__exit__(None, None, None)
-            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 RuntimeMachine.TestCase.settings = hypothesis.settings(

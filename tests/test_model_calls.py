@@ -5,21 +5,17 @@ exactly once and never early."""
 
 from __future__ import annotations
 
-import random
-import shutil
-import tempfile
-from contextlib import AbstractContextManager
-
 import anyio
 import hypothesis
 import msgspec
-from anyio.from_thread import BlockingPortal, start_blocking_portal
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import invariant, rule
 
 from actors import Actor, apply, handler
 from runtime import Runtime, VirtualClock
 from storage import Journal
+
+from .machines import PortalMachine
 
 NODES = [f"Node/{k}" for k in "abc"]
 
@@ -84,16 +80,10 @@ class Node(Actor):
         pass
 
 
-class CallsMachine(RuleBasedStateMachine):
+class CallsMachine(PortalMachine):
     def __init__(self) -> None:
-        super().__init__()
-        self.dir = tempfile.mkdtemp(prefix="stele-calls-")
-        self.db = f"{self.dir}/journal.db"
+        super().__init__("stele-calls-")
         self.clock = VirtualClock()
-        self._portal_cm: AbstractContextManager[BlockingPortal] = start_blocking_portal()
-        self.portal = self._portal_cm.__enter__()
-        self.rng = random.Random(0)
-        hypothesis.register_random(self.rng)
         self.rt = self.portal.call(self._open)
         self.sent: dict[str, list[tuple[str, int]]] = {k: [] for k in NODES}  # receiver -> (sender, n)
         self.timers: dict[str, list[tuple[int, float]]] = {k: [] for k in NODES}  # receiver -> (n, due)
@@ -166,13 +156,6 @@ class CallsMachine(RuleBasedStateMachine):
                 assert {r.n for r in fired} <= scheduled
                 due = {n for n, when in self.timers[node] if when <= now}
                 assert {r.n for r in fired} == due  # every due timer fired, no other
-
-    def teardown(self) -> None:
-        try:
-            self.portal.call(self.rt.close)
-        finally:
-            self._portal_cm.__exit__(None, None, None)
-            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 CallsMachine.TestCase.settings = hypothesis.settings(

@@ -54,6 +54,13 @@ class AgentV2(Actor):
         return await self.ctx.effect(summarise, first)
 
 
+async def suspended(db: str, address: str) -> None:
+    """Wait (5 s at most) until the journal records ``address`` as suspended."""
+    with anyio.fail_after(5):
+        while Journal.open(db).actor(address).status != "suspended":  # type: ignore[union-attr]
+            await anyio.sleep(0.005)
+
+
 async def crash_mid_step(db: str) -> None:
     Blocker.release = anyio.Event()
     rt = await Runtime(db, actors=[AgentV1, Account]).__aenter__()
@@ -68,9 +75,7 @@ async def test_changed_effects_suspend_the_actor_and_name_the_divergence(db: str
     await crash_mid_step(db)
     Blocker.release.set()
     async with Runtime(db, actors=[AgentV2, Account]) as rt:
-        with anyio.fail_after(5):
-            while Journal.open(db).actor("Agent/a").status != "suspended":  # type: ignore[union-attr]
-                await anyio.sleep(0.005)
+        await suspended(db, "Agent/a")
         # Asks fail at once with the reason; tells are accepted and kept.
         with pytest.raises(ActorSuspendedError, match="non-determinism in Agent/a"):
             await rt.ask("Agent/a", Plan("x"))
@@ -114,9 +119,7 @@ async def test_a_suspended_actor_resumes_after_a_code_fix(db: str) -> None:
     await crash_mid_step(db)
     Blocker.release.set()
     async with Runtime(db, actors=[AgentV2, Account]) as rt:
-        with anyio.fail_after(5):
-            while Journal.open(db).actor("Agent/a").status != "suspended":  # type: ignore[union-attr]
-                await anyio.sleep(0.005)
+        await suspended(db, "Agent/a")
         await rt.tell("Agent/a", Plan("later"))
     async with Runtime(db, actors=[AgentV1, Account]) as rt:  # the fixed code
         with pytest.raises(ActorSuspendedError):  # still suspended: a person decides
