@@ -327,8 +327,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _command(
-    sub: Any, name: str, fn: Callable[[argparse.Namespace], int], help: str, example: str
+    sub: Any, name: str, fn: Callable[[argparse.Namespace], int], help: str, example: str, *, db: str | None = None
 ) -> argparse.ArgumentParser:
+    """A subcommand with ``--json``, and ``--db`` (defaulting to ``db``) when it reads a journal."""
     parser: argparse.ArgumentParser = sub.add_parser(
         name,
         help=help,
@@ -338,6 +339,8 @@ def _command(
     )
     parser.set_defaults(fn=fn)
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    if db is not None:
+        parser.add_argument("--db", default=db, help=f"journal file (default {db})")
     return parser
 
 
@@ -347,18 +350,28 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = _command(
-        sub, "serve", cmd_serve, "serve a module's actors over HTTP", "python -m runtime serve examples.agents"
+        sub,
+        "serve",
+        cmd_serve,
+        "serve a module's actors over HTTP",
+        "python -m runtime serve examples.agents",
+        db=DEFAULT_DB,
     )
     p.add_argument("module", help="a module name or .py file defining Actor classes")
-    p.add_argument("--db", default=DEFAULT_DB, help=f"journal file (default {DEFAULT_DB})")
     p.add_argument("--http", default="127.0.0.1:8700", help="HOST:PORT to listen on (default 127.0.0.1:8700)")
     p.add_argument("--replicate", help="s3:// URL or directory (default: DB-replica, a local directory)")
     p.add_argument("--no-replicate", action="store_true", help="do not replicate")
     p.add_argument("--durability", default="fsync", choices=("fsync", "normal", "replicated"))
     p.add_argument("--token", help="bearer token required on every request (needed off loopback)")
 
-    p = _command(sub, "demo", cmd_demo, "run the example agents through a short scenario", "python -m runtime demo")
-    p.add_argument("--db", default="stele-demo.db", help="journal file (default stele-demo.db)")
+    p = _command(
+        sub,
+        "demo",
+        cmd_demo,
+        "run the example agents through a short scenario",
+        "python -m runtime demo",
+        db="stele-demo.db",
+    )
 
     for name, fn, what in (
         ("tell", cmd_tell, "send a message (202 once durable)"),
@@ -378,8 +391,7 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--token")
         p.add_argument("--idempotency-key")
 
-    p = _command(sub, "actors", cmd_actors, "list actors", "python -m runtime actors --type Account")
-    p.add_argument("--db", default=DEFAULT_DB)
+    p = _command(sub, "actors", cmd_actors, "list actors", "python -m runtime actors --type Account", db=DEFAULT_DB)
     p.add_argument("--type")
 
     p = _command(
@@ -388,9 +400,9 @@ def parser() -> argparse.ArgumentParser:
         cmd_history,
         "an actor's journal as a timeline",
         "python -m runtime history Account/alice --kind effect",
+        db=DEFAULT_DB,
     )
     p.add_argument("address")
-    p.add_argument("--db", default=DEFAULT_DB)
     p.add_argument("--from", dest="from_seq", type=int, default=0, help="first sequence number")
     p.add_argument("--kind", choices=("message", "effect", "event", "send", "reply"))
     p.add_argument("--limit", type=int, default=0, help="at most this many entries (0: all)")
@@ -402,9 +414,9 @@ def parser() -> argparse.ArgumentParser:
         cmd_state,
         "an actor's state now or at a journal position",
         "python -m runtime state Account/alice --at 120",
+        db=DEFAULT_DB,
     )
     p.add_argument("address")
-    p.add_argument("--db", default=DEFAULT_DB)
     p.add_argument("--at", type=int, help="journal position")
     p.add_argument("--module", help="module with the actor classes (default: the one serve recorded)")
 
@@ -414,9 +426,9 @@ def parser() -> argparse.ArgumentParser:
         cmd_replay,
         "re-run handlers over the journal and report divergences",
         "python -m runtime replay examples.agents",
+        db=DEFAULT_DB,
     )
     p.add_argument("module")
-    p.add_argument("--db", default=DEFAULT_DB)
     p.add_argument("--actor", help="only this address")
 
     p = _command(
@@ -425,12 +437,13 @@ def parser() -> argparse.ArgumentParser:
         cmd_check,
         "find corruption: integrity_check and every entry decoded",
         "python -m runtime check --module examples.agents",
+        db=DEFAULT_DB,
     )
-    p.add_argument("--db", default=DEFAULT_DB)
     p.add_argument("--module", help="also decode payloads with these actor classes")
 
-    p = _command(sub, "status", cmd_status, "journal, runtime and replication status", "python -m runtime status")
-    p.add_argument("--db", default=DEFAULT_DB)
+    p = _command(
+        sub, "status", cmd_status, "journal, runtime and replication status", "python -m runtime status", db=DEFAULT_DB
+    )
     p.add_argument("--url", help="a running server (default: the one recorded in the journal)")
 
     p = _command(
