@@ -71,13 +71,20 @@ class Waits:
             waiter.set_result(data)
 
     async def _take_promise(self, address: str, name: str, timeout: float | None) -> bytes | None:
-        """The value resolved for the promise (None after ``timeout``); the step journals it."""
-        value = await anyio.to_thread.run_sync(self.store.promise, address, name)
-        if value is not None:
-            return value
+        """The value resolved for the promise (None after ``timeout``); the step journals it.
+
+        The waiter is registered before the journal is read: a value committed
+        while the read is in flight then either shows up in the read or finds
+        the waiter. Registered after the read, it would find neither, and the
+        handler would wait out its whole timeout (a lost wake-up that the
+        actor-to-actor ask machine hit as an ``AskTimeoutError``).
+        """
         waiter: asyncio.Future[bytes] = self.loop.create_future()
         self._promise_waiters[(address, name)] = waiter
         try:
+            value = await anyio.to_thread.run_sync(self.store.promise, address, name)
+            if value is not None:
+                return value
             with anyio.move_on_after(timeout if timeout is not None else math.inf):
                 return await waiter
             return None

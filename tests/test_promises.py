@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import anyio
 import msgspec
 import pytest
@@ -79,6 +81,31 @@ def _promises(db: str) -> list[tuple[str, str]]:
         return conn.execute("SELECT address, name FROM promises ORDER BY name").fetchall()
     finally:
         conn.close()
+
+
+async def test_a_value_resolved_while_the_handler_looks_for_it_is_not_lost(
+    db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The lost wake-up behind the actor-to-actor ask machine's AskTimeoutError:
+    # the value commits after the handler's journal read and before it waits.
+    async with Runtime(db, actors=[Publisher]) as rt:
+        read, resolved = threading.Event(), threading.Event()
+        real = rt.store.promise
+
+        def slow_read(address: str, name: str) -> bytes | None:
+            found = real(address, name)  # nothing there yet
+            read.set()
+            resolved.wait(5)  # the value commits meanwhile
+            return found
+
+        monkeypatch.setattr(rt.store, "promise", slow_read)
+        replies: list[str] = []
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_ask, rt, Draft("race", timeout=5), replies)
+            await anyio.to_thread.run_sync(read.wait, 5)
+            await rt.resolve("Publisher/p", "approve:race", {"by": "ada"})
+            resolved.set()
+    assert replies == ["published by ada"]
 
 
 async def test_a_value_resolved_before_the_handler_waits_is_kept(db: str) -> None:
