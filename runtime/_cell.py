@@ -73,9 +73,13 @@ class Msg:
         self.cancelled = False
         """A pending timer cancelled by a step: it must not be delivered."""
 
-    def inbox_row(self, target: str, at: float, *, due: float | None = None, key: str | None = None) -> tuple[Any, ...]:
-        """This message as an inbox row (the shape of ``storage.Unit.inbox``)."""
-        return (self.step, target, self.handler.name, self.type_name, self.payload, due, key, 0, self.sender, at)
+    def inbox_row(self, target: str, at: float, *, key: str | None = None) -> tuple[Any, ...]:
+        """This message as an inbox row (the shape of ``storage.Unit.inbox``); ``key`` is a client's."""
+        caller, name = self.reply_to if self.reply_to is not None else (None, None)
+        return (
+            self.step, target, self.handler.name, self.type_name, self.payload, self.due, key, 0, self.sender, at,
+            self.timer_id, caller, name,
+        )  # fmt: skip
 
 
 class Cell:

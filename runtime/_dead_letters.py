@@ -30,8 +30,8 @@ BURY = (
     "SELECT id, target, handler, type, payload, sender, ?, ?, ? FROM inbox WHERE id = ?"
 )
 REVIVE = (
-    "INSERT INTO inbox(id, target, handler, type, payload, due, idempotency_key, attempts, sender, at) "
-    "SELECT id, target, handler, type, payload, NULL, NULL, 0, sender, ? FROM dead_letters WHERE id = ?"
+    "INSERT INTO inbox(id, target, handler, type, payload, attempts, sender, at) "
+    "SELECT id, target, handler, type, payload, 0, sender, ? FROM dead_letters WHERE id = ?"
 )
 
 

@@ -865,17 +865,14 @@ class Runtime(IdempotentIngress, DeadLetters, JournalHealth, Waits):
                 log.error("inbox message %d to %s is kept but cannot be delivered: %s", row.id, row.target, exc)
                 continue
             recovered = Msg(row.id, info, message, row.type, row.payload, None, True, row.sender)
-            key = row.idempotency_key
-            if key is not None and key.startswith("reply:"):
-                name, _, caller = key.rpartition("|")
-                recovered.reply_to = (caller, name)
-                key = None
-            if key is not None and key.startswith("timer:"):
-                recovered.timer_id, recovered.due = key.removeprefix("timer:"), row.due
+            if row.reply_to is not None and row.reply_name is not None:
+                recovered.reply_to = (row.reply_to, row.reply_name)
+            if row.timer_id is not None and row.due is not None:
+                recovered.timer_id, recovered.due = row.timer_id, row.due
                 # Due during downtime: delivered at once by the timer task.
                 self.timers.add(row.target, recovered)
                 continue
-            recovered.idempotency_key = key
+            recovered.idempotency_key = row.idempotency_key
             recovered.attempts = row.attempts
             recovered.recovered = True
             cell = self._cell(row.target)

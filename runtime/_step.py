@@ -62,7 +62,7 @@ _encode = msgspec.msgpack.Encoder().encode
 _ONCE = Retry(max_attempts=1)
 
 RECORD_KEY = "INSERT OR REPLACE INTO idempotency(key, address, step, reply, at) VALUES (?, ?, ?, ?, ?)"
-CANCEL_TIMER = "DELETE FROM inbox WHERE idempotency_key = ?"
+CANCEL_TIMER = "DELETE FROM inbox WHERE timer_id = ?"
 """An idempotency key, with the step it started and (once known) the reply."""
 
 # `ReplyRecord(True, value)` is the hot path's most common payload; it encodes as
@@ -257,7 +257,7 @@ class Step(Context):
                     target.timer_id, to, target.handler.name, msgspec.Raw(target.payload), target.step, target.due
                 )
                 rows.append((ident, seq, step, "timer", target.type_name, _encode(timer), at))
-                inbox.append(target.inbox_row(to, at, due=target.due, key="timer:" + target.timer_id))
+                inbox.append(target.inbox_row(to, at))
                 top = max(top, target.step)
                 seq += 1
             for cancelled in self.cancels:
@@ -286,7 +286,7 @@ class Step(Context):
                 )
             )
         if self.ok:
-            ops += [(CANCEL_TIMER, ("timer:" + str(m.timer_id),)) for m in self.cancels]
+            ops += [(CANCEL_TIMER, (m.timer_id,)) for m in self.cancels]
         return Unit(
             inbox=inbox,
             journal=rows,
@@ -418,8 +418,7 @@ class Step(Context):
             request = RequestRecord(index, address, target.handler.name, msgspec.Raw(target.payload), target.step)
             at = self.rt.clock()
             row = (self.cell.actor_id, self._seq, self.msg.step, "request", target.type_name, _encode(request), at)
-            key = f"{name}|{me}"
-            await self._append([row], inbox_rows=[target.inbox_row(address, at, key=key)])
+            await self._append([row], inbox_rows=[target.inbox_row(address, at)])
             self._requests.add(index)
             self.rt._deliver_timer(address, target)  # into the callee's mailbox, now durable
         started = self.rt.clock()

@@ -85,9 +85,15 @@ class Pending(msgspec.Struct, frozen=True):
     payload: bytes
     due: float | None
     idempotency_key: str | None
+    """A client's idempotency key (never an internal marker)."""
     attempts: int
     sender: str | None
     at: float
+    timer_id: str | None = None
+    """A durable timer's id (timers only)."""
+    reply_to: str | None = None
+    """An actor's ask: the asking actor, whose promise ``reply_name`` the reply resolves."""
+    reply_name: str | None = None
 
 
 _CRC: weakref.WeakKeyDictionary[apsw.Connection, str] = weakref.WeakKeyDictionary()
@@ -209,8 +215,8 @@ def pending(conn: apsw.Connection) -> list[Pending]:
     return [
         Pending(*row)
         for row in conn.execute(
-            "SELECT id, target, handler, type, payload, due, idempotency_key, attempts, sender, at "
-            "FROM inbox ORDER BY id"
+            "SELECT id, target, handler, type, payload, due, idempotency_key, attempts, sender, at, "
+            "timer_id, reply_to, reply_name FROM inbox ORDER BY id"
         )
     ]
 

@@ -6,6 +6,8 @@ transaction; a file written by a newer version is refused rather than guessed at
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import apsw
 
 from ._errors import SchemaError
@@ -125,8 +127,59 @@ ALTER TABLE journal ADD COLUMN crc INTEGER;
 ALTER TABLE snapshots ADD COLUMN crc INTEGER;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5)
-"""MIGRATIONS[i] takes the schema from version i to version i + 1."""
+# Version 6: internal routing gets columns of its own. Timers and the requests
+# of actors' asks used to mark themselves in `idempotency_key` ("timer:ID",
+# "reply:NAME|CALLER"), the column that client keys use too: a client key
+# "timer:x" made every later start fail, a crafted "reply:" key could forge
+# another actor's reply after a restart, and a caller address holding "|"
+# lost its reply. Now a client key is only ever a client key.
+_V6 = """
+ALTER TABLE inbox ADD COLUMN timer_id TEXT;
+ALTER TABLE inbox ADD COLUMN reply_to TEXT;
+ALTER TABLE inbox ADD COLUMN reply_name TEXT;
+CREATE UNIQUE INDEX inbox_timer ON inbox(timer_id) WHERE timer_id IS NOT NULL;
+"""
+
+
+def _v6_rows(conn: apsw.Connection) -> None:
+    """Move the markers that rows of earlier versions carry into the new columns.
+
+    Only rows Stele itself wrote are moved: a timer has a due time and the
+    key ``timer:`` + its id (``SENDER/STEP/tN``); an actor's ask has the key
+    ``reply:SENDER/STEP/INDEX|SENDER`` with its sender. Anything else is a
+    client's key and stays one.
+    """
+    rows = conn.execute(
+        "SELECT id, idempotency_key, due, sender FROM inbox "
+        "WHERE idempotency_key LIKE 'timer:%' OR idempotency_key LIKE 'reply:%'"
+    ).fetchall()
+    for ident, key, due, sender in rows:
+        if not isinstance(key, str) or not isinstance(sender, str):
+            continue
+        if key.startswith("timer:") and due is not None and _internal(key[6:], sender, "t"):
+            conn.execute("UPDATE inbox SET timer_id = ?, idempotency_key = NULL WHERE id = ?", (key[6:], ident))
+        elif key.startswith("reply:") and key.endswith("|" + sender):
+            name = key[: -len(sender) - 1]
+            if _internal(name[6:], sender, ""):
+                conn.execute(
+                    "UPDATE inbox SET reply_to = ?, reply_name = ?, idempotency_key = NULL WHERE id = ?",
+                    (sender, name, ident),
+                )
+
+
+def _internal(ident: str, sender: str, prefix: str) -> bool:
+    """Whether ``ident`` is ``SENDER/STEP/{prefix}N``, as the runtime names timers and replies."""
+    if not ident.startswith(sender + "/"):
+        return False
+    step, _, index = ident[len(sender) + 1 :].partition("/")
+    return step.isdigit() and index.startswith(prefix) and index[len(prefix) :].isdigit()
+
+
+Migration = str | tuple[str, Callable[[apsw.Connection], None]]
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, (_V6, _v6_rows))
+"""MIGRATIONS[i] takes the schema from version i to version i + 1: a script, and
+optionally a function that moves rows in the same transaction."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -151,7 +204,11 @@ def migrate(conn: apsw.Connection, path: str) -> int:
         with conn:  # one transaction per migration step
             # execute() runs every statement of a script only when no statement
             # returns rows (see LITESTREAM.md on APSW); these do not.
-            conn.execute(MIGRATIONS[version])
+            step = MIGRATIONS[version]
+            script, rows = step if isinstance(step, tuple) else (step, None)
+            conn.execute(script)
+            if rows is not None:
+                rows(conn)
             conn.execute(f"PRAGMA user_version = {version + 1}")
     return before
 

@@ -11,7 +11,7 @@ class Unit:
     """Rows for one atomic change, in the shape of the writer's statements.
 
     ``inbox``: ``(id, target, handler, type, payload, due, idempotency_key,
-    attempts, sender, at)``; ``journal``: ``(actor id, seq, step, kind, type,
+    attempts, sender, at, timer_id, reply_to, reply_name)``; ``journal``: ``(actor id, seq, step, kind, type,
     data, at)``; ``snapshots``: ``(actor id, seq, type, data, at)``; ``done``:
     inbox ids consumed; ``actor``: ``(id, address, type, at)`` for a new actor; ``ops``:
     other statements, run in order. ``step`` is the highest step id the unit

@@ -38,8 +38,8 @@ Notify = Callable[[list[tuple[Done, list[Outcome]]]], None]
 """Called from the writer thread once per batch with every submission's outcomes."""
 
 INSERT_INBOX = (
-    "INSERT INTO inbox(id, target, handler, type, payload, due, idempotency_key, attempts, sender, at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO inbox(id, target, handler, type, payload, due, idempotency_key, attempts, sender, at, "
+    "timer_id, reply_to, reply_name) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 INSERT_JOURNAL = "INSERT INTO journal(actor, seq, step, kind, type, data, at, crc) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 INSERT_SNAPSHOT = "INSERT OR REPLACE INTO snapshots(actor, seq, type, data, at, crc) VALUES (?, ?, ?, ?, ?, ?)"

@@ -5,14 +5,16 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import anyio
 import apsw
 
 from examples.agents import Librarian, ResearchAgent
-from runtime import Registry, Runtime, replay
+from runtime import Registry, Runtime, VirtualClock, replay
 from storage import SCHEMA_VERSION, Journal
 from storage._schema import schema_version
 
 from .models import Account, GetBalance
+from .routing import Asker, Wait, Waiter
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -32,3 +34,33 @@ async def test_the_version_1_journal_replays_and_serves(tmp_path: Path) -> None:
     conn = apsw.Connection(str(copy))
     assert schema_version(conn) == SCHEMA_VERSION
     conn.close()
+
+
+async def test_the_version_5_routing_journal_moves_its_markers_and_serves(tmp_path: Path) -> None:
+    """Written by schema version 5 and left as a crash leaves it: the request of an
+    actor's ask whose caller (``Asker/a|b``) holds a ``|``, a timer due in an hour,
+    and a client's durable ask under the idempotency key ``timer:x``, all pending.
+    Version 5 marked timers and replies in the client key column: it could not
+    start on this file (the client key read as a timer), and it would have lost
+    the reply to ``Asker/a|b``.
+    """
+    copy = str(tmp_path / "v5.db")
+    shutil.copy(GOLDEN / "v5-routing.db", copy)
+    clock = VirtualClock()  # the journal was written at this clock's start
+    async with Runtime(copy, actors=[Asker, Waiter], clock=clock) as rt:
+        await rt.resolve("Waiter/u", "p2", "two")
+        with anyio.fail_after(10):
+            assert await rt.ask("Waiter/u", Wait("p2"), idempotency_key="timer:x") == "two"
+        await rt.resolve("Waiter/w", "p1", "one")
+        clock.advance(3600)
+        with anyio.fail_after(10):
+            while _got(copy, "Asker/a|b") != ["one"] or _got(copy, "Waiter/v") != ["rang:an hour later"]:
+                await anyio.sleep(0.01)
+    with Journal.open(copy) as journal:
+        assert journal.pending() == []
+        assert replay(journal, Registry([Asker, Waiter])).ok
+
+
+def _got(path: str, address: str) -> list[str]:
+    with Journal.open(path) as journal:
+        return [e.decoded()["value"] for e in journal.entries(address, kind="event")]

@@ -10,6 +10,7 @@ from runtime import Runtime
 from storage import Journal
 
 from .models import Account, Deposit, GetBalance, Withdraw
+from .routing import Asker, Wait, Waiter
 from .test_recovery import Gate, Work, Worker, wait_for
 
 
@@ -86,3 +87,22 @@ async def test_a_retried_ask_waits_for_its_interrupted_step(db: str) -> None:
         assert await rt2.ask("Worker/w", Work(1), idempotency_key="job-1", timeout=10) == [1]
     assert [name for name, _ in Gate.calls].count("first") == 1  # journaled once, never again
     assert events(db, "Worker/w") == 1
+
+
+@pytest.mark.parametrize("key", ["timer:x", "reply:Asker/a/2/0|Asker/a"])
+async def test_a_client_key_shaped_like_an_internal_marker_is_only_a_key(db: str, key: str) -> None:
+    # Version 5 kept timers and actors' asks as markers in the client key column:
+    # after a restart "timer:x" failed every start, and "reply:…|Asker/a" made
+    # this ask's reply resolve Asker/a's promise (a forged reply).
+    rt = await Runtime(db, actors=[Asker, Waiter]).__aenter__()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: rt.ask("Waiter/u", Wait("p"), idempotency_key=key))
+        await wait_for(lambda: ("Waiter/u", "p") in rt._promise_waiters)  # durable, waiting
+        await rt.abandon()
+        tg.cancel_scope.cancel()
+    async with Runtime(db, actors=[Asker, Waiter]) as rt2:
+        await rt2.resolve("Waiter/u", "p", "value")
+        assert await rt2.ask("Waiter/u", Wait("p"), idempotency_key=key, timeout=10) == "value"
+    with Journal.open(db) as journal:
+        assert journal.pending() == []
+        assert journal.promise("Asker/a", "reply:Asker/a/2/0") is None
