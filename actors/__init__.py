@@ -26,6 +26,7 @@ from ._errors import (
     UnknownActorTypeError,
     UnknownHandlerError,
     UnknownTimerError,
+    UnstorableValueError,
 )
 from ._retry import Retry
 
@@ -58,6 +59,7 @@ __all__ = (
     "UnknownEventError",
     "UnknownHandlerError",
     "UnknownTimerError",
+    "UnstorableValueError",
     "apply",
     "handler",
 )

@@ -59,6 +59,16 @@ class MessageValidationError(SteleError):
     """A message does not match its handler's declared type."""
 
 
+class UnstorableValueError(MessageValidationError, ValueError):
+    """A value cannot be stored in the journal, so nothing was accepted.
+
+    msgpack holds integers from -2**63 to 2**64 - 1, SQLite from -2**63 to
+    2**63 - 1, and text only as UTF-8: a str with a lone surrogate (which
+    ``json.loads``, ``os.listdir`` and ``sys.argv`` can produce) has no UTF-8
+    form. The message names what could not be stored.
+    """
+
+
 class ActorSuspendedError(SteleError):
     """The actor is suspended (after non-determinism); asks fail until it is resumed."""
 

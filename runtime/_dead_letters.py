@@ -9,19 +9,26 @@ to the ``dead_letters`` table with the reason.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
+import msgspec
 
 import storage
-from actors import SteleError
+from actors import HandlerError, SteleError
 from storage import Store, Unit
 
 from ._cell import Cell, Msg
+from ._health import RETRY_MAX
+from ._records import ReplyRecord
 from ._registry import Registry
+from ._step import RECORD_KEY, RESOLVE
+
+_encode = msgspec.msgpack.Encoder().encode
 
 log = logging.getLogger("stele.runtime")
 
@@ -46,7 +53,12 @@ class DeadLetters:
     if TYPE_CHECKING:  # provided by Runtime
 
         @property
+        def loop(self) -> asyncio.AbstractEventLoop: ...
+
+        @property
         def store(self) -> Store: ...
+
+        def _wake_promise(self, promise: tuple[str, str], value: bytes) -> None: ...
 
         async def _write(self, unit: Unit) -> None: ...
 
@@ -59,34 +71,66 @@ class DeadLetters:
         def spawn(self, fn: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None: ...
 
     async def _count_attempt(self, cell: Cell, msg: Msg) -> None:
-        try:
-            msg.attempts += 1
-            if msg.attempts > self.max_attempts:
-                self._pending -= 1
-                await self._bury(
-                    msg, f"the process stopped during {msg.attempts - 1} attempts to process it after restarts"
-                )
-                return
-            await self._write(Unit(ops=[("UPDATE inbox SET attempts = ? WHERE id = ?", (msg.attempts, msg.step))]))
-            msg.recovered = False
-            cell.mailbox.appendleft(msg)
-        finally:
-            cell.busy = False
-            self._make_ready(cell)
+        """Mark one more attempt of a message found in the inbox at start, before it runs.
 
-    async def _bury(self, msg: Msg, reason: str) -> None:
-        """Move ``msg`` from the inbox to the dead letters, with why."""
-        log.error("inbox message %d to %s is now a dead letter: %s", msg.step, msg.handler.name, reason)
-        if msg.waiter is not None and not msg.waiter.done():
-            msg.waiter.set_exception(SteleError(f"the message became a dead letter: {reason}"))
-        await self._write(
-            Unit(
-                ops=[
-                    (BURY, (msg.attempts, reason, self.clock(), msg.step)),
-                    ("DELETE FROM inbox WHERE id = ?", (msg.step,)),
-                ]
-            )
-        )
+        ``cell`` is busy meanwhile and ``msg`` out of its mailbox; whatever
+        happens, it goes back to the head (nothing newer overtakes it, G4) or
+        into the dead letters.
+        """
+        if msg.attempts + 1 > self.max_attempts:
+            reason = f"the process stopped during {msg.attempts} attempts to process it after restarts"
+            msg.attempts += 1  # this one, refused
+            await self._bury(cell, msg, reason)
+            return
+        try:
+            await self._write(Unit(ops=[("UPDATE inbox SET attempts = ? WHERE id = ?", (msg.attempts + 1, msg.step))]))
+        except SteleError as exc:  # the journal's trouble, not the message's: try again later, in place
+            log.warning("%s: cannot mark the attempt of inbox message %d: %s", cell.address, msg.step, exc)
+            delay = cell.retry_delay = min(RETRY_MAX, max(0.05, cell.retry_delay * 2))
+        else:
+            msg.attempts += 1
+            msg.recovered = False
+            delay = 0.0
+        cell.mailbox.appendleft(msg)
+        cell.busy = False
+        self.loop.call_later(delay, self._make_ready, cell)
+
+    async def _bury(self, cell: Cell, msg: Msg, reason: str) -> None:
+        """Move ``msg`` (out of ``cell``'s mailbox, ``cell`` busy) from the inbox to the dead letters.
+
+        Whoever waits for its reply is told: the caller of an ask, a repeated
+        ask under its idempotency key (the error is recorded as the key's
+        reply), and an actor that asked it (its promise is resolved with the
+        error). If the journal cannot take the dead letter now, the message
+        goes back to the head of its mailbox and the next attempt buries it.
+        """
+        at = self.clock()
+        error = ReplyRecord(False, error_type="DeadLetter", error=f"the message became a dead letter: {reason}")
+        reply = _encode(error)
+        ops: list[tuple[str, tuple[Any, ...]]] = [
+            (BURY, (msg.attempts, reason, at, msg.step)),
+            ("DELETE FROM inbox WHERE id = ?", (msg.step,)),
+        ]
+        if msg.idempotency_key is not None:
+            ops.append((RECORD_KEY, (msg.idempotency_key, cell.address, msg.step, reply, at, "ask")))
+        if msg.reply_to is not None:
+            ops.append((RESOLVE, (*msg.reply_to, reply, at)))
+        try:
+            await self._write(Unit(ops=ops))
+        except SteleError as exc:
+            log.warning("%s: cannot write dead letter %d yet: %s", cell.address, msg.step, exc)
+            cell.mailbox.appendleft(msg)
+            delay = cell.retry_delay = min(RETRY_MAX, max(0.05, cell.retry_delay * 2))
+        else:
+            log.error("inbox message %d to %s is now a dead letter: %s", msg.step, cell.address, reason)
+            self._pending -= 1
+            if msg.waiter is not None and not msg.waiter.done():
+                msg.waiter.set_exception(HandlerError(cell.address, error.error_type, error.error))
+            if msg.reply_to is not None:
+                self._wake_promise(msg.reply_to, reply)
+            delay = 0.0
+        cell.busy = False
+        self.loop.call_later(delay, self._make_ready, cell)
 
     async def dead_letters(self) -> list[storage.DeadLetter]:
         """Messages taken out of their actors' way after failing ``max_attempts`` times."""

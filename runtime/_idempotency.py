@@ -25,6 +25,7 @@ from storage import Store, Unit
 from ._cell import Cell
 from ._records import reply_decoder
 from ._registry import Registry
+from ._values import text
 
 log = logging.getLogger("stele.runtime")
 
@@ -70,6 +71,7 @@ class IdempotentIngress:
         ask: bool = False,
     ) -> Any:
         """A call under an idempotency key: the first call's outcome, however often it comes."""
+        text(key, "idempotency key")
         pending = self._keys_in_flight.get(key)
         if pending is not None:  # the same key, concurrently: share the first call
             return await asyncio.shield(pending)

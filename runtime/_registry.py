@@ -11,6 +11,8 @@ import storage
 from actors import Actor, UnknownActorTypeError, UnknownHandlerError
 from actors._actor import ActorDefinitionError, ActorDescription, HandlerInfo, describe
 
+from ._values import text
+
 
 def type_name(tp: type) -> str:
     """The name a type is journaled under."""
@@ -46,6 +48,7 @@ class Registry:
 
     def resolve(self, address: str) -> tuple[ActorDescription, str]:
         """Split ``"Type/key"`` and find the actor class, or raise a clear error."""
+        text(address, "actor address")
         kind, sep, key = address.partition("/")
         if not sep or not kind or not key:
             raise UnknownActorTypeError(f"{address!r} is not an actor address; expected 'Type/key'")

@@ -35,6 +35,7 @@ from actors import (
     ReplyUnavailableError,
     RuntimeClosedError,
     SteleError,
+    UnstorableValueError,
 )
 from storage import Outcome, Store, Unit
 
@@ -47,6 +48,7 @@ from ._rebuild import Loaded, load
 from ._registry import Registry
 from ._step import RECORD_KEY, Step
 from ._timers import Timers
+from ._values import ENCODE_ERRORS, scalar, storable, text
 from ._waits import Waits
 
 log = logging.getLogger("stele.runtime")
@@ -317,7 +319,7 @@ class Runtime(IdempotentIngress, DeadLetters, JournalHealth, Waits):
         batch.msgs.append((cell, prepared))
         batch.top = prepared.step
         if key is not None:
-            batch.keys.append((key, address, prepared.step, None, self.clock()))
+            batch.keys.append((key, address, prepared.step, None, self.clock(), "tell"))
         # Dispatched at once, before its inbox row commits: the writer commits in
         # submission order, so the step that consumes it lands with or after it,
         # and a step that fails to find its row is dropped (it was never accepted).
@@ -410,7 +412,8 @@ class Runtime(IdempotentIngress, DeadLetters, JournalHealth, Waits):
     async def annotate(self, key: str, value: str | int | float | None) -> None:
         """Durably record operator metadata in the journal (which module serves it, where)."""
         self._check_open()
-        await self._write(Unit(ops=[("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))]))
+        row = (text(key, "annotation key"), scalar(value, f"annotation {key!r}"))
+        await self._write(Unit(ops=[("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", row)]))
 
     def _admit(self, cell: Cell) -> None:
         """Fail fast, writing nothing, when the mailboxes are full or the journal fails (backpressure)."""
@@ -513,9 +516,12 @@ class Runtime(IdempotentIngress, DeadLetters, JournalHealth, Waits):
         name = self.registry.names[info.message_type]
         try:
             payload = self.registry.codec.encode(msg)
+        except ENCODE_ERRORS as exc:
+            raise UnstorableValueError(f"{name} for {address} cannot be stored: {storable(str(exc))}") from None
+        try:
             # The handler gets the decoded copy: what it would see on replay.
             decoded = self.registry.codec.decode(name, payload)
-        except (msgspec.EncodeError, TypeError, storage.UndecodableEntry) as exc:
+        except storage.UndecodableEntry as exc:
             raise MessageValidationError(f"invalid {name} for {address}: {_reason(exc)}") from None
         self._next_step += 1
         return Msg(self._next_step, info, decoded, name, payload, None, False, sender)
@@ -621,10 +627,14 @@ class Runtime(IdempotentIngress, DeadLetters, JournalHealth, Waits):
             cell.busy = True
             cell.current = msg
             self._inflight += 1
-            step = Step(self, cell, msg, recorded)
-            if step.run():
-                units.append(step.unit())
-                steps.append(step)
+            step: Step | None = None
+            try:
+                step = Step(self, cell, msg, recorded)
+                if step.run():
+                    units.append(step.unit())
+                    steps.append(step)
+            except Exception as exc:  # one step broke (a bug, a value nothing caught): it fails alone
+                self.step_broke(cell, msg, exc, step)
         if units:
             groups.append((units, functools.partial(self._round_committed, steps)))
         if groups:
@@ -636,7 +646,24 @@ class Runtime(IdempotentIngress, DeadLetters, JournalHealth, Waits):
 
     def _round_committed(self, steps: list[Step], outcomes: list[Outcome]) -> None:
         for step, outcome in zip(steps, outcomes, strict=True):
-            self.step_committed(step, outcome)
+            try:
+                self.step_committed(step, outcome)
+            except Exception:  # never leave the round's other actors busy forever
+                log.exception("%s: settling step %d failed", step.cell.address, step.msg.step)
+                if step.cell.busy and step.cell.current is step.msg:
+                    self._settle(step.cell)
+
+    def step_broke(self, cell: Cell, msg: Msg, exc: Exception, step: Step | None = None) -> None:
+        """A step raised where nothing should (building its unit, say): it fails alone.
+
+        The message's own failure: it counts towards ``max_attempts``.
+        """
+        log.error("%s: step %d broke", cell.address, msg.step, exc_info=exc)
+        if step is not None:
+            for cancelled in step.cancels:
+                cancelled.cancelled = False
+        problem = f"{cell.address}: step {msg.step} could not be completed: {type(exc).__qualname__}: {exc}"
+        self._message_failed(cell, msg, SteleError(storable(problem)))
 
     def step_committed(self, step: Step, outcome: Outcome) -> None:
         """A step's final unit committed (``outcome`` None) or failed."""
@@ -676,9 +703,7 @@ class Runtime(IdempotentIngress, DeadLetters, JournalHealth, Waits):
             for cancelled in step.cancels:
                 cancelled.cancelled = False  # the step kept nothing: the timer stands
         if msg.reply_to is not None:
-            asker = self._promise_waiters.get(msg.reply_to)
-            if asker is not None and not asker.done():
-                asker.set_result(step.reply_bytes)
+            self._wake_promise(msg.reply_to, step.reply_bytes)
         waiter = msg.waiter
         if waiter is not None and not waiter.done():
             if step.ok:
@@ -691,35 +716,51 @@ class Runtime(IdempotentIngress, DeadLetters, JournalHealth, Waits):
         self._settle(cell)
 
     def step_failed(self, step: Step, error: BaseException) -> None:
-        """A step could not be journaled: rebuild the actor and retry a durable message."""
-        cell, msg = step.cell, step.msg
-        self._unload(cell)  # memory may be ahead of the journal; reload the truth
+        """A step could not be journaled (or could not be completed): rebuild the actor,
+        and retry a durable message."""
         for cancelled in step.cancels:
             cancelled.cancelled = False  # nothing was committed: the timer stands
-        user_error = translate(error)
-        log.warning("%s: step %d failed to commit: %s", cell.address, msg.step, error)
-        if msg.dropped or (isinstance(error, storage.IntegrityError) and "no longer pending" in str(error)):
+        self._message_failed(step.cell, step.msg, error)
+
+    def _message_failed(self, cell: Cell, msg: Msg, error: BaseException) -> None:
+        """``msg``'s step kept nothing; settle the message and release ``cell``.
+
+        Only the message's own failures count towards ``max_attempts``: a value
+        it made that cannot be stored, a step that broke. Journal trouble (I/O
+        errors, a full disk, a busy or closed journal, a commit of unknown
+        outcome) is not the message's fault: it is retried, in its place, for
+        as long as it takes, so a second of failing disk never turns good
+        messages into dead letters.
+        """
+        self._unload(cell)  # memory may be ahead of the journal; reload the truth
+        log.warning("%s: step %d failed: %s", cell.address, msg.step, error)
+        own = not isinstance(error, storage.OperationalError)
+        bury = False
+        if msg.dropped or isinstance(error, storage.Unconsumed):
             self._pending -= 1  # never accepted, or already processed by a commit that landed: dropped
         elif msg.inbox and not self._closing:
-            msg.attempts += 1
-            if msg.attempts >= self.max_attempts:
-                self._pending -= 1
-                self.spawn(self._bury, msg, f"its step failed {msg.attempts} times; last: {error}")
-            else:
+            if own:
+                msg.attempts += 1
+            # The cell stays busy until the dead letter is written: nothing
+            # newer may overtake the message if writing it fails (G4).
+            bury = own and msg.attempts >= self.max_attempts
+            if not bury:
                 cell.mailbox.appendleft(msg)
                 cell.retry_delay = min(RETRY_MAX, max(0.05, cell.retry_delay * 2))
         else:
             self._pending -= 1  # an ask not yet durable: it fails below
         if msg.waiter is not None and not msg.waiter.done() and not msg.inbox:
-            msg.waiter.set_exception(user_error)
+            msg.waiter.set_exception(translate(error))
         delay = cell.retry_delay
-        cell.busy = False
+        cell.busy = bury
         cell.current = None
         self._inflight -= 1
         if self._closing and self._inflight == 0:
             assert self._idle is not None
             self._idle.set()
-        if isinstance(error, storage.CommitUnknown) and not self._closing:
+        if bury:
+            self.spawn(self._bury, cell, msg, f"its step failed {msg.attempts} times; last: {storable(str(error))}")
+        elif isinstance(error, storage.CommitUnknown) and not self._closing:
             self._after_unknown_commit(cell, delay)
         elif cell.mailbox:
             self.loop.call_later(delay, self._make_ready, cell)

@@ -14,6 +14,7 @@ import contextlib
 import datetime
 import functools
 import inspect
+import logging
 import typing
 import uuid
 from collections.abc import Callable, Coroutine
@@ -35,6 +36,7 @@ from actors import (
     SteleError,
     UnknownEventError,
     UnknownTimerError,
+    UnstorableValueError,
 )
 from storage import Entry, Outcome, Unit
 
@@ -54,15 +56,20 @@ from ._records import (
     reply_decoder,
     request_decoder,
 )
+from ._values import ENCODE_ERRORS, finite, storable, text
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
 
+log = logging.getLogger("stele.runtime")
+
 _encode = msgspec.msgpack.Encoder().encode
 _ONCE = Retry(max_attempts=1)
 
-RECORD_KEY = "INSERT OR REPLACE INTO idempotency(key, address, step, reply, at) VALUES (?, ?, ?, ?, ?)"
+RECORD_KEY = "INSERT OR REPLACE INTO idempotency(key, address, step, reply, at, kind) VALUES (?, ?, ?, ?, ?, ?)"
 CANCEL_TIMER = "DELETE FROM inbox WHERE timer_id = ?"
+RESOLVE = "INSERT OR REPLACE INTO promises(address, name, value, at) VALUES (?, ?, ?, ?)"
+"""The reply to an actor's ask, waiting for the asker (as a promise it takes)."""
 """An idempotency key, with the step it started and (once known) the reply."""
 
 # `ReplyRecord(True, value)` is the hot path's most common payload; it encodes as
@@ -176,7 +183,7 @@ class Step(Context):
             self.finished = True
             self.rt.step_failed(self, abort.error)
             return False
-        except Exception as exc:
+        except (Exception, asyncio.CancelledError) as exc:  # no task to cancel yet: the handler's own
             self._done(False, exc)
             return True
         self.rt.spawn(self._go_on, coro, yielded)
@@ -193,7 +200,11 @@ class Step(Context):
             self._done(False, exc)
         else:
             self._done(True, value)
-        unit = self.unit()
+        try:
+            unit = self.unit()
+        except Exception as exc:  # this step alone fails; the actor and the runtime go on
+            self.rt.step_broke(self.cell, self.msg, exc, self)
+            return
         outcome = await self._commit(unit)
         self.rt.step_committed(self, outcome)
 
@@ -272,19 +283,22 @@ class Step(Context):
         if self.ok and self.events and every > 0 and cell.since_snapshot + len(self.events) >= every:
             state = cell.instance.state if cell.instance is not None else None
             state_name = self.rt.registry.names[cell.desc.state_type]
-            snapshots = [(ident, self.last_seq, state_name, _encode(state), at)]
+            try:
+                snapshots = [(ident, self.last_seq, state_name, _encode(state), at)]
+            except ENCODE_ERRORS as exc:
+                # A snapshot is only an optimisation (G5): the events are kept and
+                # rebuild this state; the next snapshot is tried `every` events on.
+                log.warning("%s: no snapshot at seq %d, its state cannot be stored: %s",
+                            cell.address, self.last_seq, storable(str(exc)))  # fmt: skip
             self.snapshotted = True
         key = self.msg.idempotency_key
-        ops: list[tuple[str, tuple[Any, ...]]] = [(RECORD_KEY, (key, cell.address, step, reply, at))] if key else []
+        ops: list[tuple[str, tuple[Any, ...]]] = []
+        if key:
+            ops.append((RECORD_KEY, (key, cell.address, step, reply, at, "ask")))
         self.reply_bytes = reply
         if self.msg.reply_to is not None:  # an actor's ask: its reply resolves the asker's promise
             caller, name = self.msg.reply_to
-            ops.append(
-                (
-                    "INSERT OR REPLACE INTO promises(address, name, value, at) VALUES (?, ?, ?, ?)",
-                    (caller, name, reply, at),
-                )
-            )
+            ops.append((RESOLVE, (caller, name, reply, at)))
         if self.ok:
             ops += [(CANCEL_TIMER, (m.timer_id,)) for m in self.cancels]
         return Unit(
@@ -302,12 +316,14 @@ class Step(Context):
         if self.ok:
             try:
                 return _REPLY_OK + _encode(self.value)
-            except (TypeError, msgspec.EncodeError) as exc:
+            except ENCODE_ERRORS as exc:
                 self.ok = False
-                self.error = TypeError(f"the reply of {self.cell.address} cannot be encoded: {exc}")
+                self.error = UnstorableValueError(
+                    f"the reply of {self.cell.address} cannot be stored: {storable(str(exc))}"
+                )
         error = self.error
         assert error is not None
-        return _encode(ReplyRecord(False, NIL, _error_type(error), str(error)))
+        return _encode(ReplyRecord(False, NIL, storable(_error_type(error)), storable(str(error))))
 
     def _message_row(self, at: float) -> tuple[Any, ...]:
         msg = self.msg
@@ -438,6 +454,7 @@ class Step(Context):
         return answered(record, address, reply_type)
 
     async def promise(self, name: str, *, timeout: float | None = None) -> Any:
+        text(name, "promise name")
         index = self.effect_index
         self.effect_index += 1
         label = f"promise:{name}"
@@ -487,13 +504,13 @@ class Step(Context):
         except TimeoutError:
             record = EffectRecord(index, False, NIL, "TimeoutError", f"effect {name} took longer than {timeout} s")
         except Exception as exc:
-            record = EffectRecord(index, False, NIL, _error_type(exc), str(exc))
+            record = EffectRecord(index, False, NIL, storable(_error_type(exc)), storable(str(exc)))
         else:
             try:
                 record = EffectRecord(index, True, msgspec.Raw(_encode(value)))
-            except (TypeError, msgspec.EncodeError) as exc:
-                problem = f"the result of effect {name} cannot be journaled: {exc}"
-                record = EffectRecord(index, False, NIL, "TypeError", problem)
+            except ENCODE_ERRORS as exc:
+                problem = f"the result of effect {name} cannot be stored: {storable(str(exc))}"
+                record = EffectRecord(index, False, NIL, "UnstorableValueError", problem)
         return msgspec.structs.replace(record, started=started, finished=self.rt.clock(), attempt=attempt)
 
     def _effect_row(self, kind: str, name: str, record: EffectRecord) -> tuple[Any, ...]:
@@ -542,7 +559,7 @@ class Step(Context):
         inbox = [msg.inbox_row(cell.address, rows[0][6], key=msg.idempotency_key)] if durable_ask else []
         key = msg.idempotency_key
         unit = Unit(
-            ops=([(RECORD_KEY, (key, cell.address, msg.step, None, rows[-1][6]))] if key and durable_ask else [])
+            ops=([(RECORD_KEY, (key, cell.address, msg.step, None, rows[-1][6], "ask"))] if key and durable_ask else [])
             + (ops or []),
             inbox=inbox + (inbox_rows or []),
             journal=rows,
@@ -608,7 +625,11 @@ def due_time(now: float, when: float | datetime.datetime) -> float:
             raise ValueError("schedule() wants an aware datetime (with a time zone)")
         due = when.timestamp()
     else:
-        due = now + float(when)
+        try:
+            due = now + float(when)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise UnstorableValueError(f"schedule() wants seconds or a datetime, not {when!r}: {exc}") from None
+    finite(due, "a timer's due time")
     if due < now:
         raise ValueError(f"cannot schedule in the past ({now - due:.3f} s ago)")
     return due

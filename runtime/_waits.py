@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
-import msgspec
 
-from actors import AskCycleError, JournalIntegrityError, MessageValidationError, PromiseError
+from actors import AskCycleError, JournalIntegrityError, PromiseError, UnstorableValueError
 from storage import Store, Unit
 
 from ._registry import Registry
+from ._values import ENCODE_ERRORS, storable, text
 
 
 class Waits:
@@ -49,10 +49,13 @@ class Waits:
         """
         self._check_open()
         self.registry.resolve(address)
+        text(name, "promise name")
         try:
             data = self.registry.codec.encode(value)
-        except (TypeError, msgspec.EncodeError) as exc:
-            raise MessageValidationError(f"the value for promise {name!r} cannot be encoded: {exc}") from None
+        except ENCODE_ERRORS as exc:
+            raise UnstorableValueError(
+                f"the value for promise {storable(name)!r} cannot be stored: {storable(str(exc))}"
+            ) from None
         try:
             await self._write(
                 Unit(
@@ -66,9 +69,13 @@ class Waits:
             )
         except JournalIntegrityError:
             raise PromiseError(f"promise {name!r} of {address} is already resolved") from None
-        waiter = self._promise_waiters.get((address, name))
+        self._wake_promise((address, name), data)
+
+    def _wake_promise(self, promise: tuple[str, str], value: bytes) -> None:
+        """A value for ``(address, name)`` committed: hand it to the step waiting for it, if any."""
+        waiter = self._promise_waiters.get(promise)
         if waiter is not None and not waiter.done():
-            waiter.set_result(data)
+            waiter.set_result(value)
 
     async def _take_promise(self, address: str, name: str, timeout: float | None) -> bytes | None:
         """The value resolved for the promise (None after ``timeout``); the step journals it.

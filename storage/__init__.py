@@ -12,7 +12,9 @@ from ._errors import (
     ReplicaUnavailable,
     SchemaError,
     StorageError,
+    Unconsumed,
     UndecodableEntry,
+    Unstorable,
 )
 from ._journal import Journal
 from ._litestream import Litestream, LitestreamError
@@ -55,8 +57,10 @@ __all__ = (
     "SnapshotInfo",
     "StorageError",
     "Store",
+    "Unconsumed",
     "UndecodableEntry",
     "Unit",
+    "Unstorable",
     "WriterStats",
     "corrupt",
     "decode_untyped",

@@ -11,6 +11,14 @@ class IntegrityError(StorageError):
     """The journal holds, or would come to hold, something it must not."""
 
 
+class Unconsumed(IntegrityError):
+    """A unit consumed an inbox message that is no longer pending: its step ran already."""
+
+
+class Unstorable(IntegrityError):
+    """A unit holds a value the journal cannot store (too big, out of range, not UTF-8)."""
+
+
 class OperationalError(StorageError):
     """The journal could not be read or written: I/O, full disk, busy, closed."""
 

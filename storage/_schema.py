@@ -132,12 +132,15 @@ ALTER TABLE snapshots ADD COLUMN crc INTEGER;
 # "reply:NAME|CALLER"), the column that client keys use too: a client key
 # "timer:x" made every later start fail, a crafted "reply:" key could forge
 # another actor's reply after a restart, and a caller address holding "|"
-# lost its reply. Now a client key is only ever a client key.
+# lost its reply. Now a client key is only ever a client key, and the key's
+# record says whether it was a tell or an ask (an ask reusing a tell's key
+# used to wait forever for a reply no tell has).
 _V6 = """
 ALTER TABLE inbox ADD COLUMN timer_id TEXT;
 ALTER TABLE inbox ADD COLUMN reply_to TEXT;
 ALTER TABLE inbox ADD COLUMN reply_name TEXT;
 CREATE UNIQUE INDEX inbox_timer ON inbox(timer_id) WHERE timer_id IS NOT NULL;
+ALTER TABLE idempotency ADD COLUMN kind TEXT CHECK (kind IN ('tell', 'ask'));
 """
 
 

@@ -7,7 +7,7 @@ import urllib.parse
 
 import apsw
 
-from ._errors import IntegrityError, OperationalError, StorageError
+from ._errors import IntegrityError, OperationalError, StorageError, Unstorable
 
 log = logging.getLogger("stele.storage")
 
@@ -82,10 +82,18 @@ def close_quietly(conn: apsw.Connection, path: str) -> None:
 
 
 def translate(exc: BaseException, context: str) -> StorageError:
-    """Map an APSW error to storage's PEP 249-style split: integrity vs operational."""
+    """Map an APSW error to storage's PEP 249-style split: integrity vs operational.
+
+    Anything but an APSW error comes from binding a unit's values (an int
+    beyond 64 bits, a str with a lone surrogate, a type SQLite has no column
+    for): the unit's own data, which no retry can store.
+    """
     if isinstance(exc, UnicodeDecodeError):  # a garbled TEXT column: the file is corrupt
         return IntegrityError(f"{context}: a text value is not valid UTF-8 (corrupt journal): {exc}")
     detail = f"{context}: {type(exc).__name__}: {exc}"
+    if isinstance(exc, apsw.TooBigError | apsw.RangeError) or not isinstance(exc, apsw.Error):
+        # The unit's own data: retrying it can never succeed.
+        return Unstorable(f"{context}: a value cannot be stored: {type(exc).__name__}: {exc}")
     if isinstance(exc, apsw.ConstraintError | apsw.CorruptError | apsw.NotADBError | apsw.MismatchError):
         return IntegrityError(detail)
     return OperationalError(detail)

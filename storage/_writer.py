@@ -22,7 +22,7 @@ from zlib import crc32
 import apsw
 
 from ._commits import CommitLog
-from ._errors import CommitUnknown, IntegrityError, OperationalError, StorageError
+from ._errors import CommitUnknown, OperationalError, StorageError, Unconsumed
 from ._sqlite import translate
 from ._unit import Unit
 
@@ -54,10 +54,6 @@ COMMIT_RETRIES = (0.01, 0.1, 0.5)
 """Back-off before each retry of units whose commit failed and did not land."""
 
 _STOP = object()
-
-
-class _Unconsumed(Exception):
-    """A batch tried to consume an inbox row that is not there (a duplicate step)."""
 
 
 class WriterStats:
@@ -146,6 +142,7 @@ class Writer:
                 results = self._commit(items)
             except BaseException as exc:  # never let the thread die with callers waiting
                 log.exception("journal writer failed unexpectedly")
+                self._rollback()  # or every later BEGIN fails: "cannot start a transaction within a transaction"
                 failure = OperationalError(f"journal writer failed unexpectedly: {exc!r}")
                 results = [(done, [failure] * len(units)) for units, done in items]
             try:
@@ -188,9 +185,10 @@ class Writer:
             top = max((u.step for u in batch), default=0)
             if top > self._hwm:
                 conn.execute(UPDATE_HWM, (top,))
-        except apsw.Error as exc:
+        except Exception as exc:
             # SQLite may already have rolled the whole transaction back (FULL,
-            # IOERR, NOMEM do); nothing was committed either way: a definite failure.
+            # IOERR, NOMEM do); nothing was committed either way: a definite
+            # failure. Whatever it was, the transaction must not stay open.
             self._rollback()
             self._fail(outcomes, indexes, translate(exc, "journal write failed"))
             return []
@@ -212,7 +210,7 @@ class Writer:
         conn.execute("SAVEPOINT batch")
         try:
             self._execute(batch)
-        except (apsw.Error, _Unconsumed):
+        except Exception:  # a unit's rows (a constraint, a value that cannot be bound): find which
             if not conn.in_transaction:
                 raise
             conn.execute("ROLLBACK TO batch")
@@ -226,10 +224,10 @@ class Writer:
             conn.execute("SAVEPOINT unit")
             try:
                 self._execute([unit])
-            except _Unconsumed as exc:
+            except Unconsumed as exc:
                 conn.execute("ROLLBACK TO unit")
-                failures[position] = IntegrityError(str(exc))
-            except apsw.Error as exc:
+                failures[position] = exc
+            except Exception as exc:
                 if not conn.in_transaction:
                     raise
                 conn.execute("ROLLBACK TO unit")
@@ -270,7 +268,7 @@ class Writer:
             before = conn.total_changes()
             cursor.executemany(DELETE_INBOX, [(i,) for i in done])
             if conn.total_changes() - before != len(done):
-                raise _Unconsumed(
+                raise Unconsumed(
                     f"a step consumed inbox message(s) {done} that are no longer pending: it would be processed twice"
                 )
         actors = [u.actor for u in batch if u.actor is not None]

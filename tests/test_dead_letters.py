@@ -5,8 +5,10 @@ listed, retried and dropped."""
 from __future__ import annotations
 
 import anyio
+import apsw
 import pytest
 
+import storage._sqlite
 from actors import SteleError
 from runtime import Runtime
 from storage import Journal
@@ -74,3 +76,38 @@ async def test_dead_letters_can_be_dropped(db: str) -> None:
         assert await rt2.dead_letters() == []
     with Journal.open(db) as journal:
         assert journal.pending() == []
+
+
+async def test_journal_trouble_turns_no_message_into_a_dead_letter(db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Only a message's own failures count towards max_attempts (5 by default).
+    # Here another process holds the journal's write lock for three seconds
+    # (as a `sqlite3` shell in a transaction would): every commit fails
+    # definitely, with SQLITE_BUSY after the busy timeout. Each failure used to
+    # count: the head message became a dead letter within a second or two (and,
+    # as writing the dead letter failed too, ran later, after the messages
+    # behind it).
+    monkeypatch.setattr(storage._sqlite, "BUSY_TIMEOUT_MS", 50)  # fail fast rather than after 5 s
+    Gate.reset()
+    async with Runtime(db, actors=[Worker]) as rt:
+        for i in range(1, 11):
+            await rt.tell("Worker/w", Work(i))
+        await wait_for(lambda: len(Gate.calls) == 2)  # message 1 waits in its second effect
+        other = apsw.Connection(db)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            Gate.open.set()  # its result cannot be journaled while the lock is held
+            await anyio.sleep(3)
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        with anyio.fail_after(30):
+            while _pending(db):
+                await anyio.sleep(0.05)
+        assert await rt.dead_letters() == []
+    with Journal.open(db) as journal:
+        assert [e.decoded()["id"] for e in journal.entries("Worker/w", kind="event")] == list(range(1, 11))
+
+
+def _pending(db: str) -> int:
+    with Journal.open(db) as journal:
+        return len(journal.pending())

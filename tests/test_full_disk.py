@@ -71,7 +71,7 @@ async def test_a_full_disk_refuses_clearly_loses_nothing_and_recovers(disk: Path
     Recorder.trace_path = trace
     outcomes: dict[int, str] = {}
     errors: Counter[str] = Counter()
-    async with Runtime(db, actors=[Recorder], max_attempts=1000) as rt:
+    async with Runtime(db, actors=[Recorder]) as rt:
         for i in range(30):
             outcomes[i] = await call(rt, i, timeout=5)
         assert set(outcomes.values()) == {"ok"}

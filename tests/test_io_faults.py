@@ -50,7 +50,7 @@ def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
 async def open_runtime(db: str, fault: FaultVFS, totals: Counter[str]) -> Runtime:
     """Open, as many times as a transient fault needs; a persistent one is healed first."""
     for _ in range(3):
-        rt = Runtime(db, actors=[Recorder], vfs=fault.name, max_attempts=1000)
+        rt = Runtime(db, actors=[Recorder], vfs=fault.name)
         try:
             await rt.__aenter__()
         except SteleError:
