@@ -73,7 +73,7 @@ class DeadLetters:
     async def _count_attempt(self, cell: Cell, msg: Msg) -> None:
         """Mark one more attempt of a message found in the inbox at start, before it runs.
 
-        ``cell`` is busy meanwhile and ``msg`` out of its mailbox; whatever
+        ``cell`` is busy with ``msg`` as its current message; whatever
         happens, it goes back to the head (nothing newer overtakes it, G4) or
         into the dead letters.
         """
@@ -93,10 +93,11 @@ class DeadLetters:
             delay = 0.0
         cell.mailbox.appendleft(msg)
         cell.busy = False
+        cell.current = None
         self.loop.call_later(delay, self._make_ready, cell)
 
     async def _bury(self, cell: Cell, msg: Msg, reason: str) -> None:
-        """Move ``msg`` (out of ``cell``'s mailbox, ``cell`` busy) from the inbox to the dead letters.
+        """Move ``msg`` (``cell``'s current message, ``cell`` busy) from the inbox to the dead letters.
 
         Whoever waits for its reply is told: the caller of an ask, a repeated
         ask under its idempotency key (the error is recorded as the key's
@@ -130,6 +131,7 @@ class DeadLetters:
                 self._wake_promise(msg.reply_to, reply)
             delay = 0.0
         cell.busy = False
+        cell.current = None
         self.loop.call_later(delay, self._make_ready, cell)
 
     async def dead_letters(self) -> list[storage.DeadLetter]:

@@ -19,15 +19,19 @@ import anyio
 import anyio.to_thread
 import msgspec
 
-from actors import AskTimeoutError, HandlerError, MessageValidationError, SteleError
+from actors import AskTimeoutError, HandlerError, MessageValidationError, ReplyUnavailableError, SteleError
 from storage import Store, Unit
 
-from ._cell import Cell
+from ._cell import Cell, Msg
 from ._records import reply_decoder
 from ._registry import Registry
 from ._values import text
 
 log = logging.getLogger("stele.runtime")
+
+PURGE_BATCH = 1000
+"""Expired idempotency keys forgotten per commit."""
+PURGE_KEY = "DELETE FROM idempotency WHERE key = ? AND at < ?"
 
 
 class IdempotentIngress:
@@ -36,7 +40,7 @@ class IdempotentIngress:
     registry: Registry
     clock: Callable[[], float]
     idempotency_retention_s: float
-    _keys_in_flight: dict[str, asyncio.Future[Any]]
+    _keys_in_flight: dict[str, tuple[asyncio.Future[Any], str, bool]]
     _cells: dict[str, Cell]
 
     if TYPE_CHECKING:  # provided by Runtime
@@ -72,11 +76,19 @@ class IdempotentIngress:
     ) -> Any:
         """A call under an idempotency key: the first call's outcome, however often it comes."""
         text(key, "idempotency key")
-        pending = self._keys_in_flight.get(key)
-        if pending is not None:  # the same key, concurrently: share the first call
-            return await asyncio.shield(pending)
+        first = self._keys_in_flight.get(key)
+        if first is not None:  # the same key, concurrently: share the first call
+            pending, first_address, first_ask = first
+            _same_use(key, first_address, first_ask, address, ask)
+            try:
+                return await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                if not pending.cancelled():
+                    raise  # this caller was cancelled
+                # The first caller went away before an outcome: carry on as the first.
+                return await self._keyed(key, address, msg, timeout, durability, tell_timeout, ask=ask)
         future: asyncio.Future[Any] = self.loop.create_future()
-        self._keys_in_flight[key] = future
+        self._keys_in_flight[key] = (future, address, ask)
         try:
             result = await self._first_outcome(key, address, msg, timeout, durability, tell_timeout, ask)
         except BaseException as exc:
@@ -105,10 +117,7 @@ class IdempotentIngress:
         self.prepare(address, msg)  # bad input fails the same way with or without a key
         record = await anyio.to_thread.run_sync(self.store.idempotent, key)
         if record is not None and record.at >= self.clock() - self.idempotency_retention_s:
-            if record.address != address:
-                raise MessageValidationError(
-                    f"idempotency key {key!r} was first used for {record.address}, not {address}"
-                )
+            _same_use(key, record.address, record.kind != "tell" if record.kind else ask, address, ask)
             if not ask:
                 return None
             if record.reply is not None:
@@ -130,40 +139,86 @@ class IdempotentIngress:
     async def _wait_for_step(
         self, key: str, address: str, msg: msgspec.Struct, step: int, timeout: float | None
     ) -> Any:
-        """The first call's step is still running (or was interrupted): wait for its reply."""
-        cell = self._cells.get(address)
-        target = None
-        if cell is not None:
-            if cell.current is not None and cell.current.step == step:
-                target = cell.current
-            else:
-                target = next((m for m in cell.mailbox if m.step == step), None)
+        """The first call's step is durable but has no reply yet: wait for it, or say why not.
+
+        In memory (running, or waiting in its mailbox) it is waited for; the
+        runtime answers every such wait when it closes. Not in memory, the
+        journal tells, in one read: the reply if it came meanwhile; otherwise
+        the step can give no reply now, and waiting would be forever.
+        """
+        target = self._in_memory(address, step)
+        if target is None:
+            record, pending = await anyio.to_thread.run_sync(self.store.key_status, key, step)
+            if record is not None and record.reply is not None:
+                return self._recorded_reply(address, msg, record.reply)
+            target = self._in_memory(address, step)  # it may have been loaded meanwhile
+            if target is None:
+                why = (
+                    "is in the inbox but cannot be delivered now (see the log)"
+                    if pending
+                    else "is no longer pending and left no reply"
+                )
+                raise ReplyUnavailableError(
+                    f"the message first sent to {address} under idempotency key {key!r} {why}; "
+                    "do not resend it under a new key"
+                )
+        waiter: asyncio.Future[Any] = self.loop.create_future()
+        if target.waiter is None or target.waiter.done():
+            target.waiter = waiter
+        else:
+            target.waiter.add_done_callback(functools.partial(_copy_outcome, waiter))
         try:
             with anyio.fail_after(timeout) if timeout is not None else contextlib.nullcontext():
-                if target is not None:
-                    waiter: asyncio.Future[Any] = self.loop.create_future()
-                    if target.waiter is None:
-                        target.waiter = waiter
-                    else:
-                        target.waiter.add_done_callback(functools.partial(_copy_outcome, waiter))
-                    return await waiter
-                while True:  # not in memory: its reply will be recorded under the key
-                    await anyio.sleep(0.05)
-                    record = await anyio.to_thread.run_sync(self.store.idempotent, key)
-                    if record is not None and record.reply is not None:
-                        return self._recorded_reply(address, msg, record.reply)
+                return await waiter
         except TimeoutError:
             raise AskTimeoutError(f"no reply from {address} within {timeout} s") from None
+
+    def _in_memory(self, address: str, step: int) -> Msg | None:
+        """The message of ``step`` if ``address`` is running it or has it in its mailbox."""
+        cell = self._cells.get(address)
+        if cell is None:
+            return None
+        if cell.current is not None and cell.current.step == step:
+            return cell.current
+        return next((m for m in cell.mailbox if m.step == step), None)
 
     async def _purge_keys(self) -> None:
         """Forget idempotency keys older than the retention, now and every hour."""
         while True:
-            cutoff = self.clock() - self.idempotency_retention_s
             try:
-                await self._write(Unit(ops=[("DELETE FROM idempotency WHERE at < ?", (cutoff,))]))
+                await self.purge_idempotency_keys()
             except SteleError as exc:
                 log.warning("could not purge expired idempotency keys: %s", exc)
             await anyio.sleep(3600)
+
+    async def purge_idempotency_keys(self, *, batch: int = PURGE_BATCH) -> int:
+        """Forget the keys older than the retention now; return how many.
+
+        In batches of at most ``batch`` keys, each its own commit shared with
+        whatever else is queued: a million expired keys never make one
+        transaction that stalls every caller. (The runtime also does this at
+        start and every hour.)
+        """
+        cutoff = self.clock() - self.idempotency_retention_s
+        purged = 0
+        while True:
+            keys = await anyio.to_thread.run_sync(self.store.expired_keys, cutoff, batch)
+            if not keys:
+                return purged
+            # `at < cutoff` again: a key used anew since the read is not expired.
+            await self._write(Unit(ops=[(PURGE_KEY, (key, cutoff)) for key in keys]))
+            purged += len(keys)
+
+
+def _same_use(key: str, first_address: str, first_ask: bool, address: str, ask: bool) -> None:
+    """Refuse a key reused for another address, or for an ask after a tell (or the reverse)."""
+    if first_address != address:
+        raise MessageValidationError(f"idempotency key {key!r} was first used for {first_address}, not {address}")
+    if first_ask != ask:
+        first, now = ("an ask", "a tell") if first_ask else ("a tell", "an ask")
+        raise MessageValidationError(
+            f"idempotency key {key!r} was first used for {first} to {address}; {now} cannot reuse it"
+        )
 
 
 def _copy_outcome(target: asyncio.Future[Any], source: asyncio.Future[Any]) -> None:

@@ -15,7 +15,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from types import TracebackType
 from typing import Any
 
@@ -103,6 +103,10 @@ class Runtime(IdempotentIngress, DeadLetters, JournalHealth, Waits):
     when the process stops (counted from the first restart, when its attempt
     is marked in the inbox before it runs), before it becomes a dead letter
     and its actor carries on.
+    ``effect_threads`` bounds the worker threads that synchronous effects
+    (a blocking LLM SDK call) run in at once; they have threads of their own,
+    so forty slow calls cannot stall loading actors or serving HTTP reads,
+    which share anyio's default pool.
     ``max_active`` bounds the actors kept in memory. ``clock`` and
     ``rng`` are injectable for tests; ``grace`` is how long closing waits for
     in-flight steps before leaving them to recovery. ``vfs`` names an APSW VFS
@@ -132,6 +136,7 @@ class Runtime(IdempotentIngress, DeadLetters, JournalHealth, Waits):
         max_mailbox: int = 10_000,
         max_pending: int = 1_000_000,
         max_attempts: int = 5,
+        effect_threads: int = 64,
     ) -> None:
         if durability not in DURABILITIES:
             raise ValueError(f"durability must be one of {DURABILITIES}, not {durability!r}")
@@ -139,6 +144,8 @@ class Runtime(IdempotentIngress, DeadLetters, JournalHealth, Waits):
             raise ValueError('durability="replicated" needs replicate=URL_OR_DIRECTORY')
         if max_active < 1:
             raise ValueError("max_active must be at least 1")
+        if effect_threads < 1:
+            raise ValueError("effect_threads must be at least 1")
         self.path = path
         self.registry = Registry(actors)
         self.durability = durability
@@ -159,9 +166,12 @@ class Runtime(IdempotentIngress, DeadLetters, JournalHealth, Waits):
         self.max_mailbox = max_mailbox
         self.max_pending = max_pending
         self.max_attempts = max_attempts
+        self.effect_threads = effect_threads
+        self.effect_limiter: anyio.CapacityLimiter | None = None
+        """The worker threads synchronous effects run in (made at start, on the loop)."""
         JournalHealth.__init__(self)
         self._pending = 0  # messages accepted and not yet consumed, in every mailbox
-        self._keys_in_flight: dict[str, asyncio.Future[Any]] = {}
+        self._keys_in_flight: dict[str, tuple[asyncio.Future[Any], str, bool]] = {}
         self.timers = Timers(self)
         self._promise_waiters: dict[tuple[str, str], asyncio.Future[bytes]] = {}
         self._waiting_on: dict[str, str] = {}  # an actor whose step awaits an ask -> the asked actor
@@ -192,6 +202,7 @@ class Runtime(IdempotentIngress, DeadLetters, JournalHealth, Waits):
             self._loop = asyncio.get_running_loop()
         except RuntimeError:
             raise SteleError("Runtime runs on anyio's asyncio backend") from None
+        self.effect_limiter = anyio.CapacityLimiter(self.effect_threads)
         try:
             if self.replicate is not None:
                 self._replication = storage.Replication(
@@ -240,12 +251,13 @@ class Runtime(IdempotentIngress, DeadLetters, JournalHealth, Waits):
             return
         self._open = False
         self._closing = True
-        self._fail_unstarted(RuntimeClosedError(f"runtime on {self.path} is closing"))
+        self._fail_waiters(started=False)  # messages not started yet
         assert self._idle is not None and self._store is not None
         if self._inflight:
             with anyio.move_on_after(self.grace):
                 await self._idle.wait()
         await self._cancel_tasks()
+        self._fail_waiters(started=True)  # and steps that did not finish within the grace
         self._flush_ingress()  # accepted tells not yet handed over go in before the writer stops
         await anyio.to_thread.run_sync(self._store.close)
 
@@ -267,11 +279,29 @@ class Runtime(IdempotentIngress, DeadLetters, JournalHealth, Waits):
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _fail_unstarted(self, error: BaseException) -> None:
+    def _fail_waiters(self, *, started: bool) -> None:
+        """Answer every ask still waiting as the runtime closes; none may wait forever.
+
+        A message durable in the inbox runs after the next start: its caller
+        is told so (:class:`ReplyUnavailableError`, accepted), never that it
+        was refused, or a resend would run it twice. Any other message was
+        never accepted (:class:`RuntimeClosedError`).
+        """
+        closed = RuntimeClosedError(f"runtime on {self.path} is closing; the message was not processed")
         for cell in self._cells.values():
-            for msg in cell.mailbox:
-                if msg.waiter is not None and not msg.waiter.done():
-                    msg.waiter.set_exception(error)
+            msgs = [*cell.mailbox, *([cell.current] if started and cell.current is not None else [])]
+            for msg in msgs:
+                if msg.waiter is None or msg.waiter.done():
+                    continue
+                if msg.inbox:
+                    msg.waiter.set_exception(
+                        ReplyUnavailableError(
+                            f"runtime on {self.path} is closing; {cell.address} has the message durably in its "
+                            "inbox and processes it after the next start (do not resend it)"
+                        )
+                    )
+                else:
+                    msg.waiter.set_exception(closed)
 
     # -- public API ----------------------------------------------------------------
 
@@ -306,9 +336,10 @@ class Runtime(IdempotentIngress, DeadLetters, JournalHealth, Waits):
     ) -> None:
         if not self._open:
             raise RuntimeClosedError(f"runtime on {self.path} is not open")
+        self._check_durability(durability)
         prepared = self.prepare(address, msg)
+        self._admit(address)
         cell = self._cell(address)
-        self._admit(cell)
         cell.failed = None  # new traffic retries a failed load (once per message)
         batch = self._ingress
         if batch is None:
@@ -364,23 +395,28 @@ class Runtime(IdempotentIngress, DeadLetters, JournalHealth, Waits):
         self, address: str, msg: msgspec.Struct, timeout: float | None, durability: str | None, key: str | None
     ) -> Any:
         self._check_open()
+        self._check_durability(durability)
         prepared = self.prepare(address, msg)
         prepared.idempotency_key = key
+        known = self._cells.get(address)
+        if known is not None and known.suspended:
+            raise ActorSuspendedError(address, known.reason)
+        self._admit(address)
         cell = self._cell(address)
-        if cell.suspended:
-            raise ActorSuspendedError(address, cell.reason)
-        self._admit(cell)
         cell.failed = None  # new traffic retries a failed load (once per message)
         waiter: asyncio.Future[Any] = self.loop.create_future()
         prepared.waiter = waiter
         cell.mailbox.append(prepared)
         self._pending += 1
         self._make_ready(cell)
+        # Under a key, a repeated call may wait on the same future: this caller
+        # giving up (a timeout, a cancellation) must not cancel it for them.
+        wait: Awaitable[Any] = asyncio.shield(waiter) if key is not None else waiter
         if timeout is None:
-            reply = await waiter
+            reply = await wait
         else:
             try:
-                reply = await asyncio.wait_for(waiter, timeout)
+                reply = await asyncio.wait_for(wait, timeout)
             except TimeoutError:
                 raise AskTimeoutError(f"no reply from {address} within {timeout} s") from None
         if (durability or self.durability) == "replicated":
@@ -415,12 +451,17 @@ class Runtime(IdempotentIngress, DeadLetters, JournalHealth, Waits):
         row = (text(key, "annotation key"), scalar(value, f"annotation {key!r}"))
         await self._write(Unit(ops=[("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", row)]))
 
-    def _admit(self, cell: Cell) -> None:
-        """Fail fast, writing nothing, when the mailboxes are full or the journal fails (backpressure)."""
+    def _admit(self, address: str) -> None:
+        """Fail fast, writing nothing, when the mailboxes are full or the journal fails (backpressure).
+
+        Refusing creates nothing: a cell is made only for a message that is let in.
+        """
         self._admit_while_failing()
-        if len(cell.mailbox) >= self.max_mailbox:
+        cell = self._cells.get(address)
+        waiting = len(cell.mailbox) if cell is not None else 0
+        if waiting >= self.max_mailbox:
             raise BackpressureError(
-                f"{cell.address} has {len(cell.mailbox)} messages waiting (max_mailbox={self.max_mailbox}); retry later"
+                f"{address} has {waiting} messages waiting (max_mailbox={self.max_mailbox}); retry later"
             )
         if self._pending >= self.max_pending:
             raise BackpressureError(
@@ -573,6 +614,13 @@ class Runtime(IdempotentIngress, DeadLetters, JournalHealth, Waits):
         if not self._open:
             raise RuntimeClosedError(f"runtime on {self.path} is not open")
 
+    def _check_durability(self, durability: str | None) -> None:
+        """Refuse a durability this call cannot have, before anything is accepted."""
+        if durability is not None and durability not in DURABILITIES:
+            raise ValueError(f"durability must be one of {DURABILITIES}, not {durability!r}")
+        if durability == "replicated" and self._replication is None:
+            raise ValueError(f'durability="replicated" needs a runtime opened with replicate=URL (on {self.path})')
+
     def _cell(self, address: str) -> Cell:
         cell = self._cells.get(address)
         if cell is None:
@@ -616,7 +664,8 @@ class Runtime(IdempotentIngress, DeadLetters, JournalHealth, Waits):
                 # first, so a message that crashes the process every time ends
                 # as a dead letter instead of crashing it forever.
                 cell.busy = True
-                self.spawn(self._count_attempt, cell, cell.mailbox.popleft())
+                cell.current = cell.mailbox.popleft()
+                self.spawn(self._count_attempt, cell, cell.current)
                 continue
             msg = cell.mailbox.popleft()
             recorded = None
@@ -753,7 +802,7 @@ class Runtime(IdempotentIngress, DeadLetters, JournalHealth, Waits):
             msg.waiter.set_exception(translate(error))
         delay = cell.retry_delay
         cell.busy = bury
-        cell.current = None
+        cell.current = msg if bury else None
         self._inflight -= 1
         if self._closing and self._inflight == 0:
             assert self._idle is not None

@@ -500,7 +500,9 @@ class Step(Context):
                 else:
                     # A thread cannot be stopped: on timeout it is left to finish alone.
                     call = functools.partial(fn, *args, **kwargs)
-                    value = await anyio.to_thread.run_sync(call, abandon_on_cancel=timeout is not None)
+                    value = await anyio.to_thread.run_sync(
+                        call, abandon_on_cancel=timeout is not None, limiter=self.rt.effect_limiter
+                    )
         except TimeoutError:
             record = EffectRecord(index, False, NIL, "TimeoutError", f"effect {name} took longer than {timeout} s")
         except Exception as exc:
@@ -614,7 +616,7 @@ class Step(Context):
 
     async def tell(self, address: str, msg: msgspec.Struct) -> None:
         target = self.rt.prepare(address, msg, sender=self.cell.address)
-        self.rt._admit(self.rt._cell(address))  # backpressure applies to actors' sends too
+        self.rt._admit(address)  # backpressure applies to actors' sends too
         self.sends.append((target, address))
 
 

@@ -75,8 +75,22 @@ class Timers:
         return None if msg is None or msg.cancelled else msg
 
     def forget(self, timer_id: str) -> None:
-        """A cancellation committed: the timer is gone for good."""
-        self._by_id.pop(timer_id, None)
+        """A cancellation committed: the timer is gone for good.
+
+        Its heap entry stays until it would have been due (a heap cannot
+        drop an entry from its middle cheaply); once they are most of the
+        heap, it is rebuilt without them, so cancelled far-future timers
+        cannot pile up in memory.
+        """
+        if self._by_id.pop(timer_id, None) is not None and len(self._heap) > 2 * len(self._by_id) + 64:
+            live = self._by_id
+            self._heap = [entry for entry in self._heap if live.get(entry[3].timer_id or "") is entry[3]]
+            heapq.heapify(self._heap)
+
+    @property
+    def heap_size(self) -> int:
+        """Entries in the heap, cancelled ones included (what memory holds)."""
+        return len(self._heap)
 
     async def run(self) -> None:
         """Deliver timers as they fall due, until cancelled."""

@@ -57,6 +57,14 @@ class Reads(abc.ABC):
         """What an idempotency key was first used for (and an ask's reply), if it was."""
         return self._read(_rows.idempotent, key)
 
+    def expired_keys(self, cutoff: float, limit: int) -> list[str]:
+        """Up to ``limit`` idempotency keys recorded before ``cutoff``, oldest first."""
+        return self._read(_rows.expired_keys, cutoff, limit)
+
+    def key_status(self, key: str, step: int) -> tuple[Idempotent | None, bool]:
+        """An idempotency key's record and whether its step's message is still pending (one read)."""
+        return self._read(_rows.key_status, key, step)
+
     def promise(self, address: str, name: str) -> bytes | None:
         """A value resolved for ``address`` under ``name`` and not yet taken."""
         return self._read(_rows.promise, address, name)

@@ -239,6 +239,26 @@ def idempotent(conn: apsw.Connection, key: str) -> Idempotent | None:
     return Idempotent(*row) if row else None
 
 
+def expired_keys(conn: apsw.Connection, cutoff: float, limit: int) -> list[str]:
+    """Up to ``limit`` idempotency keys recorded before ``cutoff``, oldest first."""
+    return [
+        str(row[0])
+        for row in conn.execute("SELECT key FROM idempotency WHERE at < ? ORDER BY at LIMIT ?", (cutoff, limit))
+    ]
+
+
+def key_status(conn: apsw.Connection, key: str, step: int) -> tuple[Idempotent | None, bool]:
+    """An idempotency key's record, and whether its step's message is still in the inbox.
+
+    Read in one transaction: a step records its reply and consumes its
+    message in one commit, so the two answers always agree.
+    """
+    with conn:
+        record = idempotent(conn, key)
+        pending = conn.execute("SELECT 1 FROM inbox WHERE id = ?", (step,)).fetchone() is not None
+    return record, pending
+
+
 def promise(conn: apsw.Connection, address: str, name: str) -> bytes | None:
     """A resolved value waiting for ``address`` under ``name``, if any."""
     row = conn.execute("SELECT value FROM promises WHERE address = ? AND name = ?", (address, name)).fetchone()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from actors import HandlerError, MessageValidationError
+from actors import HandlerError, MessageValidationError, ReplyUnavailableError
 from runtime import Runtime
 from storage import Journal
 
@@ -106,3 +106,84 @@ async def test_a_client_key_shaped_like_an_internal_marker_is_only_a_key(db: str
     with Journal.open(db) as journal:
         assert journal.pending() == []
         assert journal.promise("Asker/a", "reply:Asker/a/2/0") is None
+
+
+async def test_a_key_is_not_reused_across_a_tell_and_an_ask(db: str) -> None:
+    # An ask reusing a tell's key used to poll forever for a reply no tell has.
+    async with Runtime(db, actors=[Account]) as rt:
+        await rt.tell("Account/a", Deposit(1), idempotency_key="t")
+        await rt.ask("Account/a", Deposit(2), idempotency_key="a")
+        with anyio.fail_after(10):
+            with pytest.raises(MessageValidationError, match="first used for a tell to Account/a; an ask cannot"):
+                await rt.ask("Account/a", Deposit(1), idempotency_key="t")
+            with pytest.raises(MessageValidationError, match="first used for an ask to Account/a; a tell cannot"):
+                await rt.tell("Account/a", Deposit(2), idempotency_key="a")
+        assert await rt.ask("Account/a", GetBalance()) == 3
+
+
+async def test_an_ask_under_the_key_of_a_dead_letter_gets_its_error(db: str) -> None:
+    # The key of an ask that became a dead letter had no reply recorded: a
+    # repeated ask under it polled forever.
+    Gate.reset()
+    rt = await Runtime(db, actors=[Worker], max_attempts=1).__aenter__()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: rt.ask("Worker/w", Work(1), idempotency_key="job"))
+        await wait_for(lambda: len(Gate.calls) == 2)  # durable; the process dies in its second effect
+        await rt.abandon()
+        tg.cancel_scope.cancel()
+    rt = await Runtime(db, actors=[Worker], max_attempts=1).__aenter__()
+    await wait_for(lambda: len(Gate.calls) == 3)  # attempt 1, counted; dies again
+    await rt.abandon()
+    async with Runtime(db, actors=[Worker], max_attempts=1) as rt2:
+        with anyio.fail_after(10):
+            while not await rt2.dead_letters():
+                await anyio.sleep(0.01)
+            with pytest.raises(HandlerError, match="became a dead letter"):
+                await rt2.ask("Worker/w", Work(1), idempotency_key="job")
+
+
+async def test_closing_answers_every_wait_for_a_step_that_does_not_finish(db: str) -> None:
+    # A durable ask stuck in its effect beyond the grace, and a repeated ask
+    # under its key: both are told the message is accepted and runs after the
+    # next start (never that it was refused, which would invite a resend).
+    Gate.reset()
+    rt = await Runtime(db, actors=[Worker], grace=0.2).__aenter__()
+    outcomes: list[BaseException] = []
+
+    async def ask() -> None:
+        try:
+            await rt.ask("Worker/w", Work(1), idempotency_key="job")
+        except ReplyUnavailableError as exc:
+            outcomes.append(exc)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ask)
+            await wait_for(lambda: len(Gate.calls) == 2)
+            tg.start_soon(ask)
+            await anyio.sleep(0.05)
+            await rt.close()
+    assert len(outcomes) == 2
+    Gate.open.set()
+    async with Runtime(db, actors=[Worker]) as rt2:
+        assert await rt2.ask("Worker/w", Work(1), idempotency_key="job", timeout=10) == [1]
+
+
+async def test_a_first_caller_that_gives_up_leaves_the_others_their_reply(db: str) -> None:
+    Gate.reset()
+    async with Runtime(db, actors=[Worker]) as rt:
+        replies: list[list[int]] = []
+
+        async def patient() -> None:
+            replies.append(await rt.ask("Worker/w", Work(1), idempotency_key="job"))
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                with anyio.move_on_after(0.2):  # the first caller gives up
+                    await rt.ask("Worker/w", Work(1), idempotency_key="job")
+                tg.start_soon(patient)
+                tg.start_soon(patient)
+                await anyio.sleep(0.05)
+                Gate.open.set()
+        assert replies == [[1], [1]]
+    assert events(db, "Worker/w") == 1
