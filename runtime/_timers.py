@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,8 @@ from ._cell import Msg
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
+
+log = logging.getLogger("stele.runtime")
 
 
 class VirtualClock:
@@ -102,7 +105,10 @@ class Timers:
                 if msg.timer_id is not None:
                     self._by_id.pop(msg.timer_id, None)
                 if not msg.cancelled:
-                    self.rt._deliver_timer(address, msg)
+                    try:
+                        self.rt._deliver_timer(address, msg)
+                    except Exception:  # one timer must not stop every other from firing
+                        log.exception("timer %s to %s cannot be delivered; it stays", msg.timer_id, address)
             self._wake = asyncio.Event()
             due = self._heap[0][0] if self._heap else None
             sleep_until = getattr(clock, "sleep_until", None)
