@@ -16,6 +16,7 @@ import struct
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import apsw
@@ -51,6 +52,8 @@ class CommitLog:
         self._lock = threading.Lock()
         self._pending: deque[Commit] = deque()
         self._generations: dict[tuple[int, int], int] = {}
+        """WAL salts -> generation number, for the generations pending commits may name."""
+        self._next_generation = 0
         self._last_salt: tuple[int, ...] = ()
         self._last_frames = 0
         self.count = 0
@@ -60,6 +63,9 @@ class CommitLog:
         self.replicated_seq = 0
         self.replicated_position = 0
         self._at_risk = 0
+        self.wal_limit: int | None = None
+        """A WAL size past which a commit calls ``over_limit`` (from the writer thread)."""
+        self.over_limit: Callable[[], None] | None = None
 
     def record_existing(self, position: int) -> None:
         """Count what is already in the WAL at start as one commit: it may not be replicated yet."""
@@ -83,8 +89,14 @@ class CommitLog:
         # runs on its own schedule: read them at every commit (one 32-byte
         # pread per group commit), not only when the frame count drops.
         salt, frames = self._read_wal(frames)
+        limit, over = self.wal_limit, self.over_limit
+        if limit is not None and over is not None and WAL_HEADER + frames * self._frame > limit:
+            over()
         with self._lock:
-            generation = self._generations.setdefault(salt, len(self._generations))
+            generation = self._generations.get(salt)
+            if generation is None:
+                generation = self._generations[salt] = self._next_generation
+                self._next_generation += 1
             self.count += 1
             self._pending.append(
                 Commit(self.count, generation, WAL_HEADER + frames * self._frame, time.time(), self.position)
@@ -92,6 +104,37 @@ class CommitLog:
             self._at_risk += 1
             if len(self._pending) > MAX_RECORDS:
                 self._merge()
+
+    @property
+    def frame_size(self) -> int:
+        """Bytes per WAL frame (header and page)."""
+        return self._frame
+
+    def knows_current_wal(self) -> bool:
+        """Whether a commit has been recorded in the WAL as it is now (its salts)."""
+        try:
+            with open(self._wal_path, "rb") as f:
+                header = f.read(WAL_HEADER)
+        except FileNotFoundError:
+            return False
+        if len(header) < WAL_HEADER:
+            return False
+        salt = struct.unpack_from(">II", header, 16)
+        with self._lock:
+            return (salt[0], salt[1]) in self._generations
+
+    def _forget_generations(self) -> None:
+        """Drop the salts of generations older than every pending commit's (and the newest's).
+
+        An LTX file naming one of them can move nothing: every pending commit is
+        in a later generation. Without this the map grows by one entry per WAL
+        generation for as long as the process runs.
+        """
+        if not self._generations:
+            return
+        oldest = self._pending[0].generation if self._pending else self._next_generation - 1
+        if min(self._generations.values()) < oldest:
+            self._generations = {salt: g for salt, g in self._generations.items() if g >= oldest}
 
     def _merge(self) -> None:
         """Merge neighbours two by two: memory stays bounded through a long outage.
@@ -153,6 +196,7 @@ class CommitLog:
                 self._at_risk -= done.commits
                 self.replicated_seq = done.seq
                 self.replicated_position = max(self.replicated_position, done.position)
+            self._forget_generations()
 
     def confirm(self, seq: int) -> None:
         """Commits up to ``seq`` are known to be in the replica (Litestream said so)."""
@@ -163,6 +207,7 @@ class CommitLog:
                 self._at_risk -= done.commits
                 self.replicated_seq = done.seq
                 self.replicated_position = max(self.replicated_position, done.position)
+            self._forget_generations()
 
     def at_risk(self) -> tuple[int, float | None]:
         """How many commits are not known to be replicated, and when the oldest was made."""
