@@ -1,7 +1,7 @@
 """The writer's own record of its commits: where each ends in the WAL, and when.
 
 Litestream's transaction ids count its sync batches, not SQLite commits, so
-lag cannot be read from Litestream (LITESTREAM.md). Instead every commit is
+lag cannot be read from Litestream (measured with 0.5.17). Instead every commit is
 recorded here by a WAL hook on the write connection: the WAL generation (its
 salts) and the byte offset where the commit's last frame ends. An LTX file in
 the replica names the same salts and the WAL range it holds, so each commit
@@ -93,10 +93,17 @@ class CommitLog:
         if limit is not None and over is not None and WAL_HEADER + frames * self._frame > limit:
             over()
         with self._lock:
-            generation = self._generations.get(salt)
+            generation = self._generations.get(salt) if salt is not None else None
             if generation is None:
-                generation = self._generations[salt] = self._next_generation
+                generation = self._next_generation
                 self._next_generation += 1
+                if salt is not None:
+                    self._generations[salt] = generation
+                # else: the WAL was truncated by another connection (a checkpoint)
+                # between this commit and its hook, and its salts are gone. The
+                # commit gets a generation of its own, later than every known
+                # one and named by no LTX file: only an LTX file of a later WAL
+                # (the checkpoint ran after this commit) or a sync confirms it.
             self.count += 1
             self._pending.append(
                 Commit(self.count, generation, WAL_HEADER + frames * self._frame, time.time(), self.position)
@@ -112,16 +119,20 @@ class CommitLog:
 
     def knows_current_wal(self) -> bool:
         """Whether a commit has been recorded in the WAL as it is now (its salts)."""
+        salt = self._current_salt()
+        with self._lock:
+            return salt is not None and salt in self._generations
+
+    def _current_salt(self) -> tuple[int, int] | None:
         try:
             with open(self._wal_path, "rb") as f:
                 header = f.read(WAL_HEADER)
-        except FileNotFoundError:
-            return False
+        except OSError:
+            return None
         if len(header) < WAL_HEADER:
-            return False
-        salt = struct.unpack_from(">II", header, 16)
-        with self._lock:
-            return (salt[0], salt[1]) in self._generations
+            return None
+        salt1, salt2 = struct.unpack_from(">II", header, 16)
+        return salt1, salt2
 
     def _forget_generations(self) -> None:
         """Drop the salts of generations older than every pending commit's (and the newest's).
@@ -156,8 +167,8 @@ class CommitLog:
                 i += 1
         self._pending = merged
 
-    def _read_wal(self, frames: int) -> tuple[tuple[int, int], int]:
-        """The WAL's salts, and how many frames end at the commit's own last frame.
+    def _read_wal(self, frames: int) -> tuple[tuple[int, int] | None, int]:
+        """The WAL's salts (None if it is gone), and how many frames end at the commit's own last frame.
 
         With ``psow=0`` SQLite pads a commit to a sector boundary with copies of
         its last frame (at most one, as a frame is larger than a sector). Each
@@ -166,8 +177,16 @@ class CommitLog:
         transaction writes each page once, so a last frame with the page number
         of the frame before it is a copy.
         """
-        with open(self._wal_path, "rb") as f:
+        try:
+            f = open(self._wal_path, "rb")  # noqa: SIM115 - closed below
+        except OSError:
+            self._last_salt = ()
+            return None, frames
+        with f:
             header = f.read(WAL_HEADER)
+            if len(header) < WAL_HEADER:  # truncated after this commit, before this hook
+                self._last_salt = ()
+                return None, frames
             salt = struct.unpack_from(">II", header, 16)
             # Only a frame of this commit can be copied: not the previous commit's last frame.
             earlier = self._last_frames if salt == self._last_salt else 0
@@ -183,8 +202,16 @@ class CommitLog:
 
     def replicated(self, ltx: Ltx) -> None:
         """Everything up to the WAL range of ``ltx`` is in the replica."""
+        # A generation no commit was recorded in is either older than this
+        # process (it says nothing new) or the WAL as it is now, restarted by
+        # Litestream after its checkpoint: Litestream writes into it first, and
+        # checkpoints only once every earlier frame is in its LTX files, which
+        # it uploads in order. Then every commit recorded so far is replicated.
+        current = self._current_salt() if ltx.salt not in self._generations else None
         with self._lock:
             generation = self._generations.get(ltx.salt)
+            if generation is None and current == ltx.salt:
+                generation = self._next_generation  # later than every recorded one
             if generation is None:
                 return  # a WAL generation from before this process: says nothing new
             pending = self._pending

@@ -1,6 +1,6 @@
 """Litestream as a supervised child process, and its control socket.
 
-Facts this is built on (LITESTREAM.md, measured with 0.5.17 here):
+Facts this is built on (measured with Litestream 0.5.17, or read in its source):
 - ``AWS_CA_BUNDLE`` in Litestream's environment breaks every S3 replica at
   start, so the child gets a clean environment, not the parent's.
 - SIGTERM to a Litestream started a few milliseconds earlier exits without
@@ -295,6 +295,7 @@ class Litestream:
             self._spawned.set()
         self._answered.wait()
         attempt = 0
+        reported: subprocess.Popen[bytes] | None = None
         while True:
             proc = self._proc
             assert proc is not None
@@ -304,8 +305,10 @@ class Litestream:
                 return
             if time.monotonic() - began > STABLE_RUN_S:
                 attempt = 0
-            self.last_error = f"litestream exited with code {code}; restarting"
-            log.warning("litestream (pid %d) exited with code %d; restarting it", proc.pid, code)
+            if proc is not reported:  # not again after each failed restart
+                reported = proc
+                self.last_error = f"litestream exited with code {code}; restarting"
+                log.warning("litestream (pid %d) exited with code %d; restarting it", proc.pid, code)
             if self._down(RESTART_BACKOFF[min(attempt, len(RESTART_BACKOFF) - 1)]):
                 return
             attempt += 1

@@ -393,7 +393,7 @@ class Replication:
                 answer = {}
             if answer.get("status") == "synced" and commits is not None:
                 # "synced" with wait: everything committed before the call is in
-                # the replica (measured, LITESTREAM.md): no need to list the bucket.
+                # the replica (measured against 0.5.17): no need to list the bucket.
                 commits.confirm(before)
                 self._replicated_at = time.time()
             else:

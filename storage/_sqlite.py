@@ -17,7 +17,7 @@ BUSY_TIMEOUT_MS = 5000
 """Every connection waits this long for a lock (Litestream's too) before failing."""
 
 SYNCHRONOUS = {"fsync": "FULL", "normal": "NORMAL"}
-"""Durability level -> ``PRAGMA synchronous``. See DESIGN.md §6."""
+"""Durability level -> ``PRAGMA synchronous``."""
 
 
 POWERSAFE_OVERWRITE = False
@@ -82,10 +82,10 @@ def configure_writer(conn: apsw.Connection, durability: str) -> None:
     conn.execute("PRAGMA journal_mode = WAL").fetchall()
     conn.execute(f"PRAGMA synchronous = {SYNCHRONOUS[durability]}")
     # The (actor, seq) index touches about one page per actor per commit; a large
-    # cache keeps those pages hot between group commits (PERFORMANCE.md).
+    # cache keeps those pages hot between group commits (measured by the benchmarks).
     conn.execute("PRAGMA cache_size = -65536")
     # Checkpoints stay automatic (PASSIVE, 1000 pages) for now; when Litestream
-    # supervises the file it takes checkpointing over (DESIGN.md §4).
+    # supervises the file it takes checkpointing over (see _store._track_commits).
 
 
 def close_quietly(conn: apsw.Connection, path: str) -> None:
