@@ -94,7 +94,12 @@ class Runtime(IdempotentIngress, DeadLetters, JournalHealth, Waits):
     ``litestream_socket``: the control socket of a Litestream run outside,
     which is then only monitored, not started. ``replication_nudge_s``: the
     age of the oldest unreplicated commit at which the monitor asks Litestream
-    for a sync (None: leave it to Litestream's timers).
+    for a sync (None: leave it to Litestream's timers). ``max_wal_bytes``
+    (default 256 MiB) bounds the WAL with replication on: Litestream
+    checkpoints it while it runs, and truncates it past this size; while
+    Litestream is down, the runtime checkpoints and truncates it at this size
+    (Litestream takes a full snapshot when it is back), says so in the log and
+    in ``rt.replication``, and carries on serving.
     ``idempotency_retention_s``: how long an idempotency key keeps its first
     outcome. ``max_mailbox`` and ``max_pending`` bound the messages waiting
     for one actor and for all: beyond them ``tell`` and ``ask`` fail at once
@@ -137,6 +142,7 @@ class Runtime(IdempotentIngress, DeadLetters, JournalHealth, Waits):
         max_pending: int = 1_000_000,
         max_attempts: int = 5,
         effect_threads: int = 64,
+        max_wal_bytes: int = storage.DEFAULT_MAX_WAL_BYTES,
     ) -> None:
         if durability not in DURABILITIES:
             raise ValueError(f"durability must be one of {DURABILITIES}, not {durability!r}")
@@ -169,6 +175,9 @@ class Runtime(IdempotentIngress, DeadLetters, JournalHealth, Waits):
         self.effect_threads = effect_threads
         self.effect_limiter: anyio.CapacityLimiter | None = None
         """The worker threads synchronous effects run in (made at start, on the loop)."""
+        if replicate is not None:  # checked now: a bad value fails here, not at start
+            storage.Replication.check_max_wal_bytes(max_wal_bytes)
+        self.max_wal_bytes = max_wal_bytes
         JournalHealth.__init__(self)
         self._pending = 0  # messages accepted and not yet consumed, in every mailbox
         self._keys_in_flight: dict[str, tuple[asyncio.Future[Any], str, bool]] = {}
@@ -206,38 +215,56 @@ class Runtime(IdempotentIngress, DeadLetters, JournalHealth, Waits):
         try:
             if self.replicate is not None:
                 self._replication = storage.Replication(
-                    os.path.abspath(self.path),
+                    os.path.realpath(self.path),
                     self.replicate,
                     lag_warning_s=self.lag_warning_s,
                     sync_interval=self.sync_interval,
                     binary=self.litestream,
                     external_socket=self.litestream_socket,
                     nudge_after_s=self.replication_nudge_s,
+                    max_wal_bytes=self.max_wal_bytes,
                 )
-                if self.restore_if_missing and not os.path.exists(self.path):
-                    await anyio.to_thread.run_sync(self._restore_missing)
-            self._store = await anyio.to_thread.run_sync(
-                functools.partial(
-                    Store.open,
-                    self.path,
-                    durability="fsync" if self.durability == "replicated" else self.durability,
-                    notify=self._notify,
-                    vfs=self.vfs,
-                    replication=self._replication,
-                )
+            restore = self._restore_missing if self.restore_if_missing and self._replication is not None else None
+            open_store = functools.partial(
+                Store.open,
+                self.path,
+                durability="fsync" if self.durability == "replicated" else self.durability,
+                notify=self._notify,
+                vfs=self.vfs,
+                replication=self._replication,
+                restore=restore,  # runs once the journal is owned, only if it is missing
             )
+
+            def opened() -> Store:
+                # Kept by the thread itself: a start cancelled while the file opens
+                # still finds the store below, and closes it.
+                self._store = open_store()
+                return self._store
+
+            store = await anyio.to_thread.run_sync(opened)
+            assert store is self._store
             self._next_step = self._store.step_hwm + 1
             self._actor_hwm = self._store.actor_hwm
             pending = await anyio.to_thread.run_sync(self._store.pending)
-        except storage.StorageError as exc:
-            if self._store is not None:
-                await anyio.to_thread.run_sync(self._store.close)
-            raise translate(exc) from None
-        self._idle = asyncio.Event()
-        self._open = True
-        self.spawn(self._purge_keys)
-        self.spawn(self.timers.run)
-        self._recover(pending)
+            self._idle = asyncio.Event()
+            self._open = True
+            self.spawn(self._purge_keys)
+            self.spawn(self.timers.run)
+            self._recover(pending)
+        except BaseException as exc:
+            # Whatever failed, and however (cancellation included), nothing stays
+            # behind: tasks, the writer, Litestream and its threads, the owner lock.
+            self._open = False
+            self._closing = True
+            left, self._store = self._store, None
+            with anyio.CancelScope(shield=True):
+                await self._cancel_tasks()
+                if left is not None:
+                    await anyio.to_thread.run_sync(left.close)
+            self._closing = False
+            if isinstance(exc, storage.StorageError):
+                raise translate(exc) from None
+            raise
         return self
 
     async def __aexit__(
@@ -509,15 +536,19 @@ class Runtime(IdempotentIngress, DeadLetters, JournalHealth, Waits):
                 f"({status.commits_at_risk} commit(s) at risk; {status.last_error or 'no error reported'})"
             ) from None
 
-    def _restore_missing(self) -> None:
-        """Restore a missing journal from the replica, then rebuild every actor to verify it."""
+    def _restore_missing(self, temp_path: str) -> bool:
+        """Restore the missing journal into ``temp_path`` and rebuild every actor to verify it.
+
+        Called by ``Store.open`` once the journal is owned; False if the replica
+        holds nothing (a new journal is started).
+        """
         replication = self._replication
         assert replication is not None and self.replicate is not None
         if replication.reader.newest() is None:
             log.info("no journal at %s and nothing in %s: starting a new journal", self.path, self.replicate)
-            return
-        report = storage.restore(self.replicate, self.path, binary=self.litestream)
-        with storage.Journal.open(self.path) as journal:
+            return False
+        report = storage.restore(self.replicate, temp_path, binary=self.litestream)
+        with storage.Journal.open(temp_path) as journal:
             for info in journal.actors():
                 desc = self.registry.actors.get(info.type)
                 if desc is not None:
@@ -529,6 +560,7 @@ class Runtime(IdempotentIngress, DeadLetters, JournalHealth, Waits):
             report.actors,
             report.last_position,
         )
+        return True
 
     @property
     def stats(self) -> storage.WriterStats:

@@ -20,7 +20,7 @@ from ._journal import Journal
 from ._litestream import Litestream, LitestreamError
 from ._reads import Reads
 from ._replica import ReplicaTarget
-from ._replication import Replication, ReplicationStatus
+from ._replication import DEFAULT_MAX_WAL_BYTES, Replication, ReplicationStatus
 from ._restore import RestoreReport, restore
 from ._rows import ActorInfo, DeadLetter, Entry, EventRow, Idempotent, Pending, Snapshot, SnapshotInfo, corrupt
 from ._schema import SCHEMA_VERSION
@@ -29,6 +29,7 @@ from ._unit import Unit
 from ._writer import Done, Outcome, WriterStats
 
 __all__ = (
+    "DEFAULT_MAX_WAL_BYTES",
     "SCHEMA_VERSION",
     "ActorInfo",
     "Codec",

@@ -17,7 +17,7 @@ from ._errors import OperationalError, SchemaError
 from ._owner import Ownership
 from ._reads import Reads
 from ._schema import SCHEMA_VERSION, migrate, schema_version
-from ._sqlite import connect, translate
+from ._sqlite import close, connect, translate
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -59,7 +59,7 @@ class Journal(Reads):
                 else:
                     migrate(conn, path)
             except BaseException:
-                conn.close()
+                close(conn)
                 raise
         except (apsw.Error, UnicodeDecodeError) as exc:
             if ownership is not None:
@@ -88,7 +88,7 @@ class Journal(Reads):
 
     def close(self) -> None:
         """Close the file (and give up ownership if it was taken)."""
-        self._conn.close()
+        close(self._conn)
         if self._ownership is not None:
             self._ownership.release()
 

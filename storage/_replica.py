@@ -3,7 +3,7 @@
 Two kinds of replica: an S3-compatible bucket (``s3://BUCKET/PATH?endpoint=…``)
 and a local directory (a path or ``file://`` URL, the embedded default).
 
-Litestream cannot say how far its copy lags (LITESTREAM.md), so the remote
+Litestream cannot say how far its copy lags (no metric or endpoint does), so the remote
 side is read directly: the level-0 LTX files there, each of whose 72-byte
 header names the WAL range it holds (salts, offset, size) and when it was made.
 """

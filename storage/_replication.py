@@ -11,6 +11,7 @@ the bucket hangs.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import urllib.parse
@@ -22,6 +23,10 @@ from ._litestream import Control, Litestream, LitestreamError
 from ._replica import RemoteReader, ReplicaTarget
 
 log = logging.getLogger("stele.replication")
+
+DEFAULT_MAX_WAL_BYTES = 256 * 1024 * 1024
+"""The WAL size Stele keeps the journal's WAL under, by default (``max_wal_bytes``)."""
+MIN_MAX_WAL_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,15 @@ class ReplicationStatus:
     """Litestream's local transaction id (its sync batches, not SQLite commits)."""
     remote_txid: int = 0
     """The highest transaction id found in the replica."""
+    wal_bytes: int = 0
+    """The size of the journal's WAL file now."""
+    max_wal_bytes: int = 0
+    """The bound the WAL is kept under (``max_wal_bytes``)."""
+    wal_over_bound: bool = False
+    """The WAL is over its bound: nothing could checkpoint it (see ``last_error``)."""
+    wal_truncations: int = 0
+    """How often the WAL was checkpointed and truncated while Litestream was down
+    (each time, Litestream takes a full snapshot when it is back)."""
 
 
 Waiter = Callable[[], None]
@@ -65,9 +79,15 @@ class Replication:
         binary: str | None = None,
         external_socket: str | None = None,
         nudge_after_s: float | None = 0.35,
+        max_wal_bytes: int = DEFAULT_MAX_WAL_BYTES,
     ) -> None:
+        self.check_max_wal_bytes(max_wal_bytes)
         self.db_path = db_path
         self.target = ReplicaTarget.parse(url)
+        self.max_wal_bytes = max_wal_bytes
+        self.wal_truncations = 0
+        self._truncate_wal: Callable[[], bool] | None = None
+        self._warned_wal = False
         self.lag_warning_s = lag_warning_s
         self.poll_interval = poll_interval
         self.nudge_after_s = nudge_after_s
@@ -96,27 +116,54 @@ class Replication:
         self._local_txid = 0
         self._remote_txid = 0
 
+    @staticmethod
+    def check_max_wal_bytes(value: object) -> None:
+        """Raise ValueError naming the problem unless ``value`` is a valid ``max_wal_bytes``."""
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"max_wal_bytes must be an integer number of bytes, not {value!r}")
+        if value < MIN_MAX_WAL_BYTES:
+            raise ValueError(f"max_wal_bytes must be at least {MIN_MAX_WAL_BYTES} (1 MiB), not {value}")
+
     # -- lifecycle ---------------------------------------------------------------
 
     def check(self) -> None:
         """Fail now, with a clear error, if the replica cannot be reached."""
         self.reader.check()
 
-    def start(self, commits: CommitLog) -> None:
-        """Start Litestream (unless external) and the monitor threads."""
-        self.commits = commits
+    def claim(self) -> None:
+        """Stop a Litestream that an earlier owner of the journal left running (the caller owns it now)."""
         if self.litestream is not None:
-            self.litestream.start()
-        else:
-            self.control.request("GET", "/info")  # the external one must answer
-        threads = ((self._poll, "stele-monitor"), (self._syncer, "stele-sync"), (self._watch, "stele-watchdog"))
-        for target, name in threads:
-            thread = threading.Thread(target=target, name=name, daemon=True)
-            thread.start()
-            self._threads.append(thread)
+            self.litestream.stop_strays()
+
+    def start(self, commits: CommitLog, *, truncate_wal: Callable[[], bool] | None = None) -> None:
+        """Start Litestream (unless external) and the monitor threads.
+
+        ``truncate_wal`` checkpoints and truncates the WAL; it is called only
+        while the supervised Litestream is down and the WAL is over
+        ``max_wal_bytes``. On failure everything started is stopped again.
+        """
+        self.commits = commits
+        self._truncate_wal = truncate_wal
+        try:
+            if self.litestream is not None:
+                # While it runs, Litestream checkpoints, and truncates the WAL past this many pages itself.
+                self.litestream.truncate_pages = max(1, self.max_wal_bytes // commits.frame_size)
+                self.litestream.while_down = self._bound_wal
+                commits.wal_limit, commits.over_limit = self.max_wal_bytes, self.litestream.wake
+                self.litestream.start()
+            else:
+                self.control.request("GET", "/info")  # the external one must answer
+            threads = ((self._poll, "stele-monitor"), (self._syncer, "stele-sync"), (self._watch, "stele-watchdog"))
+            for target, name in threads:
+                thread = threading.Thread(target=target, name=name, daemon=True)
+                thread.start()
+                self._threads.append(thread)
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self) -> None:
-        """Stop the monitor, then Litestream last (after its final sync)."""
+        """Stop the monitor, then Litestream last (after its final sync). Safe at any point of a start."""
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
@@ -131,8 +178,41 @@ class Replication:
         with self._cond:
             self._cond.notify_all()
         if self.litestream is not None:
-            self.litestream._stopping.set()
-            self.litestream.kill()
+            self.litestream.abort()
+
+    def threads(self) -> list[threading.Thread]:
+        """Every thread this replication started that is still alive (Litestream's supervision included)."""
+        mine = [t for t in self._threads if t.is_alive()]
+        return mine + (self.litestream.threads() if self.litestream is not None else [])
+
+    # -- the WAL bound -------------------------------------------------------------
+
+    def wal_bytes(self) -> int:
+        """The size of the journal's WAL file now (0 if there is none)."""
+        try:
+            return os.stat(self.db_path + "-wal").st_size
+        except OSError:
+            return 0
+
+    def _bound_wal(self) -> None:
+        """Litestream is down (the supervisor calls this): keep the WAL under its bound.
+
+        Nothing else checkpoints with replication on, so without this the WAL
+        would grow until the disk is full while Litestream is down or crash-looping.
+        """
+        size = self.wal_bytes()
+        if size <= self.max_wal_bytes or self._truncate_wal is None or self._stop.is_set():
+            return
+        log.warning(
+            "litestream is down and the WAL of %s has reached %d bytes (bound %d): checkpointing and truncating it; "
+            "litestream will take a full snapshot when it is back",
+            self.db_path,
+            size,
+            self.max_wal_bytes,
+        )
+        if self._truncate_wal():
+            self.wal_truncations += 1
+            log.warning("the WAL of %s is %d bytes again", self.db_path, self.wal_bytes())
 
     # -- the view ---------------------------------------------------------------
 
@@ -144,6 +224,10 @@ class Replication:
         errors = [e for e in (self._remote_error, self._sync_error) if e]
         if self.litestream is not None and self.litestream.last_error:
             errors.append(self.litestream.last_error)
+        wal_bytes = self.wal_bytes()
+        over = wal_bytes > self.max_wal_bytes
+        if over:
+            errors.append(f"the WAL is {wal_bytes} bytes, over its bound of {self.max_wal_bytes}")
         return ReplicationStatus(
             commits_at_risk=count,
             oldest_at_risk_s=max(0.0, time.time() - oldest) if oldest is not None else 0.0,
@@ -156,6 +240,10 @@ class Replication:
             url=self.target.url,
             local_txid=self._local_txid,
             remote_txid=self._remote_txid,
+            wal_bytes=wal_bytes,
+            max_wal_bytes=self.max_wal_bytes,
+            wal_over_bound=over,
+            wal_truncations=self.wal_truncations,
         )
 
     def refresh(self) -> None:
@@ -243,6 +331,18 @@ class Replication:
         if down and not self._warned_down:
             log.warning("litestream is not running: nothing is being replicated (%s)", status.last_error)
         self._warned_down = down
+        if status.wal_over_bound and not self._warned_wal:
+            log.warning(
+                "the WAL of %s is %d bytes, over its bound of %d: nothing has checkpointed it "
+                "(litestream running: %s); commits go on",
+                self.db_path,
+                status.wal_bytes,
+                status.max_wal_bytes,
+                status.litestream_running,
+            )
+        elif not status.wal_over_bound and self._warned_wal:
+            log.warning("the WAL of %s is back under its bound (%d bytes)", self.db_path, status.wal_bytes)
+        self._warned_wal = status.wal_over_bound
 
     # -- replicated acknowledgements --------------------------------------------
 
@@ -293,7 +393,7 @@ class Replication:
                 answer = {}
             if answer.get("status") == "synced" and commits is not None:
                 # "synced" with wait: everything committed before the call is in
-                # the replica (measured, LITESTREAM.md): no need to list the bucket.
+                # the replica (measured against 0.5.17): no need to list the bucket.
                 commits.confirm(before)
                 self._replicated_at = time.time()
             else:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import threading
 import urllib.parse
 
 import apsw
 
 from ._errors import IntegrityError, OperationalError, StorageError, Unstorable
+from ._owner import FileKey, connection_closed, connection_opened, file_key
 
 log = logging.getLogger("stele.storage")
 
@@ -15,7 +17,7 @@ BUSY_TIMEOUT_MS = 5000
 """Every connection waits this long for a lock (Litestream's too) before failing."""
 
 SYNCHRONOUS = {"fsync": "FULL", "normal": "NORMAL"}
-"""Durability level -> ``PRAGMA synchronous``. See DESIGN.md §6."""
+"""Durability level -> ``PRAGMA synchronous``."""
 
 
 POWERSAFE_OVERWRITE = False
@@ -37,10 +39,16 @@ def uri(path: str) -> str:
     return f"file:{urllib.parse.quote(path)}?psow={int(POWERSAFE_OVERWRITE)}"
 
 
+_files_guard = threading.Lock()
+_files: dict[int, FileKey] = {}  # id(connection) -> the file it opened
+
+
 def connect(path: str, *, readonly: bool = False, vfs: str | None = None) -> apsw.Connection:
     """Open ``path`` with a busy timeout; read-only opening never creates or writes.
 
     ``vfs`` names a registered APSW VFS (the fault-injecting ones of the tests).
+    Close it with :func:`close` or :func:`close_quietly`: the owner lock's
+    descriptor waits for that (see ``_owner``).
     """
     flags = apsw.SQLITE_OPEN_READONLY if readonly else apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
     flags |= apsw.SQLITE_OPEN_URI
@@ -49,7 +57,21 @@ def connect(path: str, *, readonly: bool = False, vfs: str | None = None) -> aps
         conn.set_busy_timeout(BUSY_TIMEOUT_MS)
     except apsw.Error as exc:
         raise translate(exc, f"cannot open journal {path}") from None
+    key = file_key(path)
+    if key is not None:
+        connection_opened(key)
+        with _files_guard:
+            _files[id(conn)] = key
     return conn
+
+
+def close(conn: apsw.Connection) -> None:
+    """Close ``conn`` (raising what closing raises)."""
+    conn.close()
+    with _files_guard:
+        key = _files.pop(id(conn), None)
+    if key is not None:
+        connection_closed(key)
 
 
 def configure_writer(conn: apsw.Connection, durability: str) -> None:
@@ -60,10 +82,10 @@ def configure_writer(conn: apsw.Connection, durability: str) -> None:
     conn.execute("PRAGMA journal_mode = WAL").fetchall()
     conn.execute(f"PRAGMA synchronous = {SYNCHRONOUS[durability]}")
     # The (actor, seq) index touches about one page per actor per commit; a large
-    # cache keeps those pages hot between group commits (PERFORMANCE.md).
+    # cache keeps those pages hot between group commits (measured by the benchmarks).
     conn.execute("PRAGMA cache_size = -65536")
     # Checkpoints stay automatic (PASSIVE, 1000 pages) for now; when Litestream
-    # supervises the file it takes checkpointing over (DESIGN.md §4).
+    # supervises the file it takes checkpointing over (see _store._track_commits).
 
 
 def close_quietly(conn: apsw.Connection, path: str) -> None:
@@ -75,7 +97,7 @@ def close_quietly(conn: apsw.Connection, path: str) -> None:
     did not happen.
     """
     try:
-        conn.close()
+        close(conn)
     except apsw.Error as exc:
         log.warning("closing %s: %s: %s (nothing is lost: the next open recovers from the WAL)",
                     path, type(exc).__name__, exc)  # fmt: skip

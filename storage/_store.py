@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import datetime
+import logging
 import os
 import threading
+import time
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Concatenate, ParamSpec, TypeVar
 
@@ -11,10 +15,11 @@ import apsw
 
 from . import _rows
 from ._commits import CommitLog
-from ._errors import StorageError
-from ._owner import Ownership
+from ._errors import OperationalError, StorageError
+from ._owner import PRIVATE_FILE, Ownership
 from ._reads import Reads
 from ._replication import Replication
+from ._restore import SIDE_FILES, move_into_place, remove_with_side_files
 from ._schema import migrate
 from ._sqlite import close_quietly, configure_writer, connect, translate
 from ._unit import Unit
@@ -22,6 +27,13 @@ from ._writer import Done, Notify, Writer, WriterStats
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+log = logging.getLogger("stele.storage")
+
+MARK_NEW_WAL = (
+    "INSERT INTO meta(key, value) VALUES ('wal_truncated_at', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
+)
+NEW_WAL_WAIT_S = 5.0
 
 
 class Store(Reads):
@@ -53,6 +65,8 @@ class Store(Reads):
         """The highest actor id in the registry."""
         self.replication: Replication | None = None
         self.commits: CommitLog | None = None
+        self._vfs: str | None = None
+        self._closing = False
 
     @classmethod
     def open(
@@ -63,18 +77,37 @@ class Store(Reads):
         notify: Notify,
         vfs: str | None = None,
         replication: Replication | None = None,
+        restore: Callable[[str], bool] | None = None,
     ) -> Store:
         """Own ``path`` (creating and migrating it as needed) and start the writer.
 
         ``vfs`` names an APSW VFS for both connections (fault injection in tests).
         With ``replication``, Litestream is started once the file is ready and
-        stopped last, after the writer.
+        stopped last, after the writer. ``restore``, called only when the
+        journal is missing and only once it is owned, restores it into the
+        temporary path it is given and returns False if there was nothing to
+        restore; the file is then moved into place. A WAL or shared-memory
+        file left beside a missing journal is set aside, never replayed.
+
+        Whatever fails after the lock is taken, nothing is left behind: the
+        writer, Litestream and every thread they started are stopped and the
+        lock is released before the error is raised.
         """
-        path = os.path.abspath(path)
+        path = os.path.realpath(path)
         ownership = Ownership(path)
         ownership.acquire()
         conn: apsw.Connection | None = None
+        reader: apsw.Connection | None = None
+        writer: Writer | None = None
         try:
+            if replication is not None:
+                replication.claim()  # a Litestream left by an earlier owner stops before anything changes
+            if not os.path.exists(path):
+                _set_aside_stale(path)
+                if restore is not None:
+                    _restore_missing(path, restore)
+                _create_private(path)  # SQLite gives the WAL and shared-memory files this mode
+                ownership.lock_file()
             conn = connect(path, vfs=vfs)
             try:
                 configure_writer(conn, durability)
@@ -92,19 +125,22 @@ class Store(Reads):
             reader = connect(path, readonly=True, vfs=vfs)
             writer = Writer(conn, notify, step_hwm=hwm, commits=commits)
             writer.start()
+            store = cls(path, ownership, conn, reader, writer, hwm, int(actor_hwm))
+            store._vfs = vfs
             if replication is not None and commits is not None:
-                try:
-                    replication.start(commits)
-                except BaseException:
-                    writer.stop()
-                    close_quietly(reader, path)
-                    raise
+                replication.start(commits, truncate_wal=store._truncate_wal)
         except BaseException:
-            if conn is not None:
-                close_quietly(conn, path)
-            ownership.release()
+            try:
+                if writer is not None:
+                    writer.stop()
+                if replication is not None:
+                    replication.stop()
+            finally:
+                for c in (reader, conn):
+                    if c is not None:
+                        close_quietly(c, path)
+                ownership.release()
             raise
-        store = cls(path, ownership, conn, reader, writer, hwm, int(actor_hwm))
         store.replication = replication
         store.commits = commits
         return store
@@ -151,6 +187,7 @@ class Store(Reads):
 
     def close(self) -> None:
         """Commit what is queued, stop the writer, stop Litestream last, release the file."""
+        self._closing = True
         try:
             self._writer.stop()
             if self.replication is not None:
@@ -160,6 +197,7 @@ class Store(Reads):
 
     def abandon(self) -> None:
         """Drop what is queued and let go of the file, as a crash would (for tests)."""
+        self._closing = True
         try:
             self._writer.abandon()
             if self.replication is not None:
@@ -181,14 +219,108 @@ class Store(Reads):
         finally:
             self._ownership.release()
 
+    # -- bounding the WAL while Litestream is down -----------------------------------
+
+    def _truncate_wal(self) -> bool:
+        """Checkpoint the whole WAL into the journal and truncate it; True if done.
+
+        Called by the replication supervisor only while Litestream is down, and
+        never while it could start: a Litestream that finds the WAL truncated
+        behind its back (shorter than its last position, or frames with other
+        salts there) takes a full snapshot when it starts again, so the replica
+        stays complete. A WAL merely restarted (a PASSIVE checkpoint) can leave
+        an old frame at that position that passes its check, and the frames
+        after it are then never replicated.
+        """
+        if self._closing:
+            return False
+        conn = connect(self.path, vfs=self._vfs)
+        try:
+            conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()  # copies without blocking the writer
+            (busy, _, _) = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone() or (1, 0, 0)
+        except apsw.Error as exc:
+            log.warning("cannot checkpoint the WAL of %s: %s: %s", self.path, type(exc).__name__, exc)
+            return False
+        finally:
+            close_quietly(conn, self.path)
+        if busy:
+            return False
+        self._start_new_wal()
+        return True
+
+    def _start_new_wal(self) -> None:
+        """Have the writer start the new WAL, so the commit record knows its salts first.
+
+        Otherwise Litestream's own first write could start it, and the snapshot
+        it then takes would name a WAL the record has never seen: the commits
+        it holds would stay "at risk".
+        """
+        commits = self.commits
+        if commits is None or self._closing:
+            return
+        self._writer.submit([Unit(ops=[(MARK_NEW_WAL, (time.time(),))])], lambda outcomes: None)
+        deadline = time.monotonic() + NEW_WAL_WAIT_S
+        while not commits.knows_current_wal() and not self._closing and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+
+def _create_private(path: str) -> None:
+    """Create an empty journal file readable by its owner only, whatever the umask."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
+    except FileExistsError:
+        return  # restored: already private
+    except OSError as exc:
+        raise OperationalError(f"cannot create journal {path}: {exc}") from None
+    os.close(fd)
+
+
+def _set_aside_stale(path: str) -> None:
+    """Rename what a deleted journal left beside it, so SQLite never replays it onto another file.
+
+    SQLite would apply a WAL left there to a new (or restored) journal: pages of
+    one file over another. Nothing is deleted: the files keep a suffix that says
+    what they are, and a warning names both paths.
+    """
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    meta_dir = os.path.join(os.path.dirname(path), "." + os.path.basename(path) + "-litestream")
+    for stale in [path + suffix for suffix in SIDE_FILES] + [meta_dir]:
+        if not os.path.lexists(stale):
+            continue
+        aside = f"{stale}.stale-{stamp}"
+        n = 1
+        while os.path.lexists(aside):
+            n += 1
+            aside = f"{stale}.stale-{stamp}-{n}"
+        try:
+            os.rename(stale, aside)
+        except OSError as exc:
+            raise OperationalError(
+                f"journal {path} is missing but {stale} is there, and it cannot be set aside: {exc}; "
+                "move it away, then start again"
+            ) from None
+        log.warning("journal %s is missing: set %s aside as %s (it belongs to no file now)", path, stale, aside)
+
+
+def _restore_missing(path: str, restore: Callable[[str], bool]) -> None:
+    """Restore into a temporary file beside ``path``, then move it into place (the caller owns ``path``)."""
+    temp = f"{path}.restoring-{uuid.uuid4().hex[:8]}"
+    try:
+        if restore(temp):
+            move_into_place(temp, path)
+    finally:
+        remove_with_side_files(temp)
+
 
 def _track_commits(conn: apsw.Connection, path: str) -> CommitLog:
     """Record every commit for the replication monitor, and leave checkpoints to Litestream.
 
-    Litestream holds a long read transaction and checkpoints itself; the
-    application's own checkpoints while it runs once corrupted a restore in 14
-    runs here (LITESTREAM.md). A WAL hook turns autocheckpoint off anyway; the
-    pragma says so explicitly.
+    Litestream holds a long read transaction and checkpoints itself; with the
+    application checkpointing too, a Litestream killed and restarted once
+    produced a restore that failed integrity_check (1 run in 14, measured with
+    0.5.17). A WAL hook turns autocheckpoint off anyway; the pragma says so
+    explicitly. While Litestream is down, ``Store._truncate_wal`` bounds the WAL.
     """
     conn.execute("PRAGMA wal_autocheckpoint = 0").fetchall()
     (page_size,) = conn.execute("PRAGMA page_size").fetchone() or (4096,)
