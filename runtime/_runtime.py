@@ -152,6 +152,8 @@ class Runtime(IdempotentIngress, DeadLetters, JournalHealth, Waits):
             raise ValueError("max_active must be at least 1")
         if effect_threads < 1:
             raise ValueError("effect_threads must be at least 1")
+        if not sync_interval >= 0.001:  # Litestream takes whole milliseconds; 0 ms fails at its start
+            raise ValueError(f"sync_interval must be at least 0.001 s, not {sync_interval!r}")
         self.path = path
         self.registry = Registry(actors)
         self.durability = durability
@@ -280,13 +282,16 @@ class Runtime(IdempotentIngress, DeadLetters, JournalHealth, Waits):
         self._closing = True
         self._fail_waiters(started=False)  # messages not started yet
         assert self._idle is not None and self._store is not None
-        if self._inflight:
-            with anyio.move_on_after(self.grace):
-                await self._idle.wait()
-        await self._cancel_tasks()
-        self._fail_waiters(started=True)  # and steps that did not finish within the grace
-        self._flush_ingress()  # accepted tells not yet handed over go in before the writer stops
-        await anyio.to_thread.run_sync(self._store.close)
+        # Shielded: a close under a cancelled scope (`async with Runtime(...)`
+        # inside `move_on_after`) must still stop Litestream and let go of the file.
+        with anyio.CancelScope(shield=True):
+            if self._inflight:
+                with anyio.move_on_after(self.grace):
+                    await self._idle.wait()
+            await self._cancel_tasks()
+            self._fail_waiters(started=True)  # and steps that did not finish within the grace
+            self._flush_ingress()  # accepted tells not yet handed over go in before the writer stops
+            await anyio.to_thread.run_sync(self._store.close)
 
     async def abandon(self) -> None:
         """Let go of everything as a crash would: nothing queued is committed (for tests)."""

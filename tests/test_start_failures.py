@@ -135,3 +135,15 @@ async def test_a_start_cancelled_at_any_moment(db: str, tmp_path: Path, delay: f
         await _second_start_works(db, replica)
     except SteleError as exc:  # pragma: no cover - the assertion's message says what was left
         pytest.fail(f"the start after a cancelled one failed: {exc}")
+
+
+async def test_a_close_under_a_cancelled_scope_still_lets_go_of_everything(db: str) -> None:
+    # `async with Runtime(...)` inside `move_on_after`: the close runs under a
+    # cancelled scope. It used to be cancelled before the store closed, leaving
+    # the owner lock held (and, with replication, Litestream running).
+    with anyio.move_on_after(0.2):
+        async with Runtime(db, actors=[Account]) as rt:
+            await rt.ask("Account/a", Deposit(1))
+            await anyio.sleep(10)
+    async with Runtime(db, actors=[Account]) as rt:  # the lock was released
+        assert await rt.ask("Account/a", GetBalance()) == 1
