@@ -44,6 +44,8 @@ log = logging.getLogger("stele.http")
 
 _WAIT = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 _INTEGER = re.compile(r"-?[0-9]{1,20}")
+WATCH_AFTER_S = 0.2
+"""How long a call runs before its client is watched for going away."""
 
 
 def _plain(value: Any) -> Any:
@@ -194,30 +196,57 @@ class App:
     ) -> Answer:
         """Run ``call`` and answer its outcome; stop waiting when the client goes or the server stops.
 
-        The call runs as a task of its own, so that giving up the wait never
-        cancels anything inside the runtime: the message goes on (and may still
-        run) whatever happens to this request.
+        Giving up the wait changes nothing for the message, which goes on (and
+        may still run). Without a key the call is awaited here and the await is
+        cancelled: the runtime then treats the ask's reply as unwanted, nothing
+        else. Under a key the runtime shares the first call's future with
+        concurrent calls of that key, which cancelling would cancel as well, so
+        that call runs in a task of its own, left to finish.
         """
-        task = asyncio.ensure_future(call)
-        gone = asyncio.ensure_future(_disconnected(request))
+        loop = asyncio.get_running_loop()
+        scope = anyio.CancelScope()
+        gone: list[asyncio.Task[None]] = []
+
+        def interrupt(_: object = None) -> None:
+            scope.cancel()
+
+        def watch() -> None:
+            watcher = loop.create_task(_disconnected(request))
+            watcher.add_done_callback(interrupt)
+            gone.append(watcher)
+
+        stop = self._stopping()
+        stop.add_done_callback(interrupt)
+        # Most calls finish within milliseconds: the client is watched only after that.
+        watching = loop.call_later(WATCH_AFTER_S, watch)
+        task = loop.create_task(call) if key is not None else None
+        finished = False
+        value: Any = None
+        exc: Exception | None = None
         self.waiting += 1
         try:
-            await asyncio.wait((task, gone, self._stopping()), return_when=asyncio.FIRST_COMPLETED)
+            with scope:
+                try:
+                    value = await (asyncio.shield(task) if task is not None else call)
+                except Exception as failure:
+                    exc = failure
+                finished = True
         finally:
             self.waiting -= 1
-            gone.cancel()
-        if not task.done():
-            self._abandoned.add(task)
-            task.add_done_callback(_forget(self._abandoned))
-            if gone.done():
+            watching.cancel()
+            stop.remove_done_callback(interrupt)
+            for watcher in gone:
+                watcher.cancel()
+        if not finished:
+            if task is not None:
+                self._abandoned.add(task)
+                task.add_done_callback(_forget(self._abandoned))
+            if gone and gone[0].done() and not gone[0].cancelled():
                 log.info("%s: the client went away; the message goes on without it", address)
                 return error(499, "gone", "the client went away")
             return await self._interrupted(address, key)
-        if task.cancelled():
-            return unknown("the call was cancelled inside the server")
-        exc = task.exception()
         if exc is None:
-            return self._reply(task.result(), address, ask=ask)
+            return self._reply(value, address, ask=ask)
         if isinstance(exc, RuntimeClosedError):
             # The runtime was open when the call began: the message was admitted and
             # then the runtime closed. It may be durable (and run after a restart).
