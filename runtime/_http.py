@@ -154,8 +154,9 @@ class App:
             self.rt.registry.codec.encode(msg)
         except (OverflowError, TypeError, msgspec.EncodeError) as exc:
             return error(422, "invalid", f"{info.message_type.__qualname__}: {exc}")
+        closed = error(503, "closed", "the server is shutting down: nothing was accepted; retry later")
         if self.closing or not self.rt._open:
-            return error(503, "closed", "the server is shutting down: nothing was accepted; retry later")
+            return closed
         if wait and key is not None:
             try:
                 conflict = await anyio.to_thread.run_sync(self._tell_key, key, address)
@@ -163,6 +164,8 @@ class App:
                 return error(503, "unavailable", f"the journal cannot be read: {exc}")
             if conflict is not None:
                 return conflict
+            if self.closing or not self.rt._open:  # it closed meanwhile
+                return closed
         if wait:
             call: Coroutine[Any, Any, Any] = self.rt.ask(address, msg, durability=durability, idempotency_key=key)
         else:
@@ -282,10 +285,10 @@ class App:
         if not ask:
             return Answer(202, {"accepted": True, "address": address})
         try:
-            msgspec.json.encode(value)
+            encoded = msgspec.json.encode(value)
         except (TypeError, msgspec.EncodeError) as exc:
             return accepted(address, "reply_not_json", f"the handler ran; its reply cannot be sent as JSON: {exc}")
-        return Answer(200, value)
+        return Answer(200, msgspec.Raw(encoded))
 
     async def _interrupted(self, address: str, key: str | None) -> Answer:
         """An ask or tell cut short by shutdown: accepted if its key is in the journal, else unknown."""

@@ -26,6 +26,7 @@ from ._http import App
 from ._http_guard import LOOPBACK_NAMES
 from ._modules import actor_classes, load_module
 from ._runtime import Runtime
+from ._text import plain
 from ._token import token_from
 
 log = logging.getLogger("stele.serve")
@@ -56,6 +57,13 @@ def allowed_hosts(host: str, allow: list[str]) -> frozenset[str] | None:
     return LOOPBACK_NAMES | extra
 
 
+class _PlainFormatter(logging.Formatter):
+    """Log lines quote addresses and errors that clients chose: their control characters are escaped."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return "\n".join(plain(line) for line in super().format(record).split("\n"))
+
+
 class _Server(uvicorn.Server):
     """uvicorn without its own signal handling: ``serve`` decides how stopping goes."""
 
@@ -66,7 +74,9 @@ class _Server(uvicorn.Server):
 
 async def serve(args: argparse.Namespace) -> int:
     """Serve until SIGINT or SIGTERM, then stop within a bounded time (see the module docstring)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(_PlainFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     host, port = host_port(args.http)
     token = token_from(args)
     if not loopback(host) and not token:

@@ -12,6 +12,7 @@ import contextlib
 import functools
 import http.client
 import os
+import signal
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -398,17 +399,23 @@ def test_an_ask_stops_waiting_when_its_client_goes_away(db: str) -> None:
     server = Server(db, "--no-replicate", module="tests.http_models")
     try:
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
-        conn.request("POST", "/actors/Waiter/d/wait", body=b"{}", headers={"Content-Type": "application/json"})
+        # A key with a terminal escape in it, which the server logs (escaped).
+        path = "/actors/Waiter/d%1B%5B2J/wait"
+        conn.request("POST", path, body=b"{}", headers={"Content-Type": "application/json"})
         until(lambda: waiting(server.url) == 1, "the ask to wait")
-        until(lambda: request(f"{server.url}/actors/Waiter/d/journal")[1] != [], "the step to be journaled")
+        journal = f"{server.url}/actors/Waiter/d%1B%5B2J/journal"
+        until(lambda: request(journal)[1] != [], "the step to be journaled")
         conn.close()  # the client goes away without its answer
         until(lambda: waiting(server.url) == 0, "the server to notice the client went away")
         # The message itself goes on: it is journaled and still waits for its promise.
-        status, page = request(f"{server.url}/actors/Waiter/d/journal")
+        status, page = request(journal)
         assert status == 200 and [e["kind"] for e in page] == ["message"]
         assert waiting(server.url) == 0
     finally:
-        assert server.stop() == 0
+        server.proc.send_signal(signal.SIGTERM)
+        _, err = server.proc.communicate(timeout=60)
+    assert server.proc.returncode == 0
+    assert "Waiter/d\\x1b[2J: the client went away" in err and "\x1b" not in err, err
 
 
 def test_sigterm_stops_a_server_holding_long_asks_within_bounds(db: str) -> None:
