@@ -3,7 +3,10 @@
 argparse (standard library) parses; rich draws tables and progress bars, which
 is terminal work a library does better than we would. Every command has
 ``--json``; read-only commands open the journal read-only and work while
-``serve`` runs on the same file.
+``serve`` runs on the same file. What a journal, a server or a user wrote is
+printed as plain text, never as markup, with control characters escaped
+(:mod:`runtime._text`); and no command imports code a journal names unless
+told to with ``--module``.
 """
 
 from __future__ import annotations
@@ -15,28 +18,26 @@ import os
 import signal
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
 import msgspec
-from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
 import storage
 from actors import SteleError
 
+from ._client import call, endpoint, recorded_server
 from ._modules import actor_classes, load_module
 from ._rebuild import load
 from ._registry import Registry
 from ._replay import replay
+from ._text import console, err, plain, styled, write_json
+from ._token import add_token_arguments, token_from
 
 DEFAULT_DB = "stele.db"
-console = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
 
 
 def _when(at: float | None, *, date: bool = True) -> str:
@@ -48,14 +49,20 @@ def _when(at: float | None, *, date: bool = True) -> str:
 
 def _out(args: argparse.Namespace, value: Any) -> None:
     """Print ``value`` as one line of JSON."""
-    console.print_json(json.dumps(msgspec.to_builtins(value, str_keys=True), default=str), indent=None)
+    write_json(msgspec.to_builtins(value, str_keys=True))
 
 
 def _registry_for(journal: storage.Journal, module: str | None) -> Registry:
-    name = module or journal.meta("module")
-    if not name:
-        raise SteleError("this command needs the actor classes: give --module MODULE (serve records it for you)")
-    return Registry(actor_classes(load_module(str(name))))
+    """The actor classes of ``--module``; never those a journal names, which would run its code."""
+    if module:
+        return Registry(actor_classes(load_module(module)))
+    recorded = journal.meta("module")
+    if recorded:
+        raise SteleError(
+            f"this command needs the actor classes; the journal was served with module {recorded!r}, "
+            "which is not imported unless you ask: pass --module with that name if you trust it"
+        )
+    raise SteleError("this command needs the actor classes: give --module MODULE")
 
 
 # -- read-only commands ----------------------------------------------------------------
@@ -72,7 +79,14 @@ def cmd_actors(args: argparse.Namespace) -> int:
         return 0
     table = Table("address", "type", "last seq", "status", "pending", "reason", title=f"{len(actors)} actor(s)")
     for a in actors:
-        table.add_row(a.address, a.type, str(a.last_seq), a.status, str(pending.get(a.address, 0)), a.reason or "")
+        table.add_row(
+            plain(a.address),
+            plain(a.type),
+            str(a.last_seq),
+            plain(a.status),
+            str(pending.get(a.address, 0)),
+            plain(a.reason or ""),
+        )
     console.print(table)
     return 0
 
@@ -110,9 +124,7 @@ def cmd_history(args: argparse.Namespace) -> int:
                     break
             if args.json:
                 for e in rows:
-                    console.print_json(
-                        json.dumps({**msgspec.to_builtins(e), "data": e.decoded()}, default=str), indent=None
-                    )
+                    write_json({**msgspec.to_builtins(e), "data": e.decoded()})
             elif rows:
                 table = Table(
                     "pos",
@@ -122,11 +134,17 @@ def cmd_history(args: argparse.Namespace) -> int:
                     "type",
                     "time (UTC)",
                     "summary",
-                    title=args.address if not args.follow else None,
+                    title=plain(args.address) if not args.follow else None,
                 )
                 for e in rows:
                     table.add_row(
-                        str(e.position), str(e.seq), str(e.step), e.kind, e.type, _when(e.at, date=False), _summary(e)
+                        str(e.position),
+                        str(e.seq),
+                        str(e.step),
+                        plain(e.kind),
+                        plain(e.type),
+                        _when(e.at, date=False),
+                        plain(_summary(e)),
                     )
                 console.print(table)
             if not args.follow:
@@ -145,8 +163,8 @@ def cmd_state(args: argparse.Namespace) -> int:
         _out(args, {"address": args.address, "at": args.at, "seq": until, "state": state})
     else:
         where = f"at position {args.at} (seq {until})" if args.at is not None else "now"
-        console.print(f"[bold]{args.address}[/bold] {where}")
-        console.print_json(json.dumps(state, default=str))
+        console.print(styled((plain(args.address), "bold"), " ", where))
+        write_json(state, indent=2)
     return 0
 
 
@@ -170,9 +188,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
         )
     else:
         for d in report.divergences:
-            console.print(f"[red]divergence[/red] {d}")
-        verdict = "[green]no divergence[/green]" if report.ok else f"[red]{len(report.divergences)} divergence(s)[/red]"
-        console.print(f"{report.actors} actor(s), {report.steps} step(s) replayed, {report.skipped} skipped: {verdict}")
+            console.print(styled(("divergence", "red"), " ", str(d)))
+        verdict = ("no divergence", "green") if report.ok else (f"{len(report.divergences)} divergence(s)", "red")
+        console.print(
+            styled(f"{report.actors} actor(s), {report.steps} step(s) replayed, {report.skipped} skipped: ", verdict)
+        )
     return 0 if report.ok else 1
 
 
@@ -188,9 +208,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         )
     else:
         for problem in report.problems:
-            console.print(f"[red]problem[/red] {problem}")
-        verdict = "[green]ok[/green]" if report.ok else f"[red]{len(report.problems)} problem(s)[/red]"
-        console.print(f"integrity_check: {report.integrity}; {report.entries} entries checked: {verdict}")
+            console.print(styled(("problem", "red"), " ", problem))
+        verdict = ("ok", "green") if report.ok else (f"{len(report.problems)} problem(s)", "red")
+        console.print(styled(f"integrity_check: {report.integrity}; {report.entries} entries checked: ", verdict))
     return 0 if report.ok else 1
 
 
@@ -211,38 +231,55 @@ def cmd_status(args: argparse.Namespace) -> int:
             "module": journal.meta("module"),
             "server": journal.meta("http"),
         }
-    server = args.url or (f"http://{status['server']}" if status["server"] else None)
+    server, note = (args.url, None) if args.url else recorded_server(status["server"])
     status["runtime"] = None
+    status["runtime_error"] = note
     if server:
         try:
-            with urllib.request.urlopen(f"{server}/status", timeout=2) as answer:
-                status["runtime"] = json.loads(answer.read())
-        except (OSError, ValueError):
-            status["runtime"] = None
+            code, answer = call(endpoint(server, "status"), token=token_from(args), timeout=5)
+        except SteleError as exc:
+            status["runtime_error"] = f"not running or not reachable ({exc})"
+        else:
+            if code == 200 and isinstance(answer, dict):
+                status["runtime"] = answer
+            elif code == 401:
+                status["runtime_error"] = f"{server} wants a token: give --token-file or set STELE_TOKEN"
+            else:
+                status["runtime_error"] = f"{server} answered {code}: {str(answer)[:200]}"
     if args.json:
         _out(args, status)
         return 0
     table = Table(show_header=False, title="stele status")
     for key in ("journal", "journal_bytes", "wal_bytes", "actors", "inbox_depth", "suspended", "module"):
-        table.add_row(key, str(status[key]))
+        table.add_row(key, plain(status[key]))
     runtime = status["runtime"]
     if runtime is None:
-        table.add_row("runtime", "not running (or not reachable)")
+        table.add_row("runtime", plain(status["runtime_error"] or "not running"))
     else:
-        table.add_row(
-            "runtime", f"serving at {server}; {runtime['active_actors']} active; up {runtime['uptime_s']:.0f} s"
-        )
-        rep = runtime.get("replication")
-        if rep:
-            table.add_row(
-                "replication",
-                f"{rep['commits_at_risk']} commit(s) at risk, oldest {rep['oldest_at_risk_s']:.2f} s; "
-                f"litestream {'running' if rep['litestream_running'] else 'DOWN'}; "
-                f"last upload {_when(rep['replicated_at'])}; "
-                f"error: {rep['last_error'] or '-'}",
-            )
+        for key, line in _runtime_lines(server, runtime):
+            table.add_row(key, plain(line))
     console.print(table)
     return 0
+
+
+def _runtime_lines(server: str | None, runtime: dict[str, Any]) -> list[tuple[str, str]]:
+    """What a server's /status says, as table rows (whatever shape the answer has)."""
+    try:
+        lines = [("runtime", f"serving at {server}; {runtime['active_actors']} active; up {runtime['uptime_s']:.0f} s")]
+        rep = runtime.get("replication")
+        if rep:
+            lines.append(
+                (
+                    "replication",
+                    f"{rep['commits_at_risk']} commit(s) at risk, oldest {rep['oldest_at_risk_s']:.2f} s; "
+                    f"litestream {'running' if rep['litestream_running'] else 'DOWN'}; "
+                    f"last upload {_when(rep['replicated_at'])}; "
+                    f"error: {rep['last_error'] or '-'}",
+                )
+            )
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError, OSError):
+        return [("runtime", f"serving at {server}; unexpected status answer: {json.dumps(runtime, default=str)[:200]}")]
+    return lines
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
@@ -261,9 +298,11 @@ def cmd_restore(args: argparse.Namespace) -> int:
         _out(args, {**report.__dict__, "rebuilt": rebuilt})
     else:
         console.print(
-            f"restored {report.path}: {report.actors} actor(s), last position {report.last_position}, "
-            f"last commit {_when(report.last_commit_at)}, integrity {report.integrity}, "
-            f"{report.seconds:.2f} s" + (f"; {rebuilt} actor(s) rebuilt" if args.module else "")
+            plain(
+                f"restored {report.path}: {report.actors} actor(s), last position {report.last_position}, "
+                f"last commit {_when(report.last_commit_at)}, integrity {report.integrity}, "
+                f"{report.seconds:.2f} s" + (f"; {rebuilt} actor(s) rebuilt" if args.module else "")
+            )
         )
     return 0
 
@@ -271,31 +310,22 @@ def cmd_restore(args: argparse.Namespace) -> int:
 # -- talking to a server ------------------------------------------------------------------
 
 
-def _post(url: str, token: str | None, key: str | None, body: bytes) -> tuple[int, Any]:
-    request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    if key:
-        request.add_header("Idempotency-Key", key)
-    try:
-        with urllib.request.urlopen(request, timeout=60) as answer:
-            return answer.status, json.loads(answer.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"null")
-
-
 def _send(args: argparse.Namespace, wait: bool) -> int:
-    kind, _, key = args.address.partition("/")
-    url = f"{args.url}/actors/{kind}/{key}/{args.handler}" + ("" if wait else "?wait=false")
+    kind, sep, key = args.address.partition("/")
+    if not sep or not kind or not key:
+        raise SteleError(f"{args.address!r} is not an actor address; expected 'Type/key'")
+    url = endpoint(args.url, "actors", kind, key, args.handler) + ("" if wait else "?wait=false")
     try:
         json.loads(args.json_body)
     except ValueError as exc:
         raise SteleError(f"the message is not JSON: {exc}") from None
-    status, answer = _post(url, args.token, args.idempotency_key, args.json_body.encode())
+    status, answer = call(url, token=token_from(args), body=args.json_body.encode(), key=args.idempotency_key)
     if args.json:
         _out(args, {"status": status, "body": answer})
     else:
-        console.print_json(json.dumps(answer))
+        if not 200 <= status < 300 or (status == 202 and wait):
+            err.print(styled((f"HTTP {status}", "red" if status >= 300 else "yellow")))
+        write_json(answer, indent=2 if isinstance(answer, dict | list) else None)
     return 0 if 200 <= status < 300 else 1
 
 
@@ -362,7 +392,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--replicate", help="s3:// URL or directory (default: DB-replica, a local directory)")
     p.add_argument("--no-replicate", action="store_true", help="do not replicate")
     p.add_argument("--durability", default="fsync", choices=("fsync", "normal", "replicated"))
-    p.add_argument("--token", help="bearer token required on every request (needed off loopback)")
+    add_token_arguments(p, "required on every request (needed off loopback)")
+    p.add_argument(
+        "--allow-host",
+        action="append",
+        metavar="NAME",
+        help="also answer requests whose Host header names NAME (repeatable; on loopback only "
+        "127.0.0.1, localhost and [::1] are answered otherwise, against DNS rebinding)",
+    )
 
     p = _command(
         sub,
@@ -388,7 +425,7 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("handler")
         p.add_argument("json_body", metavar="JSON")
         p.add_argument("--url", default="http://127.0.0.1:8700")
-        p.add_argument("--token")
+        add_token_arguments(p, "to send")
         p.add_argument("--idempotency-key")
 
     p = _command(sub, "actors", cmd_actors, "list actors", "python -m runtime actors --type Account", db=DEFAULT_DB)
@@ -418,7 +455,10 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("address")
     p.add_argument("--at", type=int, help="journal position")
-    p.add_argument("--module", help="module with the actor classes (default: the one serve recorded)")
+    p.add_argument(
+        "--module",
+        help="module with the actor classes (required: the module the journal names is never imported unasked)",
+    )
 
     p = _command(
         sub,
@@ -444,7 +484,8 @@ def parser() -> argparse.ArgumentParser:
     p = _command(
         sub, "status", cmd_status, "journal, runtime and replication status", "python -m runtime status", db=DEFAULT_DB
     )
-    p.add_argument("--url", help="a running server (default: the one recorded in the journal)")
+    p.add_argument("--url", help="a running server (default: the one recorded in the journal, if on this machine)")
+    add_token_arguments(p, "to send")
 
     p = _command(
         sub,
@@ -468,7 +509,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.fn(args)
         return code
     except (SteleError, storage.StorageError) as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(styled(("error:", "red"), " ", str(exc)), soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         return 130

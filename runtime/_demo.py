@@ -17,13 +17,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.rule import Rule
 
 import storage
 from actors import SteleError
 
-console = Console(highlight=False)
+from ._text import console, plain
+
 AGENTS = Path(__file__).resolve().parent.parent / "examples" / "agents.py"
 
 
@@ -93,13 +93,13 @@ def demo(args: argparse.Namespace) -> int:
 
     console.print(Rule("Stele demo: a research agent, a librarian, one journal"))
     server = _Server(db, env)
-    console.print(f"serving {AGENTS.name} at {server.url}; journal {db}; replica {db}-replica")
+    console.print(plain(f"serving {AGENTS.name} at {server.url}; journal {db}; replica {db}-replica"))
     status, answer = _http(f"{server.url}/actors/{agent}/research", {"question": "Why is the sky blue?"})
-    console.print(f"ask  research 'Why is the sky blue?'       -> {status} {answer!r}")
+    console.print(plain(f"ask  research 'Why is the sky blue?'       -> {status} {answer!r}"))
     status, answer = _http(f"{server.url}/actors/{agent}/research?wait=false", {"question": "What is a durable actor?"})
-    console.print(f"tell research 'What is a durable actor?'   -> {status} {answer}")
+    console.print(plain(f"tell research 'What is a durable actor?'   -> {status} {answer}"))
     status, answer = _http(f"{server.url}/actors/{agent}/research", {"question": 42})
-    console.print(f"ask  research with a number as question  -> {status} {answer['message']}")
+    console.print(plain(f"ask  research with a number as question  -> {status} {answer['message']}"))
 
     console.print(Rule("a crash in the middle of a step"))
     question = "How do agents survive crashes?"
@@ -115,9 +115,11 @@ def demo(args: argparse.Namespace) -> int:
     time.sleep(0.2)  # the search result is journaled; the model is still thinking
     server.kill()
     caller.join()
-    console.print(f"the server was SIGKILLed while the model was answering; the caller saw: {outcome['reply'][1]!r}")
+    console.print(
+        plain(f"the server was SIGKILLed while the model was answering; the caller saw: {outcome['reply'][1]!r}")
+    )
     server = _Server(db, env)
-    console.print(f"restarted at {server.url}: the interrupted step resumes from its journal")
+    console.print(plain(f"restarted at {server.url}: the interrupted step resumes from its journal"))
     deadline = time.monotonic() + 30
     while True:
         status, body = _http(f"{server.url}/actors/{agent}")
@@ -126,15 +128,15 @@ def demo(args: argparse.Namespace) -> int:
         if time.monotonic() > deadline:
             raise SteleError("the interrupted step did not complete after the restart")
         time.sleep(0.1)
-    console.print(f"answer recorded after recovery: {body['state']['answers'][question]!r}")
+    console.print(plain(f"answer recorded after recovery: {body['state']['answers'][question]!r}"))
     calls: dict[str, int] = {}
     for line in Path(tool_log).read_text().splitlines():
         query = line.split(" ", 1)[1]
         calls[query] = calls.get(query, 0) + 1
     for query, count in calls.items():
-        console.print(f"search tool calls for {query!r}: {count}  (journaled once: never called again)")
+        console.print(plain(f"search tool calls for {query!r}: {count}  (journaled once: never called again)"))
     status, shelf = _http(f"{server.url}/actors/Librarian/main/catalogue", {})
-    console.print(f"the librarian's catalogue (sent exactly once per answer): {shelf}")
+    console.print(plain(f"the librarian's catalogue (sent exactly once per answer): {shelf}"))
 
     console.print(Rule(f"what the journal recorded for {agent}"))
     cli(["history", agent, "--db", db])
@@ -143,8 +145,10 @@ def demo(args: argparse.Namespace) -> int:
     rep = info.get("replication") or {}
     oldest = rep.get("oldest_at_risk_s", 0.0)
     console.print(
-        f"{rep.get('commits_at_risk')} commit(s) not yet in the replica, oldest {oldest:.2f} s; "
-        f"litestream {'running' if rep.get('litestream_running') else 'down'}; replica {rep.get('url')}"
+        plain(
+            f"{rep.get('commits_at_risk')} commit(s) not yet in the replica, oldest {oldest:.2f} s; "
+            f"litestream {'running' if rep.get('litestream_running') else 'down'}; replica {rep.get('url')}"
+        )
     )
     server.stop()
     console.print(Rule("replay: today's code against the recorded history"))
@@ -152,8 +156,8 @@ def demo(args: argparse.Namespace) -> int:
     with storage.Journal.open(db) as journal:
         entries = sum(a.last_seq for a in journal.actors())
     console.print(Rule())
-    console.print(f"{entries} journal entries kept in {db}. Try:")
-    console.print(f"  python -m runtime history {agent} --db {db} --kind effect")
-    console.print(f"  python -m runtime state {agent} --db {db} --at 5")
-    console.print(f"  python -m runtime actors --db {db}")
+    console.print(plain(f"{entries} journal entries kept in {db}. Try:"))
+    console.print(plain(f"  python -m runtime history {agent} --db {db} --kind effect"))
+    console.print(plain(f"  python -m runtime state {agent} --db {db} --at 5 --module {AGENTS}"))
+    console.print(plain(f"  python -m runtime actors --db {db}"))
     return 0

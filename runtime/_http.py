@@ -4,13 +4,20 @@ Starlette is the ASGI layer (routing, requests, responses) and uvicorn serves
 it, both well kept and asyncio-native, so handlers, the runtime and the HTTP
 server share one event loop. JSON goes through msgspec, which also validates
 bodies against the handler's message type and names the offending field.
+
+Every input is checked here, before the runtime sees it, so that nothing is
+committed for a request that is then refused; every outcome of a message maps
+to one status (see :mod:`runtime._http_outcomes`).
 """
 
 from __future__ import annotations
 
-import hmac
+import asyncio
+import logging
 import os
+import re
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 import anyio.to_thread
@@ -18,37 +25,27 @@ import msgspec
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 import storage
-from actors import (
-    ActorSuspendedError,
-    AskTimeoutError,
-    CommitUnknownError,
-    HandlerError,
-    MessageValidationError,
-    ReplicationTimeout,
-    ReplyUnavailableError,
-    RuntimeClosedError,
-    SteleError,
-    UnknownActorTypeError,
-    UnknownHandlerError,
-)
+from actors import RuntimeClosedError, SteleError, UnknownActorTypeError, UnknownHandlerError
 
+from . import _openapi
+from ._http_guard import Guard
+from ._http_outcomes import Answer, accepted, error, outcome, response, unknown
+from ._openapi import MAX_KEY, MAX_PAGE, MAX_POSITION
 from ._rebuild import load
-from ._runtime import Runtime
+from ._runtime import DURABILITIES, Runtime
 
-_json = msgspec.json.Encoder()
+log = logging.getLogger("stele.http")
 
-
-def _reply(status: int, body: Any) -> Response:
-    return Response(_json.encode(body), status_code=status, media_type="application/json")
-
-
-def _error(status: int, kind: str, message: str) -> Response:
-    return _reply(status, {"error": kind, "message": message})
+_WAIT = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+_INTEGER = re.compile(r"-?[0-9]{1,20}")
+WATCH_AFTER_S = 0.2
+"""How long a call runs before its client is watched for going away."""
 
 
 def _plain(value: Any) -> Any:
@@ -56,16 +53,48 @@ def _plain(value: Any) -> Any:
     return msgspec.to_builtins(value, str_keys=True, builtin_types=())
 
 
-class App:
-    """The HTTP API; ``app.asgi`` is the ASGI application."""
+def _ok(body: Any, status: int = 200) -> Response:
+    return response(Answer(status, body))
 
-    def __init__(self, rt: Runtime, *, token: str | None = None, max_body: int = 1 << 20) -> None:
+
+def _integer(request: Request, name: str, default: int, low: int, high: int) -> int | Answer:
+    """Query parameter ``name`` as an integer in [low, high], or the 400 refusing it."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if _INTEGER.fullmatch(raw) is None or not low <= int(raw) <= high:
+        return error(400, "malformed", f"{name} must be an integer from {low} to {high}, not {raw[:40]!r}")
+    return int(raw)
+
+
+class App:
+    """The HTTP API; ``app.asgi`` is the ASGI application.
+
+    ``hosts``: the Host names accepted (None: any; see :mod:`runtime._http_guard`).
+    """
+
+    def __init__(
+        self,
+        rt: Runtime,
+        *,
+        token: str | None = None,
+        hosts: frozenset[str] | None = None,
+        max_body: int = 1 << 20,
+    ) -> None:
         self.rt = rt
         self.token = token
         self.max_body = max_body
         self.started = time.time()
+        self.waiting = 0
+        """Requests waiting for the runtime right now."""
+        self.closing = False
+        self._stop: asyncio.Future[None] | None = None
+        self._abandoned: set[asyncio.Task[Any]] = set()
         self.metrics = CollectorRegistry(auto_describe=True)
-        self.metrics.register(_Collector(rt))
+        self.metrics.register(_Collector(self))
+        self.openapi = msgspec.json.encode(
+            _openapi.describe(rt.registry, token=bool(token), host_checked=hosts is not None)
+        )
         self.asgi = Starlette(
             routes=[
                 Route("/actors/{type}/{key}/{handler}", self.send, methods=["POST"]),
@@ -75,55 +104,229 @@ class App:
                 Route("/status", self.status, methods=["GET"]),
                 Route("/health", self.health, methods=["GET"]),
                 Route("/metrics", self.prometheus, methods=["GET"]),
+                Route("/openapi.json", self.openapi_json, methods=["GET"]),
             ],
+            exception_handlers={HTTPException: _http_error, Exception: _internal_error},
         )
-        self.asgi.add_middleware(_Auth, token=token)
+        self.asgi.add_middleware(Guard, token=token, hosts=hosts)
+
+    # -- sending -------------------------------------------------------------------
 
     async def send(self, request: Request) -> Response:
         """POST /actors/{type}/{key}/{handler}: ask (JSON reply) or, with ?wait=false, tell (202)."""
+        answer = await self._send(request)
+        return response(answer)
+
+    async def _send(self, request: Request) -> Answer:
         address = f"{request.path_params['type']}/{request.path_params['key']}"
-        key = request.headers.get("idempotency-key") or None
         try:
             desc, _ = self.rt.registry.resolve(address)
             info = self.rt.registry.handler_named(desc, request.path_params["handler"])
         except (UnknownActorTypeError, UnknownHandlerError) as exc:
-            return _error(404, "not_found", str(exc))
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body:
-            return _error(413, "too_large", f"the body is larger than {self.max_body} bytes")
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > self.max_body:
-                return _error(413, "too_large", f"the body is larger than {self.max_body} bytes")
+            return error(404, "not_found", str(exc))
+        key = request.headers.get("idempotency-key")
+        if key is not None and not 0 < len(key) <= MAX_KEY:
+            return error(400, "malformed", f"Idempotency-Key must be 1 to {MAX_KEY} characters")
+        wait = _WAIT.get(request.query_params.get("wait", "true").lower())
+        if wait is None:
+            return error(400, "malformed", "wait must be true or false")
+        durability = request.query_params.get("durability")
+        if durability is not None and durability not in DURABILITIES:
+            return error(
+                400, "malformed", f"durability must be one of {', '.join(DURABILITIES)}, not {durability[:40]!r}"
+            )
+        if (durability or self.rt.durability) == "replicated" and self.rt.replication is None:
+            return error(400, "malformed", "durability=replicated needs a server that replicates (serve --replicate)")
+        body = await self._body(request)
+        if isinstance(body, Answer):
+            return body
         try:
             msg = msgspec.json.decode(body or b"{}", type=info.message_type)
         except msgspec.ValidationError as exc:
-            return _error(422, "invalid", f"{info.message_type.__qualname__}: {exc}")
+            return error(422, "invalid", f"{info.message_type.__qualname__}: {exc}")
         except msgspec.DecodeError as exc:
-            return _error(400, "malformed", f"the body is not JSON: {exc}")
-        wait = request.query_params.get("wait", "true").lower() not in ("false", "0", "no")
-        durability = request.query_params.get("durability")
+            return error(400, "malformed", f"the body is not JSON: {exc}")
+        except RecursionError:
+            return error(400, "malformed", "the body is nested too deeply")
         try:
-            if not wait:
-                await self.rt.tell(address, msg, durability=durability, idempotency_key=key)
-                return _reply(202, {"accepted": True, "address": address})
-            value = await self.rt.ask(address, msg, durability=durability, idempotency_key=key)
-            return _reply(200, value)
-        except MessageValidationError as exc:
-            return _error(422, "invalid", str(exc))
-        except HandlerError as exc:
-            return _reply(500, {"error": "handler", "type": exc.type_name, "message": exc.message})
-        except (RuntimeClosedError, ActorSuspendedError) as exc:
-            return _error(503, "unavailable", str(exc))
-        except (AskTimeoutError, ReplicationTimeout) as exc:
-            return _error(504, "timeout", str(exc))
-        except CommitUnknownError as exc:  # may or may not be in the journal: resending may run it twice
-            return _error(504, "unknown", str(exc))
-        except ReplyUnavailableError as exc:  # accepted: resending it would run it twice
-            return _error(504, "no_reply", str(exc))
-        except SteleError as exc:
-            return _error(503, "unavailable", str(exc))
+            # What the runtime will journal: JSON integers beyond 64 bits decode, but cannot
+            # be journaled, and the runtime does not name that as a validation error.
+            self.rt.registry.codec.encode(msg)
+        except (OverflowError, TypeError, msgspec.EncodeError) as exc:
+            return error(422, "invalid", f"{info.message_type.__qualname__}: {exc}")
+        closed = error(503, "closed", "the server is shutting down: nothing was accepted; retry later")
+        if self.closing or not self.rt._open:
+            return closed
+        if wait and key is not None:
+            try:
+                conflict = await anyio.to_thread.run_sync(self._tell_key, key, address)
+            except storage.StorageError as exc:
+                return error(503, "unavailable", f"the journal cannot be read: {exc}")
+            if conflict is not None:
+                return conflict
+            if self.closing or not self.rt._open:  # it closed meanwhile
+                return closed
+        if wait:
+            call: Coroutine[Any, Any, Any] = self.rt.ask(address, msg, durability=durability, idempotency_key=key)
+        else:
+            call = self.rt.tell(address, msg, durability=durability, idempotency_key=key)
+        return await self._wait(request, call, address, key, ask=wait)
+
+    async def _body(self, request: Request) -> bytes | Answer:
+        length = request.headers.get("content-length")
+        too_large = error(413, "too_large", f"the body is larger than {self.max_body} bytes")
+        if (
+            length is not None
+            and length.isascii()
+            and length.isdigit()
+            and (len(length) > 12 or int(length) > self.max_body)
+        ):
+            return too_large
+        chunks = []
+        size = 0
+        try:
+            async for chunk in request.stream():
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > self.max_body:
+                    return too_large
+        except ClientDisconnect:
+            return error(400, "malformed", "the client went away before sending its body")
+        return b"".join(chunks)
+
+    async def _wait(
+        self, request: Request, call: Coroutine[Any, Any, Any], address: str, key: str | None, *, ask: bool
+    ) -> Answer:
+        """Run ``call`` and answer its outcome; stop waiting when the client goes or the server stops.
+
+        Giving up the wait changes nothing for the message, which goes on (and
+        may still run). Without a key the call is awaited here and the await is
+        cancelled: the runtime then treats the ask's reply as unwanted, nothing
+        else. Under a key the runtime shares the first call's future with
+        concurrent calls of that key, which cancelling would cancel as well, so
+        that call runs in a task of its own, left to finish.
+        """
+        loop = asyncio.get_running_loop()
+        scope = anyio.CancelScope()
+        gone: list[asyncio.Task[None]] = []
+
+        def interrupt(_: object = None) -> None:
+            scope.cancel()
+
+        def watch() -> None:
+            watcher = loop.create_task(_disconnected(request))
+            watcher.add_done_callback(interrupt)
+            gone.append(watcher)
+
+        stop = self._stopping()
+        stop.add_done_callback(interrupt)
+        # Most calls finish within milliseconds: the client is watched only after that.
+        watching = loop.call_later(WATCH_AFTER_S, watch)
+        task = loop.create_task(call) if key is not None else None
+        finished = False
+        value: Any = None
+        exc: Exception | None = None
+        self.waiting += 1
+        try:
+            with scope:
+                try:
+                    value = await (asyncio.shield(task) if task is not None else call)
+                except Exception as failure:
+                    exc = failure
+                finished = True
+        finally:
+            self.waiting -= 1
+            watching.cancel()
+            stop.remove_done_callback(interrupt)
+            for watcher in gone:
+                watcher.cancel()
+        if not finished:
+            if task is not None:
+                self._abandoned.add(task)
+                task.add_done_callback(_forget(self._abandoned))
+            if gone and gone[0].done() and not gone[0].cancelled():
+                log.info("%s: the client went away; the message goes on without it", address)
+                return error(499, "gone", "the client went away")
+            return await self._interrupted(address, key)
+        if exc is None:
+            return self._reply(value, address, ask=ask)
+        if isinstance(exc, RuntimeClosedError):
+            # The runtime was open when the call began: the message was admitted and
+            # then the runtime closed. It may be durable (and run after a restart).
+            return await self._interrupted(address, key)
+        if key is not None and isinstance(exc, msgspec.ValidationError):
+            # The reply recorded under the key does not decode as this handler's reply type.
+            return error(422, "invalid", f"Idempotency-Key {key!r} was first used for another message: {exc}")
+        if not isinstance(exc, SteleError):
+            log.error("%s: unexpected error from the runtime", address, exc_info=exc)
+        return outcome(exc, address=address, ask=ask)
+
+    def _tell_key(self, key: str, address: str) -> Answer | None:
+        """The refusal of an ask under a key a tell used first (the runtime would wait forever for its reply).
+
+        A tell records its key without a reply, and its inbox row without the key;
+        a durable ask records its key without a reply until its step commits, and
+        its inbox row with the key.
+        """
+        store = self.rt.store
+        record = store.idempotent(key)
+        if record is None or record.reply is not None or record.address != address:
+            return None  # new, answered, or refused by the runtime (another address)
+        row = next((p for p in store.pending() if p.id == record.step), None)
+        if row is not None and row.idempotency_key == key:
+            return None  # a durable ask under way: the runtime waits for its reply
+        if row is None:
+            again = store.idempotent(key)
+            if again is not None and again.reply is not None:
+                return None  # an ask that finished between the two reads
+        return error(422, "invalid", f"Idempotency-Key {key!r} was first used for a tell (wait=false), not an ask")
+
+    def _reply(self, value: Any, address: str, *, ask: bool) -> Answer:
+        if not ask:
+            return Answer(202, {"accepted": True, "address": address})
+        try:
+            encoded = msgspec.json.encode(value)
+        except (TypeError, msgspec.EncodeError) as exc:
+            return accepted(address, "reply_not_json", f"the handler ran; its reply cannot be sent as JSON: {exc}")
+        return Answer(200, msgspec.Raw(encoded))
+
+    async def _interrupted(self, address: str, key: str | None) -> Answer:
+        """An ask or tell cut short by shutdown: accepted if its key is in the journal, else unknown."""
+        if key is not None:
+
+            def recorded() -> bool:
+                with storage.Journal.open(self.rt.path) as journal:
+                    return journal.idempotent(key) is not None
+
+            try:
+                if await anyio.to_thread.run_sync(recorded):
+                    return accepted(
+                        address, "shutdown", "the server stopped before the reply; the message is durably accepted "
+                        "and runs (or ran) once; resend with the same Idempotency-Key after the restart for its reply"
+                    )  # fmt: skip
+            except storage.StorageError as exc:
+                log.warning("%s: cannot read idempotency key back: %s", address, exc)
+        return unknown(
+            "the server stopped while the message was under way: it may or may not run after the restart; "
+            "resend only with an Idempotency-Key"
+        )
+
+    def _stopping(self) -> asyncio.Future[None]:
+        if self._stop is None:
+            self._stop = asyncio.get_running_loop().create_future()
+        return self._stop
+
+    async def drain(self, grace: float) -> None:
+        """Refuse new messages; give requests under way ``grace`` seconds, then answer them as interrupted."""
+        self.closing = True
+        with anyio.move_on_after(grace):
+            while self.waiting:
+                await anyio.sleep(0.05)
+        stop = self._stopping()
+        if not stop.done():
+            stop.set_result(None)
+
+    # -- reading -------------------------------------------------------------------
 
     def _journal(self) -> storage.Journal:
         return storage.Journal.open(self.rt.path)
@@ -135,7 +338,7 @@ class App:
             with self._journal() as journal:
                 return [_plain(a) for a in journal.actors(request.query_params.get("type"))]
 
-        return _reply(200, await anyio.to_thread.run_sync(read))
+        return _ok(await anyio.to_thread.run_sync(read))
 
     async def actor(self, request: Request) -> Response:
         """GET /actors/{type}/{key}: state (rebuilt from the journal), position, status."""
@@ -143,7 +346,7 @@ class App:
         try:
             desc, key = self.rt.registry.resolve(address)
         except UnknownActorTypeError as exc:
-            return _error(404, "not_found", str(exc))
+            return response(error(404, "not_found", str(exc)))
 
         def read() -> Any:
             with self._journal() as journal:
@@ -158,18 +361,19 @@ class App:
                 }
 
         try:
-            return _reply(200, await anyio.to_thread.run_sync(read))
+            return _ok(await anyio.to_thread.run_sync(read))
         except storage.UndecodableEntry as exc:
-            return _error(500, "undecodable", str(exc))
+            return response(error(500, "undecodable", str(exc)))
 
     async def journal(self, request: Request) -> Response:
         """GET /actors/{type}/{key}/journal?from=&limit=: a page of the actor's entries."""
         address = f"{request.path_params['type']}/{request.path_params['key']}"
-        try:
-            start = int(request.query_params.get("from", "0"))
-            limit = min(int(request.query_params.get("limit", "100")), 10_000)
-        except ValueError:
-            return _error(400, "malformed", "from and limit must be integers")
+        start = _integer(request, "from", 0, 0, MAX_POSITION)
+        limit = _integer(request, "limit", 100, 1, MAX_PAGE)
+        if isinstance(start, Answer):
+            return response(start)
+        if isinstance(limit, Answer):
+            return response(limit)
 
         def read() -> list[Any]:
             with self._journal() as journal:
@@ -190,21 +394,51 @@ class App:
                         break
                 return page
 
-        return _reply(200, await anyio.to_thread.run_sync(read))
+        return _ok(await anyio.to_thread.run_sync(read))
 
     async def status(self, request: Request) -> Response:
         """GET /status: the runtime, its journal and replication."""
-        return _reply(200, runtime_status(self.rt, self.started))
+        return _ok({**runtime_status(self.rt, self.started), "http_waiting": self.waiting})
 
     async def health(self, request: Request) -> Response:
         """GET /health: 200 while the runtime accepts messages (open, and its journal takes commits)."""
         failing = self.rt.journal_failing if self.rt._open else None
-        ok = self.rt._open and failing is None
-        return _reply(200 if ok else 503, {"ok": ok, "journal_failing": failing})
+        ok = self.rt._open and failing is None and not self.closing
+        return _ok({"ok": ok, "journal_failing": failing}, 200 if ok else 503)
 
     async def prometheus(self, request: Request) -> Response:
         """GET /metrics: Prometheus text format."""
         return Response(generate_latest(self.metrics), media_type="text/plain; version=0.0.4")
+
+    async def openapi_json(self, request: Request) -> Response:
+        """GET /openapi.json: the OpenAPI description of this API."""
+        return Response(self.openapi, media_type="application/json")
+
+
+async def _disconnected(request: Request) -> None:
+    """Return once the client has gone (the body was read before: nothing else comes)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def _forget(tasks: set[asyncio.Task[Any]]) -> Any:
+    def done(task: asyncio.Task[Any]) -> None:
+        tasks.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: the client it was for is gone
+
+    return done
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    kinds = {404: "not_found", 405: "method_not_allowed"}
+    return response(error(exc.status_code, kinds.get(exc.status_code, "malformed"), exc.detail))
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return response(error(500, "internal", f"{type(exc).__qualname__}: {exc}"))
 
 
 def runtime_status(rt: Runtime, started: float) -> dict[str, Any]:
@@ -230,31 +464,14 @@ def _size(path: str) -> int:
     return os.path.getsize(path) if os.path.exists(path) else 0
 
 
-class _Auth:
-    """Bearer-token check on every route but /health (when a token is configured)."""
-
-    def __init__(self, app: Any, token: str | None) -> None:
-        self.app = app
-        self.token = token
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if self.token and scope["type"] == "http" and scope["path"] != "/health":
-            headers = dict(scope.get("headers") or [])
-            given = headers.get(b"authorization", b"").decode()
-            if not hmac.compare_digest(given, f"Bearer {self.token}"):
-                await _error(401, "unauthorized", "a valid bearer token is required")(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-
 class _Collector:
     """Runtime figures for Prometheus, read at scrape time (nothing on the hot path)."""
 
-    def __init__(self, rt: Runtime) -> None:
-        self.rt = rt
+    def __init__(self, app: App) -> None:
+        self.app = app
 
     def collect(self) -> Any:
-        rt = self.rt
+        rt = self.app.rt
         stats = rt.stats
         yield CounterMetricFamily(
             "stele_commits", "Journal transactions committed (group commits)", value=stats.batches
@@ -271,6 +488,7 @@ class _Collector:
             "Messages waiting in mailboxes",
             value=sum(len(c.mailbox) for c in rt._cells.values()),
         )
+        yield GaugeMetricFamily("stele_http_waiting", "HTTP requests waiting for the runtime", value=self.app.waiting)
         status = rt.replication
         if status is not None:
             yield GaugeMetricFamily(

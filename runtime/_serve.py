@@ -1,86 +1,153 @@
-"""``python -m runtime serve``: a module's actors behind HTTP, with embedded defaults."""
+"""``python -m runtime serve``: a module's actors behind HTTP, with embedded defaults.
+
+Stopping (SIGINT or SIGTERM) is bounded: the listener closes, requests under
+way get ``DRAIN_S`` to be answered and are then answered as interrupted (202
+or 504, see :mod:`runtime._http_outcomes`), uvicorn gives up on what is left
+after ``HTTP_GRACE_S``, and the runtime closes (in-flight steps get its
+``grace``; Litestream stops last, after a final sync).
+"""
 
 from __future__ import annotations
 
 import argparse
-import ipaddress
+import contextlib
 import logging
 import os
 import signal
-from typing import Any
+from collections.abc import Iterator
 
 import anyio
 import uvicorn
 
 from actors import SteleError
 
+from ._hosts import loopback, split_host
 from ._http import App
+from ._http_guard import LOOPBACK_NAMES
 from ._modules import actor_classes, load_module
 from ._runtime import Runtime
+from ._text import plain
+from ._token import token_from
 
 log = logging.getLogger("stele.serve")
 
+DRAIN_S = 5.0
+"""How long requests under way may still be answered normally once stopping."""
+HTTP_GRACE_S = DRAIN_S + 5.0
+"""After this, uvicorn cancels whatever request is still running."""
 
-def _host_port(value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit():
+
+def host_port(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) as the host to bind and the port."""
+    parts = split_host(value)
+    if parts is None or not parts[1]:
         raise SteleError(f"--http wants HOST:PORT, not {value!r}")
-    return host or "127.0.0.1", int(port)
+    host, port = parts
+    return host.removeprefix("[").removesuffix("]"), int(port)
 
 
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+def allowed_hosts(host: str, allow: list[str]) -> frozenset[str] | None:
+    """The Host names to accept: loopback names and ``allow`` on a loopback bind or with ``allow``."""
+    extra = {name.strip().lower() for name in allow}
+    for name in extra:
+        if not name or split_host(name) != (name, ""):
+            raise SteleError(f"--allow-host wants a host name without port, not {name!r}")
+    if not loopback(host) and not extra:
+        return None
+    return LOOPBACK_NAMES | extra
+
+
+class _PlainFormatter(logging.Formatter):
+    """Log lines quote addresses and errors that clients chose: their control characters are escaped."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return "\n".join(plain(line) for line in super().format(record).split("\n"))
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: ``serve`` decides how stopping goes."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 async def serve(args: argparse.Namespace) -> int:
-    """Serve until SIGINT or SIGTERM; in-flight steps finish, Litestream stops last."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    host, port = _host_port(args.http)
-    if not _loopback(host) and not args.token:
-        raise SteleError(f"refusing to listen on {host} without --token: only loopback is served without auth")
+    """Serve until SIGINT or SIGTERM, then stop within a bounded time (see the module docstring)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(_PlainFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    host, port = host_port(args.http)
+    token = token_from(args)
+    if not loopback(host) and not token:
+        raise SteleError(
+            f"refusing to listen on {host} without a token (--token-file, STELE_TOKEN or --token): "
+            "only loopback is served without auth"
+        )
+    if args.token is not None:
+        log.warning("--token is visible to every user of this machine (ps); prefer --token-file or STELE_TOKEN")
+    hosts = allowed_hosts(host, args.allow_host or [])
+    replicate = None if args.no_replicate else (args.replicate or os.path.abspath(args.db) + "-replica")
+    if args.durability == "replicated" and replicate is None:
+        raise SteleError("--durability replicated needs replication: drop --no-replicate")
     module_name = os.path.abspath(args.module) if args.module.endswith(".py") else args.module
     classes = actor_classes(load_module(args.module))
-    replicate = None if args.no_replicate else (args.replicate or os.path.abspath(args.db) + "-replica")
-    stopping = anyio.Event()
+    # Installed before anything starts, so an early signal stops the server cleanly
+    # too; signals after the first are ignored: stopping is bounded already.
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with Runtime(
+            args.db,
+            actors=classes,
+            durability=args.durability,
+            replicate=replicate,
+            restore_if_missing=replicate is not None,
+        ) as rt:
+            app = App(rt, token=token, hosts=hosts)
+            config = uvicorn.Config(
+                app.asgi,
+                host=host,
+                port=port,
+                log_level="warning",
+                lifespan="off",
+                timeout_graceful_shutdown=int(HTTP_GRACE_S),
+            )
+            server = _Server(config)
+            stop = anyio.Event()
+            served = anyio.Event()
 
-    # uvicorn catches SIGINT/SIGTERM while serving and raises them again once it
-    # has stopped; these handlers make that second delivery harmless, so the
-    # runtime below still closes (steps finish, Litestream stops last).
-    def on_signal(signum: int, frame: Any) -> None:
-        stopping.set()
+            async def run() -> None:
+                try:
+                    await server.serve()
+                finally:
+                    served.set()
+                    stop.set()
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    async with Runtime(
-        args.db,
-        actors=classes,
-        durability=args.durability,
-        replicate=replicate,
-        restore_if_missing=replicate is not None,
-    ) as rt:
-        app = App(rt, token=args.token)
-        server = uvicorn.Server(uvicorn.Config(app.asgi, host=host, port=port, log_level="warning", lifespan="off"))
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(server.serve)
-            while not server.started:
-                if server.should_exit:
-                    raise SteleError(f"cannot listen on {host}:{port}")
-                await anyio.sleep(0.01)
-            bound = server.servers[0].sockets[0].getsockname()[1]
-            await rt.annotate("module", module_name)
-            await rt.annotate("http", f"{host}:{bound}")
-            log.info("journal %s", os.path.abspath(args.db))
-            log.info("replica %s", replicate or "none (--no-replicate)")
-            if rt.litestream_socket is None and replicate is not None:
-                log.info("litestream log %s", os.path.abspath(args.db) + "-litestream.log")
-            log.info("actors %s", ", ".join(sorted(rt.registry.actors)))
-            print(f"listening on http://{host}:{bound}", flush=True)
-            await stopping.wait()
-            log.info("stopping: finishing in-flight steps, then Litestream")
-            server.should_exit = True
+            async def on_signal() -> None:
+                async for signum in signals:
+                    log.info("%s received", signal.Signals(signum).name)
+                    stop.set()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(run)
+                tg.start_soon(on_signal)
+                while not server.started:
+                    if server.should_exit or stop.is_set():
+                        raise SteleError(f"cannot listen on {host}:{port}")
+                    await anyio.sleep(0.01)
+                bound = server.servers[0].sockets[0].getsockname()[1]
+                shown = f"[{host}]" if ":" in host else host
+                await rt.annotate("module", module_name)
+                await rt.annotate("http", f"{shown}:{bound}")
+                log.info("journal %s", os.path.abspath(args.db))
+                log.info("replica %s", replicate or "none (--no-replicate)")
+                if rt.litestream_socket is None and replicate is not None:
+                    log.info("litestream log %s", os.path.abspath(args.db) + "-litestream.log")
+                log.info("actors %s", ", ".join(sorted(rt.registry.actors)))
+                print(f"listening on http://{shown}:{bound}", flush=True)
+                await stop.wait()
+                log.info("stopping: answering requests under way, finishing in-flight steps, then Litestream")
+                server.should_exit = True
+                await app.drain(DRAIN_S)
+                await served.wait()  # within HTTP_GRACE_S: uvicorn cancels what is left then
+                tg.cancel_scope.cancel()  # the signal watcher
     return 0

@@ -1,89 +1,22 @@
 """python -m runtime: every command as a subprocess against a real journal,
-including while `serve` runs on the same file; HTTP against a real server on
-an ephemeral loopback port."""
+including while `serve` runs on the same file (the HTTP API itself: test_http.py)."""
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
-import signal
+import sqlite3
 import subprocess
 import sys
-import threading
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).parent.parent
+from runtime import Runtime
 
-
-def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [sys.executable, "-m", "runtime", *args], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
-    )
-    if check and done.returncode != 0:
-        raise AssertionError(f"{args} exited {done.returncode}: {done.stderr}")
-    return done
-
-
-def request(
-    url: str, body: Any = None, *, raw: bytes | None = None, token: str | None = None, key: str | None = None
-) -> tuple[int, Any]:
-    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    req = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET")
-    req.add_header("Content-Type", "application/json")
-    if key:
-        req.add_header("Idempotency-Key", key)
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=30) as answer:
-            return answer.status, json.loads(answer.read() or b"null") if "json" in answer.headers[
-                "content-type"
-            ] else answer.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"null")
-
-
-def too_large(base: str, path: str) -> int:
-    """Announce a 2 MB body and send none of it: the server must refuse from the header alone
-    (sending the body races with the server closing the connection after its 413)."""
-    host, port = base.removeprefix("http://").split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=30)
-    try:
-        conn.putrequest("POST", path)
-        conn.putheader("Content-Type", "application/json")
-        conn.putheader("Content-Length", str(2 << 20))
-        conn.endheaders()
-        return conn.getresponse().status
-    finally:
-        conn.close()
-
-
-class Server:
-    def __init__(self, db: str, *extra: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "runtime", "serve", "tests.models", "--db", db, "--http", "127.0.0.1:0", *extra],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        assert line.startswith("listening on "), line + (self.proc.stderr.read() if self.proc.stderr else "")
-        self.url = line.split()[-1]
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        _, err = self.proc.communicate(timeout=60)
-        assert "stopping" in err, err
-        return self.proc.returncode
+from .http_models import Fail, Note, Notes
+from .served import ROOT, Server, cli, request
 
 
 @pytest.fixture
@@ -92,60 +25,6 @@ def served(db: str) -> Iterator[Server]:
     yield server
     if server.proc.poll() is None:
         assert server.stop() == 0
-
-
-def test_http_ask_tell_and_every_error_code(served: Server, db: str) -> None:
-    base = served.url
-    assert request(f"{base}/actors/Account/alice/deposit", {"amount": 5}) == (200, 5)
-    assert request(f"{base}/actors/Account/alice/deposit?wait=false", {"amount": 7})[0] == 202
-    assert request(f"{base}/actors/Account/alice/balance", {}) == (200, 12)
-    status, body = request(f"{base}/actors/Account/alice/deposit", {"amount": -1})
-    assert status == 500 and body["type"] == "ValueError" and "positive" in body["message"]
-    assert request(f"{base}/actors/Account/alice/deposit", raw=b"{not json")[0] == 400
-    status, body = request(f"{base}/actors/Nope/x/deposit", {"amount": 1})
-    assert status == 404 and "no actor type 'Nope'" in body["message"]
-    status, body = request(f"{base}/actors/Account/alice/nope", {"amount": 1})
-    assert status == 404 and "no handler 'nope'" in body["message"]
-    status, body = request(f"{base}/actors/Account/alice/deposit", {"amount": "ten"})
-    assert status == 422 and "$.amount" in body["message"]
-    assert too_large(base, "/actors/Account/alice/deposit") == 413
-    status, body = request(f"{base}/actors/Account/alice")
-    assert status == 200 and body["state"]["balance"] == 12 and body["status"] == "active"
-    status, page = request(f"{base}/actors/Account/alice/journal?from=1&limit=3")
-    assert status == 200 and [e["kind"] for e in page] == ["message", "event", "reply"]
-    assert request(f"{base}/health") == (200, {"ok": True, "journal_failing": None})
-    status, metrics = request(f"{base}/metrics")
-    assert status == 200 and "stele_commits_total" in metrics and "stele_active_actors" in metrics
-    status, body = request(f"{base}/status")
-    assert status == 200 and body["active_actors"] >= 1
-
-
-def test_idempotent_retries_over_http(served: Server) -> None:
-    url = f"{served.url}/actors/Account/idem/deposit"
-    assert request(url, {"amount": 5}, key="retry-1") == (200, 5)
-    assert request(url, {"amount": 5}, key="retry-1") == (200, 5)  # a retry: the same reply
-    assert request(f"{url}?wait=false", {"amount": 2}, key="tell-1")[0] == 202
-    assert request(f"{url}?wait=false", {"amount": 2}, key="tell-1")[0] == 202
-    assert request(f"{served.url}/actors/Account/idem/balance", {}) == (200, 7)
-    out = cli("ask", "Account/idem", "deposit", '{"amount": 5}', "--url", served.url, "--idempotency-key", "retry-1")
-    assert out.stdout.strip() == "5"
-
-
-def test_concurrent_clients(served: Server) -> None:
-    results: list[tuple[int, Any]] = []
-
-    def client(n: int) -> None:
-        for _ in range(10):
-            results.append(request(f"{served.url}/actors/Account/c{n % 4}/deposit", {"amount": 1}))
-
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(12)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(results) == 120 and all(status == 200 for status, _ in results)
-    balances = [request(f"{served.url}/actors/Account/c{k}/balance", {})[1] for k in range(4)]
-    assert sum(balances) == 120
 
 
 def test_cli_commands_against_a_served_journal(served: Server, db: str) -> None:
@@ -165,9 +44,10 @@ def test_cli_commands_against_a_served_journal(served: Server, db: str) -> None:
     assert [e["kind"] for e in entries][:3] == ["message", "event", "reply"]
     assert entries[1]["data"] == {"amount": 3}
     first_step_end = entries[2]["position"]
-    state = json.loads(cli("state", "Account/bob", "--db", db, "--json").stdout)  # module recorded by serve
+    state = json.loads(cli("state", "Account/bob", "--db", db, "--module", "tests.models", "--json").stdout)
     assert state["state"]["balance"] == 7
-    then = json.loads(cli("state", "Account/bob", "--db", db, "--at", str(first_step_end), "--json").stdout)
+    at = ("--at", str(first_step_end))
+    then = json.loads(cli("state", "Account/bob", "--db", db, *at, "--module", "tests.models", "--json").stdout)
     assert then["state"]["balance"] == 3
     status = json.loads(cli("status", "--db", db, "--json").stdout)
     assert status["actors"] == 1 and status["runtime"]["active_actors"] >= 1
@@ -205,19 +85,9 @@ def test_bad_input_to_the_cli_is_a_clear_error(db: str) -> None:
     done = cli("actors", "--db", "/nonexistent/j.db", check=False)
     assert done.returncode == 2 and "no journal at" in done.stderr
     done = cli("serve", "tests.models", "--db", db, "--http", "0.0.0.0:0", "--no-replicate", check=False)
-    assert done.returncode == 2 and "without --token" in done.stderr
+    assert done.returncode == 2 and "without a token" in done.stderr
     done = cli("serve", "no_such_module_xyz", "--db", db, check=False)
     assert done.returncode == 2 and "cannot import module" in done.stderr
-
-
-def test_a_token_is_required_when_configured(db: str) -> None:
-    server = Server(db, "--no-replicate", "--token", "s3cret")
-    try:
-        assert request(f"{server.url}/actors/Account/a/deposit", {"amount": 1})[0] == 401
-        assert request(f"{server.url}/actors/Account/a/deposit", {"amount": 1}, token="s3cret") == (200, 1)
-        assert request(f"{server.url}/health")[0] == 200
-    finally:
-        assert server.stop() == 0
 
 
 def test_serve_replicates_by_default_and_restore_rebuilds(db: str, tmp_path: Path) -> None:
@@ -251,3 +121,130 @@ def test_history_follow_prints_new_entries(served: Server, db: str) -> None:
         follower.wait()
         if follower.stdout is not None:
             follower.stdout.close()
+
+
+# -- journal text is data: printed plain, control characters escaped --------------------------
+
+NASTY = "[/x] [bold]b[/bold] :smile: \x1b]0;pwned\x07 \x1b[2J \u202eevil \x9b31m"
+"""Journal text that is rich markup, an emoji code, terminal escapes and a bidi override."""
+RAW = ("\x1b", "\x07", "\u202e", "\x9b")
+"""Characters that must never reach the terminal as they are."""
+SHOWN = ("[/x] [bold]b[/bold] :smile: ", "\\x1b]0;pwned\\x07 \\x1b[2J \\u202eevil \\x9b31m")
+"""How the command line shows NASTY: the markup as written, the controls escaped."""
+
+
+def plain_output(done: subprocess.CompletedProcess[str]) -> str:
+    for ch in RAW:
+        assert ch not in done.stdout and ch not in done.stderr, (ch, done.stdout, done.stderr)
+    return done.stdout + done.stderr
+
+
+async def nasty_journal(db: str) -> str:
+    address = f"Notes/{NASTY}"
+    async with Runtime(db, actors=[Notes]) as rt:
+        await rt.ask(address, Note(NASTY))
+        await rt.tell(address, Fail(NASTY))  # its handler error is journaled in its reply
+        await rt.annotate("module", NASTY)
+    return address
+
+
+async def test_journal_text_is_printed_plain_with_controls_escaped(db: str, tmp_path: Path) -> None:
+    address = await nasty_journal(db)
+    module = ("--module", "tests.http_models")
+    wide = {**os.environ, "COLUMNS": "1000"}  # one line per row: the escaped text is not wrapped
+    for args in (
+        ("actors", "--db", db),
+        ("history", address, "--db", db),
+        ("history", address, "--db", db, "--kind", "reply"),
+        ("state", address, "--db", db, *module),
+        ("status", "--db", db),
+    ):
+        done = cli(*args, check=False, env=wide)
+        assert done.returncode == 0, (args, done.stderr)
+        out = plain_output(done)
+        assert SHOWN[1] in out, (args, out)
+    # --json carries the text exactly (escaped as JSON), with nothing raw on the terminal.
+    done = cli("history", address, "--db", db, "--json")
+    entries = [json.loads(line) for line in plain_output(done).splitlines()]
+    assert entries[1]["data"] == {"text": NASTY}
+    done = cli("actors", "--db", db, "--json")
+    assert json.loads(plain_output(done))[0]["address"] == address
+    # Errors carry user text too.
+    done = cli("history", f"Notes/{NASTY}-missing", "--db", db, check=False)
+    assert done.returncode == 2 and "error:" in done.stderr and SHOWN[1] in plain_output(done)
+    # Replay divergences and check problems name the actor.
+    changed = tmp_path / "changed_notes.py"
+    changed.write_text(
+        (ROOT / "tests" / "http_models.py").read_text().replace("self.emit(Noted(msg.text))", "self.emit(Noted('x'))")
+    )
+    done = cli("replay", str(changed), "--db", db, check=False, env=wide)
+    assert done.returncode == 1 and "divergence" in done.stdout and SHOWN[1] in plain_output(done)
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("UPDATE journal SET data = x'c1' WHERE kind = 'event'")
+    conn.close()
+    done = cli("check", "--db", db, *module, check=False, env=wide)
+    assert done.returncode == 1 and "problem" in done.stdout and SHOWN[1] in plain_output(done)
+
+
+async def test_state_never_imports_the_module_a_journal_names(db: str, tmp_path: Path) -> None:
+    marker = tmp_path / "imported"
+    evil = tmp_path / "evil_module.py"
+    evil.write_text(f"open({str(marker)!r}, 'w').close()\nfrom tests.http_models import Notes\n")
+    async with Runtime(db, actors=[Notes]) as rt:
+        await rt.ask("Notes/a", Note("hello"))
+        await rt.annotate("module", str(evil))
+    done = cli("state", "Notes/a", "--db", db, check=False)
+    assert not marker.exists()  # the journal's code never ran
+    assert done.returncode == 2
+    assert str(evil) in done.stderr and "--module" in done.stderr and "trust" in done.stderr
+    # Asked for, it is used.
+    state = json.loads(cli("state", "Notes/a", "--db", db, "--module", "tests.http_models", "--json").stdout)
+    assert state["state"]["texts"] == ["hello"]
+
+
+# -- tokens on the command line ---------------------------------------------------------------
+
+
+def test_status_tell_and_ask_talk_to_a_protected_server(db: str, tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret\n")
+    server = Server(db, "--no-replicate", "--token-file", str(token_file))
+    with_env = {**os.environ, "STELE_TOKEN": "s3cret"}
+    without = {k: v for k, v in os.environ.items() if k != "STELE_TOKEN"}
+    try:
+        status = json.loads(cli("status", "--db", db, "--json", env=without).stdout)
+        assert status["runtime"] is None and "token" in status["runtime_error"]
+        sources = ((with_env, ()), (without, ("--token-file", str(token_file))), (without, ("--token", "s3cret")))
+        for env, extra in sources:
+            status = json.loads(cli("status", "--db", db, "--json", *extra, env=env).stdout)
+            assert status["runtime"]["active_actors"] >= 0, status
+            done = cli("ask", "Account/t", "deposit", '{"amount": 2}', "--url", server.url, *extra, env=env)
+            assert done.stdout.strip().isdigit()
+            cli("tell", "Account/t", "deposit", '{"amount": 1}', "--url", server.url, *extra, env=env)
+        done = cli("ask", "Account/t", "balance", "{}", "--url", server.url, env=without, check=False)
+        assert done.returncode == 1 and "401" in done.stderr
+        assert request(f"{server.url}/actors/Account/t/balance", {}, token="s3cret") == (200, 9)
+    finally:
+        assert server.stop() == 0
+
+
+def test_token_and_serve_options_are_checked(db: str, tmp_path: Path) -> None:
+    done = cli("serve", "tests.models", "--db", db, "--no-replicate", "--token", "a", "--token-file", "b", check=False)
+    assert done.returncode == 2 and "not both" in done.stderr
+    done = cli("serve", "tests.models", "--db", db, "--no-replicate", "--token-file", str(tmp_path / "no"), check=False)
+    assert done.returncode == 2 and "cannot read the token file" in done.stderr
+    (tmp_path / "empty").write_text("\n")
+    done = cli("serve", "tests.models", "--db", db, "--token-file", str(tmp_path / "empty"), check=False)
+    assert done.returncode == 2 and "visible ASCII" in done.stderr
+    done = cli("serve", "tests.models", "--db", db, "--no-replicate", "--durability", "replicated", check=False)
+    assert done.returncode == 2 and "--durability replicated needs replication" in done.stderr
+    done = cli("serve", "tests.models", "--db", db, "--no-replicate", "--allow-host", "a:1", check=False)
+    assert done.returncode == 2 and "--allow-host" in done.stderr
+
+
+async def test_status_asks_only_a_server_on_this_machine(db: str) -> None:
+    async with Runtime(db, actors=[Notes]) as rt:
+        await rt.annotate("http", "collector.example:80")
+    status = json.loads(cli("status", "--db", db, "--json").stdout)
+    assert status["runtime"] is None and "not on this machine" in status["runtime_error"]
