@@ -113,7 +113,7 @@ class DeadLetters:
             ("DELETE FROM inbox WHERE id = ?", (msg.step,)),
         ]
         if msg.idempotency_key is not None:
-            ops.append((RECORD_KEY, (msg.idempotency_key, cell.address, msg.step, reply, at, "ask")))
+            ops.append((RECORD_KEY, (msg.idempotency_key, cell.address, msg.step, reply, at, "ask", msg.handler.name)))
         if msg.reply_to is not None:
             ops.append((RESOLVE, (*msg.reply_to, reply, at)))
         try:

@@ -148,24 +148,8 @@ class App:
             return error(400, "malformed", f"the body is not JSON: {exc}")
         except RecursionError:
             return error(400, "malformed", "the body is nested too deeply")
-        try:
-            # What the runtime will journal: JSON integers beyond 64 bits decode, but cannot
-            # be journaled, and the runtime does not name that as a validation error.
-            self.rt.registry.codec.encode(msg)
-        except (OverflowError, TypeError, msgspec.EncodeError) as exc:
-            return error(422, "invalid", f"{info.message_type.__qualname__}: {exc}")
-        closed = error(503, "closed", "the server is shutting down: nothing was accepted; retry later")
         if self.closing or not self.rt._open:
-            return closed
-        if wait and key is not None:
-            try:
-                conflict = await anyio.to_thread.run_sync(self._tell_key, key, address)
-            except storage.StorageError as exc:
-                return error(503, "unavailable", f"the journal cannot be read: {exc}")
-            if conflict is not None:
-                return conflict
-            if self.closing or not self.rt._open:  # it closed meanwhile
-                return closed
+            return error(503, "closed", "the server is shutting down: nothing was accepted; retry later")
         if wait:
             call: Coroutine[Any, Any, Any] = self.rt.ask(address, msg, durability=durability, idempotency_key=key)
         else:
@@ -254,32 +238,9 @@ class App:
             # The runtime was open when the call began: the message was admitted and
             # then the runtime closed. It may be durable (and run after a restart).
             return await self._interrupted(address, key)
-        if key is not None and isinstance(exc, msgspec.ValidationError):
-            # The reply recorded under the key does not decode as this handler's reply type.
-            return error(422, "invalid", f"Idempotency-Key {key!r} was first used for another message: {exc}")
         if not isinstance(exc, SteleError):
             log.error("%s: unexpected error from the runtime", address, exc_info=exc)
         return outcome(exc, address=address, ask=ask)
-
-    def _tell_key(self, key: str, address: str) -> Answer | None:
-        """The refusal of an ask under a key a tell used first (the runtime would wait forever for its reply).
-
-        A tell records its key without a reply, and its inbox row without the key;
-        a durable ask records its key without a reply until its step commits, and
-        its inbox row with the key.
-        """
-        store = self.rt.store
-        record = store.idempotent(key)
-        if record is None or record.reply is not None or record.address != address:
-            return None  # new, answered, or refused by the runtime (another address)
-        row = next((p for p in store.pending() if p.id == record.step), None)
-        if row is not None and row.idempotency_key == key:
-            return None  # a durable ask under way: the runtime waits for its reply
-        if row is None:
-            again = store.idempotent(key)
-            if again is not None and again.reply is not None:
-                return None  # an ask that finished between the two reads
-        return error(422, "invalid", f"Idempotency-Key {key!r} was first used for a tell (wait=false), not an ask")
 
     def _reply(self, value: Any, address: str, *, ask: bool) -> Answer:
         if not ask:

@@ -40,7 +40,7 @@ class IdempotentIngress:
     registry: Registry
     clock: Callable[[], float]
     idempotency_retention_s: float
-    _keys_in_flight: dict[str, tuple[asyncio.Future[Any], str, bool]]
+    _keys_in_flight: dict[str, tuple[asyncio.Future[Any], Use]]
     _cells: dict[str, Cell]
 
     if TYPE_CHECKING:  # provided by Runtime
@@ -76,10 +76,11 @@ class IdempotentIngress:
     ) -> Any:
         """A call under an idempotency key: the first call's outcome, however often it comes."""
         text(key, "idempotency key")
+        handler = self.registry.handler_for(self.registry.resolve(address)[0], msg).name
         first = self._keys_in_flight.get(key)
         if first is not None:  # the same key, concurrently: share the first call
-            pending, first_address, first_ask = first
-            _same_use(key, first_address, first_ask, address, ask)
+            pending, first_use = first
+            _same_use(key, first_use, (address, handler, ask))
             try:
                 return await asyncio.shield(pending)
             except asyncio.CancelledError:
@@ -88,7 +89,7 @@ class IdempotentIngress:
                 # The first caller went away before an outcome: carry on as the first.
                 return await self._keyed(key, address, msg, timeout, durability, tell_timeout, ask=ask)
         future: asyncio.Future[Any] = self.loop.create_future()
-        self._keys_in_flight[key] = (future, address, ask)
+        self._keys_in_flight[key] = (future, (address, handler, ask))
         try:
             result = await self._first_outcome(key, address, msg, timeout, durability, tell_timeout, ask)
         except BaseException as exc:
@@ -114,10 +115,12 @@ class IdempotentIngress:
         tell_timeout: float | None,
         ask: bool,
     ) -> Any:
-        self.prepare(address, msg)  # bad input fails the same way with or without a key
+        handler = self.prepare(address, msg).handler.name  # bad input fails the same way with or without a key
         record = await anyio.to_thread.run_sync(self.store.idempotent, key)
         if record is not None and record.at >= self.clock() - self.idempotency_retention_s:
-            _same_use(key, record.address, record.kind != "tell" if record.kind else ask, address, ask)
+            first_ask = record.kind == "ask" if record.kind is not None else ask  # unknown before schema v6
+            first_use = (record.address, record.handler or handler, first_ask)
+            _same_use(key, first_use, (address, handler, ask))
             if not ask:
                 return None
             if record.reply is not None:
@@ -134,7 +137,12 @@ class IdempotentIngress:
             raise HandlerError(address, record.error_type, record.error)
         desc, _ = self.registry.resolve(address)
         reply_type = self.registry.handler_for(desc, msg).reply_type
-        return msgspec.msgpack.decode(bytes(record.value), type=reply_type)
+        try:
+            return msgspec.msgpack.decode(bytes(record.value), type=reply_type)
+        except msgspec.ValidationError as exc:  # a key recorded before schema v6 named no handler
+            raise MessageValidationError(
+                f"the reply recorded for this idempotency key is not a {type(msg).__qualname__} reply: {exc}"
+            ) from None
 
     async def _wait_for_step(
         self, key: str, address: str, msg: msgspec.Struct, step: int, timeout: float | None
@@ -210,14 +218,23 @@ class IdempotentIngress:
             purged += len(keys)
 
 
-def _same_use(key: str, first_address: str, first_ask: bool, address: str, ask: bool) -> None:
-    """Refuse a key reused for another address, or for an ask after a tell (or the reverse)."""
+Use = tuple[str, str, bool]
+"""What a key was used for: (address, handler, ask)."""
+
+
+def _same_use(key: str, first: Use, now: Use) -> None:
+    """Refuse a key reused for another address or handler, or for an ask after a tell (or the reverse)."""
+    (first_address, first_handler, first_ask), (address, handler, ask) = first, now
     if first_address != address:
         raise MessageValidationError(f"idempotency key {key!r} was first used for {first_address}, not {address}")
-    if first_ask != ask:
-        first, now = ("an ask", "a tell") if first_ask else ("a tell", "an ask")
+    if first_handler != handler:
         raise MessageValidationError(
-            f"idempotency key {key!r} was first used for {first} to {address}; {now} cannot reuse it"
+            f"idempotency key {key!r} was first used for handler {first_handler!r} of {address}, not {handler!r}"
+        )
+    if first_ask != ask:
+        before, after = ("an ask", "a tell") if first_ask else ("a tell", "an ask")
+        raise MessageValidationError(
+            f"idempotency key {key!r} was first used for {before} to {address}; {after} cannot reuse it"
         )
 
 

@@ -182,7 +182,7 @@ class Runtime(IdempotentIngress, DeadLetters, JournalHealth, Waits):
         self.max_wal_bytes = max_wal_bytes
         JournalHealth.__init__(self)
         self._pending = 0  # messages accepted and not yet consumed, in every mailbox
-        self._keys_in_flight: dict[str, tuple[asyncio.Future[Any], str, bool]] = {}
+        self._keys_in_flight: dict[str, tuple[asyncio.Future[Any], tuple[str, str, bool]]] = {}
         self.timers = Timers(self)
         self._promise_waiters: dict[tuple[str, str], asyncio.Future[bytes]] = {}
         self._waiting_on: dict[str, str] = {}  # an actor whose step awaits an ask -> the asked actor
@@ -382,7 +382,7 @@ class Runtime(IdempotentIngress, DeadLetters, JournalHealth, Waits):
         batch.msgs.append((cell, prepared))
         batch.top = prepared.step
         if key is not None:
-            batch.keys.append((key, address, prepared.step, None, self.clock(), "tell"))
+            batch.keys.append((key, address, prepared.step, None, self.clock(), "tell", prepared.handler.name))
         # Dispatched at once, before its inbox row commits: the writer commits in
         # submission order, so the step that consumes it lands with or after it,
         # and a step that fails to find its row is dropped (it was never accepted).
@@ -533,8 +533,10 @@ class Runtime(IdempotentIngress, DeadLetters, JournalHealth, Waits):
         limit = timeout if timeout is not None else self.replication_timeout
         try:
             await asyncio.wait_for(done, limit)
-        except TimeoutError:
+        except BaseException as exc:  # a timeout, or the caller cancelled: stop listening either way
             replication.forget(confirmed)
+            if not isinstance(exc, TimeoutError):
+                raise
             status = replication.status()
             raise ReplicationTimeout(
                 f"the commit is durable locally but was not confirmed in {status.url} within {limit} s "

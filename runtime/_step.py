@@ -66,7 +66,9 @@ log = logging.getLogger("stele.runtime")
 _encode = msgspec.msgpack.Encoder().encode
 _ONCE = Retry(max_attempts=1)
 
-RECORD_KEY = "INSERT OR REPLACE INTO idempotency(key, address, step, reply, at, kind) VALUES (?, ?, ?, ?, ?, ?)"
+RECORD_KEY = (
+    "INSERT OR REPLACE INTO idempotency(key, address, step, reply, at, kind, handler) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
 CANCEL_TIMER = "DELETE FROM inbox WHERE timer_id = ?"
 RESOLVE = "INSERT OR REPLACE INTO promises(address, name, value, at) VALUES (?, ?, ?, ?)"
 """The reply to an actor's ask, waiting for the asker (as a promise it takes)."""
@@ -294,7 +296,7 @@ class Step(Context):
         key = self.msg.idempotency_key
         ops: list[tuple[str, tuple[Any, ...]]] = []
         if key:
-            ops.append((RECORD_KEY, (key, cell.address, step, reply, at, "ask")))
+            ops.append((RECORD_KEY, (key, cell.address, step, reply, at, "ask", self.msg.handler.name)))
         self.reply_bytes = reply
         if self.msg.reply_to is not None:  # an actor's ask: its reply resolves the asker's promise
             caller, name = self.msg.reply_to
@@ -561,7 +563,11 @@ class Step(Context):
         inbox = [msg.inbox_row(cell.address, rows[0][6], key=msg.idempotency_key)] if durable_ask else []
         key = msg.idempotency_key
         unit = Unit(
-            ops=([(RECORD_KEY, (key, cell.address, msg.step, None, rows[-1][6], "ask"))] if key and durable_ask else [])
+            ops=(
+                [(RECORD_KEY, (key, cell.address, msg.step, None, rows[-1][6], "ask", msg.handler.name))]
+                if key and durable_ask
+                else []
+            )
             + (ops or []),
             inbox=inbox + (inbox_rows or []),
             journal=rows,

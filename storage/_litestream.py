@@ -5,7 +5,7 @@ Facts this is built on (measured with Litestream 0.5.17, or read in its source):
   start, so the child gets a clean environment, not the parent's.
 - SIGTERM to a Litestream started a few milliseconds earlier exits without
   its final sync: stopping asks for ``POST /sync`` with wait first.
-- A graceful SIGTERM waits up to ``shutdown-sync-timeout`` (30 s) to upload.
+- A graceful SIGTERM waits up to ``shutdown-sync-timeout`` to upload (30 s by default; see SHUTDOWN_TIMEOUT_S).
 - ``-exec`` (Litestream as the parent) loses the child's exit code, so the
   runtime is the parent and restarts Litestream with backoff if it dies.
 - Two Litestreams on one database (or one replica path) corrupt the replica,
@@ -71,6 +71,17 @@ DOWN_MIN_S = 0.02
 STRAY_GRACE_S = 10.0
 """How long a Litestream left by an earlier owner gets to finish its final sync."""
 PRIVATE_DIR = 0o700
+
+
+SHUTDOWN_TIMEOUT_S = 10.0
+"""How long a stopping Litestream may spend on its final upload (its ``shutdown-sync-timeout``).
+
+Litestream's own default is 30 s. With a replica that does not answer, a stop
+would then take up to 45 s (our sync request, its final sync, a margin), past
+the 30 s in which ``serve`` promises to exit after SIGTERM. Nothing is lost by
+stopping sooner: what was not uploaded is in the local journal, and the next
+Litestream uploads it.
+"""
 
 
 class LitestreamError(ReplicaUnavailable):
@@ -160,7 +171,7 @@ class Litestream:
         *,
         binary: str | None = None,
         sync_interval: float = 1.0,
-        shutdown_timeout: float = 30.0,
+        shutdown_timeout: float = SHUTDOWN_TIMEOUT_S,
         truncate_pages: int | None = None,
     ) -> None:
         self.db_path = db_path
@@ -457,14 +468,14 @@ class Litestream:
         if proc is not None and proc.poll() is None:
             try:
                 # A just-started Litestream can exit on SIGTERM without its final sync.
-                self.control.sync(self.db_path, timeout=min(10.0, self.shutdown_timeout))
+                self.control.sync(self.db_path, timeout=min(5.0, self.shutdown_timeout))
             except LitestreamError as exc:
                 log.warning("final litestream sync failed: %s", exc)
             proc.send_signal(signal.SIGTERM)
             try:
-                proc.wait(self.shutdown_timeout + 5)
+                proc.wait(self.shutdown_timeout + 2)
             except subprocess.TimeoutExpired:
-                log.warning("litestream did not stop within %.0f s; killing it", self.shutdown_timeout + 5)
+                log.warning("litestream did not stop within %.0f s; killing it", self.shutdown_timeout + 2)
                 self._kill()
         self._join()
         self._forget_pid()

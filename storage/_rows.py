@@ -231,11 +231,15 @@ class Idempotent(msgspec.Struct, frozen=True):
     at: float
     kind: str | None = None
     """``tell`` or ``ask`` (None for keys recorded before schema version 6)."""
+    handler: str | None = None
+    """The handler the first call went to (None before schema version 6)."""
 
 
 def idempotent(conn: apsw.Connection, key: str) -> Idempotent | None:
     """The record of an idempotency key, if it was used."""
-    row = conn.execute("SELECT key, address, step, reply, at, kind FROM idempotency WHERE key = ?", (key,)).fetchone()
+    row = conn.execute(
+        "SELECT key, address, step, reply, at, kind, handler FROM idempotency WHERE key = ?", (key,)
+    ).fetchone()
     return Idempotent(*row) if row else None
 
 

@@ -133,14 +133,16 @@ ALTER TABLE snapshots ADD COLUMN crc INTEGER;
 # "timer:x" made every later start fail, a crafted "reply:" key could forge
 # another actor's reply after a restart, and a caller address holding "|"
 # lost its reply. Now a client key is only ever a client key, and the key's
-# record says whether it was a tell or an ask (an ask reusing a tell's key
-# used to wait forever for a reply no tell has).
+# record says whether it was a tell or an ask, and to which handler (an ask
+# reusing a tell's key used to wait forever for a reply no tell has; one
+# reusing another handler's key got that handler's reply, decoded as its own).
 _V6 = """
 ALTER TABLE inbox ADD COLUMN timer_id TEXT;
 ALTER TABLE inbox ADD COLUMN reply_to TEXT;
 ALTER TABLE inbox ADD COLUMN reply_name TEXT;
 CREATE UNIQUE INDEX inbox_timer ON inbox(timer_id) WHERE timer_id IS NOT NULL;
 ALTER TABLE idempotency ADD COLUMN kind TEXT CHECK (kind IN ('tell', 'ask'));
+ALTER TABLE idempotency ADD COLUMN handler TEXT;
 """
 
 

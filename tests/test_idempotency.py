@@ -187,3 +187,13 @@ async def test_a_first_caller_that_gives_up_leaves_the_others_their_reply(db: st
                 Gate.open.set()
         assert replies == [[1], [1]]
     assert events(db, "Worker/w") == 1
+
+
+async def test_a_key_is_not_reused_for_another_handler(db: str) -> None:
+    # A repeated ask under a key first used for another handler of the same
+    # actor used to get that handler's reply, decoded as its own reply type.
+    async with Runtime(db, actors=[Account]) as rt:
+        assert await rt.ask("Account/a", Deposit(5), idempotency_key="k") == 5
+        with pytest.raises(MessageValidationError, match="handler 'deposit' of Account/a, not 'balance'"):
+            await rt.ask("Account/a", GetBalance(), idempotency_key="k")
+        assert await rt.ask("Account/a", Deposit(5), idempotency_key="k") == 5
