@@ -31,7 +31,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 import storage
-from actors import RuntimeClosedError, SteleError, UnknownActorTypeError, UnknownHandlerError
+from actors import SteleError, UnknownActorTypeError, UnknownHandlerError
 
 from . import _openapi
 from ._http_guard import Guard
@@ -234,10 +234,6 @@ class App:
             return await self._interrupted(address, key)
         if exc is None:
             return self._reply(value, address, ask=ask)
-        if isinstance(exc, RuntimeClosedError):
-            # The runtime was open when the call began: the message was admitted and
-            # then the runtime closed. It may be durable (and run after a restart).
-            return await self._interrupted(address, key)
         if not isinstance(exc, SteleError):
             log.error("%s: unexpected error from the runtime", address, exc_info=exc)
         return outcome(exc, address=address, ask=ask)
@@ -278,11 +274,14 @@ class App:
         return self._stop
 
     async def drain(self, grace: float) -> None:
-        """Refuse new messages; give requests under way ``grace`` seconds, then answer them as interrupted."""
+        """Refuse new messages; give requests under way up to ``grace`` seconds to be answered."""
         self.closing = True
         with anyio.move_on_after(grace):
             while self.waiting:
                 await anyio.sleep(0.05)
+
+    def interrupt(self) -> None:
+        """Answer whatever still waits as interrupted (after the runtime has closed)."""
         stop = self._stopping()
         if not stop.done():
             stop.set_result(None)

@@ -29,6 +29,7 @@ from actors import (
     ActorSuspendedError,
     AskTimeoutError,
     BackpressureError,
+    CommitUnknownError,
     HandlerError,
     MessageValidationError,
     ReplicationTimeout,
@@ -316,8 +317,11 @@ class Runtime(IdempotentIngress, DeadLetters, JournalHealth, Waits):
 
         A message durable in the inbox runs after the next start: its caller
         is told so (:class:`ReplyUnavailableError`, accepted), never that it
-        was refused, or a resend would run it twice. Any other message was
-        never accepted (:class:`RuntimeClosedError`).
+        was refused, or a resend would run it twice. A message that had not
+        started and is not durable was never accepted
+        (:class:`RuntimeClosedError`). An ask whose step was cut short while
+        it was being made durable may or may not run after the next start
+        (:class:`CommitUnknownError`).
         """
         closed = RuntimeClosedError(f"runtime on {self.path} is closing; the message was not processed")
         for cell in self._cells.values():
@@ -325,7 +329,14 @@ class Runtime(IdempotentIngress, DeadLetters, JournalHealth, Waits):
             for msg in msgs:
                 if msg.waiter is None or msg.waiter.done():
                     continue
-                if msg.inbox:
+                if msg is cell.current and not msg.inbox:
+                    msg.waiter.set_exception(
+                        CommitUnknownError(
+                            f"runtime on {self.path} closed while {cell.address} was making the ask durable: "
+                            "it may or may not run after the next start; resend only with an idempotency key"
+                        )
+                    )
+                elif msg.inbox:
                     msg.waiter.set_exception(
                         ReplyUnavailableError(
                             f"runtime on {self.path} is closing; {cell.address} has the message durably in its "

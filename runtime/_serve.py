@@ -1,10 +1,12 @@
 """``python -m runtime serve``: a module's actors behind HTTP, with embedded defaults.
 
-Stopping (SIGINT or SIGTERM) is bounded: the listener closes, requests under
-way get ``DRAIN_S`` to be answered and are then answered as interrupted (202
-or 504, see :mod:`runtime._http_outcomes`), uvicorn gives up on what is left
-after ``HTTP_GRACE_S``, and the runtime closes (in-flight steps get its
-``grace``; Litestream stops last, after a final sync).
+Stopping (SIGINT or SIGTERM) is bounded: the listener closes and new messages
+are refused; requests under way get ``DRAIN_S`` to be answered; then the
+runtime closes (in-flight steps get its ``grace``) and answers every ask still
+waiting with what is true of it (accepted and durable: 202; never accepted:
+503; may or may not: 504, see :mod:`runtime._http_outcomes`); whatever is still
+waiting after that is answered as interrupted, uvicorn gives up on what is left
+after ``HTTP_GRACE_S``, and Litestream stops last, after a final sync.
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ log = logging.getLogger("stele.serve")
 
 DRAIN_S = 5.0
 """How long requests under way may still be answered normally once stopping."""
-HTTP_GRACE_S = DRAIN_S + 5.0
-"""After this, uvicorn cancels whatever request is still running."""
+HTTP_GRACE_S = DRAIN_S + 20.0
+"""After this, uvicorn cancels whatever request is still running (the runtime's
+grace and Litestream's final upload come between)."""
 
 
 def host_port(value: str) -> tuple[str, int]:
@@ -148,6 +151,8 @@ async def serve(args: argparse.Namespace) -> int:
                 log.info("stopping: answering requests under way, finishing in-flight steps, then Litestream")
                 server.should_exit = True
                 await app.drain(DRAIN_S)
+                await rt.close()  # answers every ask still waiting; Litestream stops last
+                app.interrupt()  # anything left (a wait on the journal) is answered as interrupted
                 await served.wait()  # within HTTP_GRACE_S: uvicorn cancels what is left then
                 tg.cancel_scope.cancel()  # the signal watcher
     return 0
