@@ -98,9 +98,9 @@ class Runtime(IdempotentIngress, DeadLetters, JournalHealth, Waits):
     for one actor and for all: beyond them ``tell`` and ``ask`` fail at once
     with :class:`BackpressureError` instead of growing without limit.
     ``max_attempts``: how often a message may fail to commit, or be under way
-    when the process stops (counted from the first restart, when its attempt
-    is marked in the inbox before it runs), before it becomes a dead letter
-    and its actor carries on.
+    when the process stops (counted from the first restart at which it is the
+    first message its actor runs, when its attempt is marked in the inbox
+    before it runs), before it becomes a dead letter and its actor carries on.
     ``max_active`` bounds the actors kept in memory. ``clock`` and
     ``rng`` are injectable for tests; ``grace`` is how long closing waits for
     in-flight steps before leaving them to recovery. ``vfs`` names an APSW VFS
@@ -606,9 +606,10 @@ class Runtime(IdempotentIngress, DeadLetters, JournalHealth, Waits):
             active.pop(cell.address, None)  # most recently used goes last
             active[cell.address] = cell
             if cell.mailbox[0].recovered:
-                # Found in the inbox at start: this attempt is counted durably
-                # first, so a message that crashes the process every time ends
-                # as a dead letter instead of crashing it forever.
+                # The actor's first message after a restart: the one it may have
+                # been running when the process stopped. This attempt is counted
+                # durably first, so a message that crashes the process every
+                # time ends as a dead letter instead of crashing it forever.
                 cell.busy = True
                 self.spawn(self._count_attempt, cell, cell.mailbox.popleft())
                 continue
