@@ -7,6 +7,9 @@ moments, cycle after cycle; then the whole history is checked.
   effect's token is the last execution traced for its idempotency key;
 - each actor's sequence numbers are contiguous, and its live state is the
   fold of its journaled events.
+
+The runtime runs with its default settings (``max_attempts`` included): a
+message under way at several kills must still be processed, not buried.
 """
 
 from __future__ import annotations
