@@ -23,8 +23,16 @@ import sys
 import time
 from pathlib import Path
 
+import anyio
+import anyio.to_thread
+import pytest
+
+from runtime import Runtime
+
 from .conftest import LONG_FAULTS
-from .histories import audit, first_line, reaped, wait_recovered
+from .crash_child import ACTORS
+from .histories import STALL_S, Drain, audit, first_line, pending_count, reaped, wait_recovered
+from .models import Recorder
 from .report import add
 
 CYCLES = int(os.environ.get("STELE_KILL_CYCLES", "20"))
@@ -80,3 +88,29 @@ def test_kill9_cycles_lose_and_duplicate_nothing(tmp_path: Path, scale: int) -> 
     assert not refused & set(history.processed), "a tell refused by backpressure was processed"
     add("kill -9 (in-process senders)", cycles=cycles, sent=len(sent), acknowledged=len(acked),
         refused=len(refused), processed=sum(history.processed.values()), effects_checked=history.effects)  # fmt: skip
+
+
+async def test_recovering_a_backlog_costs_no_commit_per_message_beyond_its_steps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A Recorder step commits three units: its message before the effect, the
+    # effect's result, its end. Recovery adds one per actor, the attempt of the
+    # first message it runs (the one it may have been running at the kill);
+    # marking the attempt of every message of a backlog cost a fourth commit each.
+    db, trace = str(tmp_path / "journal.db"), str(tmp_path / "trace.txt")
+    with reaped(spawn(db, trace, 0, 10_000)) as proc:
+        assert first_line(proc).strip() == "ready"
+        deadline = time.monotonic() + STALL_S
+        while pending_count(db) < 300:  # senders outpace the actors: a backlog builds up
+            assert time.monotonic() < deadline, f"no backlog after {STALL_S} s: {pending_count(db)} pending"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+    backlog = pending_count(db)
+    monkeypatch.setattr(Recorder, "trace_path", trace)
+    async with Runtime(db, actors=[Recorder]) as rt:
+        watch = Drain(db)
+        while await anyio.to_thread.run_sync(watch.left):
+            await anyio.sleep(0.01)
+        units = rt.stats.units
+    assert backlog <= units <= 3 * backlog + 2 * ACTORS, f"{units} units committed to recover {backlog} messages"
