@@ -25,9 +25,12 @@ from pathlib import Path
 
 import anyio
 import anyio.to_thread
+import msgspec
 import pytest
 
+from actors import Actor, apply, handler
 from runtime import Runtime
+from storage import Journal
 
 from .conftest import LONG_FAULTS
 from .crash_child import ACTORS
@@ -114,3 +117,83 @@ async def test_recovering_a_backlog_costs_no_commit_per_message_beyond_its_steps
             await anyio.sleep(0.01)
         units = rt.stats.units
     assert backlog <= units <= 3 * backlog + 2 * ACTORS, f"{units} units committed to recover {backlog} messages"
+
+
+class Job(msgspec.Struct):
+    id: int
+
+
+class Did(msgspec.Struct):
+    id: int
+
+
+class Stuck:
+    """Jobs whose effect never returns: the test abandons the runtime there, as a crash would."""
+
+    ids: set[int] = set()
+    runs: list[int] = []
+
+
+async def run_job(i: int) -> int:
+    Stuck.runs.append(i)
+    if i in Stuck.ids:
+        await anyio.sleep(3600)
+    return i
+
+
+class Jobs(Actor):
+    class State(msgspec.Struct):
+        done: list[int] = msgspec.field(default_factory=list)
+
+    state: State
+
+    @handler
+    async def job(self, msg: Job) -> None:
+        await self.ctx.effect(run_job, msg.id)
+        self.emit(Did(msg.id))
+
+    @apply
+    def _did(self, ev: Did) -> None:
+        self.state.done.append(ev.id)
+
+
+async def until(predicate: object) -> None:
+    with anyio.fail_after(STALL_S):
+        while not predicate():  # type: ignore[operator]
+            await anyio.sleep(0.005)
+
+
+async def test_a_message_that_stops_the_process_behind_a_backlog_still_ends_as_a_dead_letter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Recovery marks the attempt of each actor's first message only: a poison
+    # message deep in a recovered backlog runs once uncounted (as a new tell
+    # does), then is first at every start, counted, and buried after max_attempts.
+    db = str(tmp_path / "journal.db")
+    poison = 4
+    monkeypatch.setattr(Stuck, "ids", {1, poison})
+    monkeypatch.setattr(Stuck, "runs", [])
+    rt = await Runtime(db, actors=[Jobs]).__aenter__()
+    max_attempts = rt.max_attempts
+    for i in range(1, 7):
+        await rt.tell("Jobs/a", Job(i))
+    await until(lambda: Stuck.runs == [1])
+    await rt.abandon()  # a backlog of six, the first under way
+    Stuck.ids.discard(1)
+    poison_runs = 0
+    for _ in range(max_attempts + 2):
+        Stuck.runs.clear()
+        rt = await Runtime(db, actors=[Jobs]).__aenter__()
+        await until(lambda: poison in Stuck.runs or Stuck.runs[-2:] == [5, 6])
+        poison_runs += poison in Stuck.runs
+        letters = await rt.dead_letters()
+        await rt.abandon()
+        if letters:
+            break
+    (letter,) = letters
+    assert (letter.type, letter.attempts) == ("Job", max_attempts + 1)
+    counted = letter.attempts - 1  # the last count found it over max_attempts: it did not run
+    assert poison_runs - counted <= 1, f"{poison_runs} runs, {counted} counted: only the first may go uncounted"
+    with Journal.open(db) as journal:
+        assert journal.pending() == []
+        assert [e.decoded()["id"] for e in journal.entries("Jobs/a", kind="event")] == [1, 2, 3, 5, 6]
