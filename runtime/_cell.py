@@ -65,7 +65,7 @@ class Msg:
         """An ask's key: its reply is recorded under it with the step."""
         self.attempts = 0
         self.recovered = False
-        """Found in the inbox at start: its attempt is counted durably before it runs."""
+        """Found in the inbox at start; the first its actor runs is counted durably before it runs."""
         self.reply_to: tuple[str, str] | None = None
         """For an actor's ask: (the asking actor, the promise its reply resolves)."""
         self.due: float | None = None

@@ -2,9 +2,18 @@
 actor carries on. A mixin of :class:`~runtime.Runtime`.
 
 A crash leaves no trace of a step that had not reached its first effect, so
-the attempt of a message found in the inbox at start is marked there before
-it runs; failed commits count too. After ``max_attempts`` the message moves
-to the ``dead_letters`` table with the reason.
+the attempt of the first message each actor runs after a restart is marked in
+the inbox before it runs; the message's own failures count too (a value that
+cannot be stored, a broken step; not the journal's trouble). After ``max_attempts``
+the message moves to the ``dead_letters`` table with the reason.
+
+Only the first: an actor runs one step at a time, in mailbox order, so the
+message it was running when the process stopped is the first of its inbox at
+the next start (its open step, if it reached an effect, is resumed first).
+The messages behind it had not started; marking each of them too would cost
+a commit per message of a backlog, for nothing. Should one of them stop the
+process in turn, it is the first at the next start, and counted from there,
+as a new message is counted from its first restart.
 """
 
 from __future__ import annotations
@@ -90,6 +99,8 @@ class DeadLetters:
         else:
             msg.attempts += 1
             msg.recovered = False
+            for later in cell.mailbox:  # not under way at the stop: see the module docstring
+                later.recovered = False
             delay = 0.0
         cell.mailbox.appendleft(msg)
         cell.busy = False

@@ -105,10 +105,11 @@ class Runtime(IdempotentIngress, DeadLetters, JournalHealth, Waits):
     outcome. ``max_mailbox`` and ``max_pending`` bound the messages waiting
     for one actor and for all: beyond them ``tell`` and ``ask`` fail at once
     with :class:`BackpressureError` instead of growing without limit.
-    ``max_attempts``: how often a message may fail to commit, or be under way
-    when the process stops (counted from the first restart, when its attempt
-    is marked in the inbox before it runs), before it becomes a dead letter
-    and its actor carries on.
+    ``max_attempts``: how often a message may fail by its own doing (a value
+    that cannot be stored, a step that breaks; never the journal's trouble),
+    or be under way when the process stops (counted from the first restart at which it is the
+    first message its actor runs, when its attempt is marked in the inbox
+    before it runs), before it becomes a dead letter and its actor carries on.
     ``effect_threads`` bounds the worker threads that synchronous effects
     (a blocking LLM SDK call) run in at once; they have threads of their own,
     so forty slow calls cannot stall loading actors or serving HTTP reads,
@@ -710,9 +711,10 @@ class Runtime(IdempotentIngress, DeadLetters, JournalHealth, Waits):
             active.pop(cell.address, None)  # most recently used goes last
             active[cell.address] = cell
             if cell.mailbox[0].recovered:
-                # Found in the inbox at start: this attempt is counted durably
-                # first, so a message that crashes the process every time ends
-                # as a dead letter instead of crashing it forever.
+                # The actor's first message after a restart: the one it may have
+                # been running when the process stopped. This attempt is counted
+                # durably first, so a message that crashes the process every
+                # time ends as a dead letter instead of crashing it forever.
                 cell.busy = True
                 cell.current = cell.mailbox.popleft()
                 self.spawn(self._count_attempt, cell, cell.current)

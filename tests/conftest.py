@@ -13,6 +13,12 @@ from .s3server import CREDENTIALS, S3Server
 
 LONG_SCALE = 20
 """How many times more crash points, faults and kill cycles ``--long`` runs."""
+LONG_FAULTS = 1_000
+"""At least this many kill cycles and power-cut crash points per crash test with ``--long``."""
+LONG_TIMEOUT_S = 3 * 3600
+"""pytest-timeout's bound with ``--long``: a guard against a hang only. The crash
+tests fail on a stall (no progress for a while), not on a total time that a
+longer run is entitled to exceed."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -34,6 +40,9 @@ def long_run(config: pytest.Config) -> bool:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if long_run(config):
+        for item in items:
+            if item.get_closest_marker("timeout") is None:
+                item.add_marker(pytest.mark.timeout(LONG_TIMEOUT_S))
         return
     skip = pytest.mark.skip(reason="a long run: use --long or STELE_LONG=1")
     for item in items:

@@ -30,8 +30,7 @@ async def serve(db: str, first: int, count: int) -> None:
         for address, seen in (await recover(db, [f"Recorder/{k}" for k in range(ACTORS)])).items():
             print(f"state {address} {json.dumps(seen)}", flush=True)
         return
-    # Poison-message handling has its own tests; here every message must be processed.
-    async with Runtime(db, actors=[Recorder], max_attempts=1000) as rt:
+    async with Runtime(db, actors=[Recorder]) as rt:
         print("ready", flush=True)
 
         async def sender(k: int) -> None:

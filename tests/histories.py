@@ -3,17 +3,23 @@
 Used by every crash test (kill -9, power loss, the Jepsen-style driver): each
 message carries a unique id, each step runs one traced effect (``journal_effect``
 appends ``key token`` to a trace file outside the journal) and emits one
-``Recorded`` event.
+``Recorded`` event. Also what those tests share to watch a recovery and to
+leave no child process behind.
 """
 
 from __future__ import annotations
 
+import contextlib
+import selectors
+import subprocess
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
+import anyio.to_thread
 import apsw
 import msgspec
 
@@ -94,12 +100,26 @@ def audit(db: str, trace: str | None = None, *, drained: bool = True) -> Audit:
 async def recover(db: str, actors: list[str]) -> dict[str, list[int]]:
     """Open ``db`` normally, wait until recovery has consumed every pending message,
     and return what each of ``actors`` serves as its list of consumed ids."""
-    # Poison-message handling has its own tests; here every message must be processed.
-    async with Runtime(db, actors=[Recorder], max_attempts=1000) as rt:
+    async with Runtime(db, actors=[Recorder]) as rt:
         watch = Drain(db)
-        while left := watch.left():
+        while left := await anyio.to_thread.run_sync(watch.left):  # the loop keeps serving meanwhile
             await anyio.sleep(0.005 if left < 100 else 0.05)
         return {address: await rt.ask(address, Fetch()) for address in actors}
+
+
+def pending_count(db: str) -> int:
+    """How many messages the inbox of ``db`` holds (read-only, beside a runtime writing it)."""
+    # A count, not Journal.pending(): that reads every payload, and a long run
+    # leaves tens of thousands of them, read again at every poll. Through APSW,
+    # the runtime's SQLite: a second SQLite library in the process (the stdlib
+    # one) would release the runtime's locks on the file when it closes its own.
+    conn = apsw.Connection(db, flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        for (count,) in conn.execute("SELECT count(*) FROM inbox"):
+            return int(count)
+        raise AssertionError("a count returned no row")
+    finally:
+        conn.close()
 
 
 class Drain:
@@ -116,9 +136,55 @@ class Drain:
 
     def left(self) -> int:
         """Messages still pending; raises AssertionError once recovery has stalled."""
-        with Journal.open(self.db) as journal:
-            left = len(journal.pending())
+        left = pending_count(self.db)
         if self._fewest is None or left < self._fewest:
             self._fewest, self._since = left, time.monotonic()
         assert not left or time.monotonic() - self._since < STALL_S, f"recovery stalled with {left} pending"
         return left
+
+
+def wait_recovered(proc: subprocess.Popen[str], db: str) -> str:
+    """Wait for ``proc``, recovering ``db``, to exit; return its output.
+
+    It fails on a stall (the inbox not shrinking for ``STALL_S``), never after
+    a fixed total time: the backlog a long run leaves takes as long as it takes.
+    """
+    watch = Drain(db)
+    while proc.poll() is None and watch.left():
+        time.sleep(0.2)
+    # Drained: what is left (reading the state, closing) does not grow with the backlog.
+    out, _ = proc.communicate(timeout=STALL_S)
+    return out
+
+
+def first_line(proc: subprocess.Popen[str], timeout: float = STALL_S) -> str:
+    """The first line ``proc`` prints, or AssertionError if none comes within ``timeout``."""
+    assert proc.stdout is not None
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stdout, selectors.EVENT_READ)
+        assert selector.select(timeout), f"the child printed nothing in {timeout} s"
+    return proc.stdout.readline()
+
+
+def reap(proc: subprocess.Popen[str]) -> None:
+    """Kill ``proc`` if it still runs, wait for it and close its pipes (idempotent).
+
+    A child left running or a pipe left open is reported when garbage
+    collected, in whichever test runs then (filterwarnings=error fails it).
+    """
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):
+        if pipe is not None:
+            with contextlib.suppress(OSError):  # a write still buffered for a child that died
+                pipe.close()
+
+
+@contextlib.contextmanager
+def reaped(proc: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
+    """Use ``proc``, then :func:`reap` it on every path."""
+    try:
+        yield proc
+    finally:
+        reap(proc)

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .histories import Audit, Drain, audit, integrity
+from .histories import Audit, Drain, audit, first_line, integrity, reap
 
 ROOT = Path(__file__).parent.parent
 ACTORS = 4
@@ -73,7 +73,11 @@ class History:
 
 
 class Server:
-    """``python -m runtime serve tests.models`` on an ephemeral loopback port."""
+    """``python -m runtime serve tests.models`` on an ephemeral loopback port.
+
+    A context manager: on leaving, on every path, a server still running is
+    killed, waited for and its pipe closed.
+    """
 
     def __init__(self, db: str, trace: str) -> None:
         env = {**os.environ, "STELE_RECORDER_TRACE": trace}
@@ -82,24 +86,35 @@ class Server:
              "--no-replicate"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT, env=env,
         )  # fmt: skip
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line.startswith("listening on "):
-            self.proc.kill()
-            raise RuntimeError(f"the server did not start: {line!r}")
+        try:
+            line = first_line(self.proc)
+            if not line.startswith("listening on "):
+                raise RuntimeError(f"the server did not start: {line!r}")
+        except BaseException:
+            self.close()
+            raise
         self.base = line.split()[-1]
 
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def kill(self) -> None:
+        """SIGKILL, as a power cut or the OOM killer would."""
         self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
-        assert self.proc.stdout is not None
-        self.proc.stdout.close()
+        self.close()
 
     def stop(self) -> None:
+        """SIGTERM: the server closes its runtime and exits 0."""
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(timeout=60)
-        assert self.proc.stdout is not None
-        self.proc.stdout.close()
+        assert self.proc.returncode == 0, f"the server exited with {self.proc.returncode} on SIGTERM"
+
+    def close(self) -> None:
+        """Kill the server if it still runs, wait for it, close its pipe (idempotent)."""
+        reap(self.proc)
 
 
 def post(base: str, actor: str, handler: str, body: dict[str, Any], *, wait: bool) -> tuple[int, Any]:
@@ -110,7 +125,8 @@ def post(base: str, actor: str, handler: str, body: dict[str, Any], *, wait: boo
         with urllib.request.urlopen(req, timeout=10) as answer:
             return answer.status, json.loads(answer.read() or b"null")
     except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"null")
+        with exc:  # it holds the response: closed here, not when collected
+            return exc.code, json.loads(exc.read() or b"null")
 
 
 def outcome_of(status: int) -> str:
@@ -162,32 +178,38 @@ def run(directory: Path, *, cycles: int, clients: int = 4, seed: int = 0) -> dic
     history = History()
     shared_ids = itertools.count()  # next() on it is atomic: the threads share it
     for _ in range(cycles):
-        server = Server(db, trace)
-        stop = threading.Event()
-        threads = [
-            threading.Thread(target=client, args=(server.base, history, shared_ids, random.Random(rng.random()), stop))
-            for _ in range(clients)
-        ]
-        for t in threads:
-            t.start()
-        time.sleep(rng.uniform(0.05, 0.5))
-        server.kill()
-        stop.set()
-        for t in threads:
-            t.join(timeout=30)
-            assert not t.is_alive(), "a client hung"
+        with Server(db, trace) as server:
+            stop = threading.Event()
+            threads = [
+                threading.Thread(
+                    target=client,
+                    args=(server.base, history, shared_ids, random.Random(rng.random()), stop),
+                    daemon=True,  # a client stuck past its join timeout must not keep pytest alive
+                )
+                for _ in range(clients)
+            ]
+            try:
+                for t in threads:
+                    t.start()
+                time.sleep(rng.uniform(0.05, 0.5))
+                server.kill()
+            finally:
+                stop.set()
+                for t in threads:
+                    if t.ident is not None:
+                        t.join(timeout=30)
+            assert not any(t.is_alive() for t in threads), "a client hung"
     assert integrity(db) == "ok"
-    server = Server(db, trace)
-    try:
+    with Server(db, trace) as server:
+        # The backlog grows with the cycles: recovery fails on a stall, not a deadline.
         watch = Drain(db)
-        while watch.left():  # recovery consumes the inbox
+        while watch.left():
             time.sleep(0.05)
         final = {}
         for k in range(ACTORS):
             status, state = post(server.base, f"Recorder/{k}", "fetch", {}, wait=True)
             assert status == 200, state
             final[f"Recorder/{k}"] = state
-    finally:
         server.stop()
     journal = audit(db, trace)
     check(history, journal, final)

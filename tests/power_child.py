@@ -39,9 +39,7 @@ ACTORS = 3
 
 async def run(job: dict[str, Any], vfs: PowerLossVFS) -> None:
     acks = os.open(job["acks"], os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-    async with Runtime(
-        job["db"], actors=[Recorder], vfs=vfs.name, durability=job["durability"], max_attempts=1000
-    ) as rt:
+    async with Runtime(job["db"], actors=[Recorder], vfs=vfs.name, durability=job["durability"]) as rt:
 
         async def sender(k: int) -> None:
             for i in range(k, job["messages"], ACTORS):

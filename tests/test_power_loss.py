@@ -12,6 +12,7 @@ message processed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -22,7 +23,8 @@ from typing import Any
 
 import pytest
 
-from .histories import audit, integrity
+from .conftest import LONG_FAULTS
+from .histories import audit, integrity, reap
 from .powerloss import CUT_EXIT
 from .report import add
 
@@ -52,10 +54,14 @@ class Zygote:
         return answer
 
     def close(self) -> None:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.close()
-        self.proc.wait(timeout=30)
-        self.proc.stdout.close()
+        """End of input: the prepared process exits; on every path it is reaped, its pipes closed."""
+        try:
+            assert self.proc.stdin is not None
+            with contextlib.suppress(OSError):  # it may have died already
+                self.proc.stdin.close()
+            self.proc.wait(timeout=30)
+        finally:
+            reap(self.proc)
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +125,9 @@ def sweep(
 
 
 def test_power_cuts_at_every_sync_lose_no_acknowledged_step(zygote: Zygote, tmp_path: Path, scale: int) -> None:
-    totals = sweep(zygote, tmp_path, durability="fsync", crash_on="sync", points=1000, messages=MESSAGES * scale)
+    # The fast tier's workload offers some 150 syncs: each is a crash point.
+    # --long spreads LONG_FAULTS crash points over a workload LONG_SCALE times longer.
+    totals = sweep(zygote, tmp_path, durability="fsync", crash_on="sync", points=LONG_FAULTS, messages=MESSAGES * scale)
     add("power loss, fsync, torn sectors, psow=0", **totals)
     assert totals["crash points"] >= 100 * min(scale, 2), totals  # the workload offers that many syncs
     assert totals["crash points"] >= totals["crash points offered"] * 0.7, totals
@@ -136,7 +144,7 @@ def test_power_cuts_with_powersafe_overwrite_lose_acknowledged_steps(
     # commit in the sector of the previous commit's last frame, and tearing it
     # loses that acknowledged commit.
     totals = sweep(
-        zygote, tmp_path, durability="fsync", crash_on="sync", points=1000, psow=True, messages=MESSAGES * scale
+        zygote, tmp_path, durability="fsync", crash_on="sync", points=LONG_FAULTS, psow=True, messages=MESSAGES * scale
     )
     add("power loss, fsync, torn sectors, psow=1 (evidence)", **totals)
     assert totals["lost"] > 0, totals
@@ -145,7 +153,9 @@ def test_power_cuts_with_powersafe_overwrite_lose_acknowledged_steps(
 def test_power_cuts_that_drop_unsynced_writes_lose_nothing_acknowledged(
     zygote: Zygote, tmp_path: Path, scale: int
 ) -> None:
-    totals = sweep(zygote, tmp_path, durability="fsync", crash_on="write", points=100 * scale, policy="drop")
+    # The workload offers some 1,200 writes: --long cuts at every one of them.
+    points = 100 if scale == 1 else LONG_FAULTS
+    totals = sweep(zygote, tmp_path, durability="fsync", crash_on="write", points=points, policy="drop")
     add("power loss, fsync, cut between writes", **totals)
     assert totals["crash points"] >= totals["crash points offered"] * 0.7, totals  # most runs reached their cut
     assert totals["lost"] == 0, totals
@@ -157,7 +167,8 @@ def test_power_cuts_at_durability_normal_lose_acknowledged_steps_but_never_corru
     # synchronous=NORMAL syncs the WAL only at checkpoints: a power cut loses
     # what was acknowledged since the last one. Reported, not hidden; and the
     # journal is still consistent (checked by the sweep at every point).
-    totals = sweep(zygote, tmp_path, durability="normal", crash_on="write", points=100 * scale)
+    points = 100 if scale == 1 else LONG_FAULTS  # every write of the workload (some 1,200), as above
+    totals = sweep(zygote, tmp_path, durability="normal", crash_on="write", points=points)
     add("power loss, durability=normal (loss expected)", **totals)
     assert totals["crash points"] >= totals["crash points offered"] * 0.7, totals
     assert totals["lost"] > 0, "the harness saw no loss where synchronous=NORMAL must lose: it is not cutting"
