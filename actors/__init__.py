@@ -1,8 +1,9 @@
 """What users write: actors, their handlers and appliers, and the errors they can catch."""
 
-from ._actor import Actor, ActorDefinitionError, UnknownEventError, apply, handler
+from ._actor import Actor, apply, handler
 from ._context import Context
 from ._errors import (
+    ActorDefinitionError,
     ActorSuspendedError,
     AskCycleError,
     AskTimeoutError,
@@ -10,10 +11,13 @@ from ._errors import (
     CommitUnknownError,
     EffectError,
     HandlerError,
+    IdempotencyKeyError,
     JournalError,
     JournalIntegrityError,
     JournalOperationalError,
     JournalOwnedError,
+    JournalSchemaError,
+    LitestreamError,
     MessageValidationError,
     NonDeterminismError,
     PromiseError,
@@ -22,8 +26,10 @@ from ._errors import (
     ReplyUnavailableError,
     RuntimeClosedError,
     SteleError,
+    UnconsumedError,
     UndecodableEntryError,
     UnknownActorTypeError,
+    UnknownEventError,
     UnknownHandlerError,
     UnknownTimerError,
     UnstorableValueError,
@@ -41,10 +47,13 @@ __all__ = (
     "Context",
     "EffectError",
     "HandlerError",
+    "IdempotencyKeyError",
     "JournalError",
     "JournalIntegrityError",
     "JournalOperationalError",
     "JournalOwnedError",
+    "JournalSchemaError",
+    "LitestreamError",
     "MessageValidationError",
     "NonDeterminismError",
     "PromiseError",
@@ -54,6 +63,7 @@ __all__ = (
     "Retry",
     "RuntimeClosedError",
     "SteleError",
+    "UnconsumedError",
     "UndecodableEntryError",
     "UnknownActorTypeError",
     "UnknownEventError",

@@ -11,7 +11,7 @@ from typing import Any, ClassVar, TypeVar
 import msgspec
 
 from ._context import Context
-from ._errors import SteleError
+from ._errors import ActorDefinitionError, SteleError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -74,14 +74,6 @@ class Actor:
         if ctx is None:
             raise SteleError(f"{self.address}: emit() is only allowed inside a handler")
         ctx._emit(event)
-
-
-class UnknownEventError(SteleError, TypeError):
-    """An event was emitted that no ``@apply`` method accepts."""
-
-
-class ActorDefinitionError(SteleError, TypeError):
-    """An actor class is malformed (bad annotations, duplicate handlers, bad State)."""
 
 
 @dataclass(frozen=True)

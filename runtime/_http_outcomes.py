@@ -1,34 +1,37 @@
-"""What an HTTP client is told about its message: one table from runtime outcome to status.
+"""What an HTTP client is told about its message: one table from outcome to status.
 
 A status must never tell a client that a message was not accepted when it
 was (the client would resend it and run it twice), nor that it was accepted
 when it may not have been. Every outcome of ``POST /actors/{type}/{key}/{handler}``
-is one row of this table:
+is one row of this table; the ``error`` field of an error body is the error's
+stable code (every code and its status: ``docs/failures.md``):
 
-======  =================  ==========================================================================
-status  ``error`` / field  meaning
-======  =================  ==========================================================================
-200     (the reply)        the handler ran and replied
-202     ``accepted: true`` a tell durably in the inbox; or an ask durably accepted whose reply cannot
-                           be given now (``outcome: "unknown"``, ``reason``: ``reply_unavailable``,
-                           ``replication_timeout``, ``suspended``, ``shutdown``). Do not resend it
-                           as new; resend with the same ``Idempotency-Key`` later to learn its reply
-400     ``malformed``      the request is malformed (not JSON, a bad parameter or header): nothing accepted
-401     ``unauthorized``   no valid bearer token: nothing accepted
-404     ``not_found``      no such actor type or handler: nothing accepted
-409     ``handler``        the handler ran and raised (a definite outcome; ``type`` and ``message`` say what)
-413     ``too_large``      the body is too large: nothing accepted
-415     ``unsupported``    the body is not declared ``application/json``: nothing accepted
-421     ``misdirected``    the Host header names a host this server does not serve: nothing accepted
-422     ``invalid``        the body does not match the handler's message type: nothing accepted
-503     ``backpressure``,  refused, nothing accepted: mailboxes full, the journal failing, the actor
-        ``unavailable``,   suspended, the server closing. Retry later (``Retry-After``)
-        ``suspended``,
-        ``closed``
-504     ``unknown``        may or may not have been accepted (a commit of unknown outcome, an ask that
-                           timed out before it became durable, an ask cut short by shutdown): resend
-                           only with an ``Idempotency-Key``
-======  =================  ==========================================================================
+======  ==========================================================================================
+status  meaning
+======  ==========================================================================================
+200     the handler ran and replied (the body is the reply)
+202     ``accepted: true``: a tell durably in the inbox; or an ask durably accepted whose reply
+        cannot be given now (``outcome: "unknown"``, ``reason``: ``reply_unavailable``,
+        ``nondeterminism``, ``replication_timeout``, ``shutdown``). Do not resend it as new;
+        resend under the same ``Idempotency-Key`` later to learn its reply
+400     the request is malformed (``malformed``: not JSON, a bad parameter or header)
+401     no valid bearer token (``unauthorized``)
+404     no such actor type or handler (``not_found``)
+409     the handler ran and raised (``handler``, a definite outcome: ``type`` and ``message``
+        say what); or the ``Idempotency-Key`` was first used for another call (``key_reused``)
+413     the body is too large (``too_large``)
+415     the body is not declared ``application/json`` (``unsupported``)
+421     the Host header names a host this server does not serve (``misdirected``)
+422     the body does not match the handler's message type (``invalid``), or holds a value the
+        journal cannot store (``unstorable``)
+503     refused, retry later (``Retry-After``): ``backpressure``, ``suspended``, ``closed``,
+        ``unavailable`` (the journal failing), ``replication``
+504     may or may not have been accepted: ``unknown`` (a commit of unknown outcome, an ask cut
+        short while it was being made durable), ``timeout`` (an ask that timed out): resend
+        only under an ``Idempotency-Key``
+======  ==========================================================================================
+
+Every 4xx and 503: nothing was accepted.
 """
 
 from __future__ import annotations
@@ -39,22 +42,7 @@ from typing import Any
 import msgspec
 from starlette.responses import Response
 
-from actors import (
-    ActorSuspendedError,
-    AskTimeoutError,
-    BackpressureError,
-    CommitUnknownError,
-    HandlerError,
-    JournalError,
-    MessageValidationError,
-    NonDeterminismError,
-    ReplicationError,
-    ReplicationTimeout,
-    ReplyUnavailableError,
-    RuntimeClosedError,
-    UnknownActorTypeError,
-    UnknownHandlerError,
-)
+from actors import HandlerError, ReplicationTimeout, SteleError
 
 _json = msgspec.json.Encoder()
 
@@ -99,37 +87,23 @@ def unknown(message: str) -> Answer:
 def outcome(exc: BaseException, *, address: str, ask: bool) -> Answer:
     """The answer for ``exc`` raised by ``rt.tell`` (``ask`` False) or ``rt.ask`` on ``address``.
 
-    Order matters: subclasses come before their bases.
+    Every Stele error carries its status and stable code (the ``errors``
+    package): this is the one place they become HTTP. A 202 is an accepted
+    message without a reply now; a 409 handler error carries the handler's
+    exception; anything not foreseen may or may not have been accepted (504).
     """
     text = str(exc)
     if isinstance(exc, HandlerError):
-        return Answer(409, {"error": "handler", "type": exc.type_name, "message": exc.message, "address": address})
-    if isinstance(exc, MessageValidationError):
-        return error(422, "invalid", text)
-    if isinstance(exc, UnknownActorTypeError | UnknownHandlerError):
-        return error(404, "not_found", text)
-    if isinstance(exc, ReplyUnavailableError):
-        return accepted(address, "reply_unavailable", text)
-    if isinstance(exc, NonDeterminismError):
-        # Only a step resumed from its journal can diverge: the message is durable and
-        # stays in the inbox until the actor is resumed.
-        return accepted(address, "suspended", text)
-    if isinstance(exc, ReplicationTimeout):
-        # The commit is durable locally; only the replica's confirmation is missing.
-        if not ask:
+        return Answer(409, {"error": exc.code, "type": exc.type_name, "message": exc.message, "address": address})
+    if not isinstance(exc, SteleError):
+        return unknown(f"{type(exc).__qualname__}: {text}")
+    if exc.status == 202:
+        if isinstance(exc, ReplicationTimeout) and not ask:
+            # The commit is durable locally; only the replica's confirmation is missing.
             return Answer(202, {"accepted": True, "address": address, "replicated": False, "message": text})
-        return accepted(address, "replication_timeout", text)
-    if isinstance(exc, CommitUnknownError | AskTimeoutError):
-        return unknown(text)
-    if isinstance(exc, BackpressureError):
-        return error(503, "backpressure", text)
-    if isinstance(exc, ActorSuspendedError):
-        return error(503, "suspended", text)
-    if isinstance(exc, RuntimeClosedError):
-        return error(503, "closed", text)
-    if isinstance(exc, JournalError | ReplicationError):
-        # A definite failure (CommitUnknownError, above, is the only journal error that may
-        # have committed): nothing was accepted.
-        return error(503, "unavailable", text)
-    # Anything else was not foreseen: whether the message was accepted is not known.
-    return unknown(f"{type(exc).__qualname__}: {text}")
+        return accepted(address, exc.code, text)
+    if exc.status >= 500 and exc.status != 503:
+        # 504 says it: may or may not have been accepted. Never 500, which would
+        # leave an accepted message looking like a refused one.
+        return error(504, exc.code, text, accepted=None)
+    return error(exc.status, exc.code, text)

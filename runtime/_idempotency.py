@@ -19,7 +19,7 @@ import anyio
 import anyio.to_thread
 import msgspec
 
-from actors import AskTimeoutError, HandlerError, MessageValidationError, ReplyUnavailableError, SteleError
+from actors import AskTimeoutError, HandlerError, IdempotencyKeyError, ReplyUnavailableError, SteleError
 from storage import Store, Unit
 
 from ._cell import Cell, Msg
@@ -140,7 +140,7 @@ class IdempotentIngress:
         try:
             return msgspec.msgpack.decode(bytes(record.value), type=reply_type)
         except msgspec.ValidationError as exc:  # a key recorded before schema v6 named no handler
-            raise MessageValidationError(
+            raise IdempotencyKeyError(
                 f"the reply recorded for this idempotency key is not a {type(msg).__qualname__} reply: {exc}"
             ) from None
 
@@ -226,14 +226,14 @@ def _same_use(key: str, first: Use, now: Use) -> None:
     """Refuse a key reused for another address or handler, or for an ask after a tell (or the reverse)."""
     (first_address, first_handler, first_ask), (address, handler, ask) = first, now
     if first_address != address:
-        raise MessageValidationError(f"idempotency key {key!r} was first used for {first_address}, not {address}")
+        raise IdempotencyKeyError(f"idempotency key {key!r} was first used for {first_address}, not {address}")
     if first_handler != handler:
-        raise MessageValidationError(
+        raise IdempotencyKeyError(
             f"idempotency key {key!r} was first used for handler {first_handler!r} of {address}, not {handler!r}"
         )
     if first_ask != ask:
         before, after = ("an ask", "a tell") if first_ask else ("a tell", "an ask")
-        raise MessageValidationError(
+        raise IdempotencyKeyError(
             f"idempotency key {key!r} was first used for {before} to {address}; {after} cannot reuse it"
         )
 

@@ -8,8 +8,8 @@ from typing import Any
 import msgspec
 
 import storage
-from actors import Actor, UnknownActorTypeError, UnknownHandlerError
-from actors._actor import ActorDefinitionError, ActorDescription, HandlerInfo, describe
+from actors import Actor, ActorDefinitionError, UnknownActorTypeError, UnknownHandlerError
+from actors._actor import ActorDescription, HandlerInfo, describe
 
 from ._values import text
 

@@ -42,7 +42,6 @@ from storage import Outcome, Store, Unit
 
 from ._cell import Cell, Msg, first_outcome
 from ._dead_letters import DeadLetters
-from ._errors import translate
 from ._health import RETRY_MAX, JournalHealth
 from ._idempotency import IdempotentIngress
 from ._rebuild import Loaded, load
@@ -255,7 +254,7 @@ class Runtime(IdempotentIngress, DeadLetters, JournalHealth, Waits):
             self.spawn(self._purge_keys)
             self.spawn(self.timers.run)
             self._recover(pending)
-        except BaseException as exc:
+        except BaseException:
             # Whatever failed, and however (cancellation included), nothing stays
             # behind: tasks, the writer, Litestream and its threads, the owner lock.
             self._open = False
@@ -266,8 +265,6 @@ class Runtime(IdempotentIngress, DeadLetters, JournalHealth, Waits):
                 if left is not None:
                     await anyio.to_thread.run_sync(left.close)
             self._closing = False
-            if isinstance(exc, storage.StorageError):
-                raise translate(exc) from None
             raise
         return self
 
@@ -518,7 +515,7 @@ class Runtime(IdempotentIngress, DeadLetters, JournalHealth, Waits):
         self.store.submit([unit], functools.partial(first_outcome, done))
         error = await done
         if error is not None:
-            raise translate(error)
+            raise error
 
     @property
     def replication(self) -> storage.ReplicationStatus | None:
@@ -655,7 +652,7 @@ class Runtime(IdempotentIngress, DeadLetters, JournalHealth, Waits):
                     cell.mailbox.remove(msg)
                     self._pending -= 1
         if error is not None:
-            batch.future.set_exception(translate(error))
+            batch.future.set_exception(error)
         else:
             batch.future.set_result(None)
 
@@ -851,7 +848,7 @@ class Runtime(IdempotentIngress, DeadLetters, JournalHealth, Waits):
         else:
             self._pending -= 1  # an ask not yet durable: it fails below
         if msg.waiter is not None and not msg.waiter.done() and not msg.inbox:
-            msg.waiter.set_exception(translate(error))
+            msg.waiter.set_exception(error)
         delay = cell.retry_delay
         cell.busy = bury
         cell.current = msg if bury else None
@@ -964,7 +961,7 @@ class Runtime(IdempotentIngress, DeadLetters, JournalHealth, Waits):
         for cell, result in zip(cells, results, strict=True):
             cell.loading = False
             if isinstance(result, BaseException):
-                error = translate(result)
+                error = result
                 log.error("%s cannot be loaded: %s", cell.address, error)
                 cell.failed = error
             else:

@@ -7,6 +7,7 @@ from ._codec import Codec, decode_untyped
 from ._errors import (
     CommitUnknown,
     IntegrityError,
+    LitestreamError,
     OperationalError,
     OwnedElsewhere,
     ReplicaUnavailable,
@@ -17,7 +18,7 @@ from ._errors import (
     Unstorable,
 )
 from ._journal import Journal
-from ._litestream import Litestream, LitestreamError
+from ._litestream import Litestream
 from ._reads import Reads
 from ._replica import ReplicaTarget
 from ._replication import DEFAULT_MAX_WAL_BYTES, Replication, ReplicationStatus

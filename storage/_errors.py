@@ -1,55 +1,56 @@
-"""Storage's own errors. It imports nothing of ours; the runtime translates these."""
+"""What storage raises: Stele's one error vocabulary, under the names storage has always used.
 
-from __future__ import annotations
+Storage imports nothing of ours but ``errors``, the bottom of the stack, and
+raises from it directly: a caller of ``storage.Journal`` catches the same
+classes as a caller of the runtime. The names below are aliases, kept because
+storage's callers know them; new code may use either.
+"""
 
+from errors import (
+    CommitUnknownError,
+    JournalError,
+    JournalIntegrityError,
+    JournalOperationalError,
+    JournalOwnedError,
+    JournalSchemaError,
+    LitestreamError,
+    ReplicationError,
+    UnconsumedError,
+    UndecodableEntryError,
+    UnstorableValueError,
+)
 
-class StorageError(Exception):
-    """Root of every error the storage layer raises."""
+StorageError = JournalError
+"""Root of every journal error."""
+IntegrityError = JournalIntegrityError
+"""The journal holds, or would come to hold, something it must not."""
+Unconsumed = UnconsumedError
+"""A unit consumed an inbox message that is no longer pending: its step ran already."""
+Unstorable = UnstorableValueError
+"""A unit holds a value the journal cannot store (too big, out of range, not UTF-8): its own data."""
+OperationalError = JournalOperationalError
+"""The journal could not be read or written: I/O, full disk, busy, closed."""
+CommitUnknown = CommitUnknownError
+"""A commit failed and reading back could not tell whether it landed."""
+ReplicaUnavailable = ReplicationError
+"""Replication cannot work: Litestream missing or dead, the replica unreachable."""
+SchemaError = JournalSchemaError
+"""The file's schema is newer than this code, or not a Stele journal."""
+OwnedElsewhere = JournalOwnedError
+"""Another live process owns the journal."""
+UndecodableEntry = UndecodableEntryError
+"""A stored payload cannot be decoded as the type recorded for it."""
 
-
-class IntegrityError(StorageError):
-    """The journal holds, or would come to hold, something it must not."""
-
-
-class Unconsumed(IntegrityError):
-    """A unit consumed an inbox message that is no longer pending: its step ran already."""
-
-
-class Unstorable(IntegrityError):
-    """A unit holds a value the journal cannot store (too big, out of range, not UTF-8)."""
-
-
-class OperationalError(StorageError):
-    """The journal could not be read or written: I/O, full disk, busy, closed."""
-
-
-class CommitUnknown(OperationalError):
-    """A commit failed and reading back could not tell whether it landed."""
-
-
-class ReplicaUnavailable(OperationalError):
-    """Replication cannot work: Litestream missing or dead, the replica unreachable."""
-
-
-class SchemaError(OperationalError):
-    """The file's schema is newer than this code, or not a Stele journal."""
-
-
-class OwnedElsewhere(OperationalError):
-    """Another live process owns the journal."""
-
-    def __init__(self, message: str, *, pid: int, host: str, since: str) -> None:
-        super().__init__(message)
-        self.pid = pid
-        self.host = host
-        self.since = since
-
-
-class UndecodableEntry(IntegrityError):
-    """A stored payload cannot be decoded as the type recorded for it."""
-
-    def __init__(self, message: str, *, position: int, type_name: str, seq: int | None = None) -> None:
-        super().__init__(message)
-        self.position = position
-        self.type_name = type_name
-        self.seq = seq
+__all__ = (
+    "CommitUnknown",
+    "IntegrityError",
+    "LitestreamError",
+    "OperationalError",
+    "OwnedElsewhere",
+    "ReplicaUnavailable",
+    "SchemaError",
+    "StorageError",
+    "Unconsumed",
+    "UndecodableEntry",
+    "Unstorable",
+)

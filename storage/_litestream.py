@@ -39,7 +39,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ._errors import ReplicaUnavailable
+from errors import LitestreamError
+
 from ._owner import PRIVATE_FILE
 from ._replica import ReplicaTarget
 
@@ -82,10 +83,6 @@ the 30 s in which ``serve`` promises to exit after SIGTERM. Nothing is lost by
 stopping sooner: what was not uploaded is in the local journal, and the next
 Litestream uploads it.
 """
-
-
-class LitestreamError(ReplicaUnavailable):
-    """Litestream is missing, misconfigured, or not answering."""
 
 
 def find_binary(explicit: str | None = None) -> str:

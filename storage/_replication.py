@@ -18,8 +18,10 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from errors import LitestreamError
+
 from ._commits import CommitLog
-from ._litestream import Control, Litestream, LitestreamError
+from ._litestream import Control, Litestream
 from ._replica import RemoteReader, ReplicaTarget
 
 log = logging.getLogger("stele.replication")

@@ -8,7 +8,9 @@ import urllib.parse
 
 import apsw
 
-from ._errors import IntegrityError, OperationalError, StorageError, Unstorable
+from errors import SteleError
+
+from ._errors import IntegrityError, OperationalError, Unstorable
 from ._owner import FileKey, connection_closed, connection_opened, file_key
 
 log = logging.getLogger("stele.storage")
@@ -103,7 +105,7 @@ def close_quietly(conn: apsw.Connection, path: str) -> None:
                     path, type(exc).__name__, exc)  # fmt: skip
 
 
-def translate(exc: BaseException, context: str) -> StorageError:
+def translate(exc: BaseException, context: str) -> SteleError:
     """Map an APSW error to storage's PEP 249-style split: integrity vs operational.
 
     Anything but an APSW error comes from binding a unit's values (an int

@@ -21,6 +21,8 @@ from zlib import crc32
 
 import apsw
 
+from errors import SteleError
+
 from ._commits import CommitLog
 from ._errors import CommitUnknown, OperationalError, StorageError, Unconsumed
 from ._sqlite import translate
@@ -28,7 +30,7 @@ from ._unit import Unit
 
 log = logging.getLogger("stele.storage")
 
-Outcome = StorageError | None
+Outcome = SteleError | None
 """None when the unit committed, else why it did not."""
 
 Done = Callable[[list[Outcome]], None]
@@ -278,7 +280,7 @@ class Writer:
             for sql, params in u.ops:
                 cursor.execute(sql, params)
 
-    def _fail(self, outcomes: list[Outcome], indexes: list[int], error: StorageError) -> None:
+    def _fail(self, outcomes: list[Outcome], indexes: list[int], error: SteleError) -> None:
         """A definite failure for these units, unless an earlier attempt left them unknown.
 
         A transaction that fails before COMMIT writes no commit frame: it is a
