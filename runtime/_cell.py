@@ -8,7 +8,7 @@ from typing import Any
 
 from actors import Actor
 from actors._actor import ActorDescription, HandlerInfo
-from storage import Entry
+from storage import ActorRow, Entry, InboxRow
 
 
 class Msg:
@@ -73,10 +73,10 @@ class Msg:
         self.cancelled = False
         """A pending timer cancelled by a step: it must not be delivered."""
 
-    def inbox_row(self, target: str, at: float, *, key: str | None = None) -> tuple[Any, ...]:
-        """This message as an inbox row (the shape of ``storage.Unit.inbox``); ``key`` is a client's."""
+    def inbox_row(self, target: str, at: float, *, key: str | None = None) -> InboxRow:
+        """This message as an inbox row; ``key`` is a client's idempotency key."""
         caller, name = self.reply_to if self.reply_to is not None else (None, None)
-        return (
+        return InboxRow(
             self.step, target, self.handler.name, self.type_name, self.payload, self.due, key, 0, self.sender, at,
             self.timer_id, caller, name,
         )  # fmt: skip
@@ -133,9 +133,9 @@ class Cell:
         self.actor_id = 0
         """The id journal rows name this actor by; set when it is loaded."""
 
-    def registration(self, at: float) -> tuple[int, str, str, float] | None:
+    def registration(self, at: float) -> ActorRow | None:
         """The registry row a unit must insert for this actor, unless it exists."""
-        return None if self.registered else (self.actor_id, self.address, self.desc.type_name, at)
+        return None if self.registered else ActorRow(self.actor_id, self.address, self.desc.type_name, at)
 
     @property
     def idle(self) -> bool:

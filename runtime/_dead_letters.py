@@ -29,26 +29,17 @@ import msgspec
 
 import storage
 from actors import HandlerError, SteleError
-from storage import Store, Unit
+from storage import Bury, DropDeadLetter, MarkAttempt, Op, PutPromise, RecordKey, Revive, Store, Unit
 
 from ._cell import Cell, Msg
 from ._health import RETRY_MAX
 from ._records import ReplyRecord
 from ._registry import Registry
-from ._step import RECORD_KEY, RESOLVE
 
 _encode = msgspec.msgpack.Encoder().encode
 
 log = logging.getLogger("stele.runtime")
 
-BURY = (
-    "INSERT INTO dead_letters(id, target, handler, type, payload, sender, attempts, reason, at) "
-    "SELECT id, target, handler, type, payload, sender, ?, ?, ? FROM inbox WHERE id = ?"
-)
-REVIVE = (
-    "INSERT INTO inbox(id, target, handler, type, payload, attempts, sender, at) "
-    "SELECT id, target, handler, type, payload, 0, sender, ? FROM dead_letters WHERE id = ?"
-)
 
 
 class DeadLetters:
@@ -92,7 +83,7 @@ class DeadLetters:
             await self._bury(cell, msg, reason)
             return
         try:
-            await self._write(Unit(ops=[("UPDATE inbox SET attempts = ? WHERE id = ?", (msg.attempts + 1, msg.step))]))
+            await self._write(Unit(ops=[MarkAttempt(msg.step, msg.attempts + 1)]))
         except SteleError as exc:  # the journal's trouble, not the message's: try again later, in place
             log.warning("%s: cannot mark the attempt of inbox message %d: %s", cell.address, msg.step, exc)
             delay = cell.retry_delay = min(RETRY_MAX, max(0.05, cell.retry_delay * 2))
@@ -119,14 +110,11 @@ class DeadLetters:
         at = self.clock()
         error = ReplyRecord(False, error_type="DeadLetter", error=f"the message became a dead letter: {reason}")
         reply = _encode(error)
-        ops: list[tuple[str, tuple[Any, ...]]] = [
-            (BURY, (msg.attempts, reason, at, msg.step)),
-            ("DELETE FROM inbox WHERE id = ?", (msg.step,)),
-        ]
+        ops: list[Op] = [Bury(msg.step, msg.attempts, reason, at)]
         if msg.idempotency_key is not None:
-            ops.append((RECORD_KEY, (msg.idempotency_key, cell.address, msg.step, reply, at, "ask", msg.handler.name)))
+            ops.append(RecordKey(msg.idempotency_key, cell.address, msg.step, reply, at, "ask", msg.handler.name))
         if msg.reply_to is not None:
-            ops.append((RESOLVE, (*msg.reply_to, reply, at)))
+            ops.append(PutPromise(*msg.reply_to, reply, at, replace=True))
         try:
             await self._write(Unit(ops=ops))
         except SteleError as exc:
@@ -153,17 +141,11 @@ class DeadLetters:
     async def retry_dead_letter(self, letter_id: int) -> None:
         """Put a dead letter back in its actor's inbox, attempts reset."""
         letter = await self._dead_letter(letter_id)
-        await self._write(
-            Unit(
-                ops=[
-                    (REVIVE, (self.clock(), letter_id)),
-                    ("DELETE FROM dead_letters WHERE id = ?", (letter_id,)),
-                ]
-            )
-        )
+        # Decoded first: a letter today's code cannot deliver stays a dead letter.
         desc, _ = self.registry.resolve(letter.address)
         info = self.registry.handler_named(desc, letter.handler)
         message = self.registry.codec.decode(letter.type, letter.payload)
+        await self._write(Unit(ops=[Revive(letter_id, self.clock())]))
         cell = self._cell(letter.address)
         cell.mailbox.append(Msg(letter.id, info, message, letter.type, letter.payload, None, True, letter.sender))
         self._pending += 1
@@ -172,7 +154,7 @@ class DeadLetters:
     async def drop_dead_letter(self, letter_id: int) -> None:
         """Forget a dead letter for good."""
         await self._dead_letter(letter_id)
-        await self._write(Unit(ops=[("DELETE FROM dead_letters WHERE id = ?", (letter_id,))]))
+        await self._write(Unit(ops=[DropDeadLetter(letter_id)]))
 
     async def _dead_letter(self, letter_id: int) -> storage.DeadLetter:
         self._check_open()

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from actors import BackpressureError, JournalError
-from storage import Store, Unit
+from storage import PutMeta, Store, Unit
 
 from ._cell import Cell
 
@@ -115,7 +115,7 @@ class JournalHealth:
         one does, running the step again could run its effects again although
         their results may yet turn out journaled (G3).
         """
-        settle = Unit(ops=[("INSERT OR REPLACE INTO meta(key, value) VALUES ('settled_at', ?)", (self.clock(),))])
+        settle = Unit(ops=[PutMeta("settled_at", self.clock())])
         while not self._closing:
             with anyio.move_on_after(delay):
                 await self._journal_back.wait()  # or sooner: another commit just succeeded

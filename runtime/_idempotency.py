@@ -20,7 +20,7 @@ import anyio.to_thread
 import msgspec
 
 from actors import AskTimeoutError, HandlerError, IdempotencyKeyError, ReplyUnavailableError, SteleError
-from storage import Store, Unit
+from storage import ForgetKey, Store, Unit
 
 from ._cell import Cell, Msg
 from ._records import reply_decoder
@@ -31,7 +31,6 @@ log = logging.getLogger("stele.runtime")
 
 PURGE_BATCH = 1000
 """Expired idempotency keys forgotten per commit."""
-PURGE_KEY = "DELETE FROM idempotency WHERE key = ? AND at < ?"
 
 
 class IdempotentIngress:
@@ -213,8 +212,7 @@ class IdempotentIngress:
             keys = await anyio.to_thread.run_sync(self.store.expired_keys, cutoff, batch)
             if not keys:
                 return purged
-            # `at < cutoff` again: a key used anew since the read is not expired.
-            await self._write(Unit(ops=[(PURGE_KEY, (key, cutoff)) for key in keys]))
+            await self._write(Unit(ops=[ForgetKey(key, cutoff) for key in keys]))
             purged += len(keys)
 
 

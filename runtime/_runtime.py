@@ -38,7 +38,7 @@ from actors import (
     SteleError,
     UnstorableValueError,
 )
-from storage import Outcome, Store, Unit
+from storage import ActorStatus, InboxRow, Op, Outcome, PutMeta, RecordKey, SetStatus, Store, Unit
 
 from ._cell import Cell, Msg, first_outcome
 from ._dead_letters import DeadLetters
@@ -46,7 +46,7 @@ from ._health import RETRY_MAX, JournalHealth
 from ._idempotency import IdempotentIngress
 from ._rebuild import Loaded, load
 from ._registry import Registry
-from ._step import RECORD_KEY, Step
+from ._step import Step
 from ._timers import Timers
 from ._values import ENCODE_ERRORS, scalar, storable, text
 from ._waits import Waits
@@ -70,8 +70,8 @@ class _Ingress:
 
     def __init__(self, future: _Shared) -> None:
         self.future = future
-        self.rows: list[tuple[Any, ...]] = []
-        self.keys: list[tuple[Any, ...]] = []
+        self.rows: list[InboxRow] = []
+        self.keys: list[Op] = []
         self.msgs: list[tuple[Cell, Msg]] = []
         self.top = 0
 
@@ -391,7 +391,7 @@ class Runtime(IdempotentIngress, DeadLetters, JournalHealth, Waits):
         batch.msgs.append((cell, prepared))
         batch.top = prepared.step
         if key is not None:
-            batch.keys.append((key, address, prepared.step, None, self.clock(), "tell", prepared.handler.name))
+            batch.keys.append(RecordKey(key, address, prepared.step, None, self.clock(), "tell", prepared.handler.name))
         # Dispatched at once, before its inbox row commits: the writer commits in
         # submission order, so the step that consumes it lands with or after it,
         # and a step that fails to find its row is dropped (it was never accepted).
@@ -474,11 +474,9 @@ class Runtime(IdempotentIngress, DeadLetters, JournalHealth, Waits):
         self.registry.resolve(address)
         info = await anyio.to_thread.run_sync(self.store.actor, address)
         cell = self._cells.get(address)
-        if (info is None or info.status != "suspended") and not (cell is not None and cell.suspended):
+        if (info is None or info.status != ActorStatus.SUSPENDED) and not (cell is not None and cell.suspended):
             raise SteleError(f"{address} is not suspended")
-        await self._write(
-            Unit(ops=[("UPDATE actors SET status = 'active', reason = NULL WHERE address = ?", (address,))])
-        )
+        await self._write(Unit(ops=[SetStatus(address, ActorStatus.ACTIVE)]))
         cell = self._cell(address)
         cell.suspended = False
         cell.reason = ""
@@ -489,8 +487,8 @@ class Runtime(IdempotentIngress, DeadLetters, JournalHealth, Waits):
     async def annotate(self, key: str, value: str | int | float | None) -> None:
         """Durably record operator metadata in the journal (which module serves it, where)."""
         self._check_open()
-        row = (text(key, "annotation key"), scalar(value, f"annotation {key!r}"))
-        await self._write(Unit(ops=[("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", row)]))
+        meta = PutMeta(text(key, "annotation key"), scalar(value, f"annotation {key!r}"))
+        await self._write(Unit(ops=[meta]))
 
     def _admit(self, address: str) -> None:
         """Fail fast, writing nothing, when the mailboxes are full or the journal fails (backpressure).
@@ -639,8 +637,7 @@ class Runtime(IdempotentIngress, DeadLetters, JournalHealth, Waits):
     def _take_ingress(self) -> tuple[list[Unit], storage.Done]:
         batch, self._ingress = self._ingress, None
         assert batch is not None
-        ops = [(RECORD_KEY, row) for row in batch.keys]
-        return [Unit(inbox=batch.rows, ops=ops, step=batch.top)], functools.partial(self._ingress_done, batch)
+        return [Unit(inbox=batch.rows, ops=batch.keys, top=batch.top)], functools.partial(self._ingress_done, batch)
 
     def _ingress_done(self, batch: _Ingress, outcomes: list[Outcome]) -> None:
         error = outcomes[0]
@@ -979,7 +976,7 @@ class Runtime(IdempotentIngress, DeadLetters, JournalHealth, Waits):
             cell.actor_id = self._actor_hwm
         cell.next_seq = (info.last_seq if info else 0) + 1
         cell.since_snapshot = loaded.events
-        if info is not None and info.status == "suspended":
+        if info is not None and info.status == ActorStatus.SUSPENDED:
             cell.suspended = True
             cell.reason = info.reason or "suspended"
         if loaded.open_step:

@@ -17,7 +17,7 @@ import inspect
 import logging
 import typing
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from random import Random
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +38,22 @@ from actors import (
     UnknownTimerError,
     UnstorableValueError,
 )
-from storage import Entry, Outcome, Unit
+from storage import (
+    ActorStatus,
+    CancelTimer,
+    Entry,
+    EntryKind,
+    EntryRow,
+    InboxRow,
+    Op,
+    Outcome,
+    PutPromise,
+    RecordKey,
+    SetStatus,
+    SnapshotRow,
+    TakePromise,
+    Unit,
+)
 
 from ._cell import Cell, Msg, first_outcome
 from ._drive import Resume
@@ -66,12 +81,7 @@ log = logging.getLogger("stele.runtime")
 _encode = msgspec.msgpack.Encoder().encode
 _ONCE = Retry(max_attempts=1)
 
-RECORD_KEY = (
-    "INSERT OR REPLACE INTO idempotency(key, address, step, reply, at, kind, handler) VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
-CANCEL_TIMER = "DELETE FROM inbox WHERE timer_id = ?"
-RESOLVE = "INSERT OR REPLACE INTO promises(address, name, value, at) VALUES (?, ?, ?, ?)"
-"""The reply to an actor's ask, waiting for the asker (as a promise it takes)."""
+
 """An idempotency key, with the step it started and (once known) the reply."""
 
 # `ReplyRecord(True, value)` is the hot path's most common payload; it encodes as
@@ -238,29 +248,22 @@ class Step(Context):
         cell = self.cell
         at = self.rt.clock()
         if self.diverged is not None:
-            return Unit(
-                actor=cell.registration(at),
-                ops=[
-                    (
-                        "UPDATE actors SET status = 'suspended', reason = ? WHERE address = ?",
-                        (str(self.diverged), cell.address),
-                    )
-                ],
-            )
-        rows: list[tuple[Any, ...]] = [] if self.durable else [self._message_row(at)]
-        step = self.msg.step
+            suspend = SetStatus(cell.address, ActorStatus.SUSPENDED, storable(str(self.diverged)))
+            return Unit(register=cell.registration(at), ops=[suspend])
+        rows: list[EntryRow] = [] if self.durable else [self._message_row(at)]
+        message = self.msg.step
         ident = cell.actor_id
         reply = self._reply()
-        inbox: list[tuple[Any, ...]] = []
-        top = step
+        inbox: list[InboxRow] = []
+        top = message
         if self.ok:
             seq = self._seq + len(rows)
             for name, data in self.events:
-                rows.append((ident, seq, step, "event", name, data, at))
+                rows.append(EntryRow(ident, seq, message, EntryKind.EVENT, name, data, at))
                 seq += 1
             for target, to in self.sends:
                 record = SendRecord(to, target.handler.name, msgspec.Raw(target.payload), target.step)
-                rows.append((ident, seq, step, "send", target.type_name, _encode(record), at))
+                rows.append(EntryRow(ident, seq, message, EntryKind.SEND, target.type_name, _encode(record), at))
                 inbox.append(target.inbox_row(to, at))
                 top = max(top, target.step)
                 seq += 1
@@ -269,24 +272,25 @@ class Step(Context):
                 timer = TimerRecord(
                     target.timer_id, to, target.handler.name, msgspec.Raw(target.payload), target.step, target.due
                 )
-                rows.append((ident, seq, step, "timer", target.type_name, _encode(timer), at))
+                rows.append(EntryRow(ident, seq, message, EntryKind.TIMER, target.type_name, _encode(timer), at))
                 inbox.append(target.inbox_row(to, at))
                 top = max(top, target.step)
                 seq += 1
             for cancelled in self.cancels:
                 assert cancelled.timer_id is not None
-                rows.append((ident, seq, step, "cancel", "timer", _encode(CancelRecord(cancelled.timer_id)), at))
+                record_data = _encode(CancelRecord(cancelled.timer_id))
+                rows.append(EntryRow(ident, seq, message, EntryKind.CANCEL, "timer", record_data, at))
                 seq += 1
         reply_type = "error" if not self.ok else type(self.value).__qualname__
-        rows.append((ident, self._seq + len(rows), step, "reply", reply_type, reply, at))
+        rows.append(EntryRow(ident, self._seq + len(rows), message, EntryKind.REPLY, reply_type, reply, at))
         self.last_seq = self._seq + len(rows) - 1
-        snapshots: list[tuple[Any, ...]] | tuple[()] = ()
+        snapshots: list[SnapshotRow] = []
         every = cell.desc.cls.snapshot_every
         if self.ok and self.events and every > 0 and cell.since_snapshot + len(self.events) >= every:
             state = cell.instance.state if cell.instance is not None else None
             state_name = self.rt.registry.names[cell.desc.state_type]
             try:
-                snapshots = [(ident, self.last_seq, state_name, _encode(state), at)]
+                snapshots.append(SnapshotRow(ident, self.last_seq, state_name, _encode(state), at))
             except ENCODE_ERRORS as exc:
                 # A snapshot is only an optimisation (G5): the events are kept and
                 # rebuild this state; the next snapshot is tried `every` events on.
@@ -294,23 +298,23 @@ class Step(Context):
                             cell.address, self.last_seq, storable(str(exc)))  # fmt: skip
             self.snapshotted = True
         key = self.msg.idempotency_key
-        ops: list[tuple[str, tuple[Any, ...]]] = []
+        ops: list[Op] = []
         if key:
-            ops.append((RECORD_KEY, (key, cell.address, step, reply, at, "ask", self.msg.handler.name)))
+            ops.append(RecordKey(key, cell.address, message, reply, at, "ask", self.msg.handler.name))
         self.reply_bytes = reply
         if self.msg.reply_to is not None:  # an actor's ask: its reply resolves the asker's promise
             caller, name = self.msg.reply_to
-            ops.append((RESOLVE, (caller, name, reply, at)))
+            ops.append(PutPromise(caller, name, reply, at, replace=True))
         if self.ok:
-            ops += [(CANCEL_TIMER, (m.timer_id,)) for m in self.cancels]
+            ops += [CancelTimer(m.timer_id) for m in self.cancels if m.timer_id is not None]
         return Unit(
             inbox=inbox,
             journal=rows,
             snapshots=snapshots,
-            done=[step] if self.msg.inbox else (),
-            actor=cell.registration(at),
+            consumed=[message] if self.msg.inbox else (),
+            register=cell.registration(at),
             ops=ops,
-            step=top,
+            top=top,
         )
 
     def _reply(self) -> bytes:
@@ -327,10 +331,10 @@ class Step(Context):
         assert error is not None
         return _encode(ReplyRecord(False, NIL, storable(_error_type(error)), storable(str(error))))
 
-    def _message_row(self, at: float) -> tuple[Any, ...]:
+    def _message_row(self, at: float) -> EntryRow:
         msg = self.msg
         record = MessageRecord(msg.handler.name, msgspec.Raw(msg.payload), self._seed, self._now, msg.sender)
-        return (self.cell.actor_id, self._seq, msg.step, "message", msg.type_name, _encode(record), at)
+        return EntryRow(self.cell.actor_id, self._seq, msg.step, EntryKind.MESSAGE, msg.type_name, _encode(record), at)
 
     # -- Context ---------------------------------------------------------------
 
@@ -386,10 +390,10 @@ class Step(Context):
             unit = Random(hash((self._seed, index, attempt))).random()  # replay never draws it
             retry_at = record.finished + policy.delay(attempt, unit)
             record = msgspec.structs.replace(record, retry_at=retry_at)
-            await self._append([self._effect_row("attempt", name, record)])
+            await self._append(self._effect_row(EntryKind.ATTEMPT, name, record))
             await self._sleep_until(retry_at)
             attempt += 1
-        await self._append([self._effect_row("effect", name, record)])
+        await self._append(self._effect_row(EntryKind.EFFECT, name, record))
         self._now = max(self._now, record.finished)
         return self._outcome(record, fn, -1, name)
 
@@ -409,7 +413,7 @@ class Step(Context):
                 await asyncio.shield(self.msg.accepted)
             except Exception as exc:
                 raise Abort(exc) from None
-        await self._append([self._message_row(self.rt.clock())], durable_ask=not self.msg.inbox)
+        await self._append(self._message_row(self.rt.clock()), durable_ask=not self.msg.inbox)
         self.durable = True
 
     async def ask(self, address: str, msg: msgspec.Struct, *, timeout: float | None = None) -> Any:
@@ -435,8 +439,9 @@ class Step(Context):
             target.inbox = True
             request = RequestRecord(index, address, target.handler.name, msgspec.Raw(target.payload), target.step)
             at = self.rt.clock()
-            row = (self.cell.actor_id, self._seq, self.msg.step, "request", target.type_name, _encode(request), at)
-            await self._append([row], inbox_rows=[target.inbox_row(address, at)])
+            data = _encode(request)
+            row = EntryRow(self.cell.actor_id, self._seq, self.msg.step, EntryKind.REQUEST, target.type_name, data, at)
+            await self._append(row, inbox=[target.inbox_row(address, at)])
             self._requests.add(index)
             self.rt._deliver_timer(address, target)  # into the callee's mailbox, now durable
         started = self.rt.clock()
@@ -450,8 +455,8 @@ class Step(Context):
         else:
             record = EffectRecord(index, True, msgspec.Raw(value))
         record = msgspec.structs.replace(record, started=started, finished=self.rt.clock())
-        take = ("DELETE FROM promises WHERE address = ? AND name = ?", (me, name))
-        await self._append([self._effect_row("effect", label, record)], ops=[take] if value is not None else [])
+        take = [TakePromise(me, name)] if value is not None else []
+        await self._append(self._effect_row(EntryKind.EFFECT, label, record), ops=take)
         self._now = max(self._now, record.finished)
         return answered(record, address, reply_type)
 
@@ -478,8 +483,8 @@ class Step(Context):
             record = EffectRecord(index, True, msgspec.Raw(value))
         record = msgspec.structs.replace(record, started=started, finished=self.rt.clock())
         # Taking the value and journaling it are one commit: it is used exactly once.
-        take = ("DELETE FROM promises WHERE address = ? AND name = ?", (self.cell.address, name))
-        await self._append([self._effect_row("effect", label, record)], ops=[take] if value is not None else [])
+        take = [TakePromise(self.cell.address, name)] if value is not None else []
+        await self._append(self._effect_row(EntryKind.EFFECT, label, record), ops=take)
         self._now = max(self._now, record.finished)
         return promised(record)
 
@@ -517,8 +522,8 @@ class Step(Context):
                 record = EffectRecord(index, False, NIL, "UnstorableValueError", problem)
         return msgspec.structs.replace(record, started=started, finished=self.rt.clock(), attempt=attempt)
 
-    def _effect_row(self, kind: str, name: str, record: EffectRecord) -> tuple[Any, ...]:
-        return (self.cell.actor_id, self._seq, self.msg.step, kind, name, _encode(record), record.finished)
+    def _effect_row(self, kind: EntryKind, name: str, record: EffectRecord) -> EntryRow:
+        return EntryRow(self.cell.actor_id, self._seq, self.msg.step, kind, name, _encode(record), record.finished)
 
     async def _sleep_until(self, when: float) -> None:
         clock = self.rt.clock
@@ -549,35 +554,33 @@ class Step(Context):
 
     async def _append(
         self,
-        rows: list[tuple[Any, ...]],
+        row: EntryRow,
+        *,
         durable_ask: bool = False,
-        ops: list[tuple[str, tuple[Any, ...]]] | None = None,
-        inbox_rows: list[tuple[Any, ...]] | None = None,
+        ops: Sequence[Op] = (),
+        inbox: Sequence[InboxRow] = (),
     ) -> None:
-        """Journal ``rows`` of this step now; abort the step if that fails."""
-        cell = self.cell
-        seq = self._seq
-        rows = [(r[0], seq + i, *r[2:]) for i, r in enumerate(rows)]
-        msg = self.msg
-        # The key goes into the inbox row so that a recovered step records its reply under it.
-        inbox = [msg.inbox_row(cell.address, rows[0][6], key=msg.idempotency_key)] if durable_ask else []
-        key = msg.idempotency_key
+        """Journal ``row`` (at this step's next seq) now; abort the step if that fails.
+
+        ``durable_ask``: the step's message is an ask, made durable with this
+        row: it goes into the inbox too, with its idempotency key, so that a
+        step resumed after a crash records its reply under that key.
+        """
+        cell, msg = self.cell, self.msg
+        rows: list[InboxRow] = list(inbox)
+        first: list[Op] = []
+        if durable_ask:
+            rows.insert(0, msg.inbox_row(cell.address, row.at, key=msg.idempotency_key))
+            if msg.idempotency_key:
+                key = msg.idempotency_key
+                first.append(RecordKey(key, cell.address, msg.step, None, row.at, "ask", msg.handler.name))
         unit = Unit(
-            ops=(
-                [(RECORD_KEY, (key, cell.address, msg.step, None, rows[-1][6], "ask", msg.handler.name))]
-                if key and durable_ask
-                else []
-            )
-            + (ops or []),
-            inbox=inbox + (inbox_rows or []),
-            journal=rows,
-            actor=cell.registration(rows[-1][6]),
-            step=msg.step,
+            ops=[*first, *ops], inbox=rows, journal=[row], register=cell.registration(row.at), top=msg.step
         )
         outcome = await self._commit(unit)
         if outcome is not None:
             raise Abort(outcome)
-        self._seq = seq + len(rows)
+        self._seq += 1
         cell.registered = True
         if durable_ask:
             msg.inbox = True

@@ -14,7 +14,7 @@ import anyio
 import anyio.to_thread
 
 from actors import AskCycleError, JournalIntegrityError, PromiseError, UnstorableValueError
-from storage import Store, Unit
+from storage import PutPromise, Store, Unit
 
 from ._registry import Registry
 from ._values import ENCODE_ERRORS, storable, text
@@ -57,16 +57,7 @@ class Waits:
                 f"the value for promise {storable(name)!r} cannot be stored: {storable(str(exc))}"
             ) from None
         try:
-            await self._write(
-                Unit(
-                    ops=[
-                        (
-                            "INSERT INTO promises(address, name, value, at) VALUES (?, ?, ?, ?)",
-                            (address, name, data, self.clock()),
-                        )
-                    ]
-                )
-            )
+            await self._write(Unit(ops=[PutPromise(address, name, data, self.clock())]))
         except JournalIntegrityError:
             raise PromiseError(f"promise {name!r} of {address} is already resolved") from None
         self._wake_promise((address, name), data)

@@ -4,6 +4,34 @@
 """
 
 from ._codec import Codec, decode_untyped
+from ._contract import (
+    ActorRow,
+    ActorStatus,
+    Backend,
+    Bury,
+    CancelTimer,
+    Done,
+    DropDeadLetter,
+    EntryKind,
+    EntryRow,
+    ForgetKey,
+    InboxRow,
+    MarkAttempt,
+    Notify,
+    Op,
+    Outcome,
+    PutMeta,
+    PutPromise,
+    Reads,
+    RecordKey,
+    Revive,
+    SetStatus,
+    SnapshotRow,
+    Sync,
+    TakePromise,
+    Unit,
+    WriterStats,
+)
 from ._errors import (
     CommitUnknown,
     IntegrityError,
@@ -19,46 +47,64 @@ from ._errors import (
 )
 from ._journal import Journal
 from ._litestream import Litestream
-from ._reads import Reads
 from ._replica import ReplicaTarget
 from ._replication import DEFAULT_MAX_WAL_BYTES, Replication, ReplicationStatus
 from ._restore import RestoreReport, restore
 from ._rows import ActorInfo, DeadLetter, Entry, EventRow, Idempotent, Pending, Snapshot, SnapshotInfo, corrupt
 from ._schema import SCHEMA_VERSION
 from ._store import Store
-from ._unit import Unit
-from ._writer import Done, Outcome, WriterStats
 
 __all__ = (
     "DEFAULT_MAX_WAL_BYTES",
     "SCHEMA_VERSION",
     "ActorInfo",
+    "ActorRow",
+    "ActorStatus",
+    "Backend",
+    "Bury",
+    "CancelTimer",
     "Codec",
     "CommitUnknown",
     "DeadLetter",
     "Done",
+    "DropDeadLetter",
     "Entry",
+    "EntryKind",
+    "EntryRow",
     "EventRow",
+    "ForgetKey",
     "Idempotent",
+    "InboxRow",
     "IntegrityError",
     "Journal",
     "Litestream",
     "LitestreamError",
+    "MarkAttempt",
+    "Notify",
+    "Op",
     "OperationalError",
     "Outcome",
     "OwnedElsewhere",
     "Pending",
+    "PutMeta",
+    "PutPromise",
     "Reads",
+    "RecordKey",
     "ReplicaTarget",
     "ReplicaUnavailable",
     "Replication",
     "ReplicationStatus",
     "RestoreReport",
+    "Revive",
     "SchemaError",
+    "SetStatus",
     "Snapshot",
     "SnapshotInfo",
+    "SnapshotRow",
     "StorageError",
     "Store",
+    "Sync",
+    "TakePromise",
     "Unconsumed",
     "UndecodableEntry",
     "Unit",

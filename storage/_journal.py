@@ -15,7 +15,7 @@ import apsw
 
 from ._errors import OperationalError, SchemaError
 from ._owner import Ownership
-from ._reads import Reads
+from ._reads import SqliteReads
 from ._schema import SCHEMA_VERSION, migrate, schema_version
 from ._sqlite import close, connect, translate
 
@@ -23,7 +23,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-class Journal(Reads):
+class Journal(SqliteReads):
     """An open journal file. Use :meth:`open`; close it, or use it as a context manager."""
 
     def __init__(self, path: str, conn: apsw.Connection, ownership: Ownership | None) -> None:

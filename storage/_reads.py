@@ -15,7 +15,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-class Reads(abc.ABC):
+class SqliteReads(abc.ABC):
     """Read access to a journal; subclasses say how a query meets a connection."""
 
     @abc.abstractmethod

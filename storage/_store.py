@@ -15,28 +15,25 @@ import apsw
 
 from . import _rows
 from ._commits import CommitLog
+from ._contract import Done, Notify, PutMeta, Unit, WriterStats
 from ._errors import OperationalError, StorageError
 from ._owner import PRIVATE_FILE, Ownership
-from ._reads import Reads
+from ._reads import SqliteReads
 from ._replication import Replication
 from ._restore import SIDE_FILES, move_into_place, remove_with_side_files
 from ._schema import migrate
 from ._sqlite import close_quietly, configure_writer, connect, translate
-from ._unit import Unit
-from ._writer import Done, Notify, Writer, WriterStats
+from ._writer import Writer
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 log = logging.getLogger("stele.storage")
 
-MARK_NEW_WAL = (
-    "INSERT INTO meta(key, value) VALUES ('wal_truncated_at', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
-)
 NEW_WAL_WAIT_S = 5.0
 
 
-class Store(Reads):
+class Store(SqliteReads):
     """An owned, open journal file: one writer thread and one reader connection.
 
     Open it with :meth:`open`. Reads are thread-safe (one at a time); writes go
@@ -259,7 +256,7 @@ class Store(Reads):
         commits = self.commits
         if commits is None or self._closing:
             return
-        self._writer.submit([Unit(ops=[(MARK_NEW_WAL, (time.time(),))])], lambda outcomes: None)
+        self._writer.submit([Unit(ops=[PutMeta("wal_truncated_at", time.time())])], lambda outcomes: None)
         deadline = time.monotonic() + NEW_WAL_WAIT_S
         while not commits.knows_current_wal() and not self._closing and time.monotonic() < deadline:
             time.sleep(0.01)

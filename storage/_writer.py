@@ -15,7 +15,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 from zlib import crc32
 
@@ -24,20 +24,12 @@ import apsw
 from errors import SteleError
 
 from ._commits import CommitLog
+from ._contract import Done, InboxRow, Notify, Outcome, Unit, WriterStats
 from ._errors import CommitUnknown, OperationalError, StorageError, Unconsumed
+from ._ops import landed, statements
 from ._sqlite import translate
-from ._unit import Unit
 
 log = logging.getLogger("stele.storage")
-
-Outcome = SteleError | None
-"""None when the unit committed, else why it did not."""
-
-Done = Callable[[list[Outcome]], None]
-"""Called (by ``notify``'s caller) with one outcome per submitted unit, in order."""
-
-Notify = Callable[[list[tuple[Done, list[Outcome]]]], None]
-"""Called from the writer thread once per batch with every submission's outcomes."""
 
 INSERT_INBOX = (
     "INSERT INTO inbox(id, target, handler, type, payload, due, idempotency_key, attempts, sender, at, "
@@ -56,17 +48,6 @@ COMMIT_RETRIES = (0.01, 0.1, 0.5)
 """Back-off before each retry of units whose commit failed and did not land."""
 
 _STOP = object()
-
-
-class WriterStats:
-    """Counters the benchmark harness and, later, ``/metrics`` read."""
-
-    __slots__ = ("batches", "commit_seconds", "units")
-
-    def __init__(self) -> None:
-        self.batches = 0
-        self.units = 0
-        self.commit_seconds = 0.0
 
 
 class Writer:
@@ -184,7 +165,7 @@ class Writer:
             return []
         try:
             failures = self._apply(batch)
-            top = max((u.step for u in batch), default=0)
+            top = max((u.top for u in batch), default=0)
             if top > self._hwm:
                 conn.execute(UPDATE_HWM, (top,))
         except Exception as exc:
@@ -240,45 +221,47 @@ class Writer:
     def _execute(self, batch: list[Unit]) -> None:
         conn = self._conn
         cursor = conn.cursor()
-        inbox = [row for u in batch for row in u.inbox]
-        done = [i for u in batch for i in u.done]
-        if inbox and done:
+        inbox: list[InboxRow] = [row for u in batch for row in u.inbox]
+        consumed = [i for u in batch for i in u.consumed]
+        if inbox and consumed:
             # A message consumed in the very transaction that accepts it need not
             # pass through the inbox table at all: its step's journal entries
             # record it. (Common: a tell and its step often share a batch.)
-            here = {row[0] for row in inbox}.intersection(done)
+            here = {row.id for row in inbox}.intersection(consumed)
             if here:
-                inbox = [row for row in inbox if row[0] not in here]
-                done = [i for i in done if i not in here]
+                inbox = [row for row in inbox if row.id not in here]
+                consumed = [i for i in consumed if i not in here]
                 # Reading back after a failed commit must not look for these
                 # rows in the inbox: they landed if and only if their step did.
                 for u in batch:
-                    for i in u.done:
+                    for i in u.consumed:
                         if i in here:
                             self._elided[i] = u
         if inbox:
             cursor.executemany(INSERT_INBOX, inbox)
-        journal = [(*row, crc32(row[5])) for u in batch for row in u.journal]
+        journal = [(*row, crc32(row.data)) for u in batch for row in u.journal]
         if journal:
             cursor.executemany(INSERT_JOURNAL, journal)
             if self._commits is not None:
                 self._commits.position = conn.last_insert_rowid()
-        snapshots = [(*row, crc32(row[3])) for u in batch for row in u.snapshots]
+        snapshots = [(*row, crc32(row.data)) for u in batch for row in u.snapshots]
         if snapshots:
             cursor.executemany(INSERT_SNAPSHOT, snapshots)
-        if done:
+        if consumed:
             before = conn.total_changes()
-            cursor.executemany(DELETE_INBOX, [(i,) for i in done])
-            if conn.total_changes() - before != len(done):
+            cursor.executemany(DELETE_INBOX, [(i,) for i in consumed])
+            if conn.total_changes() - before != len(consumed):
                 raise Unconsumed(
-                    f"a step consumed inbox message(s) {done} that are no longer pending: it would be processed twice"
+                    f"a step consumed inbox message(s) {consumed} that are no longer pending: "
+                    "it would be processed twice"
                 )
-        actors = [u.actor for u in batch if u.actor is not None]
+        actors = [u.register for u in batch if u.register is not None]
         if actors:
             cursor.executemany(INSERT_ACTOR, actors)
         for u in batch:
-            for sql, params in u.ops:
-                cursor.execute(sql, params)
+            for op in u.ops:
+                for sql, params in statements(op):
+                    cursor.execute(sql, params)
 
     def _fail(self, outcomes: list[Outcome], indexes: list[int], error: SteleError) -> None:
         """A definite failure for these units, unless an earlier attempt left them unknown.
@@ -335,18 +318,20 @@ class Writer:
         """Whether ``unit`` is in the file, read back by its keys."""
         conn = self._conn
         if unit.journal:
-            actor, seq, step = unit.journal[0][:3]
-            row = conn.execute("SELECT step FROM journal WHERE actor = ? AND seq = ?", (actor, seq)).fetchone()
-            return row is not None and row[0] == step
+            first = unit.journal[0]
+            found = conn.execute(
+                "SELECT step FROM journal WHERE actor = ? AND seq = ?", (first.actor, first.seq)
+            ).fetchone()
+            return found is not None and found[0] == first.message
         if unit.inbox:
-            first = unit.inbox[0][0]
-            consumer = self._elided.get(first)
+            first_id = unit.inbox[0].id
+            consumer = self._elided.get(first_id)
             if consumer is not None:
                 return self._landed(consumer)
-            row = conn.execute("SELECT 1 FROM inbox WHERE id = ?", (first,)).fetchone()
-            return row is not None
-        if unit.done:
-            row = conn.execute("SELECT 1 FROM inbox WHERE id = ?", (unit.done[0],)).fetchone()
-            return row is None
-        # Only `ops`: they are idempotent updates, so running them again is safe.
-        return False
+            return conn.execute("SELECT 1 FROM inbox WHERE id = ?", (first_id,)).fetchone() is not None
+        if unit.consumed:
+            return conn.execute("SELECT 1 FROM inbox WHERE id = ?", (unit.consumed[0],)).fetchone() is None
+        # Only operations, which commit together: one that can tell decides for
+        # all; if none can, all are safe to run again.
+        answers = [answer for answer in (landed(conn, op) for op in unit.ops) if answer is not None]
+        return bool(answers) and answers[0]

@@ -19,7 +19,7 @@ import pytest
 
 from actors import Actor, EffectError, HandlerError, UnstorableValueError, apply, handler
 from runtime import Runtime
-from storage import Done, Journal, Outcome, Store, Unit, Unstorable
+from storage import Done, Journal, Outcome, PutMeta, Store, Unit, Unstorable
 
 from .conftest import dump
 from .models import Account, Deposit, GetBalance
@@ -172,11 +172,10 @@ async def test_the_writer_survives_a_unit_it_cannot_bind(db: str) -> None:
 
     store = Store.open(db, notify=notify)
     try:
-        meta = "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)"
         outcomes: list[Outcome] = []
         for value in (2**63, SURROGATE, "fine"):
             future: asyncio.Future[list[Outcome]] = loop.create_future()
-            store.submit([Unit(ops=[(meta, ("k", value))])], functools.partial(_set, future))
+            store.submit([Unit(ops=[PutMeta("k", value)])], functools.partial(_set, future))
             with anyio.fail_after(10):
                 outcomes.append((await future)[0])
         assert isinstance(outcomes[0], Unstorable) and isinstance(outcomes[1], Unstorable)

@@ -1,0 +1,379 @@
+"""The storage contract: everything the runtime asks of a journal backend.
+
+The runtime never spells a table name or a SQL statement: it hands a backend
+*units* of typed rows and named operations, which commit whole or not at all,
+and asks it questions through :class:`Reads`. A backend (the SQLite store, and
+any other) implements :class:`Backend`; ``tests/storage/`` is the conformance
+suite every backend must pass.
+
+Rows are ``NamedTuple``s: named and typed for the reader, and still plain
+tuples for a driver's ``executemany``, which binds them as they are.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
+
+import msgspec
+
+from errors import SteleError
+
+if TYPE_CHECKING:
+    from ._rows import ActorInfo, DeadLetter, Entry, EventRow, Idempotent, Pending, Snapshot, SnapshotInfo
+
+
+class EntryKind(enum.StrEnum):
+    """The closed set of journal entry kinds (a StrEnum: each compares equal to its name)."""
+
+    MESSAGE = "message"
+    """The message a step processes, with its journaled seed and time (opens the step)."""
+    EFFECT = "effect"
+    """An effect's outcome (also an actor's ask and a promise, by their ``ask:``/``promise:`` type)."""
+    ATTEMPT = "attempt"
+    """A failed attempt of a retried effect, with the time of the next one."""
+    EVENT = "event"
+    """An event, applied to the actor's state."""
+    SEND = "send"
+    """A message sent to another actor, committed with the step."""
+    REQUEST = "request"
+    """An actor's ask to another actor, committed before the step waits for the reply."""
+    TIMER = "timer"
+    """A message scheduled for later, committed with the step."""
+    CANCEL = "cancel"
+    """A pending timer cancelled by the step."""
+    REPLY = "reply"
+    """How the step ended: it closes the step."""
+
+
+class ActorStatus(enum.StrEnum):
+    """Whether an actor runs its messages, or is suspended (after non-determinism) until resumed."""
+
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+
+
+Sync = Literal["fsync", "normal"]
+"""How a backend makes a commit durable: ``fsync`` (survives a power cut) or ``normal``."""
+
+
+# -- rows ------------------------------------------------------------------------------------
+
+
+class InboxRow(NamedTuple):
+    """A message accepted and not yet processed (``id`` is its message id)."""
+
+    id: int
+    target: str
+    handler: str
+    type: str
+    payload: bytes
+    due: float | None
+    key: str | None
+    """A client's idempotency key (never an internal marker)."""
+    attempts: int
+    sender: str | None
+    at: float
+    timer_id: str | None
+    """A durable timer's id (timers only)."""
+    reply_to: str | None
+    """An actor's ask: the asking actor, whose promise ``reply_name`` the reply resolves."""
+    reply_name: str | None
+
+
+class EntryRow(NamedTuple):
+    """One journal entry to append; the backend adds its position and checksum."""
+
+    actor: int
+    seq: int
+    message: int
+    """The id of the message whose step wrote it."""
+    kind: str
+    """An :class:`EntryKind`."""
+    type: str
+    data: bytes
+    at: float
+
+
+class SnapshotRow(NamedTuple):
+    """The actor's state after every event with ``seq`` or less."""
+
+    actor: int
+    seq: int
+    type: str
+    data: bytes
+    at: float
+
+
+class ActorRow(NamedTuple):
+    """A new actor's registration (journal rows name actors by ``id``)."""
+
+    id: int
+    address: str
+    type: str
+    at: float
+
+
+# -- named operations ------------------------------------------------------------------------
+
+
+class Op(msgspec.Struct, frozen=True, gc=False):
+    """Base of the named operations a unit may carry besides its rows."""
+
+
+class PutMeta(Op, frozen=True, gc=False):
+    """Record operator metadata (``value`` a str, an int of 64 bits, a float, or None)."""
+
+    key: str
+    value: str | int | float | None
+
+
+class RecordKey(Op, frozen=True, gc=False):
+    """An idempotency key: what it was first used for and, once known, an ask's reply."""
+
+    key: str
+    address: str
+    message: int
+    reply: bytes | None
+    at: float
+    kind: Literal["tell", "ask"]
+    handler: str
+
+
+class ForgetKey(Op, frozen=True, gc=False):
+    """Forget an idempotency key, unless it was used anew at or after ``before``."""
+
+    key: str
+    before: float
+
+
+class CancelTimer(Op, frozen=True, gc=False):
+    """Remove a pending timer from the inbox."""
+
+    timer_id: str
+
+
+class PutPromise(Op, frozen=True, gc=False):
+    """A value for a promise; ``replace=False`` fails the unit (an integrity error) if one waits already."""
+
+    address: str
+    name: str
+    value: bytes
+    at: float
+    replace: bool = False
+
+
+class TakePromise(Op, frozen=True, gc=False):
+    """Take a promise's value: the step journaling it commits this in the same unit."""
+
+    address: str
+    name: str
+
+
+class SetStatus(Op, frozen=True, gc=False):
+    """Suspend or resume an actor."""
+
+    address: str
+    status: str
+    """An :class:`ActorStatus`."""
+    reason: str | None = None
+
+
+class MarkAttempt(Op, frozen=True, gc=False):
+    """Record how often a recovered message was attempted, before it runs again."""
+
+    message: int
+    attempts: int
+
+
+class Bury(Op, frozen=True, gc=False):
+    """Move a message from the inbox to the dead letters, with why."""
+
+    message: int
+    attempts: int
+    reason: str
+    at: float
+
+
+class Revive(Op, frozen=True, gc=False):
+    """Move a dead letter back into the inbox, its attempts reset."""
+
+    letter: int
+    at: float
+
+
+class DropDeadLetter(Op, frozen=True, gc=False):
+    """Forget a dead letter."""
+
+    letter: int
+
+
+# -- units ---------------------------------------------------------------------------------
+
+
+class Unit:
+    """Rows and operations for one atomic change: they commit together or not at all.
+
+    ``consumed``: inbox ids the unit processes (it fails alone, with
+    :class:`~errors.UnconsumedError`, if one is no longer pending). ``register``:
+    a new actor's row. ``top``: the highest message id the unit uses, so the
+    backend can keep the durable high-water mark of message ids.
+    """
+
+    __slots__ = ("consumed", "inbox", "journal", "ops", "register", "snapshots", "top")
+
+    def __init__(
+        self,
+        *,
+        inbox: Sequence[InboxRow] = (),
+        journal: Sequence[EntryRow] = (),
+        snapshots: Sequence[SnapshotRow] = (),
+        consumed: Sequence[int] = (),
+        register: ActorRow | None = None,
+        ops: Sequence[Op] = (),
+        top: int = 0,
+    ) -> None:
+        self.inbox = inbox
+        self.journal = journal
+        self.snapshots = snapshots
+        self.consumed = consumed
+        self.register = register
+        self.ops = ops
+        self.top = top
+
+
+Outcome = SteleError | None
+"""None when the unit committed, else why it did not (a definite failure, or
+:class:`~errors.CommitUnknownError` when it may or may not have)."""
+
+Done = Callable[[list[Outcome]], None]
+"""Called (by ``notify``'s caller) with one outcome per submitted unit, in order."""
+
+Notify = Callable[[list[tuple[Done, list[Outcome]]]], None]
+"""Called from the backend's writer once per batch with every submission's outcomes."""
+
+
+class WriterStats:
+    """The writer's counters, read by ``rt.statistics()`` and the benchmarks."""
+
+    __slots__ = ("batches", "commit_seconds", "units")
+
+    def __init__(self) -> None:
+        self.batches = 0
+        self.units = 0
+        self.commit_seconds = 0.0
+
+
+# -- the protocols ---------------------------------------------------------------------------
+
+
+class Reads(Protocol):
+    """What a journal answers: the read-only :class:`~storage.Journal` and every backend."""
+
+    def actor(self, address: str) -> ActorInfo | None:
+        """One actor's registry row (with its last sequence number), or None."""
+        ...
+
+    def actors(self, type: str | None = None) -> list[ActorInfo]:
+        """Every actor the journal knows (of one type), by address."""
+        ...
+
+    def entries(self, actor: str, from_seq: int = 0, kind: str | None = None) -> Iterator[Entry]:
+        """An actor's entries from ``from_seq`` on, in order (optionally of one kind)."""
+        ...
+
+    def snapshots(self, actor: str) -> Iterator[SnapshotInfo]:
+        """``(seq, at)`` of every snapshot of ``actor``, oldest first."""
+        ...
+
+    def snapshot(self, actor: str, before: int | None = None) -> Snapshot | None:
+        """The newest snapshot of ``actor`` (older than ``before``), with its payload."""
+        ...
+
+    def snapshot_of(self, actor_id: int, address: str, before: int | None = None) -> Snapshot | None:
+        """The newest snapshot of actor ``actor_id`` (older than ``before``)."""
+        ...
+
+    def event_rows(self, actor_id: int, after_seq: int = 0, until_seq: int | None = None) -> list[EventRow]:
+        """``(position, seq, type, data, crc)`` of the actor's events in ``(after_seq, until_seq]``."""
+        ...
+
+    def open_step(self, actor_id: int, address: str) -> list[Entry]:
+        """Entries of the actor's step interrupted by a crash (message first), or []."""
+        ...
+
+    def seq_at(self, actor: str, position: int) -> int:
+        """The actor's last sequence number at journal ``position`` (time travel)."""
+        ...
+
+    def pending(self) -> list[Pending]:
+        """Messages waiting in the inbox, in message-id order."""
+        ...
+
+    def idempotent(self, key: str) -> Idempotent | None:
+        """What an idempotency key was first used for (and an ask's reply), if it was."""
+        ...
+
+    def key_status(self, key: str, message: int) -> tuple[Idempotent | None, bool]:
+        """An idempotency key's record and whether its message is still pending, read at once."""
+        ...
+
+    def expired_keys(self, cutoff: float, limit: int) -> list[str]:
+        """Up to ``limit`` idempotency keys recorded before ``cutoff``, oldest first."""
+        ...
+
+    def promise(self, address: str, name: str) -> bytes | None:
+        """A value resolved for ``address`` under ``name`` and not yet taken."""
+        ...
+
+    def dead_letters(self) -> list[DeadLetter]:
+        """Messages taken out of their actors' way after failing too often."""
+        ...
+
+    def meta(self, key: str) -> Any:
+        """A value recorded in the journal's meta table (None if absent)."""
+        ...
+
+
+class Backend(Reads, Protocol):
+    """An owned journal: a writer that group-commits units, and the reads above.
+
+    Reads may be called from any thread. :meth:`submit` queues units for the
+    writer, which commits whatever queued while its last commit ran into the
+    next transaction, each unit whole or not at all, one failing unit never
+    failing the others, and reports each unit's outcome through ``notify``.
+    """
+
+    path: str
+    """Where the journal is (a file's path, or a URL)."""
+    step_hwm: int
+    """The highest message id any durable row uses (message ids are never reused)."""
+    actor_hwm: int
+    """The highest actor id in the registry."""
+
+    @property
+    def failing(self) -> SteleError | None:
+        """Why commits are failing (a full disk, an I/O error), or None while they succeed."""
+        ...
+
+    @property
+    def stats(self) -> WriterStats:
+        """The writer's counters."""
+        ...
+
+    def submit(self, units: Sequence[Unit], done: Done) -> None:
+        """Queue units for the next group commit; ``done`` gets their outcomes."""
+        ...
+
+    def submit_all(self, groups: Sequence[tuple[Sequence[Unit], Done]]) -> None:
+        """Queue several submissions at once: the writer takes them into one batch."""
+        ...
+
+    def close(self) -> None:
+        """Commit what is queued, stop the writer, release the journal."""
+        ...
+
+    def abandon(self) -> None:
+        """Drop what is queued and let go, as a crash would (for tests)."""
+        ...
