@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import apsw
 import msgspec
 
 import storage
+from storage import EntryKind
 
 from ._records import (
     cancel_decoder,
@@ -28,15 +28,16 @@ from ._records import (
 from ._registry import Registry
 
 _RECORDS: dict[str, msgspec.msgpack.Decoder[Any]] = {
-    "message": message_decoder,
-    "effect": effect_decoder,
-    "attempt": effect_decoder,
-    "reply": reply_decoder,
-    "send": send_decoder,
-    "timer": timer_decoder,
-    "cancel": cancel_decoder,
-    "request": request_decoder,
+    EntryKind.MESSAGE: message_decoder,
+    EntryKind.EFFECT: effect_decoder,
+    EntryKind.ATTEMPT: effect_decoder,
+    EntryKind.REPLY: reply_decoder,
+    EntryKind.SEND: send_decoder,
+    EntryKind.TIMER: timer_decoder,
+    EntryKind.CANCEL: cancel_decoder,
+    EntryKind.REQUEST: request_decoder,
 }
+"""How each kind's payload decodes (events decode by the actor classes)."""
 
 
 @dataclass
@@ -55,14 +56,7 @@ class CheckReport:
 
 def check(path: str, registry: Registry | None = None) -> CheckReport:
     """Check the journal at ``path`` (read-only; works beside a running runtime)."""
-    report = CheckReport()
-    conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY)
-    try:
-        report.integrity = "; ".join(str(row[0]) for row in conn.execute("PRAGMA integrity_check"))
-    except apsw.Error as exc:
-        report.integrity = f"cannot run integrity_check: {exc}"
-    finally:
-        conn.close()
+    report = CheckReport(integrity=storage.integrity_check(path))
     with storage.Journal.open(path) as journal:
         try:
             actors = journal.actors()
@@ -113,7 +107,7 @@ def _check_snapshots(journal: storage.Journal, address: str, report: CheckReport
 
 def _entry_problem(entry: storage.Entry, registry: Registry | None) -> str | None:
     try:
-        if entry.kind == "event":
+        if entry.kind == EntryKind.EVENT:
             if registry is not None:
                 registry.codec.decode(entry.type, entry.data, position=entry.position)
             else:
@@ -123,7 +117,7 @@ def _entry_problem(entry: storage.Entry, registry: Registry | None) -> str | Non
         if decoder is None:
             return f"unknown entry kind {entry.kind!r}"
         record = decoder.decode(entry.data)
-        if entry.kind == "message" and registry is not None:
+        if entry.kind == EntryKind.MESSAGE and registry is not None:
             registry.codec.decode(entry.type, bytes(record.body), position=entry.position)
     except (msgspec.DecodeError, storage.UndecodableEntry) as exc:
         return f"{entry.kind} {entry.type!r} cannot be decoded: {exc}"

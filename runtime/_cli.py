@@ -28,6 +28,7 @@ from rich.table import Table
 
 import storage
 from actors import SteleError
+from storage import EntryKind
 
 from ._client import call, endpoint, recorded_server
 from ._modules import actor_classes, load_module
@@ -93,9 +94,9 @@ def cmd_actors(args: argparse.Namespace) -> int:
 
 def _summary(entry: storage.Entry) -> str:
     data = entry.decoded()
-    if entry.kind == "message" and isinstance(data, dict):
+    if entry.kind == EntryKind.MESSAGE and isinstance(data, dict):
         return f"{data.get('handler')}({json.dumps(data.get('body'), default=str, ensure_ascii=False)[:80]})"
-    if entry.kind == "effect" and isinstance(data, dict):
+    if entry.kind == EntryKind.EFFECT and isinstance(data, dict):
         took = (data.get("finished", 0.0) - data.get("started", 0.0)) * 1000
         outcome = (
             json.dumps(data.get("result"), default=str, ensure_ascii=False)
@@ -103,7 +104,7 @@ def _summary(entry: storage.Entry) -> str:
             else f"{data.get('error_type')}: {data.get('error')}"
         )
         return f"{took:.1f} ms -> {outcome[:80]}"
-    if entry.kind == "reply" and isinstance(data, dict):
+    if entry.kind == EntryKind.REPLY and isinstance(data, dict):
         if data.get("ok"):
             return json.dumps(data.get("value"), default=str, ensure_ascii=False)[:100]
         return f"{data.get('error_type')}: {data.get('error')}"
@@ -441,7 +442,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("address")
     p.add_argument("--from", dest="from_seq", type=int, default=0, help="first sequence number")
-    p.add_argument("--kind", choices=("message", "effect", "event", "send", "reply"))
+    p.add_argument("--kind", choices=[kind.value for kind in EntryKind], help="only entries of this kind")
     p.add_argument("--limit", type=int, default=0, help="at most this many entries (0: all)")
     p.add_argument("--follow", action="store_true", help="keep printing new entries")
 

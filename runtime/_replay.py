@@ -27,6 +27,7 @@ from actors import (
     UnknownEventError,
 )
 from actors._actor import ActorDescription
+from storage import EntryKind
 
 from ._records import (
     NIL,
@@ -218,7 +219,7 @@ def replay(
 def _steps(entries: Iterator[storage.Entry]) -> Iterator[list[storage.Entry]]:
     step: list[storage.Entry] = []
     for entry in entries:
-        if entry.kind == "message" and step:
+        if entry.kind == EntryKind.MESSAGE and step:
             yield step
             step = []
         step.append(entry)
@@ -233,7 +234,7 @@ def _replay_actor(
     instance = desc.cls(key, desc.state_type())
     codec = registry.codec
     for step in _steps(journal.entries(info.address)):
-        if step[-1].kind != "reply" or step[0].kind != "message":
+        if step[-1].kind != EntryKind.REPLY or step[0].kind != EntryKind.MESSAGE:
             report.skipped += 1  # interrupted: the runtime resumes it; nothing to compare yet
             continue
         before = _encode(instance.state)
@@ -241,7 +242,7 @@ def _replay_actor(
         report.steps += 1
         if divergence is not None:
             report.divergences.append(divergence)
-            report.skipped += sum(1 for _ in journal.entries(info.address, step[-1].seq + 1, kind="reply"))
+            report.skipped += sum(1 for _ in journal.entries(info.address, step[-1].seq + 1, kind=EntryKind.REPLY))
             return
         if reply_decoder.decode(step[-1].data).ok is False:
             instance.state = codec.decode(registry.names[desc.state_type], before)  # nothing was kept
@@ -258,7 +259,7 @@ def _replay_step(
             head.actor, head.position, f"a message for handler {message_record.handler!r}", "no such handler"
         )
     message = codec.decode(head.type, bytes(message_record.body), position=head.position)
-    effects = [(e, effect_decoder.decode(e.data)) for e in step if e.kind == "effect"]
+    effects = [(e, effect_decoder.decode(e.data)) for e in step if e.kind == EntryKind.EFFECT]
     ctx = ReplayContext(registry, desc, instance, head, effects)
     instance.ctx = ctx
     coro = handler.fn(instance, message)
@@ -283,9 +284,9 @@ def _compare(
     head: storage.Entry, step: list[storage.Entry], ctx: ReplayContext, ok: bool, value: Any
 ) -> Divergence | None:
     actor = head.actor
-    recorded_effects = sum(1 for e in step if e.kind == "effect")
+    recorded_effects = sum(1 for e in step if e.kind == EntryKind.EFFECT)
     if ctx._index < recorded_effects:
-        entry = [e for e in step if e.kind == "effect"][ctx._index]
+        entry = [e for e in step if e.kind == EntryKind.EFFECT][ctx._index]
         return Divergence(actor, entry.position, f"effect #{ctx._index} {entry.type}", "no further effect")
     reply_entry = step[-1]
     reply = reply_decoder.decode(reply_entry.data)
@@ -300,10 +301,10 @@ def _compare(
                 actor, reply_entry.position, f"{reply.error_type}: {reply.error}", f"{error_type}: {value}"
             )
         return None
-    events = [(e.type, e.data) for e in step if e.kind == "event"]
+    events = [(e.type, e.data) for e in step if e.kind == EntryKind.EVENT]
     for i, (old, new) in enumerate(zip(events, ctx.events, strict=False)):
         if old != new:
-            position = [e for e in step if e.kind == "event"][i].position
+            position = [e for e in step if e.kind == EntryKind.EVENT][i].position
             return Divergence(
                 actor,
                 position,
@@ -312,7 +313,7 @@ def _compare(
             )
     if len(events) != len(ctx.events):
         return Divergence(actor, reply_entry.position, f"{len(events)} event(s)", f"{len(ctx.events)} event(s)")
-    sends = [(e, send_decoder.decode(e.data)) for e in step if e.kind == "send"]
+    sends = [(e, send_decoder.decode(e.data)) for e in step if e.kind == EntryKind.SEND]
     recorded_sends = [(s.to, s.handler, e.type, bytes(s.body)) for e, s in sends]
     if recorded_sends != ctx.sends:
         return Divergence(
@@ -323,7 +324,7 @@ def _compare(
         )
     recorded_timers = [
         (t.id, t.to, t.handler, e.type, bytes(t.body), t.due)
-        for e, t in ((e, timer_decoder.decode(e.data)) for e in step if e.kind == "timer")
+        for e, t in ((e, timer_decoder.decode(e.data)) for e in step if e.kind == EntryKind.TIMER)
     ]
     if recorded_timers != ctx.timers:
         return Divergence(
@@ -332,7 +333,7 @@ def _compare(
             f"timers {[t[:4] for t in recorded_timers]}",
             f"timers {[t[:4] for t in ctx.timers]}",
         )
-    recorded_cancels = [cancel_decoder.decode(e.data).id for e in step if e.kind == "cancel"]
+    recorded_cancels = [cancel_decoder.decode(e.data).id for e in step if e.kind == EntryKind.CANCEL]
     if recorded_cancels != ctx.cancels:
         return Divergence(actor, reply_entry.position, f"cancels {recorded_cancels}", f"cancels {ctx.cancels}")
     try:

@@ -160,11 +160,11 @@ class Step(Context):
             self._seed: int = head.seed
             self._now: float = head.now
             self.durable = True
-            self._recorded = [(e, effect_decoder.decode(e.data)) for e in recorded[1:] if e.kind == "effect"]
+            self._recorded = [(e, effect_decoder.decode(e.data)) for e in recorded[1:] if e.kind == EntryKind.EFFECT]
             for e in recorded[1:]:
-                if e.kind == "request":
+                if e.kind == EntryKind.REQUEST:
                     self._requests.add(request_decoder.decode(e.data).index)
-                if e.kind == "attempt":
+                if e.kind == EntryKind.ATTEMPT:
                     failed = effect_decoder.decode(e.data)
                     self._attempts.setdefault(failed.index, []).append(failed)
             self._seq = recorded[-1].seq + 1

@@ -45,7 +45,7 @@ from ._errors import (
     UndecodableEntry,
     Unstorable,
 )
-from ._journal import Journal
+from ._journal import Journal, integrity_check
 from ._litestream import Litestream
 from ._replica import ReplicaTarget
 from ._replication import DEFAULT_MAX_WAL_BYTES, Replication, ReplicationStatus
@@ -112,5 +112,6 @@ __all__ = (
     "WriterStats",
     "corrupt",
     "decode_untyped",
+    "integrity_check",
     "restore",
 )

@@ -97,3 +97,21 @@ class Journal(SqliteReads):
 
     def __exit__(self, tp: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
+
+
+def integrity_check(path: str) -> str:
+    """SQLite's ``integrity_check`` of the file at ``path``: ``"ok"``, or what is wrong.
+
+    Read-only, and works beside a running owner. A file too broken to open or
+    check says so in the answer rather than raising: it is the answer.
+    """
+    try:
+        conn = connect(os.path.abspath(path), readonly=True)
+    except OperationalError as exc:
+        return f"cannot run integrity_check: {exc}"
+    try:
+        return "; ".join(str(row[0]) for row in conn.execute("PRAGMA integrity_check"))
+    except apsw.Error as exc:
+        return f"cannot run integrity_check: {exc}"
+    finally:
+        close(conn)

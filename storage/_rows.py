@@ -16,9 +16,10 @@ import apsw
 import msgspec
 
 from ._codec import decode_untyped
+from ._contract import EntryKind
 from ._errors import UndecodableEntry
 
-TERMINAL_KINDS = ("reply",)
+TERMINAL_KINDS = (EntryKind.REPLY,)
 """Entry kinds that close a step. A step without one is open (interrupted)."""
 
 
@@ -29,7 +30,9 @@ class Entry(msgspec.Struct, frozen=True):
     actor: str
     seq: int
     step: int
+    """The id of the message whose step wrote this entry."""
     kind: str
+    """An :class:`EntryKind` (a str enum: it compares equal to its name)."""
     type: str
     data: bytes
     at: float
@@ -127,6 +130,15 @@ def _entry(address: str, row: tuple[Any, ...]) -> Entry:
     position, seq, step, kind, type_name, data, at, crc = row
     if crc is not None and crc32(data) != crc:
         raise corrupt(f"journal entry {address}#{seq}", position, type_name, seq)
+    try:
+        kind = EntryKind(kind)
+    except ValueError:
+        raise UndecodableEntry(
+            f"journal entry {address}#{seq} at position {position} has an unknown kind {kind!r}",
+            position=position,
+            type_name=type_name,
+            seq=seq,
+        ) from None
     return Entry(position, address, seq, step, kind, type_name, data, at)
 
 
@@ -162,10 +174,10 @@ def open_step(conn: apsw.Connection, actor: int, address: str) -> list[Entry]:
         if entry.kind in TERMINAL_KINDS:
             break
         tail.append(entry)
-        if entry.kind == "message":
+        if entry.kind == EntryKind.MESSAGE:
             break
     tail.reverse()
-    return tail if tail and tail[0].kind == "message" else []
+    return tail if tail and tail[0].kind == EntryKind.MESSAGE else []
 
 
 _ACTOR_COLUMNS = (
