@@ -8,7 +8,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Concatenate, ParamSpec, TypeVar
 
 import apsw
@@ -152,11 +152,11 @@ class Store(SqliteReads):
         """The writer's counters."""
         return self._writer.stats
 
-    def submit(self, units: list[Unit], done: Done) -> None:
+    def submit(self, units: Sequence[Unit], done: Done) -> None:
         """Queue units for the next group commit."""
         self._writer.submit(units, done)
 
-    def submit_all(self, groups: list[tuple[list[Unit], Done]]) -> None:
+    def submit_all(self, groups: Sequence[tuple[Sequence[Unit], Done]]) -> None:
         """Queue several submissions at once: the writer takes them into one batch."""
         self._writer.submit_all(groups)
 
