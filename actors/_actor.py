@@ -73,7 +73,7 @@ class Actor:
         ctx = self.__dict__.get("ctx")
         if ctx is None:
             raise SteleError(f"{self.address}: emit() is only allowed inside a handler")
-        ctx._emit(event)
+        ctx.emit(event)
 
 
 @dataclass(frozen=True)

@@ -129,5 +129,8 @@ class Context(abc.ABC):
         """Cancel a pending timer (committed with this step); unknown ids are refused."""
 
     @abc.abstractmethod
-    def _emit(self, event: msgspec.Struct) -> None:
-        """Runtime hook behind :meth:`Actor.emit`: validate, apply and record ``event``."""
+    def emit(self, event: msgspec.Struct) -> None:
+        """Record ``event`` in this step and apply it to the actor's state at once.
+
+        What :meth:`Actor.emit` calls (``self.emit(event)`` in a handler).
+        """

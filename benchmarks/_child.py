@@ -43,13 +43,13 @@ async def many_actors(workdir: str, actors: int) -> dict[str, object]:
                 await anyio.sleep(0.01)
             curve.append(round(rss_mb()))
             sqlite.append(round(apsw.memory_used() / 2**20))
-            cells.append(len(rt._cells))
+            cells.append(rt.statistics().addresses)
         # Asks queue behind what is pending: one per quarter shows all were processed.
         for a in range(0, actors, quarter):
             total = await rt.ask(f"Counter/{a}", Total())
             assert total == 1, (a, total)
         elapsed = time.perf_counter() - started
-        active = len(rt._active)
+        active = rt.statistics().active_actors
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
         "actors": actors,

@@ -1,9 +1,25 @@
 """What runs actors: activation, mailboxes, steps, effects and recovery over one journal."""
 
+from ._options import Durability, Limits, ReplicationOptions
 from ._rebuild import Loaded, load
 from ._registry import Registry
 from ._replay import Divergence, ReplayReport, replay
 from ._runtime import Runtime
+from ._statistics import RuntimeStatistics, WriterStatistics
 from ._timers import VirtualClock
 
-__all__ = ("Divergence", "Loaded", "Registry", "ReplayReport", "Runtime", "VirtualClock", "load", "replay")
+__all__ = (
+    "Divergence",
+    "Durability",
+    "Limits",
+    "Loaded",
+    "Registry",
+    "ReplayReport",
+    "ReplicationOptions",
+    "Runtime",
+    "RuntimeStatistics",
+    "VirtualClock",
+    "WriterStatistics",
+    "load",
+    "replay",
+)

@@ -8,7 +8,10 @@ from typing import Any
 
 from actors import Actor
 from actors._actor import ActorDescription, HandlerInfo
-from storage import ActorRow, Entry, InboxRow
+from storage import ActorRow, Backoff, Entry, InboxRow
+
+RETRY_MAX_S = 5.0
+"""The longest an actor waits before trying a message again after its commit failed."""
 
 
 class Msg:
@@ -101,7 +104,7 @@ class Cell:
         "queued",
         "reason",
         "registered",
-        "retry_delay",
+        "retry",
         "since_snapshot",
         "suspended",
     )
@@ -127,7 +130,8 @@ class Cell:
         self.reason = ""
         self.failed: BaseException | None = None
         """Why the actor could not be loaded (in memory only; the journal is untouched)."""
-        self.retry_delay = 0.0
+        self.retry = Backoff(first=0.05, limit=RETRY_MAX_S)
+        """How long to wait before this actor tries a message again after a failed commit."""
         self.registered = False
         """The actor registry has a row for this address."""
         self.actor_id = 0

@@ -1,5 +1,5 @@
 """Poison messages: a message that keeps failing becomes a dead letter, and its
-actor carries on. A mixin of :class:`~runtime.Runtime`.
+actor carries on.
 
 A crash leaves no trace of a step that had not reached its first effect, so
 the attempt of the first message each actor runs after a restart is marked in
@@ -20,8 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
 
 import anyio
 import anyio.to_thread
@@ -29,48 +28,43 @@ import msgspec
 
 import storage
 from actors import HandlerError, SteleError
-from storage import Bury, DropDeadLetter, MarkAttempt, Op, PutPromise, RecordKey, Revive, Store, Unit
+from storage import Bury, DropDeadLetter, MarkAttempt, Op, PutPromise, RecordKey, Revive, Unit
 
 from ._cell import Cell, Msg
-from ._health import RETRY_MAX
+from ._mailboxes import Mailboxes
+from ._promises import Promises
 from ._records import ReplyRecord
 from ._registry import Registry
-
-_encode = msgspec.msgpack.Encoder().encode
+from ._writes import Writes
 
 log = logging.getLogger("stele.runtime")
 
+_encode = msgspec.msgpack.Encoder().encode
 
 
 class DeadLetters:
     """Counting attempts, burying, listing, retrying and dropping dead letters."""
 
-    registry: Registry
-    clock: Callable[[], float]
-    max_attempts: int
-    _pending: int
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        writes: Writes,
+        mailboxes: Mailboxes,
+        promises: Promises,
+        registry: Registry,
+        *,
+        clock: Callable[[], float],
+        max_attempts: int,
+    ) -> None:
+        self._loop = loop
+        self._writes = writes
+        self._mailboxes = mailboxes
+        self._promises = promises
+        self._registry = registry
+        self._clock = clock
+        self.max_attempts = max_attempts
 
-    if TYPE_CHECKING:  # provided by Runtime
-
-        @property
-        def loop(self) -> asyncio.AbstractEventLoop: ...
-
-        @property
-        def store(self) -> Store: ...
-
-        def _wake_promise(self, promise: tuple[str, str], value: bytes) -> None: ...
-
-        async def _write(self, unit: Unit) -> None: ...
-
-        def _check_open(self) -> None: ...
-
-        def _cell(self, address: str) -> Cell: ...
-
-        def _make_ready(self, cell: Cell) -> None: ...
-
-        def spawn(self, fn: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None: ...
-
-    async def _count_attempt(self, cell: Cell, msg: Msg) -> None:
+    async def count_attempt(self, cell: Cell, msg: Msg) -> None:
         """Mark one more attempt of a message found in the inbox at start, before it runs.
 
         ``cell`` is busy with ``msg`` as its current message; whatever
@@ -80,25 +74,22 @@ class DeadLetters:
         if msg.attempts + 1 > self.max_attempts:
             reason = f"the process stopped during {msg.attempts} attempts to process it after restarts"
             msg.attempts += 1  # this one, refused
-            await self._bury(cell, msg, reason)
+            await self.bury(cell, msg, reason)
             return
         try:
-            await self._write(Unit(ops=[MarkAttempt(msg.step, msg.attempts + 1)]))
+            await self._writes.write(Unit(ops=[MarkAttempt(msg.step, msg.attempts + 1)]))
         except SteleError as exc:  # the journal's trouble, not the message's: try again later, in place
             log.warning("%s: cannot mark the attempt of inbox message %d: %s", cell.address, msg.step, exc)
-            delay = cell.retry_delay = min(RETRY_MAX, max(0.05, cell.retry_delay * 2))
+            delay = cell.retry.next()
         else:
             msg.attempts += 1
             msg.recovered = False
             for later in cell.mailbox:  # not under way at the stop: see the module docstring
                 later.recovered = False
             delay = 0.0
-        cell.mailbox.appendleft(msg)
-        cell.busy = False
-        cell.current = None
-        self.loop.call_later(delay, self._make_ready, cell)
+        self._release(cell, msg, delay)
 
-    async def _bury(self, cell: Cell, msg: Msg, reason: str) -> None:
+    async def bury(self, cell: Cell, msg: Msg, reason: str) -> None:
         """Move ``msg`` (``cell``'s current message, ``cell`` busy) from the inbox to the dead letters.
 
         Whoever waits for its reply is told: the caller of an ask, a repeated
@@ -107,7 +98,7 @@ class DeadLetters:
         error). If the journal cannot take the dead letter now, the message
         goes back to the head of its mailbox and the next attempt buries it.
         """
-        at = self.clock()
+        at = self._clock()
         error = ReplyRecord(False, error_type="DeadLetter", error=f"the message became a dead letter: {reason}")
         reply = _encode(error)
         ops: list[Op] = [Bury(msg.step, msg.attempts, reason, at)]
@@ -116,49 +107,51 @@ class DeadLetters:
         if msg.reply_to is not None:
             ops.append(PutPromise(*msg.reply_to, reply, at, replace=True))
         try:
-            await self._write(Unit(ops=ops))
+            await self._writes.write(Unit(ops=ops))
         except SteleError as exc:
             log.warning("%s: cannot write dead letter %d yet: %s", cell.address, msg.step, exc)
+            self._release(cell, msg, cell.retry.next())
+            return
+        log.error("inbox message %d to %s is now a dead letter: %s", msg.step, cell.address, reason)
+        self._mailboxes.consumed()
+        if msg.waiter is not None and not msg.waiter.done():
+            msg.waiter.set_exception(HandlerError(cell.address, error.error_type, error.error))
+        if msg.reply_to is not None:
+            self._promises.wake(msg.reply_to, reply)
+        self._release(cell, None, 0.0)
+
+    def _release(self, cell: Cell, msg: Msg | None, delay: float) -> None:
+        """``cell`` is free again, with ``msg`` (if any) back at the head of its mailbox."""
+        if msg is not None:
             cell.mailbox.appendleft(msg)
-            delay = cell.retry_delay = min(RETRY_MAX, max(0.05, cell.retry_delay * 2))
-        else:
-            log.error("inbox message %d to %s is now a dead letter: %s", msg.step, cell.address, reason)
-            self._pending -= 1
-            if msg.waiter is not None and not msg.waiter.done():
-                msg.waiter.set_exception(HandlerError(cell.address, error.error_type, error.error))
-            if msg.reply_to is not None:
-                self._wake_promise(msg.reply_to, reply)
-            delay = 0.0
         cell.busy = False
         cell.current = None
-        self.loop.call_later(delay, self._make_ready, cell)
+        self._loop.call_later(delay, self._mailboxes.make_ready, cell)
 
-    async def dead_letters(self) -> list[storage.DeadLetter]:
+    async def list(self) -> list[storage.DeadLetter]:
         """Messages taken out of their actors' way after failing ``max_attempts`` times."""
-        self._check_open()
-        return await anyio.to_thread.run_sync(self.store.dead_letters)
+        backend = self._writes.backend
+        assert backend is not None
+        return await anyio.to_thread.run_sync(backend.dead_letters)
 
-    async def retry_dead_letter(self, letter_id: int) -> None:
+    async def retry(self, letter_id: int) -> None:
         """Put a dead letter back in its actor's inbox, attempts reset."""
-        letter = await self._dead_letter(letter_id)
+        letter = await self._find(letter_id)
         # Decoded first: a letter today's code cannot deliver stays a dead letter.
-        desc, _ = self.registry.resolve(letter.address)
-        info = self.registry.handler_named(desc, letter.handler)
-        message = self.registry.codec.decode(letter.type, letter.payload)
-        await self._write(Unit(ops=[Revive(letter_id, self.clock())]))
-        cell = self._cell(letter.address)
-        cell.mailbox.append(Msg(letter.id, info, message, letter.type, letter.payload, None, True, letter.sender))
-        self._pending += 1
-        self._make_ready(cell)
+        desc, _ = self._registry.resolve(letter.address)
+        info = self._registry.handler_named(desc, letter.handler)
+        message = self._registry.codec.decode(letter.type, letter.payload)
+        await self._writes.write(Unit(ops=[Revive(letter_id, self._clock())]))
+        revived = Msg(letter.id, info, message, letter.type, letter.payload, None, True, letter.sender)
+        self._mailboxes.deliver(self._mailboxes.cell(letter.address), revived)
 
-    async def drop_dead_letter(self, letter_id: int) -> None:
+    async def drop(self, letter_id: int) -> None:
         """Forget a dead letter for good."""
-        await self._dead_letter(letter_id)
-        await self._write(Unit(ops=[DropDeadLetter(letter_id)]))
+        await self._find(letter_id)
+        await self._writes.write(Unit(ops=[DropDeadLetter(letter_id)]))
 
-    async def _dead_letter(self, letter_id: int) -> storage.DeadLetter:
-        self._check_open()
-        for letter in await self.dead_letters():
+    async def _find(self, letter_id: int) -> storage.DeadLetter:
+        for letter in await self.list():
             if letter.id == letter_id:
                 return letter
         raise SteleError(f"no dead letter {letter_id}")

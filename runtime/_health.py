@@ -1,5 +1,5 @@
 """The journal's health: backpressure while commits fail, prompt recovery, and
-settling commits of unknown outcome. A mixin of :class:`~runtime.Runtime`.
+settling commits of unknown outcome.
 
 A full disk or a failing one makes commits fail. Then new messages are refused
 at once (``BackpressureError``) instead of queueing in memory, except one probe
@@ -15,65 +15,57 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 
 from actors import BackpressureError, JournalError
-from storage import PutMeta, Store, Unit
+from storage import Backoff, PutMeta, Unit
 
 from ._cell import Cell
+from ._mailboxes import Mailboxes
+from ._writes import Writes
 
 log = logging.getLogger("stele.runtime")
 
 PROBE_INTERVAL = 0.5
 """While the journal fails, one new message every this many seconds tries a commit."""
 
-RETRY_MAX = 5.0
-"""The longest back-off before a failed step (or a settling commit) is tried again."""
-
 
 class JournalHealth:
-    """``rt.journal_failing``, and what the runtime does while it is set."""
+    """Whether commits succeed, and what the runtime does while they do not."""
 
-    clock: Callable[[], float]
-    _cells: dict[str, Cell]
-    _closing: bool
-
-    if TYPE_CHECKING:  # provided by Runtime
-
-        @property
-        def loop(self) -> asyncio.AbstractEventLoop: ...
-
-        @property
-        def store(self) -> Store: ...
-
-        _store: Store | None
-
-        async def _write(self, unit: Unit) -> None: ...
-
-        def _make_ready(self, cell: Cell) -> None: ...
-
-        def spawn(self, fn: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None: ...
-
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        writes: Writes,
+        mailboxes: Mailboxes,
+        *,
+        clock: Callable[[], float],
+        spawn: Callable[..., None],
+        closing: Callable[[], bool],
+    ) -> None:
+        self._loop = loop
+        self._writes = writes
+        self._mailboxes = mailboxes
+        self._clock = clock
+        self._spawn: Callable[[Callable[..., Coroutine[Any, Any, None]], Cell, float], None] = spawn
+        self._closing = closing
         self._probe_at = 0.0  # while the journal fails, when the next message may try it
-        self._journal_was_failing = False  # writer thread only
-        self._journal_back = asyncio.Event()  # set (and replaced) when commits succeed again
+        self._was_failing = False  # writer thread only
+        self._back = asyncio.Event()  # set (and replaced) when commits succeed again
 
     @property
-    def journal_failing(self) -> str | None:
-        """Why commits are failing right now (a full disk, an I/O error), or None while they succeed.
-
-        While it is set, new messages are refused with ``BackpressureError``
-        except one probe every ``PROBE_INTERVAL``; it clears at the next commit
-        that succeeds.
-        """
-        failing = self._store.failing if self._store is not None else None
+    def failing(self) -> str | None:
+        """Why commits are failing right now (a full disk, an I/O error), or None while they succeed."""
+        backend = self._writes.backend
+        failing = backend.failing if backend is not None else None
         return str(failing) if failing is not None else None
 
-    def _admit_while_failing(self) -> None:
-        failing = self.store.failing
+    def admit(self) -> None:
+        """Refuse a new message while commits fail, but for one probe every ``PROBE_INTERVAL``."""
+        backend = self._writes.backend
+        failing = backend.failing if backend is not None else None
         if failing is None:
             return
         # Refused at once rather than queued in memory to wait; one message gets
@@ -84,30 +76,31 @@ class JournalHealth:
             raise BackpressureError(f"the journal cannot be written ({failing}); nothing was accepted; retry later")
         self._probe_at = now + PROBE_INTERVAL
 
-    def _watch_journal(self) -> None:
-        # Writer thread, after each batch: notice commits succeeding again.
-        failing = self._store is not None and self._store.failing is not None
-        if self._journal_was_failing and not failing:
-            self.loop.call_soon_threadsafe(self._journal_recovered)
-        self._journal_was_failing = failing
+    def watch(self) -> None:
+        """After each batch (writer thread): notice commits succeeding again."""
+        backend = self._writes.backend
+        failing = backend is not None and backend.failing is not None
+        if self._was_failing and not failing:
+            self._loop.call_soon_threadsafe(self._recovered)
+        self._was_failing = failing
 
-    def _journal_recovered(self) -> None:
+    def _recovered(self) -> None:
         """Commits succeed again: what waits for the journal goes on now, not after its back-off."""
         log.warning("journal commits succeed again")
-        self._journal_back.set()
-        self._journal_back = asyncio.Event()
-        for cell in self._cells.values():
+        self._back.set()
+        self._back = asyncio.Event()
+        for cell in self._mailboxes:
             if cell.mailbox and not cell.busy and not cell.loading:
-                cell.retry_delay = 0.0
+                cell.retry.reset()
                 cell.failed = None  # a load that failed on the disk is tried again
-                self._make_ready(cell)
+                self._mailboxes.make_ready(cell)
 
-    def _after_unknown_commit(self, cell: Cell, delay: float) -> None:
-        """Hold ``cell`` until the journal is settled (see ``_settle_unknown``)."""
+    def after_unknown_commit(self, cell: Cell, delay: float) -> None:
+        """Hold ``cell`` until the journal is settled (see :meth:`_settle`)."""
         cell.busy = True  # nothing of this actor runs until then
-        self.spawn(self._settle_unknown, cell, max(delay, 0.05))
+        self._spawn(self._settle, cell, max(delay, 0.05))
 
-    async def _settle_unknown(self, cell: Cell, delay: float) -> None:
+    async def _settle(self, cell: Cell, delay: float) -> None:
         """After a commit that may or may not have landed, commit something else first.
 
         The unknown commit's WAL frames may still be in the file, where a crash
@@ -115,17 +108,18 @@ class JournalHealth:
         one does, running the step again could run its effects again although
         their results may yet turn out journaled (G3).
         """
-        settle = Unit(ops=[PutMeta("settled_at", self.clock())])
-        while not self._closing:
-            with anyio.move_on_after(delay):
-                await self._journal_back.wait()  # or sooner: another commit just succeeded
+        backoff = Backoff(first=delay)
+        wait = backoff.next()
+        while not self._closing():
+            with anyio.move_on_after(wait):
+                await self._back.wait()  # or sooner: another commit just succeeded
             try:
-                await self._write(settle)
+                await self._writes.write(Unit(ops=[PutMeta("settled_at", self._clock())]))
             except JournalError as exc:
                 log.warning("%s waits for the journal to accept a commit: %s", cell.address, exc)
-                delay = min(RETRY_MAX, delay * 2)
+                wait = backoff.next()
             else:
                 break
         cell.busy = False
-        if cell.mailbox and not self._closing:
-            self._make_ready(cell)
+        if cell.mailbox and not self._closing():
+            self._mailboxes.make_ready(cell)

@@ -37,8 +37,9 @@ from . import _openapi
 from ._http_guard import Guard
 from ._http_outcomes import Answer, accepted, error, outcome, response, unknown
 from ._openapi import MAX_KEY, MAX_PAGE, MAX_POSITION
+from ._options import DURABILITIES
 from ._rebuild import load
-from ._runtime import DURABILITIES, Runtime
+from ._runtime import Runtime
 
 log = logging.getLogger("stele.http")
 
@@ -148,7 +149,7 @@ class App:
             return error(400, "malformed", f"the body is not JSON: {exc}")
         except RecursionError:
             return error(400, "malformed", "the body is nested too deeply")
-        if self.closing or not self.rt._open:
+        if self.closing or not self.rt.statistics().open:
             return error(503, "closed", "the server is shutting down: nothing was accepted; retry later")
         if wait:
             call: Coroutine[Any, Any, Any] = self.rt.ask(address, msg, durability=durability, idempotency_key=key)
@@ -362,8 +363,9 @@ class App:
 
     async def health(self, request: Request) -> Response:
         """GET /health: 200 while the runtime accepts messages (open, and its journal takes commits)."""
-        failing = self.rt.journal_failing if self.rt._open else None
-        ok = self.rt._open and failing is None and not self.closing
+        figures = self.rt.statistics()
+        failing = figures.journal_failing if figures.open else None
+        ok = figures.open and failing is None and not self.closing
         return _ok({"ok": ok, "journal_failing": failing}, 200 if ok else 503)
 
     async def prometheus(self, request: Request) -> Response:
@@ -404,19 +406,15 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
 def runtime_status(rt: Runtime, started: float) -> dict[str, Any]:
     """What ``status`` reports about a running runtime."""
     path = rt.path
-    replication = rt.replication
+    stats = rt.statistics()
     return {
         "journal": os.path.abspath(path),
         "journal_bytes": _size(path),
         "wal_bytes": _size(path + "-wal"),
         "uptime_s": time.time() - started,
-        "active_actors": len(rt._active),
-        "mailbox_depth": sum(len(c.mailbox) for c in rt._cells.values()),
-        "suspended": sorted(c.address for c in rt._cells.values() if c.suspended),
-        "commits": rt.stats.batches,
-        "units": rt.stats.units,
-        "journal_failing": rt.journal_failing,
-        "replication": _plain(replication) if replication is not None else None,
+        **msgspec.to_builtins(stats),
+        "commits": stats.writer.batches,
+        "units": stats.writer.units,
     }
 
 
@@ -432,22 +430,23 @@ class _Collector:
 
     def collect(self) -> Any:
         rt = self.app.rt
-        stats = rt.stats
+        figures = rt.statistics()
+        writer = figures.writer
         yield CounterMetricFamily(
-            "stele_commits", "Journal transactions committed (group commits)", value=stats.batches
+            "stele_commits", "Journal transactions committed (group commits)", value=writer.batches
         )
-        yield CounterMetricFamily("stele_units", "Units of work committed (steps, tells, effects)", value=stats.units)
-        yield CounterMetricFamily("stele_commit_seconds", "Time spent committing", value=stats.commit_seconds)
-        yield GaugeMetricFamily("stele_active_actors", "Actors in memory", value=len(rt._active))
+        yield CounterMetricFamily("stele_units", "Units of work committed (steps, tells, effects)", value=writer.units)
+        yield CounterMetricFamily("stele_commit_seconds", "Time spent committing", value=writer.commit_seconds)
+        yield GaugeMetricFamily("stele_active_actors", "Actors in memory", value=figures.active_actors)
         yield GaugeMetricFamily(
             "stele_journal_failing", "1 while journal commits fail (full disk, I/O errors)",
-            value=0 if rt.journal_failing is None else 1,
+            value=0 if figures.journal_failing is None else 1,
         )  # fmt: skip
-        yield GaugeMetricFamily(
-            "stele_mailbox_depth",
-            "Messages waiting in mailboxes",
-            value=sum(len(c.mailbox) for c in rt._cells.values()),
-        )
+        yield GaugeMetricFamily("stele_mailbox_depth", "Messages waiting in mailboxes", value=figures.mailbox_depth)
+        yield GaugeMetricFamily("stele_pending_messages", "Messages accepted, not yet processed", value=figures.pending)
+        yield GaugeMetricFamily("stele_steps_in_flight", "Steps running or committing", value=figures.steps_in_flight)
+        yield GaugeMetricFamily("stele_suspended_actors", "Actors suspended in memory", value=len(figures.suspended))
+        yield GaugeMetricFamily("stele_pending_timers", "Durable timers pending", value=figures.timers)
         yield GaugeMetricFamily("stele_http_waiting", "HTTP requests waiting for the runtime", value=self.app.waiting)
         status = rt.replication
         if status is not None:

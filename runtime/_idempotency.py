@@ -1,9 +1,9 @@
 """Idempotent ingress: a repeated key returns the first outcome and enqueues nothing.
 
-A mixin of :class:`~runtime.Runtime`, kept apart because it is one concept: the
-key is recorded with the tell's inbox row, or with an ask's step (its reply
-once the step commits, or nothing yet if the step became durable at an effect
-and may be resumed after a crash).
+The key is recorded with the tell's inbox row, or with an ask's step (its
+reply once the step commits, or nothing yet if the step became durable at an
+effect and may be resumed after a crash), with what it was used for: the
+address, the handler, and whether it was a tell or an ask.
 """
 
 from __future__ import annotations
@@ -12,20 +12,21 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import anyio
 import anyio.to_thread
 import msgspec
 
 from actors import AskTimeoutError, HandlerError, IdempotencyKeyError, ReplyUnavailableError, SteleError
-from storage import ForgetKey, Store, Unit
+from storage import ForgetKey, Unit
 
-from ._cell import Cell, Msg
+from ._mailboxes import Mailboxes
 from ._records import reply_decoder
 from ._registry import Registry
 from ._values import text
+from ._writes import Writes
 
 log = logging.getLogger("stele.runtime")
 
@@ -33,64 +34,62 @@ PURGE_BATCH = 1000
 """Expired idempotency keys forgotten per commit."""
 
 
-class IdempotentIngress:
-    """The idempotency-key half of the runtime's ``tell`` and ``ask``."""
+class Idempotency:
+    """The idempotency-key half of the runtime's ``tell`` and ``ask``, and the purge of old keys."""
 
-    registry: Registry
-    clock: Callable[[], float]
-    idempotency_retention_s: float
-    _keys_in_flight: dict[str, tuple[asyncio.Future[Any], Use]]
-    _cells: dict[str, Cell]
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        writes: Writes,
+        mailboxes: Mailboxes,
+        registry: Registry,
+        *,
+        clock: Callable[[], float],
+        retention_s: float,
+        validate: Callable[[str, msgspec.Struct], str],
+    ) -> None:
+        self._loop = loop
+        self._writes = writes
+        self._mailboxes = mailboxes
+        self._registry = registry
+        self._clock = clock
+        self.retention_s = retention_s
+        self._validate = validate
+        self._in_flight: dict[str, tuple[asyncio.Future[Any], Use]] = {}
 
-    if TYPE_CHECKING:  # provided by Runtime
-
-        @property
-        def loop(self) -> asyncio.AbstractEventLoop: ...
-
-        @property
-        def store(self) -> Store: ...
-
-        def prepare(self, address: str, msg: msgspec.Struct, sender: str | None = None) -> Any: ...
-
-        async def _ask(
-            self, address: str, msg: msgspec.Struct, timeout: float | None, durability: str | None, key: str | None
-        ) -> Any: ...
-
-        async def _tell(
-            self, address: str, msg: msgspec.Struct, durability: str | None, timeout: float | None, key: str | None
-        ) -> None: ...
-
-        async def _write(self, unit: Unit) -> None: ...
-
-    async def _keyed(
+    async def call(
         self,
         key: str,
         address: str,
         msg: msgspec.Struct,
-        timeout: float | None,
-        durability: str | None,
-        tell_timeout: float | None,
+        first: Callable[[], Awaitable[Any]],
         *,
-        ask: bool = False,
+        ask: bool,
+        timeout: float | None,
     ) -> Any:
-        """A call under an idempotency key: the first call's outcome, however often it comes."""
+        """A call under an idempotency key: the first call's outcome, however often it comes.
+
+        ``first`` makes the call itself (recording the key), when this key is
+        new; ``timeout`` bounds the wait for an earlier call's reply.
+        """
         text(key, "idempotency key")
-        handler = self.registry.handler_for(self.registry.resolve(address)[0], msg).name
-        first = self._keys_in_flight.get(key)
-        if first is not None:  # the same key, concurrently: share the first call
-            pending, first_use = first
-            _same_use(key, first_use, (address, handler, ask))
+        handler = self._validate(address, msg)  # bad input fails the same way with or without a key
+        use = (address, handler, ask)
+        earlier = self._in_flight.get(key)
+        if earlier is not None:  # the same key, concurrently: share the first call
+            pending, first_use = earlier
+            _same_use(key, first_use, use)
             try:
                 return await asyncio.shield(pending)
             except asyncio.CancelledError:
                 if not pending.cancelled():
                     raise  # this caller was cancelled
                 # The first caller went away before an outcome: carry on as the first.
-                return await self._keyed(key, address, msg, timeout, durability, tell_timeout, ask=ask)
-        future: asyncio.Future[Any] = self.loop.create_future()
-        self._keys_in_flight[key] = (future, (address, handler, ask))
+                return await self.call(key, address, msg, first, ask=ask, timeout=timeout)
+        future: asyncio.Future[Any] = self._loop.create_future()
+        self._in_flight[key] = (future, use)
         try:
-            result = await self._first_outcome(key, address, msg, timeout, durability, tell_timeout, ask)
+            result = await self._first_outcome(key, address, msg, first, use, timeout)
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):
                 future.cancel()  # the first caller went away; a concurrent one sees that
@@ -102,40 +101,37 @@ class IdempotentIngress:
             future.set_result(result)
             return result
         finally:
-            del self._keys_in_flight[key]
+            del self._in_flight[key]
 
     async def _first_outcome(
         self,
         key: str,
         address: str,
         msg: msgspec.Struct,
+        first: Callable[[], Awaitable[Any]],
+        use: Use,
         timeout: float | None,
-        durability: str | None,
-        tell_timeout: float | None,
-        ask: bool,
     ) -> Any:
-        handler = self.prepare(address, msg).handler.name  # bad input fails the same way with or without a key
-        record = await anyio.to_thread.run_sync(self.store.idempotent, key)
-        if record is not None and record.at >= self.clock() - self.idempotency_retention_s:
-            first_ask = record.kind == "ask" if record.kind is not None else ask  # unknown before schema v6
-            first_use = (record.address, record.handler or handler, first_ask)
-            _same_use(key, first_use, (address, handler, ask))
-            if not ask:
-                return None
-            if record.reply is not None:
-                return self._recorded_reply(address, msg, record.reply)
-            return await self._wait_for_step(key, address, msg, record.step, timeout)
-        if ask:
-            return await self._ask(address, msg, timeout, durability, key)
-        await self._tell(address, msg, durability, tell_timeout, key)
-        return None
+        backend = self._writes.backend
+        assert backend is not None
+        record = await anyio.to_thread.run_sync(backend.idempotent, key)
+        if record is None or record.at < self._clock() - self.retention_s:
+            return await first()
+        _, handler, ask = use
+        first_ask = record.kind == "ask" if record.kind is not None else ask  # unknown before schema v6
+        _same_use(key, (record.address, record.handler or handler, first_ask), use)
+        if not ask:
+            return None
+        if record.reply is not None:
+            return self._recorded_reply(address, msg, record.reply)
+        return await self._wait_for_step(key, address, msg, record.step, timeout)
 
     def _recorded_reply(self, address: str, msg: msgspec.Struct, data: bytes) -> Any:
         record = reply_decoder.decode(data)
         if not record.ok:
             raise HandlerError(address, record.error_type, record.error)
-        desc, _ = self.registry.resolve(address)
-        reply_type = self.registry.handler_for(desc, msg).reply_type
+        desc, _ = self._registry.resolve(address)
+        reply_type = self._registry.handler_for(desc, msg).reply_type
         try:
             return msgspec.msgpack.decode(bytes(record.value), type=reply_type)
         except msgspec.ValidationError as exc:  # a key recorded before schema v6 named no handler
@@ -144,7 +140,7 @@ class IdempotentIngress:
             ) from None
 
     async def _wait_for_step(
-        self, key: str, address: str, msg: msgspec.Struct, step: int, timeout: float | None
+        self, key: str, address: str, msg: msgspec.Struct, message: int, timeout: float | None
     ) -> Any:
         """The first call's step is durable but has no reply yet: wait for it, or say why not.
 
@@ -153,12 +149,14 @@ class IdempotentIngress:
         journal tells, in one read: the reply if it came meanwhile; otherwise
         the step can give no reply now, and waiting would be forever.
         """
-        target = self._in_memory(address, step)
+        target = self._mailboxes.find(address, message)
         if target is None:
-            record, pending = await anyio.to_thread.run_sync(self.store.key_status, key, step)
+            backend = self._writes.backend
+            assert backend is not None
+            record, pending = await anyio.to_thread.run_sync(backend.key_status, key, message)
             if record is not None and record.reply is not None:
                 return self._recorded_reply(address, msg, record.reply)
-            target = self._in_memory(address, step)  # it may have been loaded meanwhile
+            target = self._mailboxes.find(address, message)  # it may have been loaded meanwhile
             if target is None:
                 why = (
                     "is in the inbox but cannot be delivered now (see the log)"
@@ -169,7 +167,7 @@ class IdempotentIngress:
                     f"the message first sent to {address} under idempotency key {key!r} {why}; "
                     "do not resend it under a new key"
                 )
-        waiter: asyncio.Future[Any] = self.loop.create_future()
+        waiter: asyncio.Future[Any] = self._loop.create_future()
         if target.waiter is None or target.waiter.done():
             target.waiter = waiter
         else:
@@ -180,39 +178,31 @@ class IdempotentIngress:
         except TimeoutError:
             raise AskTimeoutError(f"no reply from {address} within {timeout} s") from None
 
-    def _in_memory(self, address: str, step: int) -> Msg | None:
-        """The message of ``step`` if ``address`` is running it or has it in its mailbox."""
-        cell = self._cells.get(address)
-        if cell is None:
-            return None
-        if cell.current is not None and cell.current.step == step:
-            return cell.current
-        return next((m for m in cell.mailbox if m.step == step), None)
-
-    async def _purge_keys(self) -> None:
+    async def purge_hourly(self) -> None:
         """Forget idempotency keys older than the retention, now and every hour."""
         while True:
             try:
-                await self.purge_idempotency_keys()
+                await self.purge()
             except SteleError as exc:
                 log.warning("could not purge expired idempotency keys: %s", exc)
             await anyio.sleep(3600)
 
-    async def purge_idempotency_keys(self, *, batch: int = PURGE_BATCH) -> int:
+    async def purge(self, *, batch: int = PURGE_BATCH) -> int:
         """Forget the keys older than the retention now; return how many.
 
         In batches of at most ``batch`` keys, each its own commit shared with
         whatever else is queued: a million expired keys never make one
-        transaction that stalls every caller. (The runtime also does this at
-        start and every hour.)
+        transaction that stalls every caller.
         """
-        cutoff = self.clock() - self.idempotency_retention_s
+        backend = self._writes.backend
+        assert backend is not None
+        cutoff = self._clock() - self.retention_s
         purged = 0
         while True:
-            keys = await anyio.to_thread.run_sync(self.store.expired_keys, cutoff, batch)
+            keys = await anyio.to_thread.run_sync(backend.expired_keys, cutoff, batch)
             if not keys:
                 return purged
-            await self._write(Unit(ops=[ForgetKey(key, cutoff) for key in keys]))
+            await self._writes.write(Unit(ops=[ForgetKey(key, cutoff) for key in keys]))
             purged += len(keys)
 
 

@@ -24,11 +24,11 @@ from actors import (
     NonDeterminismError,
     Retry,
     SteleError,
-    UnknownEventError,
 )
 from actors._actor import ActorDescription
 from storage import EntryKind
 
+from ._events import emit
 from ._records import (
     NIL,
     EffectRecord,
@@ -106,6 +106,11 @@ class ReplayContext(Context):
         self.cancels: list[str] = []
         self.diverged: Divergence | None = None
 
+    @property
+    def effects_used(self) -> int:
+        """How many journaled effects the handler has taken so far."""
+        return self._index
+
     def _fail(self, position: int, recorded: str, current: str) -> _Diverged:
         self.diverged = Divergence(self._head.actor, position, recorded, current)
         return _Diverged(self.diverged)
@@ -181,16 +186,8 @@ class ReplayContext(Context):
                 return
         self.cancels.append(timer_id)  # whether it was pending then, the journal says below
 
-    def _emit(self, event: msgspec.Struct) -> None:
-        applier = self._desc.appliers.get(type(event))
-        if applier is None:
-            raise UnknownEventError(
-                f"{self._desc.cls.__qualname__} has no @apply method for {type(event).__qualname__}"
-            )
-        name = self._registry.names[type(event)]
-        data = _encode(event)
-        applier(self._instance, self._registry.codec.decode(name, data))
-        self.events.append((name, data))
+    def emit(self, event: msgspec.Struct) -> None:
+        self.events.append(emit(self._registry, self._desc, self._instance, event))
 
 
 def replay(
@@ -285,9 +282,9 @@ def _compare(
 ) -> Divergence | None:
     actor = head.actor
     recorded_effects = sum(1 for e in step if e.kind == EntryKind.EFFECT)
-    if ctx._index < recorded_effects:
-        entry = [e for e in step if e.kind == EntryKind.EFFECT][ctx._index]
-        return Divergence(actor, entry.position, f"effect #{ctx._index} {entry.type}", "no further effect")
+    if ctx.effects_used < recorded_effects:
+        entry = [e for e in step if e.kind == EntryKind.EFFECT][ctx.effects_used]
+        return Divergence(actor, entry.position, f"effect #{ctx.effects_used} {entry.type}", "no further effect")
     reply_entry = step[-1]
     reply = reply_decoder.decode(reply_entry.data)
     if reply.ok != ok:

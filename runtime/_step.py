@@ -29,7 +29,6 @@ from actors import (
     Context,
     EffectError,
     HandlerError,
-    MessageValidationError,
     NonDeterminismError,
     PromiseError,
     Retry,
@@ -55,8 +54,9 @@ from storage import (
     Unit,
 )
 
-from ._cell import Cell, Msg, first_outcome
+from ._cell import Cell, Msg
 from ._drive import Resume
+from ._events import emit
 from ._records import (
     NIL,
     CancelRecord,
@@ -74,7 +74,7 @@ from ._records import (
 from ._values import ENCODE_ERRORS, finite, storable, text
 
 if TYPE_CHECKING:
-    from ._runtime import Runtime
+    from ._host import StepHost
 
 log = logging.getLogger("stele.runtime")
 
@@ -121,19 +121,19 @@ class Step(Context):
         "error",
         "events",
         "finished",
+        "host",
         "last_seq",
         "msg",
         "ok",
         "reply_bytes",
-        "rt",
         "sends",
         "snapshotted",
         "timers",
         "value",
     )
 
-    def __init__(self, rt: Runtime, cell: Cell, msg: Msg, recorded: list[Entry] | None) -> None:
-        self.rt = rt
+    def __init__(self, host: StepHost, cell: Cell, msg: Msg, recorded: list[Entry] | None) -> None:
+        self.host = host
         self.cell = cell
         self.msg = msg
         self.events: list[tuple[str, bytes]] = []
@@ -169,8 +169,8 @@ class Step(Context):
                     self._attempts.setdefault(failed.index, []).append(failed)
             self._seq = recorded[-1].seq + 1
         else:
-            self._seed = rt.rng.getrandbits(63)
-            self._now = rt.clock()
+            self._seed = host.rng.getrandbits(63)
+            self._now = host.clock()
             self.durable = False
             self._seq = cell.next_seq
 
@@ -193,12 +193,12 @@ class Step(Context):
             return True
         except Abort as abort:  # before its first suspension, as after it (_go_on)
             self.finished = True
-            self.rt.step_failed(self, abort.error)
+            self.host.step_failed(self, abort.error)
             return False
         except (Exception, asyncio.CancelledError) as exc:  # no task to cancel yet: the handler's own
             self._done(False, exc)
             return True
-        self.rt.spawn(self._go_on, coro, yielded)
+        self.host.spawn(self._go_on, coro, yielded)
         return False
 
     async def _go_on(self, coro: Coroutine[Any, Any, Any], yielded: Any) -> None:
@@ -206,7 +206,7 @@ class Step(Context):
             value = await Resume(coro, yielded)
         except Abort as abort:
             self.finished = True
-            self.rt.step_failed(self, abort.error)
+            self.host.step_failed(self, abort.error)
             return
         except Exception as exc:
             self._done(False, exc)
@@ -215,10 +215,10 @@ class Step(Context):
         try:
             unit = self.unit()
         except Exception as exc:  # this step alone fails; the actor and the runtime go on
-            self.rt.step_broke(self.cell, self.msg, exc, self)
+            self.host.step_broke(self.cell, self.msg, exc, self)
             return
         outcome = await self._commit(unit)
-        self.rt.step_committed(self, outcome)
+        self.host.step_committed(self, outcome)
 
     def _done(self, ok: bool, value: Any) -> None:
         self.finished = True
@@ -231,10 +231,7 @@ class Step(Context):
             self.error = value
 
     async def _commit(self, unit: Unit) -> Outcome:
-        loop = self.rt.loop
-        future: asyncio.Future[Outcome] = loop.create_future()
-        self.rt.store.submit([unit], functools.partial(first_outcome, future))
-        return await future
+        return await self.host.commit(unit)
 
     # -- the commit unit ---------------------------------------------------------
 
@@ -246,7 +243,7 @@ class Step(Context):
     def unit(self) -> Unit:
         """The unit that ends this step (or, after non-determinism, suspends the actor)."""
         cell = self.cell
-        at = self.rt.clock()
+        at = self.host.clock()
         if self.diverged is not None:
             suspend = SetStatus(cell.address, ActorStatus.SUSPENDED, storable(str(self.diverged)))
             return Unit(register=cell.registration(at), ops=[suspend])
@@ -288,7 +285,7 @@ class Step(Context):
         every = cell.desc.cls.snapshot_every
         if self.ok and self.events and every > 0 and cell.since_snapshot + len(self.events) >= every:
             state = cell.instance.state if cell.instance is not None else None
-            state_name = self.rt.registry.names[cell.desc.state_type]
+            state_name = self.host.registry.names[cell.desc.state_type]
             try:
                 snapshots.append(SnapshotRow(ident, self.last_seq, state_name, _encode(state), at))
             except ENCODE_ERRORS as exc:
@@ -338,27 +335,18 @@ class Step(Context):
 
     # -- Context ---------------------------------------------------------------
 
-    def _emit(self, event: msgspec.Struct) -> None:
+    def emit(self, event: msgspec.Struct) -> None:
         if self.finished:
             raise SteleError(f"{self.cell.address}: emit() after its handler returned")
-        desc = self.cell.desc
-        applier = desc.appliers.get(type(event))
-        if applier is None:
-            raise UnknownEventError(f"{desc.cls.__qualname__} has no @apply method for {type(event).__qualname__}")
-        name = self.rt.registry.names[type(event)]
         try:
-            data = _encode(event)
-            # Apply the decoded copy: exactly what a rebuild from the journal will apply.
-            decoded = self.rt.registry.codec.decode(name, data)
-        except Exception as exc:
-            self.broken = MessageValidationError(f"event {name} emitted by {self.cell.address} is invalid: {exc}")
-            raise self.broken from None
-        try:
-            applier(self.cell.instance, decoded)
+            self.events.append(emit(self.host.registry, self.cell.desc, self.cell.instance, event))
+        except UnknownEventError:
+            raise  # nothing was applied: the handler may catch it and go on
         except BaseException as exc:
+            # An event that cannot be journaled, or an applier that raised: state
+            # may be half-changed, so the step fails, whatever the handler does.
             self.broken = exc
             raise
-        self.events.append((name, data))
 
     async def effect(
         self,
@@ -374,9 +362,6 @@ class Step(Context):
         name = effect_name(fn)
         if index < len(self._recorded):
             return self._replayed(index, name, fn)
-        if self.rt.replaying:
-            # Replaying history: an effect that was never recorded is a divergence.
-            self._diverge(-1, "no further effect", f"effect #{index} {name}")
         await self._make_durable()
         policy = retry or _ONCE
         earlier = self._attempts.get(index, [])
@@ -413,48 +398,46 @@ class Step(Context):
                 await asyncio.shield(self.msg.accepted)
             except Exception as exc:
                 raise Abort(exc) from None
-        await self._append(self._message_row(self.rt.clock()), durable_ask=not self.msg.inbox)
+        await self._append(self._message_row(self.host.clock()), durable_ask=not self.msg.inbox)
         self.durable = True
 
     async def ask(self, address: str, msg: msgspec.Struct, *, timeout: float | None = None) -> Any:
         index = self.effect_index
         self.effect_index += 1
         label = f"ask:{address}"
-        desc, _ = self.rt.registry.resolve(address)
-        reply_type = self.rt.registry.handler_for(desc, msg).reply_type
+        desc, _ = self.host.registry.resolve(address)
+        reply_type = self.host.registry.handler_for(desc, msg).reply_type
         if index < len(self._recorded):
             entry, record = self._recorded[index]
             if entry.type != label:
                 self._diverge(entry.position, f"effect #{index} {entry.type}", f"effect #{index} {label}")
             return answered(record, address, reply_type)
-        if self.rt.replaying:
-            self._diverge(-1, "no further effect", f"effect #{index} {label}")
         await self._make_durable()
         me = self.cell.address
         name = f"reply:{me}/{self.msg.step}/{index}"
-        self.rt._check_cycle(me, address)
+        self.host.check_cycle(me, address)
         if index not in self._requests:  # after a crash the request is already out: never twice
-            target = self.rt.prepare(address, msg, sender=me)
+            target = self.host.prepare(address, msg, sender=me)
             target.reply_to = (me, name)
             target.inbox = True
             request = RequestRecord(index, address, target.handler.name, msgspec.Raw(target.payload), target.step)
-            at = self.rt.clock()
+            at = self.host.clock()
             data = _encode(request)
             row = EntryRow(self.cell.actor_id, self._seq, self.msg.step, EntryKind.REQUEST, target.type_name, data, at)
             await self._append(row, inbox=[target.inbox_row(address, at)])
             self._requests.add(index)
-            self.rt._deliver_timer(address, target)  # into the callee's mailbox, now durable
-        started = self.rt.clock()
-        self.rt._waiting_on[me] = address
+            self.host.deliver(address, target)  # into the callee's mailbox, now durable
+        started = self.host.clock()
+        self.host.ask_begins(me, address)
         try:
-            value = await self.rt._take_promise(me, name, timeout)
+            value = await self.host.take_promise(me, name, timeout)
         finally:
-            self.rt._waiting_on.pop(me, None)
+            self.host.ask_ends(me)
         if value is None:
             record = EffectRecord(index, False, NIL, "AskTimeoutError", f"no reply from {address} within {timeout} s")
         else:
             record = EffectRecord(index, True, msgspec.Raw(value))
-        record = msgspec.structs.replace(record, started=started, finished=self.rt.clock())
+        record = msgspec.structs.replace(record, started=started, finished=self.host.clock())
         take = [TakePromise(me, name)] if value is not None else []
         await self._append(self._effect_row(EntryKind.EFFECT, label, record), ops=take)
         self._now = max(self._now, record.finished)
@@ -470,18 +453,16 @@ class Step(Context):
             if entry.type != label:
                 self._diverge(entry.position, f"effect #{index} {entry.type}", f"effect #{index} {label}")
             return promised(record)
-        if self.rt.replaying:
-            self._diverge(-1, "no further effect", f"effect #{index} {label}")
         await self._make_durable()
-        started = self.rt.clock()
-        value = await self.rt._take_promise(self.cell.address, name, timeout)
+        started = self.host.clock()
+        value = await self.host.take_promise(self.cell.address, name, timeout)
         if value is None:
             record = EffectRecord(
                 index, False, NIL, "PromiseError", f"no value for promise {name!r} within {timeout} s"
             )
         else:
             record = EffectRecord(index, True, msgspec.Raw(value))
-        record = msgspec.structs.replace(record, started=started, finished=self.rt.clock())
+        record = msgspec.structs.replace(record, started=started, finished=self.host.clock())
         # Taking the value and journaling it are one commit: it is used exactly once.
         take = [TakePromise(self.cell.address, name)] if value is not None else []
         await self._append(self._effect_row(EntryKind.EFFECT, label, record), ops=take)
@@ -499,7 +480,7 @@ class Step(Context):
         attempt: int,
     ) -> EffectRecord:
         """Run ``fn`` once; its outcome as a record (nothing journaled yet)."""
-        started = self.rt.clock()
+        started = self.host.clock()
         try:
             with anyio.fail_after(timeout) if timeout is not None else contextlib.nullcontext():
                 if inspect.iscoroutinefunction(fn):
@@ -508,7 +489,7 @@ class Step(Context):
                     # A thread cannot be stopped: on timeout it is left to finish alone.
                     call = functools.partial(fn, *args, **kwargs)
                     value = await anyio.to_thread.run_sync(
-                        call, abandon_on_cancel=timeout is not None, limiter=self.rt.effect_limiter
+                        call, abandon_on_cancel=timeout is not None, limiter=self.host.effect_limiter
                     )
         except TimeoutError:
             record = EffectRecord(index, False, NIL, "TimeoutError", f"effect {name} took longer than {timeout} s")
@@ -520,13 +501,13 @@ class Step(Context):
             except ENCODE_ERRORS as exc:
                 problem = f"the result of effect {name} cannot be stored: {storable(str(exc))}"
                 record = EffectRecord(index, False, NIL, "UnstorableValueError", problem)
-        return msgspec.structs.replace(record, started=started, finished=self.rt.clock(), attempt=attempt)
+        return msgspec.structs.replace(record, started=started, finished=self.host.clock(), attempt=attempt)
 
     def _effect_row(self, kind: EntryKind, name: str, record: EffectRecord) -> EntryRow:
         return EntryRow(self.cell.actor_id, self._seq, self.msg.step, kind, name, _encode(record), record.finished)
 
     async def _sleep_until(self, when: float) -> None:
-        clock = self.rt.clock
+        clock = self.host.clock
         sleep_until = getattr(clock, "sleep_until", None)
         if sleep_until is not None:
             await sleep_until(when, asyncio.Event())
@@ -605,7 +586,7 @@ class Step(Context):
 
     def schedule(self, when: float | datetime.datetime, address: str, msg: msgspec.Struct) -> str:
         due = due_time(self._now, when)
-        target = self.rt.prepare(address, msg, sender=self.cell.address)
+        target = self.host.prepare(address, msg, sender=self.cell.address)
         target.due = due
         target.timer_id = f"{self.cell.address}/{self.msg.step}/t{len(self.timers)}"
         target.inbox = True
@@ -617,15 +598,15 @@ class Step(Context):
             if target.timer_id == timer_id:  # scheduled by this very step: just drop it
                 del self.timers[i]
                 return
-        pending = self.rt.timers.get(timer_id)
+        pending = self.host.pending_timer(timer_id)
         if pending is None:
             raise UnknownTimerError(f"no pending timer {timer_id!r} (it fired, was cancelled, or never existed)")
         pending.cancelled = True  # not delivered meanwhile; undone if this step keeps nothing
         self.cancels.append(pending)
 
     async def tell(self, address: str, msg: msgspec.Struct) -> None:
-        target = self.rt.prepare(address, msg, sender=self.cell.address)
-        self.rt._admit(address)  # backpressure applies to actors' sends too
+        target = self.host.prepare(address, msg, sender=self.cell.address)
+        self.host.admit(address)  # backpressure applies to actors' sends too
         self.sends.append((target, address))
 
 

@@ -14,14 +14,10 @@ import heapq
 import itertools
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import anyio
 
 from ._cell import Msg
-
-if TYPE_CHECKING:
-    from ._runtime import Runtime
 
 log = logging.getLogger("stele.runtime")
 
@@ -55,8 +51,9 @@ class VirtualClock:
 class Timers:
     """The pending timers of one runtime."""
 
-    def __init__(self, rt: Runtime) -> None:
-        self.rt = rt
+    def __init__(self, clock: Callable[[], float], deliver: Callable[[str, Msg], None]) -> None:
+        self._clock = clock
+        self._deliver = deliver
         self._heap: list[tuple[float, int, str, Msg]] = []
         self._by_id: dict[str, Msg] = {}
         self._order = itertools.count()
@@ -90,6 +87,10 @@ class Timers:
             self._heap = [entry for entry in self._heap if live.get(entry[3].timer_id or "") is entry[3]]
             heapq.heapify(self._heap)
 
+    def next_due(self) -> float | None:
+        """When the next pending timer is due, if any (a cancelled one may still count)."""
+        return self._heap[0][0] if self._heap else None
+
     @property
     def heap_size(self) -> int:
         """Entries in the heap, cancelled ones included (what memory holds)."""
@@ -97,7 +98,7 @@ class Timers:
 
     async def run(self) -> None:
         """Deliver timers as they fall due, until cancelled."""
-        clock: Callable[[], float] = self.rt.clock
+        clock = self._clock
         while True:
             now = clock()
             while self._heap and self._heap[0][0] <= now:
@@ -106,7 +107,7 @@ class Timers:
                     self._by_id.pop(msg.timer_id, None)
                 if not msg.cancelled:
                     try:
-                        self.rt._deliver_timer(address, msg)
+                        self._deliver(address, msg)
                     except Exception:  # one timer must not stop every other from firing
                         log.exception("timer %s to %s cannot be delivered; it stays", msg.timer_id, address)
             self._wake = asyncio.Event()

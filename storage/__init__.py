@@ -3,6 +3,7 @@
 ``storage`` imports nothing else of Stele's; it stores typed rows and bytes.
 """
 
+from ._backoff import Backoff
 from ._codec import Codec, decode_untyped
 from ._contract import (
     ActorRow,
@@ -61,6 +62,7 @@ __all__ = (
     "ActorRow",
     "ActorStatus",
     "Backend",
+    "Backoff",
     "Bury",
     "CancelTimer",
     "Codec",

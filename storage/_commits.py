@@ -51,7 +51,7 @@ class CommitLog:
         self._frame = FRAME_HEADER + page_size
         self._lock = threading.Lock()
         self._pending: deque[Commit] = deque()
-        self._generations: dict[tuple[int, int], int] = {}
+        self._generations: dict[tuple[int, int], int] = {}  # WAL salts -> generation number
         """WAL salts -> generation number, for the generations pending commits may name."""
         self._next_generation = 0
         self._last_salt: tuple[int, ...] = ()
@@ -66,6 +66,12 @@ class CommitLog:
         self.wal_limit: int | None = None
         """A WAL size past which a commit calls ``over_limit`` (from the writer thread)."""
         self.over_limit: Callable[[], None] | None = None
+
+    @property
+    def known_generations(self) -> frozenset[tuple[int, int]]:
+        """The WAL generations (salts) the log still remembers: those of commits not yet replicated."""
+        with self._lock:
+            return frozenset(self._generations)
 
     def record_existing(self, position: int) -> None:
         """Count what is already in the WAL at start as one commit: it may not be replicated yet."""

@@ -41,12 +41,13 @@ from typing import Any
 
 from errors import LitestreamError
 
+from ._backoff import Backoff
 from ._owner import PRIVATE_FILE
 from ._replica import ReplicaTarget
 
 log = logging.getLogger("stele.replication")
 
-_PASSED_ENV = (
+PASSED_ENV = (
     "PATH",
     "HOME",
     "TMPDIR",
@@ -62,7 +63,8 @@ _PASSED_ENV = (
 """What Litestream inherits. Not ``AWS_CA_BUNDLE``: with it, 0.5 fails against
 any custom endpoint ("unable to add custom RootCAs HTTPClient")."""
 
-RESTART_BACKOFF = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+RESTART_FIRST_S, RESTART_LIMIT_S = 0.2, 30.0
+"""A Litestream that died is restarted after 0.2 s, then 0.5, 1.25, ... up to 30 s between tries."""
 STABLE_RUN_S = 60.0
 """A child that ran this long before dying restarts from the shortest backoff again."""
 DOWN_CHECK_S = 0.2
@@ -100,7 +102,7 @@ def find_binary(explicit: str | None = None) -> str:
 
 def clean_env() -> dict[str, str]:
     """The environment Litestream runs in."""
-    return {k: v for k in _PASSED_ENV if (v := os.environ.get(k)) is not None}
+    return {k: v for k in PASSED_ENV if (v := os.environ.get(k)) is not None}
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):
@@ -302,7 +304,7 @@ class Litestream:
         finally:
             self._spawned.set()
         self._answered.wait()
-        attempt = 0
+        backoff = Backoff(RESTART_FIRST_S, factor=2.5, limit=RESTART_LIMIT_S)
         reported: subprocess.Popen[bytes] | None = None
         while True:
             proc = self._proc
@@ -312,14 +314,13 @@ class Litestream:
             if self._stopping.is_set():
                 return
             if time.monotonic() - began > STABLE_RUN_S:
-                attempt = 0
+                backoff.reset()
             if proc is not reported:  # not again after each failed restart
                 reported = proc
                 self.last_error = f"litestream exited with code {code}; restarting"
                 log.warning("litestream (pid %d) exited with code %d; restarting it", proc.pid, code)
-            if self._down(RESTART_BACKOFF[min(attempt, len(RESTART_BACKOFF) - 1)]):
+            if self._down(backoff.next()):
                 return
-            attempt += 1
             try:
                 if not self._spawn():
                     return
@@ -478,8 +479,11 @@ class Litestream:
         self._forget_pid()
         shutil.rmtree(self._dir, ignore_errors=True)
 
-    def kill(self) -> None:
-        """SIGKILL the child now (tests: a dead Litestream; the supervisor restarts it)."""
+    def kill(self, *, restart: bool = True) -> None:
+        """SIGKILL the child now (tests: a dead Litestream). The supervisor restarts
+        it, unless ``restart`` is False (a host dying, or a Litestream not ours)."""
+        if not restart:
+            self._stopping.set()
         self._kill()
 
     def _kill(self) -> None:

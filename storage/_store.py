@@ -152,6 +152,14 @@ class Store(SqliteReads):
         """The writer's counters."""
         return self._writer.stats
 
+    def writer_pragma(self, name: str) -> object:
+        """A setting of the writer's own connection (``synchronous``, ``journal_mode``,
+        ``wal_autocheckpoint``): per connection, so no other connection can read it."""
+        if not name.isidentifier():
+            raise ValueError(f"not a pragma name: {name!r}")
+        row = self._conn.execute(f"PRAGMA {name}").fetchone()
+        return row[0] if row else None
+
     def submit(self, units: Sequence[Unit], done: Done) -> None:
         """Queue units for the next group commit."""
         self._writer.submit(units, done)

@@ -45,7 +45,13 @@ MAX_BATCH_UNITS = 20_000
 """Bound on one transaction's size, so one huge backlog cannot stall every caller."""
 
 COMMIT_RETRIES = (0.01, 0.1, 0.5)
-"""Back-off before each retry of units whose commit failed and did not land."""
+"""The waits before each retry of units whose commit failed and did not land.
+
+A fixed, short schedule rather than a :class:`~storage.Backoff`: the writer
+thread holds every caller of the batch while it waits, so it gives up after
+well under a second and reports the units as unknown (the runtime then backs
+off per actor).
+"""
 
 _STOP = object()
 

@@ -103,7 +103,7 @@ async def test_a_crash_while_waiting_resumes_the_wait_without_asking_again(db: s
     rt = await Runtime(db, actors=[Caller, Waiter]).__aenter__()
     await rt.tell("Caller/c", Slow())
     with anyio.fail_after(5):
-        while "Caller/c" not in rt._waiting_on:
+        while "Caller/c" not in dict(rt.statistics().waiting_asks):
             await anyio.sleep(0.005)
     await rt.abandon()
     Gate.open.set()

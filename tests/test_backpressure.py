@@ -31,11 +31,11 @@ async def test_a_full_mailbox_refuses_at_once_and_recovers(db: str) -> None:
         with pytest.raises(BackpressureError, match=r"5 messages are waiting in all \(max_pending=5\)"):
             await rt.tell("Account/b", Deposit(1))
         Gate.open.set()
-        await wait_for(lambda: rt._pending == 0)  # drained: room again
+        await wait_for(lambda: rt.statistics().pending == 0)  # drained: room again
         with anyio.fail_after(10):
             assert await rt.ask("Worker/w", Work(5)) == [1, 2, 3, 4, 5]
         assert await rt.ask("Account/b", Deposit(1)) == 1
-        assert rt._pending == 0
+        assert rt.statistics().pending == 0
     with Journal.open(db) as journal:
         assert len(list(journal.entries("Worker/w", kind="event"))) == 5
         assert journal.pending() == []

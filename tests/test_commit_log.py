@@ -26,7 +26,7 @@ def test_old_wal_generations_are_forgotten_once_their_commits_are_replicated(db:
             assert commits.at_risk() == (0, None)
             # Each checkpoint starts a new WAL generation (new salts) at the next commit.
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-            assert len(commits._generations) <= 2, generation
+            assert len(commits.known_generations) <= 2, generation
     finally:
         conn.close()
 
@@ -46,16 +46,16 @@ def test_a_generation_is_kept_while_a_pending_commit_names_it(db: str) -> None:
         for i in range(20):
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
             conn.execute("INSERT INTO t VALUES (?)", (i,))
-        assert first in commits._generations
+        assert first in commits.known_generations
         assert commits.at_risk()[0] == 22
         # An LTX file of the first generation that ends before the insert's frame leaves it at risk...
         commits.replicated(Ltx(1, 1, 0.0, 32, 2 * (24 + 4096), first))
         assert commits.at_risk()[0] == 21
-        assert first in commits._generations
+        assert first in commits.known_generations
         # ...and one that holds it replicates it: no pending commit names that generation any more.
         commits.replicated(Ltx(2, 2, 0.0, 32, 3 * (24 + 4096), first))
         assert commits.at_risk()[0] == 20
-        assert first not in commits._generations  # no pending commit names it any more
+        assert first not in commits.known_generations  # no pending commit names it any more
     finally:
         conn.close()
 
@@ -88,7 +88,7 @@ def test_a_wal_restarted_by_litestream_after_the_last_commit_replicates_every_co
         with open(db + "-wal", "rb") as f:
             header = f.read(32)
         new = (int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big"))
-        assert new != old and new not in commits._generations
+        assert new != old and new not in commits.known_generations
         commits.replicated(Ltx(9, 9, 0.0, 32, 4120, new))
         assert commits.at_risk() == (0, None)
         assert commits.replicated_seq == commits.count

@@ -8,10 +8,9 @@ import anyio
 import apsw
 import pytest
 
-import storage._sqlite
 from actors import SteleError
 from runtime import Runtime
-from storage import Journal
+from storage import Journal, _sqlite
 
 from .models import Account, Deposit
 from .test_recovery import Gate, Work, Worker, wait_for
@@ -86,7 +85,7 @@ async def test_journal_trouble_turns_no_message_into_a_dead_letter(db: str, monk
     # count: the head message became a dead letter within a second or two (and,
     # as writing the dead letter failed too, ran later, after the messages
     # behind it).
-    monkeypatch.setattr(storage._sqlite, "BUSY_TIMEOUT_MS", 50)  # fail fast rather than after 5 s
+    monkeypatch.setattr(_sqlite, "BUSY_TIMEOUT_MS", 50)  # fail fast rather than after 5 s
     Gate.reset()
     async with Runtime(db, actors=[Worker]) as rt:
         for i in range(1, 11):

@@ -135,8 +135,8 @@ async def test_step_ids_are_never_reused_after_the_inbox_empties(db: str) -> Non
 def test_durability_levels_set_synchronous(db: str, durability: str, synchronous: int) -> None:
     store = Store.open(db, durability=durability, notify=lambda results: None)
     try:
-        assert store._writer._conn.execute("PRAGMA synchronous").fetchone() == (synchronous,)
-        assert store._writer._conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert store.writer_pragma("synchronous") == synchronous
+        assert store.writer_pragma("journal_mode") == "wal"
     finally:
         store.close()
 

@@ -202,7 +202,7 @@ async def test_backpressure_is_503_with_retry_after_and_nothing_accepted(db: str
 
             tg.start_soon(hold)
             with anyio.fail_after(30):
-                while rt._pending < 1:
+                while rt.statistics().pending < 1:
                     await anyio.sleep(0.02)
             status, headers, body = await anyio.to_thread.run_sync(
                 functools.partial(

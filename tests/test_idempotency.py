@@ -97,7 +97,7 @@ async def test_a_client_key_shaped_like_an_internal_marker_is_only_a_key(db: str
     rt = await Runtime(db, actors=[Asker, Waiter]).__aenter__()
     async with anyio.create_task_group() as tg:
         tg.start_soon(lambda: rt.ask("Waiter/u", Wait("p"), idempotency_key=key))
-        await wait_for(lambda: ("Waiter/u", "p") in rt._promise_waiters)  # durable, waiting
+        await wait_for(lambda: ("Waiter/u", "p") in rt.statistics().waiting_promises)  # durable, waiting
         await rt.abandon()
         tg.cancel_scope.cancel()
     async with Runtime(db, actors=[Asker, Waiter]) as rt2:

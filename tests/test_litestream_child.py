@@ -20,9 +20,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-import storage._litestream
 from runtime import Runtime
-from storage import Replication, Store
+from storage import Replication, Store, _litestream
 
 from .models import Account, Deposit, GetBalance
 from .test_start_failures import litestreams
@@ -107,7 +106,7 @@ async def test_a_litestream_left_running_by_an_earlier_owner_is_stopped_first(
     }
     Path(db + "-litestream.yml").write_text(json.dumps(config))
     stray = subprocess.Popen(
-        [storage._litestream.find_binary(), "replicate", "-config", os.path.realpath(db) + "-litestream.yml"],
+        [_litestream.find_binary(), "replicate", "-config", os.path.realpath(db) + "-litestream.yml"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -117,7 +116,7 @@ async def test_a_litestream_left_running_by_an_earlier_owner_is_stopped_first(
                 await anyio.sleep(0.05)
         Path(db + "-litestream.pid").write_text(f"{stray.pid}\n")
         assert litestreams(db) == [stray.pid]
-        monkeypatch.setattr(storage._litestream, "STRAY_GRACE_S", 0.5)
+        monkeypatch.setattr(_litestream, "STRAY_GRACE_S", 0.5)
         caplog.set_level(logging.WARNING, logger="stele.replication")
         async with Runtime(db, actors=[Account], replicate=replica) as rt:
             assert stray.poll() is not None, "the stray litestream was stopped"

@@ -101,7 +101,7 @@ class RuntimeMachine(PortalMachine):
                 seqs = [e.seq for e in journal.entries(key)]
             assert full.history == fast.history == self.model[key]
             assert seqs == list(range(1, len(seqs) + 1))
-        assert self.rt._pending == 0  # every accepted message was consumed, and counted so
+        assert self.rt.statistics().pending == 0  # every accepted message was consumed, and counted so
 
     @staticmethod
     def _rebuild(journal: Journal, registry: Registry, key: str, *, use_snapshots: bool) -> Any:

@@ -138,8 +138,9 @@ class CallsMachine(PortalMachine):
                 await anyio.sleep(0.002)  # the timer task delivers what is due
                 for node in NODES:
                     await self.rt.ask(node, Sync())
-                heap = self.rt.timers._heap
-                if self.rt._pending == 0 and not any(due <= self.clock() for due, *_ in heap):
+                stats = self.rt.statistics()
+                due = stats.next_timer_due
+                if stats.pending == 0 and (due is None or due > self.clock()):
                     return
 
         self.portal.call(drain)

@@ -47,7 +47,7 @@ class Publisher(Actor):
 
 async def wait_for_waiter(rt: Runtime, name: str) -> None:
     with anyio.fail_after(5):
-        while ("Publisher/p", name) not in rt._promise_waiters:
+        while ("Publisher/p", name) not in rt.statistics().waiting_promises:
             await anyio.sleep(0.005)
 
 

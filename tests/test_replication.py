@@ -92,7 +92,7 @@ async def test_restore_to_a_point_in_time_by_timestamp_or_txid(db: str, s3: S3Se
     url = s3.url(s3.bucket())
     async with Runtime(db, actors=[Account], replicate=url, durability="replicated") as rt:
         await rt.tell("Account/0", Deposit(1))
-        replication = rt._replication
+        replication = rt.replicator
         assert replication is not None
         first = replication.reader.newest()
         assert first is not None
@@ -156,7 +156,7 @@ async def test_a_killed_litestream_is_restarted_and_the_outage_reported(
     async with Runtime(db, actors=[Account], replicate=url) as rt:
         await rt.tell("Account/a", Deposit(1))
         await until(lambda: replicated(rt), 15, "replicated")
-        replication = rt._replication
+        replication = rt.replicator
         assert replication is not None and replication.litestream is not None
         replication.litestream.kill()
         await until(lambda: not rt.replication.litestream_running, 5, "reported down")  # type: ignore[union-attr]
@@ -208,10 +208,9 @@ async def test_the_loss_window_is_exactly_what_the_monitor_reported(db: str, s3:
 
         tg.start_soon(writer)
         await anyio.sleep(1.3)
-        replication = rt._replication
+        replication = rt.replicator
         assert replication is not None and replication.litestream is not None
-        replication.litestream._stopping.set()
-        replication.litestream.kill()  # uploads stop here
+        replication.litestream.kill(restart=False)  # uploads stop here
         tg.cancel_scope.cancel()
     assert replication is not None
     replication.refresh()  # the monitor's view of that moment, brought up to date
@@ -244,10 +243,9 @@ async def test_litestream_stopped_just_after_start_still_replicates_everything(
 
 async def test_checkpoints_are_left_to_litestream_while_it_runs(db: str, tmp_path: Path) -> None:
     async with Runtime(db, actors=[Account], replicate=str(tmp_path / "replica")) as rt:
-        conn = rt.store._writer._conn
-        assert conn.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+        assert rt.store.writer_pragma("wal_autocheckpoint") == 0
     async with Runtime(db, actors=[Account]) as rt:
-        assert rt.store._writer._conn.execute("PRAGMA wal_autocheckpoint").fetchone() == (1000,)
+        assert rt.store.writer_pragma("wal_autocheckpoint") == 1000
 
 
 @pytest.mark.parametrize(
@@ -293,8 +291,7 @@ async def test_a_litestream_run_outside_is_monitored(db: str, s3: S3Server) -> N
             await rt.tell("Account/a", Deposit(2), durability="replicated", timeout=15)
             status = rt.replication
             assert status is not None and status.litestream_running and status.replicated_at is not None
-            outside._stopping.set()  # nobody restarts it: it is not ours
-            outside.kill()
+            outside.kill(restart=False)  # nobody restarts it: it is not ours
             await until(lambda: not rt.replication.litestream_running, 5, "reported down")  # type: ignore[union-attr]
     finally:
         outside.stop()

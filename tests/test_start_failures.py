@@ -14,9 +14,10 @@ from typing import Any
 import anyio
 import pytest
 
-import storage._litestream
 from actors import JournalError, ReplicationError, SteleError
 from runtime import Runtime
+from runtime._scheduler import Scheduler
+from storage import _litestream
 
 from .models import Account, Deposit, GetBalance
 from .s3server import S3Server
@@ -69,12 +70,12 @@ async def test_the_runtime_failing_after_the_store_opened(
 ) -> None:
     replica = str(tmp_path / "replica")
 
-    def fail(self: Runtime, pending: Any) -> None:
+    def fail(self: Scheduler, pending: Any) -> None:
         assert litestreams(db), "litestream was running when the start failed"
         raise RuntimeError("recovery failed")
 
     with monkeypatch.context() as m:
-        m.setattr(Runtime, "_recover", fail)
+        m.setattr(Scheduler, "recover", fail)
         with pytest.raises(RuntimeError, match="recovery failed"):
             async with Runtime(db, actors=[Account], replicate=replica):
                 pass
@@ -89,7 +90,7 @@ async def test_litestream_failing_at_start(
     # exits at once against a custom endpoint.
     with monkeypatch.context() as m:
         m.setenv("AWS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
-        m.setattr(storage._litestream, "_PASSED_ENV", (*storage._litestream._PASSED_ENV, "AWS_CA_BUNDLE"))
+        m.setattr(_litestream, "PASSED_ENV", (*_litestream.PASSED_ENV, "AWS_CA_BUNDLE"))
         with anyio.fail_after(60), pytest.raises(ReplicationError, match="litestream exited at start"):
             async with Runtime(db, actors=[Account], replicate=url):
                 pass

@@ -52,7 +52,7 @@ async def _down_and_back(
         await _burst(rt, 50)
         sent += 50
         await until(lambda: replicated(rt), 15, "replicated before the outage")
-        replication = rt._replication
+        replication = rt.replicator
         assert replication is not None and replication.litestream is not None
         litestream = replication.litestream
         binary = litestream.binary

@@ -1,0 +1,429 @@
+"""Rounds: every ready actor takes its next message as a step, and the steps of a
+round that finish without suspending commit together.
+
+The loop side is built to allocate little per message: the tells of a loop
+tick share one inbox unit and one future (:mod:`runtime._ingress`); a step
+runs without a task until it first suspends (:mod:`runtime._drive`); and the
+steps of a round that finish at once are handed to the writer together with
+that tick's tells, with one callback for the round, so that a tell and the
+step consuming it often share a transaction.
+
+The scheduler is also the host a step talks to (:class:`runtime._host.StepHost`)
+and what settles a step's outcome: committed, failed (nothing kept), or broken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import random
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import msgspec
+
+import storage
+from actors import (
+    ActorSuspendedError,
+    CommitUnknownError,
+    HandlerError,
+    MessageValidationError,
+    ReplyUnavailableError,
+    RuntimeClosedError,
+    SteleError,
+    UnstorableValueError,
+)
+from storage import Done, Outcome, Unit
+
+from ._activation import Activation
+from ._cell import Cell, Msg
+from ._dead_letters import DeadLetters
+from ._health import JournalHealth
+from ._ingress import Ingress
+from ._mailboxes import Mailboxes
+from ._promises import Promises
+from ._registry import Registry
+from ._step import Step
+from ._timers import Timers
+from ._values import ENCODE_ERRORS, storable
+from ._writes import Writes
+
+log = logging.getLogger("stele.runtime")
+
+
+class Scheduler:
+    """Runs rounds of steps, settles their outcomes, and hosts them."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        registry: Registry,
+        *,
+        clock: Callable[[], float],
+        rng: random.Random,
+        spawn: Callable[..., None],
+    ) -> None:
+        self.loop = loop
+        self.registry = registry
+        self.clock = clock
+        self.rng = rng
+        self.spawn: Callable[..., None] = spawn
+        self.effect_limiter: anyio.CapacityLimiter | None = None
+        # Set by the runtime once it has made them (they need each other).
+        self.mailboxes: Mailboxes
+        self.activation: Activation
+        self.ingress: Ingress
+        self.writes: Writes
+        self.health: JournalHealth
+        self.dead_letters: DeadLetters
+        self.promises: Promises
+        self.timers: Timers
+        self.closing = False
+        self.inflight = 0
+        """Steps under way (running or committing)."""
+        self.idle: asyncio.Event = asyncio.Event()
+        """Set when closing and no step is under way any more."""
+        self.next_message = 0
+        """The last message id given out (ids are never reused: see the backend's high-water mark)."""
+        self._scheduled = False
+
+    # -- messages ---------------------------------------------------------------------
+
+    def validate(self, address: str, msg: msgspec.Struct) -> tuple[Any, str, bytes, Any]:
+        """``msg`` checked for ``address``: its handler, type name, payload, and decoded copy."""
+        desc, _ = self.registry.resolve(address)
+        info = self.registry.handler_for(desc, msg)
+        name = self.registry.names[info.message_type]
+        try:
+            payload = self.registry.codec.encode(msg)
+        except ENCODE_ERRORS as exc:
+            raise UnstorableValueError(f"{name} for {address} cannot be stored: {storable(str(exc))}") from None
+        try:
+            # The handler gets the decoded copy: what it would see on replay.
+            decoded = self.registry.codec.decode(name, payload)
+        except storage.UndecodableEntry as exc:
+            raise MessageValidationError(f"invalid {name} for {address}: {_reason(exc)}") from None
+        return info, name, payload, decoded
+
+    def prepare(self, address: str, msg: msgspec.Struct, sender: str | None = None) -> Msg:
+        """Validate ``msg`` for ``address`` and wrap it with a fresh message id."""
+        info, name, payload, decoded = self.validate(address, msg)
+        self.next_message += 1
+        return Msg(self.next_message, info, decoded, name, payload, None, False, sender)
+
+    def admit(self, address: str) -> None:
+        """Backpressure: raise, making nothing, if ``address`` takes no message now."""
+        self.mailboxes.admit(address)
+
+    def deliver(self, address: str, msg: Msg) -> None:
+        """A durable message (a timer due, an actor's ask) into its actor's mailbox."""
+        self.mailboxes.deliver(self.mailboxes.cell(address), msg)
+
+    def pending_timer(self, timer_id: str) -> Msg | None:
+        """The pending (not cancelled) timer ``timer_id``."""
+        return self.timers.get(timer_id)
+
+    def commit(self, unit: Unit) -> asyncio.Future[Outcome]:
+        """Journal one unit of a step under way."""
+        return self.writes.commit(unit)
+
+    async def take_promise(self, address: str, name: str, timeout: float | None) -> bytes | None:
+        """The value resolved for a promise, or an actor's reply."""
+        return await self.promises.take(address, name, timeout)
+
+    def check_cycle(self, caller: str, callee: str) -> None:
+        """Refuse an ask cycle at once."""
+        self.promises.check_cycle(caller, callee)
+
+    def ask_begins(self, caller: str, callee: str) -> None:
+        """``caller`` waits on ``callee``."""
+        self.promises.ask_begins(caller, callee)
+
+    def ask_ends(self, caller: str) -> None:
+        """``caller`` waits on nobody."""
+        self.promises.ask_ends(caller)
+
+    # -- rounds -------------------------------------------------------------------------
+
+    def schedule(self) -> None:
+        """A cell became ready: run a round soon (once per loop tick)."""
+        if not self._scheduled:
+            self._scheduled = True
+            self.loop.call_soon(self.round)
+
+    def round(self) -> None:
+        """Step every ready actor once; hand finished steps to the writer together."""
+        self._scheduled = False
+        groups: list[tuple[list[Unit], Done]] = []
+        tells = self.ingress.take()
+        if tells is not None:
+            groups.append(tells)  # inbox rows go before the steps consuming them
+        units: list[Unit] = []
+        steps: list[Step] = []
+        to_load: list[Cell] = []
+        for cell in self.mailboxes.take_ready():
+            if cell.busy or cell.loading or not cell.mailbox or self.closing:
+                continue
+            if cell.suspended or cell.failed is not None:
+                self._refuse_asks(cell)
+                continue
+            if cell.instance is None:
+                to_load.append(cell)
+                continue
+            self.activation.touch(cell)
+            if cell.mailbox[0].recovered:
+                # The actor's first message after a restart: the one it may have
+                # been running when the process stopped. This attempt is counted
+                # durably first, so a message that crashes the process every
+                # time ends as a dead letter instead of crashing it forever.
+                cell.busy = True
+                cell.current = cell.mailbox.popleft()
+                self.spawn(self.dead_letters.count_attempt, cell, cell.current)
+                continue
+            msg = cell.mailbox.popleft()
+            recorded = None
+            if cell.open_step is not None:
+                if cell.open_step[0].step == msg.step:
+                    recorded = cell.open_step
+                cell.open_step = None
+            cell.busy = True
+            cell.current = msg
+            self.inflight += 1
+            step: Step | None = None
+            try:
+                step = Step(self, cell, msg, recorded)
+                if step.run():
+                    units.append(step.unit())
+                    steps.append(step)
+            except Exception as exc:  # one step broke (a bug, a value nothing caught): it fails alone
+                self.step_broke(cell, msg, exc, step)
+        if units:
+            groups.append((units, functools.partial(self._round_committed, steps)))
+        if groups:
+            # One hand-over: the tells' inbox rows and the steps consuming them
+            # share a transaction, where the writer can skip the inbox altogether.
+            self.writes.submit_all(groups)
+        if to_load:
+            self.activation.activate(to_load)
+
+    def _round_committed(self, steps: list[Step], outcomes: list[Outcome]) -> None:
+        for step, outcome in zip(steps, outcomes, strict=True):
+            try:
+                self.step_committed(step, outcome)
+            except Exception:  # never leave the round's other actors busy forever
+                log.exception("%s: settling step %d failed", step.cell.address, step.msg.step)
+                if step.cell.busy and step.cell.current is step.msg:
+                    self._settle(step.cell)
+
+    # -- outcomes ---------------------------------------------------------------------
+
+    def step_committed(self, step: Step, outcome: Outcome) -> None:
+        """A step's final unit committed (``outcome`` None) or failed."""
+        if outcome is not None:
+            self.step_failed(step, outcome)
+            return
+        cell, msg = step.cell, step.msg
+        if step.diverged is not None:
+            log.error("%s suspended: %s", cell.address, step.diverged)
+            cell.suspended = True
+            cell.reason = str(step.diverged)
+            cell.mailbox.appendleft(msg)  # not consumed: kept for after a fix
+            if msg.waiter is not None and not msg.waiter.done():
+                msg.waiter.set_exception(step.diverged)
+            self._settle(cell)
+            return
+        self.mailboxes.consumed()
+        cell.next_seq = step.last_seq + 1
+        cell.registered = True
+        cell.since_snapshot = 0 if step.snapshotted else cell.since_snapshot + (len(step.events) if step.ok else 0)
+        cell.retry.reset()
+        if step.needs_reload:
+            self.activation.unload(cell)  # in-memory state saw events that were not kept
+        if step.ok:
+            for target, to in step.sends:
+                target.inbox = True  # committed to the inbox with this step: its own step consumes it
+                self.deliver(to, target)
+            for target, to in step.timers:
+                self.timers.add(to, target)
+            for cancelled in step.cancels:
+                assert cancelled.timer_id is not None
+                self.timers.forget(cancelled.timer_id)
+        else:
+            for cancelled in step.cancels:
+                cancelled.cancelled = False  # the step kept nothing: the timer stands
+        if msg.reply_to is not None:
+            self.promises.wake(msg.reply_to, step.reply_bytes)
+        waiter = msg.waiter
+        if waiter is not None and not waiter.done():
+            if step.ok:
+                waiter.set_result(step.value)
+            else:
+                error = step.error
+                assert error is not None
+                type_name = error.type_name if isinstance(error, HandlerError) else type(error).__qualname__
+                waiter.set_exception(HandlerError(cell.address, type_name, str(error)))
+        self._settle(cell)
+
+    def step_failed(self, step: Step, error: BaseException) -> None:
+        """A step could not be journaled: it keeps nothing; a durable message is retried."""
+        for cancelled in step.cancels:
+            cancelled.cancelled = False  # nothing was committed: the timer stands
+        self._message_failed(step.cell, step.msg, error)
+
+    def step_broke(self, cell: Cell, msg: Msg, exc: Exception, step: Step | None = None) -> None:
+        """A step raised where nothing should (building its unit, say): it fails alone.
+
+        The message's own failure: it counts towards ``max_attempts``.
+        """
+        log.error("%s: step %d broke", cell.address, msg.step, exc_info=exc)
+        if step is not None:
+            for cancelled in step.cancels:
+                cancelled.cancelled = False
+        problem = f"{cell.address}: step {msg.step} could not be completed: {type(exc).__qualname__}: {exc}"
+        self._message_failed(cell, msg, SteleError(storable(problem)))
+
+    def _message_failed(self, cell: Cell, msg: Msg, error: BaseException) -> None:
+        """``msg``'s step kept nothing; settle the message and release ``cell``.
+
+        Only the message's own failures count towards ``max_attempts``: a value
+        it made that cannot be stored, a step that broke. Journal trouble (I/O
+        errors, a full disk, a busy or closed journal, a commit of unknown
+        outcome) is not the message's fault: it is retried, in its place, for
+        as long as it takes, so a second of failing disk never turns good
+        messages into dead letters.
+        """
+        self.activation.unload(cell)  # memory may be ahead of the journal; reload the truth
+        log.warning("%s: step %d failed: %s", cell.address, msg.step, error)
+        own = not isinstance(error, storage.OperationalError)
+        bury = False
+        if msg.dropped or isinstance(error, storage.Unconsumed):
+            self.mailboxes.consumed()  # never accepted, or already processed by a commit that landed: dropped
+        elif msg.inbox and not self.closing:
+            if own:
+                msg.attempts += 1
+            # The cell stays busy until the dead letter is written: nothing
+            # newer may overtake the message if writing it fails (G4).
+            bury = own and msg.attempts >= self.dead_letters.max_attempts
+            if not bury:
+                cell.mailbox.appendleft(msg)
+                cell.retry.next()
+        else:
+            self.mailboxes.consumed()  # an ask not yet durable: it fails below
+        if msg.waiter is not None and not msg.waiter.done() and not msg.inbox:
+            msg.waiter.set_exception(error)
+        delay = cell.retry.last
+        cell.busy = bury
+        cell.current = msg if bury else None
+        self._step_done()
+        if bury:
+            reason = f"its step failed {msg.attempts} times; last: {storable(str(error))}"
+            self.spawn(self.dead_letters.bury, cell, msg, reason)
+        elif isinstance(error, storage.CommitUnknown) and not self.closing:
+            self.health.after_unknown_commit(cell, delay)
+        elif cell.mailbox:
+            self.loop.call_later(delay, self.mailboxes.make_ready, cell)
+
+    def _settle(self, cell: Cell) -> None:
+        cell.busy = False
+        cell.current = None
+        self._step_done()
+        if self.closing:
+            return
+        if cell.mailbox:
+            self.mailboxes.make_ready(cell)
+        elif cell.instance is None and not cell.loading:
+            self.mailboxes.forget(cell)
+        self.activation.room_freed()
+
+    def _step_done(self) -> None:
+        self.inflight -= 1
+        if self.closing and self.inflight == 0:
+            self.idle.set()
+
+    def _refuse_asks(self, cell: Cell) -> None:
+        """Asks to a suspended or unloadable actor fail; durable messages stay."""
+        error: BaseException = cell.failed or ActorSuspendedError(cell.address, cell.reason)
+        keep = [m for m in cell.mailbox if m.inbox]
+        for msg in cell.mailbox:
+            if msg.waiter is not None and not msg.waiter.done():
+                if msg.inbox:
+                    # Durable: it will run once the actor can. Failing the ask as
+                    # if it never happened would invite a resend, so a second run.
+                    unavailable = ReplyUnavailableError(
+                        f"{cell.address}: the message is accepted and stays in the inbox until the actor "
+                        f"can run; no reply now: {error}"
+                    )
+                    unavailable.__cause__ = error
+                    msg.waiter.set_exception(unavailable)
+                else:
+                    msg.waiter.set_exception(error)
+        self.mailboxes.consumed(len(cell.mailbox) - len(keep))
+        cell.mailbox.clear()
+        cell.mailbox.extend(keep)
+
+    # -- starting and closing ---------------------------------------------------------------
+
+    def recover(self, pending: list[storage.Pending]) -> None:
+        """Put every pending inbox message back in its actor's mailbox (timers back in the heap)."""
+        for row in pending:
+            try:
+                desc, _ = self.registry.resolve(row.target)
+                info = self.registry.handler_named(desc, row.handler)
+                message = self.registry.codec.decode(row.type, row.payload, position=-1)
+            except SteleError as exc:
+                log.error("inbox message %d to %s is kept but cannot be delivered: %s", row.id, row.target, exc)
+                continue
+            recovered = Msg(row.id, info, message, row.type, row.payload, None, True, row.sender)
+            if row.reply_to is not None and row.reply_name is not None:
+                recovered.reply_to = (row.reply_to, row.reply_name)
+            if row.timer_id is not None and row.due is not None:
+                recovered.timer_id, recovered.due = row.timer_id, row.due
+                # Due during downtime: delivered at once by the timer task.
+                self.timers.add(row.target, recovered)
+                continue
+            recovered.idempotency_key = row.idempotency_key
+            recovered.attempts = row.attempts
+            recovered.recovered = True
+            self.deliver(row.target, recovered)
+
+    def fail_waiters(self, path: str, *, started: bool) -> None:
+        """Answer every ask still waiting as the runtime closes; none may wait forever.
+
+        A message durable in the inbox runs after the next start: its caller
+        is told so (:class:`ReplyUnavailableError`, accepted), never that it
+        was refused, or a resend would run it twice. A message that had not
+        started and is not durable was never accepted
+        (:class:`RuntimeClosedError`). An ask whose step was cut short while
+        it was being made durable may or may not run after the next start
+        (:class:`CommitUnknownError`).
+        """
+        closed = RuntimeClosedError(f"runtime on {path} is closing; the message was not processed")
+        for cell in self.mailboxes:
+            msgs = [*cell.mailbox, *([cell.current] if started and cell.current is not None else [])]
+            for msg in msgs:
+                if msg.waiter is None or msg.waiter.done():
+                    continue
+                if msg is cell.current and not msg.inbox:
+                    msg.waiter.set_exception(
+                        CommitUnknownError(
+                            f"runtime on {path} closed while {cell.address} was making the ask durable: "
+                            "it may or may not run after the next start; resend only with an idempotency key"
+                        )
+                    )
+                elif msg.inbox:
+                    msg.waiter.set_exception(
+                        ReplyUnavailableError(
+                            f"runtime on {path} is closing; {cell.address} has the message durably in its "
+                            "inbox and processes it after the next start (do not resend it)"
+                        )
+                    )
+                else:
+                    msg.waiter.set_exception(closed)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc)
+    return text.split(": ", 1)[-1] if "cannot be decoded" in text else text
+
