@@ -1,7 +1,7 @@
-"""``python -m runtime``: see :mod:`runtime._cli`."""
+"""``python -m runtime``: see :mod:`runtime.interfaces`."""
 
 import sys
 
-from ._cli import main
+from .interfaces import main
 
 sys.exit(main())

@@ -1,4 +1,5 @@
-"""A step: one message processed by one actor, and the context its handler sees.
+"""A step: one message processed by one actor, the context its handler sees,
+and the narrow door it has to the runtime that hosts it (:class:`StepHost`).
 
 A step's events, sends, reply and the removal of its message from the inbox
 commit in one unit (G2). Effects are journaled as they complete (G3); before
@@ -15,11 +16,12 @@ import datetime
 import functools
 import inspect
 import logging
+import random
 import typing
 import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from random import Random
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import anyio.to_thread
 import msgspec
@@ -71,10 +73,8 @@ from ._records import (
     reply_decoder,
     request_decoder,
 )
+from ._registry import Registry
 from ._values import ENCODE_ERRORS, finite, storable, text
-
-if TYPE_CHECKING:
-    from ._host import StepHost
 
 log = logging.getLogger("stele.runtime")
 
@@ -88,6 +88,72 @@ _ONCE = Retry(max_attempts=1)
 # this fixed prefix followed by the encoded value (checked here, at import).
 _REPLY_OK = b"\x82\xa2ok\xc3\xa5value"
 assert _encode(ReplyRecord(True, msgspec.Raw(_encode(5)))) == _REPLY_OK + _encode(5)
+
+
+class StepHost(Protocol):
+    """The runtime as a step sees it: everything a step asks of the rest of the
+    runtime goes through here (the scheduler implements it)."""
+
+    registry: Registry
+    rng: random.Random
+    effect_limiter: anyio.CapacityLimiter | None
+    """The threads synchronous effects run in."""
+
+    def clock(self) -> float:
+        """The runtime's time (injectable): journaled as the step's time."""
+        ...
+
+    def spawn(self, fn: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
+        """Go on in a task the runtime cancels when it closes (a step that suspended)."""
+        ...
+
+    def commit(self, unit: Unit) -> asyncio.Future[Outcome]:
+        """Journal ``unit`` of a step under way (see :mod:`runtime._writes`)."""
+        ...
+
+    def prepare(self, address: str, msg: msgspec.Struct, sender: str | None = None) -> Msg:
+        """Validate a message the step sends and give it its id."""
+        ...
+
+    def admit(self, address: str) -> None:
+        """Backpressure for the step's own sends: raise if ``address`` takes nothing now."""
+        ...
+
+    def deliver(self, address: str, msg: Msg) -> None:
+        """Put a message the step made durable (an actor's ask) into its actor's mailbox."""
+        ...
+
+    def pending_timer(self, timer_id: str) -> Msg | None:
+        """The pending (not cancelled) timer ``timer_id``, for ``ctx.cancel``."""
+        ...
+
+    async def take_promise(self, address: str, name: str, timeout: float | None) -> bytes | None:
+        """The value resolved for a promise, or an actor's reply (None after ``timeout``)."""
+        ...
+
+    def check_cycle(self, caller: str, callee: str) -> None:
+        """Refuse an ask that would wait forever (``callee`` waits, through others, on ``caller``)."""
+        ...
+
+    def ask_begins(self, caller: str, callee: str) -> None:
+        """``caller``'s step waits on ``callee`` now."""
+        ...
+
+    def ask_ends(self, caller: str) -> None:
+        """``caller``'s step waits on nobody any more."""
+        ...
+
+    def step_committed(self, step: Step, outcome: Outcome) -> None:
+        """The step's last unit committed (``outcome`` None) or failed."""
+        ...
+
+    def step_failed(self, step: Step, error: BaseException) -> None:
+        """A unit of a step under way could not be journaled: the step keeps nothing."""
+        ...
+
+    def step_broke(self, cell: Cell, msg: Msg, exc: Exception, step: Step | None = None) -> None:
+        """The step raised where nothing should (building its unit, say): it fails alone."""
+        ...
 
 
 class Abort(BaseException):

@@ -6,27 +6,35 @@
 from ._backoff import Backoff
 from ._codec import Codec, decode_untyped
 from ._contract import (
+    ActorInfo,
     ActorRow,
     ActorStatus,
     Backend,
     Bury,
     CancelTimer,
+    DeadLetter,
     Done,
     DropDeadLetter,
+    Entry,
     EntryKind,
     EntryRow,
+    EventRow,
     ForgetKey,
+    Idempotent,
     InboxRow,
     MarkAttempt,
     Notify,
     Op,
     Outcome,
+    Pending,
     PutMeta,
     PutPromise,
     Reads,
     RecordKey,
     Revive,
     SetStatus,
+    Snapshot,
+    SnapshotInfo,
     SnapshotRow,
     Sync,
     TakePromise,
@@ -51,7 +59,7 @@ from ._litestream import Litestream
 from ._replica import ReplicaTarget
 from ._replication import DEFAULT_MAX_WAL_BYTES, Replication, ReplicationStatus
 from ._restore import RestoreReport, restore
-from ._rows import ActorInfo, DeadLetter, Entry, EventRow, Idempotent, Pending, Snapshot, SnapshotInfo, corrupt
+from ._rows import corrupt
 from ._schema import SCHEMA_VERSION
 from ._store import Store
 

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
+from zlib import crc32
 
 import msgspec
 
 from errors import SteleError
 
-if TYPE_CHECKING:
-    from ._rows import ActorInfo, DeadLetter, Entry, EventRow, Idempotent, Pending, Snapshot, SnapshotInfo
+from ._codec import decode_untyped
 
 
 class EntryKind(enum.StrEnum):
@@ -113,6 +113,117 @@ class ActorRow(NamedTuple):
     address: str
     type: str
     at: float
+
+
+# -- what reads return ------------------------------------------------------------------------
+
+
+class Entry(msgspec.Struct, frozen=True):
+    """One journal entry."""
+
+    position: int
+    actor: str
+    seq: int
+    step: int
+    """The id of the message whose step wrote this entry."""
+    kind: str
+    """An :class:`EntryKind` (a str enum: it compares equal to its name)."""
+    type: str
+    data: bytes
+    at: float
+
+    def decoded(self) -> Any:
+        """The payload decoded without a schema (dicts, lists, scalars)."""
+        return decode_untyped(self.data)
+
+
+class ActorInfo(msgspec.Struct, frozen=True):
+    """One row of the actor registry (``id`` is what journal rows name it by)."""
+
+    id: int
+    address: str
+    type: str
+    last_seq: int
+    status: str
+    reason: str | None
+    updated: float
+
+
+class SnapshotInfo(msgspec.Struct, frozen=True, array_like=True):
+    """A snapshot's position in an actor's history: ``(seq, at)``."""
+
+    seq: int
+    at: float
+
+
+class Snapshot(msgspec.Struct, frozen=True):
+    """A stored snapshot with its payload."""
+
+    actor: str
+    seq: int
+    type: str
+    data: bytes
+    at: float
+    crc: int | None = None
+    """CRC-32 of ``data`` (None before schema version 5); whoever decodes it checks it."""
+
+    @property
+    def intact(self) -> bool:
+        """Whether ``data`` matches its checksum (or has none)."""
+        return self.crc is None or crc32(self.data) == self.crc
+
+
+class Pending(msgspec.Struct, frozen=True):
+    """A message waiting in the inbox."""
+
+    id: int
+    target: str
+    handler: str
+    type: str
+    payload: bytes
+    due: float | None
+    idempotency_key: str | None
+    """A client's idempotency key (never an internal marker)."""
+    attempts: int
+    sender: str | None
+    at: float
+    timer_id: str | None = None
+    """A durable timer's id (timers only)."""
+    reply_to: str | None = None
+    """An actor's ask: the asking actor, whose promise ``reply_name`` the reply resolves."""
+    reply_name: str | None = None
+
+
+class Idempotent(msgspec.Struct, frozen=True):
+    """What an idempotency key was first used for, and (for an ask) its reply."""
+
+    key: str
+    address: str
+    step: int
+    reply: bytes | None
+    at: float
+    kind: str | None = None
+    """``tell`` or ``ask`` (None for keys recorded before schema version 6)."""
+    handler: str | None = None
+    """The handler the first call went to (None before schema version 6)."""
+
+
+class DeadLetter(msgspec.Struct, frozen=True):
+    """A message taken out of its actor's way after failing too often."""
+
+    id: int
+    address: str
+    handler: str
+    type: str
+    payload: bytes
+    sender: str | None
+    attempts: int
+    reason: str
+    at: float
+
+
+EventRow = tuple[int, int, str, bytes, int | None]
+"""``(position, seq, type, data, crc)`` of one event; whoever decodes it checks the crc."""
 
 
 # -- named operations ------------------------------------------------------------------------

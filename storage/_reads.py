@@ -9,7 +9,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import apsw
 
 from . import _rows
-from ._rows import ActorInfo, DeadLetter, Entry, Idempotent, Pending, Snapshot, SnapshotInfo
+from ._contract import ActorInfo, DeadLetter, Entry, EventRow, Idempotent, Pending, Snapshot, SnapshotInfo
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -87,7 +87,7 @@ class SqliteReads(abc.ABC):
         """The newest snapshot of actor ``actor_id`` (older than ``before``)."""
         return self._read(_rows.snapshot, actor_id, address, before)
 
-    def event_rows(self, actor_id: int, after_seq: int = 0, until_seq: int | None = None) -> list[_rows.EventRow]:
+    def event_rows(self, actor_id: int, after_seq: int = 0, until_seq: int | None = None) -> list[EventRow]:
         """``(position, seq, type, data, crc)`` of actor ``actor_id``'s events in ``(after_seq, until_seq]``."""
         return self._read(_rows.event_rows, actor_id, after_seq, until_seq)
 

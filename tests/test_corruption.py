@@ -14,7 +14,7 @@ import pytest
 
 from actors import SteleError
 from runtime import Registry, Runtime
-from runtime._check import check
+from runtime.interfaces._check import check
 from storage import StorageError
 
 from .models import Account, Deposit, GetBalance

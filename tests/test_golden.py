@@ -8,8 +8,8 @@ from pathlib import Path
 import anyio
 import apsw
 
-from examples.agents import Librarian, ResearchAgent
 from runtime import Registry, Runtime, VirtualClock, replay
+from runtime.interfaces.demo_agents import Librarian, ResearchAgent
 from storage import SCHEMA_VERSION, Journal
 from storage._schema import schema_version
 

@@ -45,7 +45,7 @@ from actors import (
     UnstorableValueError,
 )
 from runtime import Runtime
-from runtime._http import App
+from runtime.interfaces._http import App
 from storage import Journal
 
 from .conftest import dump
@@ -177,7 +177,7 @@ def test_a_handler_error_is_409_a_definite_outcome_not_500(served: Server) -> No
     ],
 )
 def test_every_runtime_outcome_has_one_status(error: BaseException, ask: bool, status: int, kind: str | None) -> None:
-    from runtime._http_outcomes import outcome
+    from runtime.interfaces._http_outcomes import outcome
 
     answer = outcome(error, address="A/a", ask=ask)
     assert answer.status == status

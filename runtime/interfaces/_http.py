@@ -33,13 +33,13 @@ from starlette.routing import Route
 import storage
 from actors import SteleError, UnknownActorTypeError, UnknownHandlerError
 
+from .._options import DURABILITIES
+from .._rebuild import load
+from .._runtime import Runtime
 from . import _openapi
 from ._http_guard import Guard
 from ._http_outcomes import Answer, accepted, error, outcome, response, unknown
 from ._openapi import MAX_KEY, MAX_PAGE, MAX_POSITION
-from ._options import DURABILITIES
-from ._rebuild import load
-from ._runtime import Runtime
 
 log = logging.getLogger("stele.http")
 

@@ -16,7 +16,7 @@ import msgspec
 import storage
 from storage import EntryKind
 
-from ._records import (
+from .._records import (
     cancel_decoder,
     effect_decoder,
     message_decoder,
@@ -25,7 +25,7 @@ from ._records import (
     send_decoder,
     timer_decoder,
 )
-from ._registry import Registry
+from .._registry import Registry
 
 _RECORDS: dict[str, msgspec.msgpack.Decoder[Any]] = {
     EntryKind.MESSAGE: message_decoder,

@@ -15,7 +15,7 @@ import msgspec
 
 import storage
 
-from ._registry import Registry
+from .._registry import Registry
 
 MAX_KEY = 256
 """The longest idempotency key accepted."""

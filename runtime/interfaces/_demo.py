@@ -24,7 +24,8 @@ from actors import SteleError
 
 from ._text import console, plain
 
-AGENTS = Path(__file__).resolve().parent.parent / "examples" / "agents.py"
+AGENTS = "runtime.interfaces.demo_agents"
+"""The demo's agents: a module inside the package, so the demo works from an installed wheel."""
 
 
 def _http(url: str, body: Any = None) -> tuple[int, Any]:
@@ -43,7 +44,7 @@ def _http(url: str, body: Any = None) -> tuple[int, Any]:
 class _Server:
     def __init__(self, db: str, env: dict[str, str]) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "runtime", "serve", str(AGENTS), "--db", db, "--http", "127.0.0.1:0"],
+            [sys.executable, "-m", "runtime", "serve", AGENTS, "--db", db, "--http", "127.0.0.1:0"],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
@@ -81,7 +82,6 @@ def _fresh(db: str) -> None:
 
 def demo(args: argparse.Namespace) -> int:
     """Run the scenario; leave the journal for the inspection commands."""
-    from ._cli import main as cli  # noqa: PLC0415 - the CLI imports this module
 
     db = os.path.abspath(args.db)
     _fresh(db)
@@ -93,7 +93,7 @@ def demo(args: argparse.Namespace) -> int:
 
     console.print(Rule("Stele demo: a research agent, a librarian, one journal"))
     server = _Server(db, env)
-    console.print(plain(f"serving {AGENTS.name} at {server.url}; journal {db}; replica {db}-replica"))
+    console.print(plain(f"serving {AGENTS} at {server.url}; journal {db}; replica {db}-replica"))
     status, answer = _http(f"{server.url}/actors/{agent}/research", {"question": "Why is the sky blue?"})
     console.print(plain(f"ask  research 'Why is the sky blue?'       -> {status} {answer!r}"))
     status, answer = _http(f"{server.url}/actors/{agent}/research?wait=false", {"question": "What is a durable actor?"})
@@ -139,7 +139,7 @@ def demo(args: argparse.Namespace) -> int:
     console.print(plain(f"the librarian's catalogue (sent exactly once per answer): {shelf}"))
 
     console.print(Rule(f"what the journal recorded for {agent}"))
-    cli(["history", agent, "--db", db])
+    _cli(["history", agent, "--db", db])
     console.print(Rule("replication"))
     status, info = _http(f"{server.url}/status")
     rep = info.get("replication") or {}
@@ -152,7 +152,7 @@ def demo(args: argparse.Namespace) -> int:
     )
     server.stop()
     console.print(Rule("replay: today's code against the recorded history"))
-    cli(["replay", str(AGENTS), "--db", db])
+    _cli(["replay", AGENTS, "--db", db])
     with storage.Journal.open(db) as journal:
         entries = sum(a.last_seq for a in journal.actors())
     console.print(Rule())
@@ -161,3 +161,9 @@ def demo(args: argparse.Namespace) -> int:
     console.print(plain(f"  python -m runtime state {agent} --db {db} --at 5 --module {AGENTS}"))
     console.print(plain(f"  python -m runtime actors --db {db}"))
     return 0
+
+
+def _cli(args: list[str]) -> None:
+    """Run ``python -m runtime ARGS`` as a user would, its output inline with the demo's."""
+    sys.stdout.flush()
+    subprocess.run([sys.executable, "-m", "runtime", *args], check=False, timeout=120)

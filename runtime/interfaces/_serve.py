@@ -23,11 +23,11 @@ import uvicorn
 
 from actors import SteleError
 
+from .._runtime import Runtime
 from ._hosts import loopback, split_host
 from ._http import App
 from ._http_guard import LOOPBACK_NAMES
 from ._modules import actor_classes, load_module
-from ._runtime import Runtime
 from ._text import plain
 from ._token import token_from
 

@@ -30,11 +30,11 @@ import storage
 from actors import SteleError
 from storage import EntryKind
 
+from .._rebuild import load
+from .._registry import Registry
+from .._replay import replay
 from ._client import call, endpoint, recorded_server
 from ._modules import actor_classes, load_module
-from ._rebuild import load
-from ._registry import Registry
-from ._replay import replay
 from ._text import console, err, plain, styled, write_json
 from ._token import add_token_arguments, token_from
 
@@ -385,7 +385,7 @@ def parser() -> argparse.ArgumentParser:
         "serve",
         cmd_serve,
         "serve a module's actors over HTTP",
-        "python -m runtime serve examples.agents",
+        "python -m runtime serve runtime.interfaces.demo_agents",
         db=DEFAULT_DB,
     )
     p.add_argument("module", help="a module name or .py file defining Actor classes")
@@ -466,7 +466,7 @@ def parser() -> argparse.ArgumentParser:
         "replay",
         cmd_replay,
         "re-run handlers over the journal and report divergences",
-        "python -m runtime replay examples.agents",
+        "python -m runtime replay runtime.interfaces.demo_agents",
         db=DEFAULT_DB,
     )
     p.add_argument("module")
@@ -477,7 +477,7 @@ def parser() -> argparse.ArgumentParser:
         "check",
         cmd_check,
         "find corruption: integrity_check and every entry decoded",
-        "python -m runtime check --module examples.agents",
+        "python -m runtime check --module runtime.interfaces.demo_agents",
         db=DEFAULT_DB,
     )
     p.add_argument("--module", help="also decode payloads with these actor classes")
