@@ -4,7 +4,7 @@
 
 Every figure is set next to the raw-APSW baseline (a) measured in the same run
 on the same file system, because this machine is noisy and only ratios travel.
-Note: fsync here is far faster than on real disks (PERFORMANCE.md), so the
+Note: fsync here is far faster than on real disks (docs/performance.md), so the
 durable figures flatter real hardware, ask latency most of all.
 """
 

@@ -1,7 +1,7 @@
 """Driving handler coroutines without a task until they first suspend.
 
 Most handlers never suspend (no effect): running them to completion with one
-``send`` and no asyncio task is the cheapest way there is (PERFORMANCE.md).
+``send`` and no asyncio task is the cheapest way there is (docs/performance.md).
 When one does suspend, :class:`Resume` hands the half-run coroutine to a task,
 passing through what it yielded so the task waits on the same future.
 """

@@ -208,7 +208,8 @@ def migrate(conn: apsw.Connection, path: str) -> int:
     for version in range(before, SCHEMA_VERSION):
         with conn:  # one transaction per migration step
             # execute() runs every statement of a script only when no statement
-            # returns rows (see LITESTREAM.md on APSW); these do not.
+            # returns rows: APSW stops at the first statement that returns rows
+            # until its cursor is consumed, silently skipping the rest.
             step = MIGRATIONS[version]
             script, rows = step if isinstance(step, tuple) else (step, None)
             conn.execute(script)

@@ -12,8 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,7 @@ from rich.rule import Rule
 import storage
 from actors import SteleError
 
+from ._client import call
 from ._text import console, plain
 
 AGENTS = "runtime.interfaces.demo_agents"
@@ -29,15 +28,10 @@ AGENTS = "runtime.interfaces.demo_agents"
 
 
 def _http(url: str, body: Any = None) -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET")
-    req.add_header("Content-Type", "application/json")
+    """GET ``url``, or POST ``body`` as JSON; a server that went away is status 0 and why."""
     try:
-        with urllib.request.urlopen(req, timeout=60) as answer:
-            return answer.status, json.loads(answer.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"null")
-    except OSError as exc:
+        return call(url, token=None, body=json.dumps(body).encode() if body is not None else None)
+    except SteleError as exc:
         return 0, str(exc)
 
 
