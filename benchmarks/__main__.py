@@ -2,7 +2,7 @@
 
     python -m benchmarks [--only a,b,...] [--dir DIR] [--quick]
 
-Every figure is set next to the raw-APSW baseline (a) measured in the same run
+Every figure is set next to the raw-APSW baseline (raw) measured in the same run
 on the same file system, because this machine is noisy and only ratios travel.
 Note: fsync here is far faster than on real disks (docs/performance.md), so the
 durable figures flatter real hardware, ask latency most of all.
@@ -41,7 +41,7 @@ def fresh(workdir: Path, name: str) -> str:
     return _model.fresh(str(workdir / name))
 
 
-# -- (a) raw APSW baseline ------------------------------------------------------------
+# -- raw: raw APSW baseline ------------------------------------------------------------
 
 
 def one_row_commits(path: str, conn: apsw.Connection, commits: int = 5000) -> list[float]:
@@ -86,7 +86,7 @@ def raw_baseline(workdir: Path) -> Result:
     }
 
 
-# -- (b) tell throughput ---------------------------------------------------------------
+# -- tells: tell throughput ---------------------------------------------------------------
 
 
 async def tell_throughput(workdir: Path, actors: int = 1000, per_actor: int = 20) -> Result:
@@ -116,7 +116,7 @@ async def tell_throughput(workdir: Path, actors: int = 1000, per_actor: int = 20
     }
 
 
-# -- (c) sequential asks ------------------------------------------------------------------
+# -- asks: sequential asks ------------------------------------------------------------------
 
 
 async def sequential_asks(workdir: Path, count: int = 5000) -> Result:
@@ -138,7 +138,7 @@ async def sequential_asks(workdir: Path, count: int = 5000) -> Result:
 
 
 async def psow_cost(workdir: Path, count: int = 3000) -> Result:
-    """(k) Sequential asks with psow=1 (SQLite's default) and psow=0 (Stele's), in turn."""
+    """psow: Sequential asks with psow=1 (SQLite's default) and psow=0 (Stele's), in turn."""
     results: Result = {}
     for psow in (True, False, True, False):  # interleaved: the machine drifts
         _sqlite.POWERSAFE_OVERWRITE = psow
@@ -153,7 +153,7 @@ async def psow_cost(workdir: Path, count: int = 3000) -> Result:
     return results
 
 
-# -- (d) rebuilding one actor ----------------------------------------------------------------
+# -- rebuild: rebuilding one actor ----------------------------------------------------------------
 
 
 def rebuild(workdir: Path, events: int = 100_000) -> Result:
@@ -177,7 +177,7 @@ def rebuild(workdir: Path, events: int = 100_000) -> Result:
     return {"events_per_s": events / best, "with_snapshots_ms": statistics.median(snap_times) * 1e3}
 
 
-# -- (e) and (f) run in child processes: clean memory, clean start ------------------------------
+# -- memory and first-reply run in child processes: clean memory, clean start ------------------------------
 
 
 def child(kind: str, workdir: Path, *args: str) -> Result:
@@ -210,37 +210,52 @@ def startup(workdir: Path, quick: bool) -> Result:
 
 # -- the table ----------------------------------------------------------------------------------
 
+SCENARIOS = ("tells", "asks", "rebuild", "memory", "first-reply", "replication", "http", "timers", "effects", "psow")
+"""Every scenario but ``raw``, the baseline, which always runs; named for what they measure."""
+LETTERS = dict(zip("bcdefghijk", ("tells", "asks", "rebuild", "memory", "first-reply", "replication", "http",
+                                  "timers", "effects", "psow"), strict=True))  # fmt: skip
+"""The letters earlier notes and issues used: --only b,c,d still works."""
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="a,b,c,d,e,f,g,h,i,j,k", help="comma-separated scenarios (a-k)")
+    parser.add_argument(
+        "--only",
+        default=",".join(SCENARIOS),
+        help=f"comma-separated scenarios: {', '.join(SCENARIOS)} (or their old letters a-k)",
+    )
     parser.add_argument("--dir", default=str(ROOT / "results" / "work"), help="where journal files go")
-    parser.add_argument("--quick", action="store_true", help="smaller (e) and (f), for a smoke run")
+    parser.add_argument("--quick", action="store_true", help="smaller memory and first-reply runs, for a smoke run")
     args = parser.parse_args()
-    only = set(args.only.split(","))
+    only = {LETTERS.get(name, name) for name in args.only.split(",")}
+    unknown = only - set(SCENARIOS)
+    if unknown:
+        parser.error(f"no scenario {', '.join(sorted(unknown))}; there are: {', '.join(SCENARIOS)}")
     workdir = Path(args.dir)
     workdir.mkdir(parents=True, exist_ok=True)
     results: Result = {"when": time.strftime("%Y-%m-%dT%H:%M:%S"), "python": sys.version.split()[0]}
-    results["a"] = raw_baseline(workdir)  # always: every ratio is to this run's baseline
+    results["raw"] = raw_baseline(workdir)  # always: every ratio is to this run's baseline
     scenarios: dict[str, Callable[[], Result]] = {
-        "b": lambda: anyio.run(tell_throughput, workdir),
-        "c": lambda: anyio.run(sequential_asks, workdir),
-        "d": lambda: rebuild(workdir),
-        "e": lambda: child("rss", workdir, "20000" if args.quick else "100000"),
-        "f": lambda: startup(workdir, args.quick),
-        # (g) replication: paced at fractions of this run's (b) tell rate
-        "g": lambda: _replication.run(workdir, results.get("b", {}).get("messages_per_s", 20_000.0), args.quick),
-        "i": lambda: anyio.run(_timers.timers, workdir),
-        "j": lambda: anyio.run(_effects.effects, workdir),
-        "k": lambda: anyio.run(psow_cost, workdir),
-        "h": lambda: {
+        "tells": lambda: anyio.run(tell_throughput, workdir),
+        "asks": lambda: anyio.run(sequential_asks, workdir),
+        "rebuild": lambda: rebuild(workdir),
+        "memory": lambda: child("rss", workdir, "20000" if args.quick else "100000"),
+        "first-reply": lambda: startup(workdir, args.quick),
+        # replication: paced at fractions of this run's tell rate
+        "replication": lambda: _replication.run(
+            workdir, results.get("tells", {}).get("messages_per_s", 20_000.0), args.quick
+        ),
+        "timers": lambda: anyio.run(_timers.timers, workdir),
+        "effects": lambda: anyio.run(_effects.effects, workdir),
+        "psow": lambda: anyio.run(psow_cost, workdir),
+        "http": lambda: {
             "http": _http.http_asks(workdir),
             "inspect": _http.inspection(workdir, 100_000 if args.quick else 1_000_000),
         },
     }
     for key, run in scenarios.items():
         if key in only:
-            print(f"running ({key}) …", file=sys.stderr, flush=True)
+            print(f"running {key} …", file=sys.stderr, flush=True)
             results[key] = run()
     report(results)
     out = ROOT / "results" / "latest.json"
@@ -250,87 +265,87 @@ def main() -> None:
 
 
 def report(r: Result) -> None:
-    a = r["a"]
+    a = r["raw"]
     rows = [
-        ("(a) raw rows/s, 1,000 per tx", a["rows_per_s"], "", ""),
-        ("(a) raw one-row commits/s", a["commits_per_s"], "", f"p50 {a['commit_p50_us']:.0f} µs"),
+        ("raw rows/s, 1,000 per tx", a["rows_per_s"], "", ""),
+        ("raw one-row commits/s", a["commits_per_s"], "", f"p50 {a['commit_p50_us']:.0f} µs"),
         (
-            "(a) the same, psow=0 (as Stele opens)",
+            "raw, psow=0 (as Stele opens)",
             a["psow0_commits_per_s"],
             f"{a['psow0_commits_per_s'] / a['commits_per_s']:.2f} x commits/s",
             f"p50 {a['psow0_commit_p50_us']:.0f} µs",
         ),
     ]
-    if "b" in r:
-        ratio = r["b"]["messages_per_s"] / a["rows_per_s"]
-        rows.append(("(b) tells/s, 1,000 actors x 20", r["b"]["messages_per_s"], f"{ratio:.3f} x rows/s", "≥ 0.07"))
-    if "c" in r:
-        c = r["c"]
+    if "tells" in r:
+        ratio = r["tells"]["messages_per_s"] / a["rows_per_s"]
+        rows.append(("tells/s, 1,000 actors x 20", r["tells"]["messages_per_s"], f"{ratio:.3f} x rows/s", "≥ 0.07"))
+    if "asks" in r:
+        c = r["asks"]
         ratio = c["asks_per_s"] / a["commits_per_s"]
         rows.append(
-            ("(c) sequential asks/s", c["asks_per_s"], f"{ratio:.2f} x commits/s", "≥ 0.4, p99 ≤ 1 ms"),
+            ("sequential asks/s", c["asks_per_s"], f"{ratio:.2f} x commits/s", "≥ 0.4, p99 ≤ 1 ms"),
         )
         rows.append(("    ask latency p50 / p99 µs", c["p50_us"], f"{c['p99_us']:.0f} µs p99", ""))
-    if "d" in r:
-        ratio = r["d"]["events_per_s"] / a["rows_per_s"]
-        rows.append(("(d) rebuild events/s, no snapshots", r["d"]["events_per_s"], f"{ratio:.2f} x rows/s", "≥ 1.5"))
-        rows.append(("    rebuild with snapshots, ms", r["d"]["with_snapshots_ms"], "", "≤ 5 ms"))
-    if "e" in r:
-        e = r["e"]
+    if "rebuild" in r:
+        ratio = r["rebuild"]["events_per_s"] / a["rows_per_s"]
+        rows.append(("rebuild events/s, no snapshots", r["rebuild"]["events_per_s"], f"{ratio:.2f} x rows/s", "≥ 1.5"))
+        rows.append(("    rebuild with snapshots, ms", r["rebuild"]["with_snapshots_ms"], "", "≤ 5 ms"))
+    if "memory" in r:
+        e = r["memory"]
         rows.append(
-            (f"(e) peak RSS MB, {e['actors']:,} actors", e["peak_rss_mb"], f"curve {e['rss_curve_mb']}", "≤ 500")
+            (f"memory: peak RSS MB, {e['actors']:,} actors", e["peak_rss_mb"], f"curve {e['rss_curve_mb']}", "≤ 500")
         )
-    if "f" in r:
-        for key, value in r["f"].items():
+    if "first-reply" in r:
+        for key, value in r["first-reply"].items():
             if key.endswith("_events_s"):
                 events = int(key.split("_")[0])
-                rows.append((f"(f) first reply, {events:,} events, s", value, "", "≤ 1 s"))
-    if "g" in r:
-        g = r["g"]
+                rows.append((f"first reply, {events:,} events, s", value, "", "≤ 1 s"))
+    if "replication" in r:
+        g = r["replication"]
         for level in ("25%", "50%", "100%"):
             lag = g["lag"][level]
             rows.append(
                 (
-                    f"(g) lag at {level} of (b), age p50 s",
+                    f"replication lag at {level} of tells, age p50 s",
                     lag["age_p50_s"],
                     f"p99 {lag['age_p99_s']:.2f} s; commits p99 {lag['commits_p99']:.0f}; {lag['rate']:,.0f}/s",
                     "p99 ≤ 1.5 s at 50%",
                 )
             )
-        rows.append(("(g) back to steady after 5 s outage, s", g["outage"]["back_to_steady_s"], "", "≤ 15 s"))
+        rows.append(("replication back to steady after 5 s outage, s", g["outage"]["back_to_steady_s"], "", "≤ 15 s"))
         ask = g["replicated_ask"]
-        rows.append(("(g) replicated ask p50 ms", ask["p50_ms"], f"p99 {ask['p99_ms']:.1f} ms", "p50 ≤ 30, p99 ≤ 150"))
+        rows.append(("replicated ask p50 ms", ask["p50_ms"], f"p99 {ask['p99_ms']:.1f} ms", "p50 ≤ 30, p99 ≤ 150"))
         rest = g["restore"]
-        rows.append((f"(g) restore {rest['journal_mb']:.0f} MB + verify, s", rest["restore_and_verify_s"], "", "≤ 3 s"))
-    if "h" in r:
-        h = r["h"]["http"]
+        rows.append((f"restore {rest['journal_mb']:.0f} MB + verify, s", rest["restore_and_verify_s"], "", "≤ 3 s"))
+    if "http" in r:
+        h = r["http"]["http"]
         rows.append(
             (
-                f"(h) HTTP asks/s, {h['clients']} clients",
+                f"HTTP asks/s, {h['clients']} clients",
                 h["asks_per_s"],
                 f"p50 {h['p50_ms']:.1f} ms, p99 {h['p99_ms']:.1f} ms",
                 "≥ 3,000, p99 ≤ 50 ms",
             )
         )
-        i = r["h"]["inspect"]
-        rows.append((f"(h) history page, {i['events']:,}-event actor, ms", i["history_page_ms"], "", "≤ 100 ms"))
-        rows.append((f"(h) state --at, {i['events']:,}-event actor, ms", i["state_at_ms"], "", "≤ 100 ms"))
-    if "i" in r:
-        t = r["i"]
-        rows.append((f"(i) timers scheduled/s, {t['timers']:,}", t["scheduled_per_s"], "", ""))
+        i = r["http"]["inspect"]
+        rows.append((f"history page, {i['events']:,}-event actor, ms", i["history_page_ms"], "", "≤ 100 ms"))
+        rows.append((f"state --at, {i['events']:,}-event actor, ms", i["state_at_ms"], "", "≤ 100 ms"))
+    if "timers" in r:
+        t = r["timers"]
+        rows.append((f"timers scheduled/s, {t['timers']:,}", t["scheduled_per_s"], "", ""))
         rows.append(
-            (f"(i) timers fired/s, {t['timers']:,}", t["fired_per_s"], f"{t['early']} early", "≥ 20,000, none early")
+            (f"timers fired/s, {t['timers']:,}", t["fired_per_s"], f"{t['early']} early", "≥ 20,000, none early")
         )
-    if "j" in r:
-        j = r["j"]
+    if "effects" in r:
+        j = r["effects"]
         ratio = j["effects_per_s"] / a["rows_per_s"]
-        rows.append(("(j) effects/s, 100 actors x chains of 10", j["effects_per_s"], f"{ratio:.3f} x rows/s", "≥ 0.03"))
-    if "k" in r:
-        k = r["k"]
+        rows.append(("effects/s, 100 actors x chains of 10", j["effects_per_s"], f"{ratio:.3f} x rows/s", "≥ 0.07"))
+    if "psow" in r:
+        k = r["psow"]
         for psow in ("psow1", "psow0"):
             ratio = k[psow]["asks_per_s"] / a["commits_per_s"]
             rows.append(
-                (f"(k) sequential asks/s, {psow[:4]}={psow[4]}", k[psow]["asks_per_s"], f"{ratio:.2f} x commits/s",
+                (f"sequential asks/s, {psow[:4]}={psow[4]}", k[psow]["asks_per_s"], f"{ratio:.2f} x commits/s",
                  f"p50 {k[psow]['p50_us']:.0f} µs, p99 {k[psow]['p99_us']:.0f} µs"),
             )  # fmt: skip
     width = max(len(row[0]) for row in rows)
