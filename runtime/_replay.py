@@ -21,7 +21,6 @@ import storage
 from actors import (
     Context,
     EffectError,
-    NonDeterminismError,
     Retry,
     SteleError,
 )
@@ -343,8 +342,3 @@ def _compare(
             actor, reply_entry.position, f"reply {msgspec.msgpack.decode(was_value)!r}", f"reply {value!r}"
         )
     return None
-
-
-def to_error(divergence: Divergence) -> NonDeterminismError:
-    """The divergence as the error the runtime raises for it."""
-    return NonDeterminismError(divergence.actor, divergence.position, divergence.recorded, divergence.current)

@@ -102,9 +102,9 @@ class Scheduler:
             raise UnstorableValueError(f"{name} for {address} cannot be stored: {storable(str(exc))}") from None
         try:
             # The handler gets the decoded copy: what it would see on replay.
-            decoded = self.registry.codec.decode(name, payload)
-        except storage.UndecodableEntry as exc:
-            raise MessageValidationError(f"invalid {name} for {address}: {_reason(exc)}") from None
+            decoded = self.registry.codec.decoder(name).decode(payload)
+        except msgspec.DecodeError as exc:
+            raise MessageValidationError(f"invalid {name} for {address}: {exc}") from None
         return info, name, payload, decoded
 
     def prepare(self, address: str, msg: msgspec.Struct, sender: str | None = None) -> Msg:
@@ -421,9 +421,3 @@ class Scheduler:
                     )
                 else:
                     msg.waiter.set_exception(closed)
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc)
-    return text.split(": ", 1)[-1] if "cannot be decoded" in text else text
-

@@ -39,6 +39,10 @@ class Codec:
     def __contains__(self, name: str) -> bool:
         return name in self._decoders
 
+    def decoder(self, name: str) -> msgspec.msgpack.Decoder[Any]:
+        """The typed decoder of ``name`` (its ``DecodeError`` says what does not match the type)."""
+        return self._decoders[name]
+
     def type_of(self, name: str) -> Any:
         """The type registered under ``name``."""
         return self._types[name]
