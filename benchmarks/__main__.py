@@ -259,6 +259,7 @@ def main() -> None:
             results[key] = run()
     report(results)
     out = ROOT / "results" / "latest.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
     print(f"\nwritten to {out}")
     shutil.rmtree(workdir, ignore_errors=True)
