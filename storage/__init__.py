@@ -1,4 +1,5 @@
-"""What remembers: the journal file, its writer, its codec and read-only access.
+"""What remembers: the journal (a SQLite file, or a PostgreSQL database), its writer, its codec
+and read-only access.
 
 ``storage`` imports nothing else of Stele's; it stores typed rows and bytes.
 """
@@ -56,6 +57,9 @@ from ._errors import (
 )
 from ._journal import Journal, integrity_check
 from ._litestream import Litestream
+from ._open import open_backend
+from ._pg_connect import is_postgres, redact
+from ._pg_store import PgStore
 from ._replica import ReplicaTarget
 from ._replication import DEFAULT_MAX_WAL_BYTES, Replication, ReplicationStatus
 from ._restore import RestoreReport, restore
@@ -96,6 +100,7 @@ __all__ = (
     "Outcome",
     "OwnedElsewhere",
     "Pending",
+    "PgStore",
     "PutMeta",
     "PutPromise",
     "Reads",
@@ -123,5 +128,8 @@ __all__ = (
     "corrupt",
     "decode_untyped",
     "integrity_check",
+    "is_postgres",
+    "open_backend",
+    "redact",
     "restore",
 )

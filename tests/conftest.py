@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from . import pgserver
 from .report import REPORT
 from .s3server import CREDENTIALS, S3Server
 
@@ -85,6 +86,21 @@ def dump(path: str) -> dict[str, list[tuple[Any, ...]]]:
 
 def files(path: str) -> list[str]:
     return sorted(p for p in os.listdir(os.path.dirname(path)))
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[pgserver.Server]:
+    """A real PostgreSQL server for the session: a private cluster, or ``STELE_TEST_POSTGRES_URL``'s."""
+    with pgserver.server() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_url(pg_server: pgserver.Server) -> Iterator[str]:
+    """The URL of a fresh, empty database on the session's server (dropped afterwards)."""
+    url = pg_server.database()
+    yield url
+    pg_server.drop(url)
 
 
 @pytest.fixture(scope="session")

@@ -256,7 +256,7 @@ def test_a_failed_commit_that_did_not_land_is_retried_and_reported_once(faulty: 
     harness = faulty
     assert harness.fault is not None
     backend = harness.open()
-    harness.fault.sync_failures = 1  # the next commit's fsync fails once
+    harness.fault.fail_next_commit(backend)
     assert harness.one(Unit(inbox=[inbox(1)], top=1)) is None  # read back, not there, retried, committed
     assert harness.fault.injected == 1
     assert [p.id for p in backend.pending()] == [1]
@@ -266,12 +266,11 @@ def test_a_commit_that_cannot_be_read_back_is_unknown_not_failed(faulty: Harness
     harness = faulty
     assert harness.fault is not None
     backend = harness.open()
-    harness.fault.sync_failures, harness.fault.reads_fail_after_sync = 100, 1000
+    harness.fault.cut_off(backend)
     outcome = harness.one(Unit(inbox=[inbox(1)], top=1))
     assert isinstance(outcome, storage.CommitUnknown)
     assert backend.failing is not None  # the journal says it is failing
-    harness.fault.sync_failures = harness.fault.read_failures = 0
-    harness.fault.reads_fail_after_sync = 0
+    harness.fault.heal()
     assert harness.one(Unit(inbox=[inbox(2)], top=2)) is None
     assert backend.failing is None
     assert {p.id for p in backend.pending()} <= {1, 2} and 2 in {p.id for p in backend.pending()}

@@ -1,0 +1,89 @@
+"""Read-only access to a PostgreSQL journal, behind :class:`storage.Journal`.
+
+It works while a runtime owns and writes the database: it takes no lock, and
+its session is read-only (``default_transaction_read_only``), so it cannot
+write even by mistake. Each read is one statement: one snapshot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+import psycopg
+
+from ._errors import SchemaError
+from ._pg_connect import connect, redact, translate
+from ._pg_reads import PgReads
+from ._pg_schema import TABLES, check_version, schema_version
+from ._pg_store import Pool
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class PgJournal(PgReads):
+    """An open PostgreSQL journal, read-only. Use :meth:`open`; close it, or use it as a context manager."""
+
+    def __init__(self, url: str, where: str, pool: Pool) -> None:
+        self._url = url
+        self.path = where
+        """The database's URL, without its password."""
+        self._pool = pool
+
+    @classmethod
+    def open(cls, url: str) -> PgJournal:
+        """Open the journal at ``url`` read-only; refuse a database that is not a Stele journal."""
+        where = redact(url)
+        conn = connect(url, readonly=True)
+        try:
+            try:
+                version = schema_version(conn, where)
+            except psycopg.Error as exc:
+                raise translate(exc, f"cannot open journal {where}") from None
+            if version == 0:
+                raise SchemaError(f"{where} is not a Stele journal (no Stele tables)")
+            check_version(version, where)
+        finally:
+            conn.close()
+        return cls(url, where, Pool(url, 1, where))
+
+    def _read(self, query: Callable[Concatenate[Any, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+        return self._pool.run(query, *args, **kwargs)
+
+    def integrity(self) -> str:
+        """``"ok"`` if every index of the journal's tables is valid and its schema complete, else what is not.
+
+        PostgreSQL keeps the files' structure itself (with page checksums if
+        the cluster has them on); what can be checked from a session is that
+        no index was left invalid (a failed ``CREATE INDEX CONCURRENTLY``).
+        Each row's data is checked against its CRC-32 by ``check`` anyway.
+        """
+        return self._pool.run(_integrity)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._pool.close()
+
+    def __enter__(self) -> PgJournal:
+        return self
+
+    def __exit__(self, tp: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+
+def _integrity(conn: psycopg.Connection[Any]) -> str:
+    problems = [
+        f"table {name} is missing"
+        for name in TABLES
+        if conn.execute("SELECT to_regclass(%s) IS NULL", (name,)).fetchone() == (True,)
+    ]
+    invalid = conn.execute(
+        "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+        "JOIN pg_class t ON t.oid = i.indrelid "
+        "WHERE t.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = current_schema()) "
+        "AND NOT (i.indisvalid AND i.indisready) ORDER BY 1"
+    ).fetchall()
+    problems += [f"index {row[0]} is not valid" for row in invalid]
+    return "; ".join(problems) if problems else "ok"
