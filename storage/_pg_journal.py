@@ -7,6 +7,7 @@ write even by mistake. Each read is one statement: one snapshot.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -31,6 +32,8 @@ class PgJournal(PgReads):
         self.path = where
         """The database's URL, without its password."""
         self._pool = pool
+        # A journal dropped without close() (a one-line look in a script) still ends its session.
+        weakref.finalize(self, pool.close)
 
     @classmethod
     def open(cls, url: str) -> PgJournal:
@@ -45,9 +48,10 @@ class PgJournal(PgReads):
             if version == 0:
                 raise SchemaError(f"{where} is not a Stele journal (no Stele tables)")
             check_version(version, where)
-        finally:
+        except BaseException:
             conn.close()
-        return cls(url, where, Pool(url, 1, where))
+            raise
+        return cls(url, where, Pool(url, 1, where, first=conn))
 
     def _read(self, query: Callable[Concatenate[Any, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         return self._pool.run(query, *args, **kwargs)

@@ -43,6 +43,9 @@ SYNCHRONOUS_COMMIT = {"fsync": "on", "normal": "off", "replicated": "on"}
 READERS = 4
 """Reader connections of a store: activations and look-ups run in threads at once."""
 
+OWNER_GONE_WAIT_S = 2.0
+"""How long a runtime waits for the owner lock before saying who holds it."""
+
 STALE_SESSION_WAIT_S = 10.0
 """How long a writer waits for its own old session to end after terminating it."""
 
@@ -50,7 +53,7 @@ STALE_SESSION_WAIT_S = 10.0
 class Pool:
     """A few connections for reads, each used by one thread at a time; reconnects once on a broken one."""
 
-    def __init__(self, url: str, size: int, where: str) -> None:
+    def __init__(self, url: str, size: int, where: str, first: Conn | None = None) -> None:
         self._url = url
         self._where = where
         self._idle: queue.LifoQueue[Conn] = queue.LifoQueue()
@@ -59,6 +62,9 @@ class Pool:
         self._guard = threading.Lock()
         self._all: list[Conn] = []
         self._closed = False
+        if first is not None:  # a connection the opener made anyway: one authentication fewer
+            self._made, self._all = 1, [first]
+            self._idle.put(first)
 
     def _take(self) -> Conn:
         try:
@@ -102,8 +108,9 @@ class Pool:
                 return query(conn, *args, **kwargs)
             except Exception as exc:
                 lost = broken(exc) or conn.closed or conn.broken
-                if lost:
-                    conn.close()  # the server restarted, or dropped us: a new one next time
+                if lost:  # the server restarted, or ended our sessions: the idle ones are gone too
+                    conn.close()
+                    self._drain()
                 if not lost or attempt == 2:
                     if isinstance(exc, psycopg.Error | UnicodeError):
                         raise translate(exc, f"cannot read {self._where}") from None
@@ -111,6 +118,16 @@ class Pool:
             finally:
                 self._give(conn)
         raise AssertionError("unreachable")
+
+    def _drain(self) -> None:
+        """Close the idle connections: the next reads make new ones."""
+        while True:
+            try:
+                idle = self._idle.get_nowait()
+            except queue.Empty:
+                return
+            idle.close()
+            self._give(idle)
 
     def close(self) -> None:
         """Close every connection (those in use close when given back)."""
@@ -133,18 +150,21 @@ def take_ownership(conn: Conn, where: str, *, previous_backend: int | None = Non
     last transaction settled, so that reading back after it is final.
     """
     key = lock_key(conn)
-    deadline = time.monotonic() + STALE_SESSION_WAIT_S
+    started = time.monotonic()
     while True:
         row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
         if row is not None and row[0]:
             return
         holder = _holder(conn, key)
-        if previous_backend is not None and holder == previous_backend and time.monotonic() < deadline:
+        waited = time.monotonic() - started
+        if previous_backend is not None and holder == previous_backend and waited < STALE_SESSION_WAIT_S:
             conn.execute("SELECT pg_terminate_backend(%s)", (holder,))
             time.sleep(0.05)
             continue
-        if holder is None and time.monotonic() < deadline:
-            time.sleep(0.05)  # released between the two looks
+        if waited < OWNER_GONE_WAIT_S:
+            # The session of an owner that just closed or died lingers on the server for a
+            # moment (it ends once the server notices the connection closed): wait for that.
+            time.sleep(0.05)
             continue
         raise _owned(conn, where, holder)
 
@@ -209,8 +229,12 @@ def check_durability(conn: Conn, durability: str, where: str) -> str:
 class PgStore(PgReads):
     """An owned PostgreSQL journal: one writer thread and a few reader connections."""
 
-    def __init__(self, url: str, where: str, writer: PgWriter, readers: Pool, hwm: int, actor_hwm: int) -> None:
+    def __init__(
+        self, url: str, where: str, writer: PgWriter, readers: Pool, hwm: int, actor_hwm: int, setting: str
+    ) -> None:
         self._url = url
+        self.synchronous_commit = setting
+        """The writer session's ``synchronous_commit``, as the server reported it at open."""
         self.path = where
         """The database's URL, without its password."""
         self._writer = writer
@@ -243,13 +267,14 @@ class PgStore(PgReads):
                 migrate(conn, where, time.time())
                 _record_owner(conn)
                 conn.execute(f"SET synchronous_commit = {setting}")
+                shown = conn.execute("SHOW synchronous_commit").fetchone()
                 row = conn.execute(
                     "SELECT (SELECT int_value FROM meta WHERE key = 'step_hwm'), "
                     "(SELECT coalesce(max(id), 0) FROM inbox), (SELECT coalesce(max(id), 0) FROM actors)"
                 ).fetchone()
             except (psycopg.Error, UnicodeError) as exc:
                 raise translate(exc, f"cannot prepare journal {where}") from None
-            assert row is not None
+            assert row is not None and shown is not None
             hwm = max(int(row[0] or 0), int(row[1]))
             actor_hwm = int(row[2])
 
@@ -274,7 +299,7 @@ class PgStore(PgReads):
                 readers.close()
             conn.close()  # the lock goes with the session
             raise
-        return cls(url, where, writer, readers, hwm, actor_hwm)
+        return cls(url, where, writer, readers, hwm, actor_hwm, str(shown[0]) if shown else "?")
 
     @property
     def failing(self) -> StorageError | None:

@@ -221,6 +221,20 @@ class Server:
             conn.execute(f'CREATE DATABASE "{name}"')
         return with_database(self.admin_url, name)
 
+    @contextlib.contextmanager
+    def closed(self, url: str) -> Iterator[None]:
+        """The database of ``url`` refuses connections, and every session on it is ended, until the block ends."""
+        import psycopg
+
+        name = urlsplit(url).path.lstrip("/")
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+            try:
+                yield
+            finally:
+                conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+
     def drop(self, url: str) -> None:
         """Drop the database of ``url`` (its connections are ended first)."""
         import psycopg
@@ -260,3 +274,25 @@ def wait_until_accepting(url: str, timeout: float = 60.0) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+_SHARED: dict[str, Any] = {}
+
+
+def shared() -> Server:
+    """The process's one server, started on first use (by the ``pg_server`` fixture and the Hypothesis
+    machines alike); :func:`stop_shared` stops it at the end of the session."""
+    if "server" not in _SHARED:
+        stack = contextlib.ExitStack()
+        _SHARED["server"] = stack.enter_context(server())
+        _SHARED["stack"] = stack
+    made: Server = _SHARED["server"]
+    return made
+
+
+def stop_shared() -> None:
+    """Stop the shared server, if one was started."""
+    stack = _SHARED.pop("stack", None)
+    _SHARED.clear()
+    if stack is not None:
+        stack.close()

@@ -11,6 +11,14 @@ from actors import Actor, Retry, handler
 from runtime import Registry, Runtime, VirtualClock, replay
 from storage import Journal
 
+from .conftest import BACKENDS
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every test here runs on a SQLite file and on a PostgreSQL database (``db`` makes either)."""
+    return str(request.param)
+
 
 class Call(msgspec.Struct):
     failures: int

@@ -13,7 +13,13 @@ from actors import Actor, HandlerError, UnknownTimerError, apply, handler
 from runtime import Registry, Runtime, VirtualClock, replay
 from storage import Journal
 
-from .conftest import dump
+from .conftest import BACKENDS, dump
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every test here runs on a SQLite file and on a PostgreSQL database (``db`` makes either)."""
+    return str(request.param)
 
 
 class Remind(msgspec.Struct):
