@@ -66,6 +66,7 @@ from ._restore import RestoreReport, restore
 from ._rows import corrupt
 from ._schema import SCHEMA_VERSION
 from ._store import Store
+from ._transfer import CopyReport, copy_journal
 
 __all__ = (
     "DEFAULT_MAX_WAL_BYTES",
@@ -79,6 +80,7 @@ __all__ = (
     "CancelTimer",
     "Codec",
     "CommitUnknown",
+    "CopyReport",
     "DeadLetter",
     "Done",
     "DropDeadLetter",
@@ -125,6 +127,7 @@ __all__ = (
     "Unit",
     "Unstorable",
     "WriterStats",
+    "copy_journal",
     "corrupt",
     "decode_untyped",
     "integrity_check",

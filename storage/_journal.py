@@ -7,6 +7,7 @@ the location is a ``postgresql://`` URL; both answer the same reads
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from types import TracebackType
 from typing import Any, Protocol
@@ -51,6 +52,12 @@ class Journal:
     def postgres(self) -> bool:
         """Whether the journal is a PostgreSQL database."""
         return isinstance(self._opened, PgJournal)
+
+    def stored_bytes(self) -> tuple[int, int | None]:
+        """What the journal takes: a file's bytes and its WAL's, or a database's tables (WAL None)."""
+        if isinstance(self._opened, PgJournal):
+            return self._opened.stored_bytes(), None
+        return _size(self.path), _size(self.path + "-wal")
 
     def actor(self, address: str) -> ActorInfo | None:
         """One actor's registry row (with its last sequence number), or None."""
@@ -125,6 +132,10 @@ class Journal:
 
     def __exit__(self, tp: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
+
+
+def _size(path: str) -> int:
+    return os.path.getsize(path) if os.path.exists(path) else 0
 
 
 def integrity_check(location: str) -> str:

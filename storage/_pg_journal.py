@@ -66,6 +66,10 @@ class PgJournal(PgReads):
         """
         return self._pool.run(_integrity)
 
+    def stored_bytes(self) -> int:
+        """What the journal's tables and their indexes take on the server."""
+        return self._pool.run(_stored_bytes)
+
     def close(self) -> None:
         """Close the connection."""
         self._pool.close()
@@ -91,3 +95,13 @@ def _integrity(conn: psycopg.Connection[Any]) -> str:
     ).fetchall()
     problems += [f"index {row[0]} is not valid" for row in invalid]
     return "; ".join(problems) if problems else "ok"
+
+
+def _stored_bytes(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute(
+        "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+        "WHERE c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = current_schema()) "
+        "AND c.relkind = 'r' AND c.relname = ANY(%s)",
+        (list(TABLES),),
+    ).fetchone()
+    return int(row[0]) if row else 0

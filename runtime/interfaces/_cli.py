@@ -215,17 +215,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def _size(path: str) -> int:
-    return os.path.getsize(path) if os.path.exists(path) else 0
-
-
 def cmd_status(args: argparse.Namespace) -> int:
     with storage.Journal.open(args.db) as journal:
         actors = journal.actors()
+        journal_bytes, wal_bytes = journal.stored_bytes()
         status: dict[str, Any] = {
-            "journal": os.path.abspath(args.db),
-            "journal_bytes": _size(args.db),
-            "wal_bytes": _size(args.db + "-wal"),
+            "journal": journal.path if journal.postgres else os.path.abspath(args.db),
+            "journal_bytes": journal_bytes,
+            "wal_bytes": wal_bytes,
             "actors": len(actors),
             "suspended": [a.address for a in actors if a.status == "suspended"],
             "inbox_depth": len(journal.pending()),
@@ -308,6 +305,28 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return 0
 
 
+def _copied(args: argparse.Namespace, report: storage.CopyReport) -> int:
+    if args.json:
+        _out(args, report.__dict__)
+    else:
+        rows = ", ".join(f"{n} {name}" for name, n in report.rows.items() if n)
+        console.print(
+            plain(
+                f"copied {report.source} into {report.target} and verified it ({rows or 'no rows'}; "
+                f"sha256 {report.digest[:16]}...), {report.seconds:.2f} s"
+            )
+        )
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    return _copied(args, storage.copy_journal(args.source, args.to))
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    return _copied(args, storage.copy_journal(args.db, args.to, actor=args.actor))
+
+
 # -- talking to a server ------------------------------------------------------------------
 
 
@@ -371,7 +390,7 @@ def _command(
     parser.set_defaults(fn=fn)
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     if db is not None:
-        parser.add_argument("--db", default=db, help=f"journal file (default {db})")
+        parser.add_argument("--db", default=db, help=f"journal file or postgresql:// URL (default {db})")
     return parser
 
 
@@ -487,6 +506,27 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--url", help="a running server (default: the one recorded in the journal, if on this machine)")
     add_token_arguments(p, "to send")
+
+    p = _command(
+        sub,
+        "migrate",
+        cmd_migrate,
+        "copy a whole journal into a new one (a file into PostgreSQL, or back) and verify it",
+        "python -m runtime migrate --from stele.db --to postgresql://stele@db.internal/agents",
+    )
+    p.add_argument("--from", dest="source", required=True, help="the journal to copy (file or postgresql:// URL)")
+    p.add_argument("--to", required=True, help="a new file, or an empty PostgreSQL database")
+
+    p = _command(
+        sub,
+        "export",
+        cmd_export,
+        "write a journal (or one actor's history) into a new SQLite file to inspect and replay anywhere",
+        "python -m runtime export --db postgresql://stele@db.internal/agents --actor Account/alice --to alice.db",
+        db=DEFAULT_DB,
+    )
+    p.add_argument("--actor", help="only this actor's history (and the meta table)")
+    p.add_argument("--to", required=True, help="a new journal file")
 
     p = _command(
         sub,

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 import anyio
 import uvicorn
 
+import storage
 from actors import SteleError
 
 from .._runtime import Runtime
@@ -90,9 +91,15 @@ async def serve(args: argparse.Namespace) -> int:
     if args.token is not None:
         log.warning("--token is visible to every user of this machine (ps); prefer --token-file or STELE_TOKEN")
     hosts = allowed_hosts(host, args.allow_host or [])
-    replicate = None if args.no_replicate else (args.replicate or os.path.abspath(args.db) + "-replica")
-    if args.durability == "replicated" and replicate is None:
+    postgres = storage.is_postgres(args.db)
+    if postgres and args.replicate:
+        raise SteleError("--replicate is for SQLite journals: a PostgreSQL database's replication is the server's")
+    replicate = (
+        None if args.no_replicate or postgres else (args.replicate or os.path.abspath(args.db) + "-replica")
+    )
+    if args.durability == "replicated" and replicate is None and not postgres:
         raise SteleError("--durability replicated needs replication: drop --no-replicate")
+    journal = storage.redact(args.db) if postgres else os.path.abspath(args.db)
     module_name = os.path.abspath(args.module) if args.module.endswith(".py") else args.module
     classes = actor_classes(load_module(args.module))
     # Installed before anything starts, so an early signal stops the server cleanly
@@ -141,8 +148,8 @@ async def serve(args: argparse.Namespace) -> int:
                 shown = f"[{host}]" if ":" in host else host
                 await rt.annotate("module", module_name)
                 await rt.annotate("http", f"{shown}:{bound}")
-                log.info("journal %s", os.path.abspath(args.db))
-                log.info("replica %s", replicate or "none (--no-replicate)")
+                log.info("journal %s", journal)
+                log.info("replica %s", replicate or ("the server's" if postgres else "none (--no-replicate)"))
                 if rt.litestream_socket is None and replicate is not None:
                     log.info("litestream log %s", os.path.abspath(args.db) + "-litestream.log")
                 log.info("actors %s", ", ".join(sorted(rt.registry.actors)))
