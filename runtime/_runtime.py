@@ -111,7 +111,12 @@ class Runtime:
         if self.postgres:
             given = (("replicate", replicate), ("replication", replication), ("vfs", vfs))
             refused = [name for name, value in given if value is not None]
-            refused += sorted(f.name for f in dataclasses.fields(ReplicationOptions) if f.name in options)
+            defaults = ReplicationOptions()
+            refused += sorted(
+                f.name
+                for f in dataclasses.fields(ReplicationOptions)
+                if f.name in options and options[f.name] != getattr(defaults, f.name)  # type: ignore[literal-required]
+            )
             if refused:
                 raise ValueError(
                     f"{', '.join(refused)}: Litestream replication and a VFS are for SQLite journals; on "

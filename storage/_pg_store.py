@@ -218,7 +218,7 @@ def check_durability(conn: Conn, durability: str, where: str) -> str:
     if durability == "replicated":
         row = conn.execute("SELECT current_setting('synchronous_standby_names')").fetchone()
         if row is None or not str(row[0]).strip():
-            raise StorageError(
+            raise OperationalError(
                 f'durability="replicated" on PostgreSQL means synchronous replication, and {where} has no '
                 "synchronous standbys (synchronous_standby_names is empty): configure them on the server, or "
                 'use durability="fsync"'
