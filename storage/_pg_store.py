@@ -157,7 +157,12 @@ def take_ownership(conn: Conn, where: str, *, previous_backend: int | None = Non
             return
         holder = _holder(conn, key)
         waited = time.monotonic() - started
-        if previous_backend is not None and holder == previous_backend and waited < STALE_SESSION_WAIT_S:
+        if (
+            previous_backend is not None
+            and holder == previous_backend
+            and waited < STALE_SESSION_WAIT_S
+            and _ours(conn, holder)
+        ):
             conn.execute("SELECT pg_terminate_backend(%s)", (holder,))
             time.sleep(0.05)
             continue
@@ -167,6 +172,12 @@ def take_ownership(conn: Conn, where: str, *, previous_backend: int | None = Non
             time.sleep(0.05)
             continue
         raise _owned(conn, where, holder)
+
+
+def _ours(conn: Conn, backend: int) -> bool:
+    """Whether the session ``backend`` is this process's (its owner row says so), not a reused pid."""
+    row = conn.execute("SELECT pid, host FROM stele_owner WHERE backend_pid = %s", (backend,)).fetchone()
+    return row is not None and int(row[0]) == os.getpid() and row[1] == socket.gethostname()
 
 
 def _holder(conn: Conn, key: int) -> int | None:

@@ -257,7 +257,7 @@ class PgWriter:
         """Commit ``batch`` whole; raise :class:`_Failed` (rolled back) or :class:`Broken`."""
         self._elided.clear()
         try:
-            work = self._statements(batch, elide=True)
+            work = self._statements(batch, elide=True, hwm=self._hwm)
         except Exception:  # a value the arrays cannot hold: find which unit
             raise _Failed from None
         try:
@@ -273,8 +273,9 @@ class PgWriter:
             self._rollback(conn)
             raise _Failed from None
 
-    def _statements(self, batch: list[Unit], *, elide: bool) -> list[Statement]:
-        """The statements that write ``batch``: one per table, then the operations."""
+    def _statements(self, batch: list[Unit], *, elide: bool, hwm: int) -> list[Statement]:
+        """The statements that write ``batch``: one per table, then the operations, then the
+        message-id high-water mark if the batch raises it above ``hwm`` (what is committed)."""
         inbox: list[InboxRow] = [row for u in batch for row in u.inbox]
         consumed = [i for u in batch for i in u.consumed]
         if elide and inbox and consumed:
@@ -341,7 +342,7 @@ class PgWriter:
             for op in u.ops:
                 work.extend(statements(op))
         top = max((u.top for u in batch), default=0)
-        if top > self._hwm:
+        if top > hwm:
             work.append((UPDATE_HWM, [top]))
         return work
 
@@ -351,12 +352,13 @@ class PgWriter:
         """Commit each unit of ``chunk`` that can be; return the failures by position."""
         self._elided.clear()
         failures: dict[int, Outcome] = {}
+        hwm = self._hwm  # raised in memory only once a COMMIT says so (see _committed)
         try:
             conn.execute("BEGIN")
             for position, unit in enumerate(chunk):
                 conn.execute("SAVEPOINT unit")
                 try:
-                    for sql, params in self._statements([unit], elide=False):
+                    for sql, params in self._statements([unit], elide=False, hwm=hwm):
                         conn.execute(sql, params)
                 except Exception as exc:
                     if broken(exc) or conn.closed:
@@ -365,7 +367,7 @@ class PgWriter:
                     failures[position] = _unit_error(exc)
                     continue
                 conn.execute("RELEASE SAVEPOINT unit")
-                self._hwm = max(self._hwm, unit.top)  # the next unit's statements need not raise it again
+                hwm = max(hwm, unit.top)  # the next units of this transaction need not raise it again
             conn.execute("COMMIT")
         except Exception as exc:
             if broken(exc) or conn.closed:
@@ -447,6 +449,7 @@ class PgWriter:
             for unit, i in zip(batch, indexes, strict=True):
                 if self._landed(conn, unit):
                     outcomes[i] = None
+                    self._committed([unit])
                 else:  # did not commit (its session is gone): a definite failure, unless a retry commits it
                     outcomes[i] = OperationalError(f"the connection to {self._where} was lost before the commit")
                     retry.append(i)
@@ -454,8 +457,7 @@ class PgWriter:
             log.warning("reading back after a lost commit failed: %s", again)
             self._drop_connection()
             return []
-        if not retry:
-            self.failing = None
+        self.failing = None  # the database answers again; what did not land is retried now
         return retry
 
     def _landed(self, conn: Conn, unit: Unit) -> bool:

@@ -84,6 +84,8 @@ class Cluster:
         self.log = base / "server.log"
         self.settings = settings or {}
         self.port = 0
+        self.password_url = ""
+        """The superuser's URL with its password (set by :func:`cluster`)."""
 
     @property
     def url(self) -> str:
@@ -162,6 +164,27 @@ class Cluster:
             with contextlib.suppress(OSError, ValueError):
                 os.kill(int(pid_file.read_text().split()[0]), signal.SIGQUIT)
 
+    def standby(self, name: str) -> Cluster:
+        """A streaming standby of this cluster, started, which connects as ``application_name=name``.
+
+        ``pg_basebackup`` copies the data directory over this cluster's Unix socket
+        (trusted), and ``-R`` makes the copy a standby; remove its ``base`` when done.
+        """
+        copy = Cluster(Path(tempfile.mkdtemp(prefix="stele-pg-standby-")))
+        if os.geteuid() == 0:
+            kw = _as_server_user()
+            os.chown(copy.base, kw["user"], kw["group"])
+        os.chmod(copy.base, 0o700)
+        _run(
+            [str(self.bin / "pg_basebackup"), "-h", str(self.base), "-p", str(self.port), "-U", SUPERUSER,
+             "-D", str(copy.data), "-X", "stream", "-R", "--no-sync"]
+        )  # fmt: skip
+        conninfo = f"host={self.base} port={self.port} user={SUPERUSER} application_name={name}"
+        with open(copy.data / "postgresql.auto.conf", "a") as f:
+            f.write(f"primary_conninfo = '{conninfo}'\nunix_socket_directories = '{copy.base}'\n")
+        copy.start()
+        return copy
+
     def restart(self, mode: str = "fast") -> None:
         """Stop and start on the same port."""
         self.stop(mode)
@@ -177,6 +200,7 @@ def cluster(**settings: str) -> Iterator[Cluster]:
         made.init()
         made.start()
         _set_password(made)
+        made.password_url = with_password(made.url)
         yield made
     finally:
         made.stop("immediate")
@@ -196,7 +220,7 @@ def _set_password(made: Cluster) -> None:
         conn.execute(f"ALTER ROLE {SUPERUSER} PASSWORD '{PASSWORD}'")
 
 
-def _with_password(url: str) -> str:
+def with_password(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is not None or parts.hostname is None:
         return url
@@ -258,7 +282,7 @@ def server() -> Iterator[Server]:
         yield Server(given, None)
         return
     with cluster() as made:
-        yield Server(_with_password(made.url), made)
+        yield Server(with_password(made.url), made)
 
 
 def wait_until_accepting(url: str, timeout: float = 60.0) -> None:

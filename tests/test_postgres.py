@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import anyio
 import psycopg
 import pytest
 
@@ -23,6 +26,7 @@ from runtime import Runtime
 from storage import InboxRow, Journal, Outcome, PgStore, PutMeta, Unit
 from storage._pg_connect import connect as readonly_connect
 
+from . import pgserver
 from .conftest import dump, query, tamper
 from .models import Account, Deposit, GetBalance
 from .pgproxy import Proxy
@@ -114,6 +118,46 @@ async def test_replication_options_and_replicated_durability_without_standbys_ar
     async with Runtime(pg_url, actors=[Account]) as rt:
         with pytest.raises(ValueError, match='open the runtime with durability="replicated"'):
             await rt.tell("Account/a", Deposit(1), durability="replicated")
+
+
+async def test_replicated_durability_waits_for_a_synchronous_standby() -> None:
+    # A primary and a streaming standby of its own (the session's server is left alone).
+    with pgserver.cluster() as primary:
+        standby = primary.standby("stele_standby")
+        try:
+            tamper(primary.password_url, "ALTER SYSTEM SET synchronous_standby_names = 'stele_standby'")
+            tamper(primary.password_url, "SELECT pg_reload_conf()")
+            for _ in range(600):  # bounded: 60 s for the standby to connect and be synchronous
+                rows = query(primary.password_url, "SELECT sync_state FROM pg_stat_replication")
+                if rows == [("sync",)]:
+                    break
+                time.sleep(0.1)
+            assert rows == [("sync",)]
+            url = primary.password_url
+            async with Runtime(url, actors=[Account], durability="replicated") as rt:
+                store = rt.store
+                assert isinstance(store, PgStore) and store.synchronous_commit == "on"
+                assert await rt.ask("Account/a", Deposit(5), durability="replicated") == 5
+                standby.stop()  # no standby: no commit can be acknowledged now
+                with anyio.move_on_after(3) as waited:
+                    await rt.ask("Account/a", Deposit(1))
+                assert waited.cancelled_caught  # the commit waits for a standby to have it
+                standby.start()
+                with anyio.fail_after(60):
+                    assert await rt.ask("Account/a", GetBalance()) == 6  # acknowledged once it is back
+            standby_url = f"postgresql://{pgserver.SUPERUSER}@127.0.0.1:{standby.port}/postgres"
+            with anyio.fail_after(60):
+                while True:  # the standby applies what it acknowledged (bounded)
+                    try:
+                        events = "SELECT count(*) FROM journal WHERE kind = 'event'"
+                        if query(pgserver.with_password(standby_url), events) == [(2,)]:
+                            break
+                    except psycopg.Error:
+                        pass
+                    await anyio.sleep(0.1)
+        finally:
+            standby.stop("immediate")
+            shutil.rmtree(standby.base, ignore_errors=True)
 
 
 # -- ownership ----------------------------------------------------------------------------------
