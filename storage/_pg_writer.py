@@ -42,6 +42,7 @@ from errors import SteleError
 
 from ._contract import Done, InboxRow, Notify, Outcome, Unit, WriterStats
 from ._errors import CommitUnknown, OperationalError, StorageError, Unconsumed
+from ._pg_arrays import Blobs, Float8s, Int8s, Texts, register
 from ._pg_connect import broken, translate
 from ._pg_ops import landed, statements
 from ._pg_schema import UNCONSUMED
@@ -106,6 +107,7 @@ class PgWriter:
         reconnect: Callable[[int | None], Conn],
         where: str,
     ) -> None:
+        register(conn)  # numbers as binary arrays without a Python loop per element
         self._conn: Conn | None = conn
         self._notify = notify
         self._reconnect = reconnect
@@ -292,8 +294,11 @@ class PgWriter:
         work: list[Statement] = []
         if inbox:
             cols: list[list[Any]] = [list(c) for c in zip(*inbox, strict=True)]
-            cols[5] = [_real(v) for v in cols[5]]  # due
-            cols[9] = [_real(v) for v in cols[9]]  # at
+            cols[0], cols[7], cols[9] = Int8s(cols[0]), Int8s(cols[7]), Float8s(cols[9])  # id, attempts, at
+            cols[5] = [_real(v) for v in cols[5]]  # due (may be NULL)
+            cols[4] = Blobs(cols[4])  # payload
+            for text in (1, 2, 3, 6, 8, 10, 11, 12):  # target, handler, type, key, sender, timer, reply
+                cols[text] = Texts(cols[text])
             work.append((INSERT_INBOX, cols))
         journal = [row for u in batch for row in u.journal]
         if journal:
@@ -301,14 +306,14 @@ class PgWriter:
                 (
                     INSERT_JOURNAL,
                     [
-                        [r.actor for r in journal],
-                        [r.seq for r in journal],
-                        [r.message for r in journal],
-                        [str(r.kind) for r in journal],
-                        [r.type for r in journal],
-                        [r.data for r in journal],
-                        [_real(r.at) for r in journal],
-                        [crc32(r.data) for r in journal],
+                        Int8s([r.actor for r in journal]),
+                        Int8s([r.seq for r in journal]),
+                        Int8s([r.message for r in journal]),
+                        Texts([str(r.kind) for r in journal]),
+                        Texts([r.type for r in journal]),
+                        Blobs([r.data for r in journal]),
+                        Float8s([r.at for r in journal]),
+                        Int8s([crc32(r.data) for r in journal]),
                     ],
                 )
             )
@@ -318,24 +323,24 @@ class PgWriter:
                 (
                     INSERT_SNAPSHOTS,
                     [
-                        [r.actor for r in snapshots],
-                        [r.seq for r in snapshots],
-                        [r.type for r in snapshots],
-                        [r.data for r in snapshots],
-                        [_real(r.at) for r in snapshots],
-                        [crc32(r.data) for r in snapshots],
+                        Int8s([r.actor for r in snapshots]),
+                        Int8s([r.seq for r in snapshots]),
+                        Texts([r.type for r in snapshots]),
+                        Blobs([r.data for r in snapshots]),
+                        Float8s([r.at for r in snapshots]),
+                        Int8s([crc32(r.data) for r in snapshots]),
                     ],
                 )
             )
         if consumed:
-            work.append((CONSUME, [consumed]))
+            work.append((CONSUME, [Int8s(consumed)]))
         actors = [u.register for u in batch if u.register is not None]
         if actors:
             work.append(
                 (
                     INSERT_ACTORS,
-                    [[a.id for a in actors], [a.address for a in actors], [a.type for a in actors],
-                     [_real(a.at) for a in actors]],
+                    [Int8s([a.id for a in actors]), Texts([a.address for a in actors]), Texts([a.type for a in actors]),
+                     Float8s([a.at for a in actors])],
                 )
             )  # fmt: skip
         for u in batch:
@@ -400,6 +405,7 @@ class PgWriter:
         except Exception as exc:
             self._fail(outcomes, indexes, translate(exc, f"cannot reconnect to {self._where}"))
             return None
+        register(conn)
         self._conn = conn
         self._backend_pid = conn.info.backend_pid
         return conn

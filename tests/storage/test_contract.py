@@ -129,6 +129,26 @@ def test_the_message_id_high_water_mark_survives_a_restart(harness: Harness) -> 
     assert backend is not harness.backend
 
 
+def test_values_at_the_edges_come_back_as_they_went_in(harness: Harness) -> None:
+    backend = harness.open()
+    big = 2**63 - 1
+    row = InboxRow(big - 1, "Ä/✓ 𝄞", "h", "M", b"", -1.5e300, "ключ", big, "s\u00e9nder", 0.0, None, None, None)
+    entries = [EntryRow(big, 2**62, big - 1, EntryKind.EVENT, "Tÿpe", b"\x00" * 3, 1e-300)]
+    actor = ActorRow(big, "Ä/✓ 𝄞", "Ä", -0.0)
+    assert harness.one(Unit(inbox=[row], journal=entries, register=actor, top=big - 1)) is None
+    (pending,) = backend.pending()
+    assert (pending.id, pending.target, pending.payload, pending.due, pending.idempotency_key) == (
+        big - 1,
+        "Ä/✓ 𝄞",
+        b"",
+        -1.5e300,
+        "ключ",
+    )
+    assert (pending.attempts, pending.sender, pending.at) == (big, "s\u00e9nder", 0.0)
+    (entry,) = backend.entries("Ä/✓ 𝄞")
+    assert (entry.seq, entry.step, entry.type, entry.data, entry.at) == (2**62, big - 1, "Tÿpe", b"\x00" * 3, 1e-300)
+
+
 # -- reads, from inside and from outside ------------------------------------------------------
 
 
