@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime
 import logging
 import os
-import queue
 import socket
 import threading
 import time
@@ -51,58 +50,85 @@ STALE_SESSION_WAIT_S = 10.0
 
 
 class Pool:
-    """A few connections for reads, each used by one thread at a time; reconnects once on a broken one."""
+    """A few connections for reads, each used by one thread at a time; reconnects once on a broken one.
+
+    A thread that finds every connection in use waits for one to come back, or
+    for a place to make a new one: a connection found broken (the server
+    restarted, or ended our sessions) is dropped, the idle ones with it (they
+    are gone too), and each drop wakes a waiter, so that no reader waits for a
+    connection that will never be given back.
+    """
 
     def __init__(self, url: str, size: int, where: str, first: Conn | None = None) -> None:
         self._url = url
         self._where = where
-        self._idle: queue.LifoQueue[Conn] = queue.LifoQueue()
+        self._idle: list[Conn] = []
         self._size = size
-        self._made = 0
-        self._guard = threading.Lock()
-        self._all: list[Conn] = []
+        self._all: list[Conn] = []  # made and not yet dropped: idle or in use
+        self._making = 0  # places taken by connections being made
+        self._waiting = 0
+        self._cond = threading.Condition()
         self._closed = False
         if first is not None:  # a connection the opener made anyway: one authentication fewer
-            self._made, self._all = 1, [first]
-            self._idle.put(first)
+            self._all.append(first)
+            self._idle.append(first)
+
+    @property
+    def waiting(self) -> int:
+        """How many threads are waiting for a connection."""
+        with self._cond:
+            return self._waiting
 
     def _take(self) -> Conn:
+        with self._cond:
+            while True:
+                if self._closed:
+                    raise OperationalError(f"the journal {self._where} is closed")
+                if self._idle:
+                    return self._idle.pop()
+                if len(self._all) + self._making < self._size:
+                    self._making += 1
+                    break
+                self._waiting += 1
+                try:
+                    self._cond.wait()
+                finally:
+                    self._waiting -= 1
+        made: Conn | None = None
         try:
-            return self._idle.get_nowait()
-        except queue.Empty:
-            pass
-        with self._guard:
-            make = self._made < self._size
-            if make:
-                self._made += 1
-        if make:
-            try:
-                conn = connect(self._url, readonly=True)
-            except BaseException:
-                with self._guard:
-                    self._made -= 1
-                raise
-            with self._guard:
-                self._all.append(conn)
-            return conn
-        return self._idle.get()
+            made = connect(self._url, readonly=True)
+        finally:
+            with self._cond:
+                self._making -= 1
+                if made is not None:
+                    self._all.append(made)
+                self._cond.notify()  # failed: the place is free for a waiter to try
+        return made
 
     def _give(self, conn: Conn) -> None:
-        if conn.closed or self._closed:
-            with self._guard:
-                self._made -= 1
-                if conn in self._all:
-                    self._all.remove(conn)
-            if not conn.closed:
-                conn.close()
-            return
-        self._idle.put(conn)
+        with self._cond:
+            keep = not (conn.closed or self._closed)
+            if keep:
+                self._idle.append(conn)
+            elif conn in self._all:
+                self._all.remove(conn)
+            self._cond.notify()
+        if not keep and not conn.closed:
+            conn.close()
+
+    def _drain(self) -> None:
+        """Drop the idle connections (after one was found broken, they are too): the next reads make new ones."""
+        with self._cond:
+            idle, self._idle = self._idle, []
+            for conn in idle:
+                self._all.remove(conn)
+            self._cond.notify_all()
+        for conn in idle:
+            conn.close()
 
     def run(self, query: Callable[Concatenate[Conn, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """``query(connection, *args)``; a connection found broken is replaced and the query run once more."""
         for attempt in (1, 2):
-            if self._closed:
-                raise OperationalError(f"the journal {self._where} is closed")
             conn = self._take()  # a connection that cannot be made fails with the reason, translated
             try:
                 return query(conn, *args, **kwargs)
@@ -119,21 +145,13 @@ class Pool:
                 self._give(conn)
         raise AssertionError("unreachable")
 
-    def _drain(self) -> None:
-        """Close the idle connections: the next reads make new ones."""
-        while True:
-            try:
-                idle = self._idle.get_nowait()
-            except queue.Empty:
-                return
-            idle.close()
-            self._give(idle)
-
     def close(self) -> None:
-        """Close every connection (those in use close when given back)."""
-        self._closed = True
-        with self._guard:
+        """Close every connection (those in use close when given back); waiting readers are told it closed."""
+        with self._cond:
+            self._closed = True
             conns = list(self._all)
+            self._idle = []
+            self._cond.notify_all()
         for conn in conns:
             try:
                 conn.close()

@@ -25,6 +25,7 @@ from errors import JournalOperationalError, JournalOwnedError, JournalSchemaErro
 from runtime import Runtime
 from storage import InboxRow, Journal, Outcome, PgStore, PutMeta, Unit
 from storage._pg_connect import connect as readonly_connect
+from storage._pg_store import Pool
 
 from . import pgserver
 from .conftest import dump, query, tamper
@@ -271,6 +272,52 @@ def test_one_bad_unit_among_many_fails_alone_across_transactions_of_64(pg_url: s
         assert reopened.step_hwm == 150  # the high-water mark of what committed
     finally:
         reopened.close()
+
+
+def test_a_reader_waiting_for_a_connection_is_not_stranded_when_the_sessions_end(
+    pg_server: Server, pg_url: str
+) -> None:
+    # One connection, in use; a second reader waits for it. The database then ends every
+    # session and refuses new ones: the first reader fails, and its connection is dropped,
+    # not given back. The waiter must be woken to make its own (and fail or succeed clearly),
+    # not wait for a connection nobody will return.
+    pool = Pool(pg_url, 1, "the test database")
+    holding, release = threading.Event(), threading.Event()
+    results: dict[str, object] = {}
+
+    def hold(conn: psycopg.Connection[object]) -> object:
+        holding.set()
+        assert release.wait(60)
+        return conn.execute("SELECT 1").fetchone()
+
+    def read(name: str, query: Callable[[psycopg.Connection[object]], object]) -> None:
+        try:
+            results[name] = pool.run(query)
+        except Exception as exc:
+            results[name] = exc
+
+    first = threading.Thread(target=read, args=("first", hold), daemon=True)
+    second = threading.Thread(target=read, args=("second", lambda c: c.execute("SELECT 2").fetchone()), daemon=True)
+    try:
+        first.start()
+        assert holding.wait(60)
+        second.start()
+        for _ in range(600):  # bounded: the second reader is waiting for the one connection
+            if pool.waiting == 1:
+                break
+            time.sleep(0.01)
+        assert pool.waiting == 1
+        with pg_server.closed(pg_url):
+            release.set()
+            first.join(60)
+            assert isinstance(results["first"], JournalOperationalError)
+            second.join(60)  # a bound, not a timing: the old pool waited here for ever
+            assert not second.is_alive()
+        assert results["second"] == (2,) or isinstance(results["second"], JournalOperationalError)
+        assert pool.run(lambda c: c.execute("SELECT 3").fetchone()) == (3,)  # and reads go on
+    finally:
+        release.set()
+        pool.close()
 
 
 # -- moving between the two, and inspecting a database ---------------------------------------------
