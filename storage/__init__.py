@@ -40,6 +40,8 @@ from ._contract import (
     TakePromise,
     Unit,
     WriterStats,
+    entry_row,
+    snapshot_row,
 )
 from ._errors import (
     CommitUnknown,
@@ -122,6 +124,8 @@ __all__ = (
     "WriterStats",
     "corrupt",
     "decode_untyped",
+    "entry_row",
     "integrity_check",
     "restore",
+    "snapshot_row",
 )
