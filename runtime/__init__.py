@@ -1,7 +1,7 @@
 """What runs actors: activation, mailboxes, steps, effects and recovery over one journal."""
 
 from ._compare import Difference, first_difference
-from ._drill import Behind, DrillProblem, DrillReport, DrillTimings, drill
+from ._drill import Behind, DrillProblem, DrillReport, DrillStatus, DrillTimings, drill
 from ._options import Durability, Limits, ReplicationOptions
 from ._rebuild import Loaded, load
 from ._registry import Registry
@@ -16,6 +16,7 @@ __all__ = (
     "Divergence",
     "DrillProblem",
     "DrillReport",
+    "DrillStatus",
     "DrillTimings",
     "Durability",
     "Limits",

@@ -47,7 +47,7 @@ MAX_PROBLEMS = 100
 
 Cause = Literal[
     "restore", "integrity", "checksum", "stale", "monitor", "mismatch", "missing", "code", "undecodable",
-    "divergence", "rebuild", "live",
+    "divergence", "rebuild", "live", "error",
 ]  # fmt: skip
 """What a drill problem is about:
 
@@ -62,7 +62,8 @@ Cause = Literal[
 - ``undecodable``: an entry the current code cannot decode;
 - ``divergence``: the current code does something else than the journal recorded (replay);
 - ``rebuild``: an actor cannot be rebuilt from the replica, or its state differs from the live journal's;
-- ``live``: the live journal itself cannot be read there (a checksum that fails).
+- ``live``: the live journal itself cannot be read there (a checksum that fails);
+- ``error``: the drill itself could not run (reported by whoever ran it).
 """
 
 
@@ -133,6 +134,30 @@ class DrillReport(msgspec.Struct, frozen=True):
     def causes(self) -> frozenset[str]:
         """The causes of the problems listed."""
         return frozenset(p.cause for p in self.problems)
+
+
+class DrillStatus(msgspec.Struct, frozen=True):
+    """The drills a runtime was told of (``rt.record_drill``): the last one, and how many ran and failed."""
+
+    last: DrillReport
+    runs: int
+    failures: int
+    last_ok_at: float | None
+    """When the last drill that passed began (epoch seconds), if one did."""
+
+    def after(self, report: DrillReport) -> DrillStatus:
+        """This record with ``report`` the newest drill."""
+        return DrillStatus(
+            report,
+            self.runs + 1,
+            self.failures + (0 if report.ok else 1),
+            report.started_at if report.ok else self.last_ok_at,
+        )
+
+    @classmethod
+    def first(cls, report: DrillReport) -> DrillStatus:
+        """The record of a first drill."""
+        return cls(report, 1, 0 if report.ok else 1, report.started_at if report.ok else None)
 
 
 class _Problems:

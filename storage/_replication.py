@@ -62,9 +62,24 @@ class ReplicationStatus:
     wal_truncations: int = 0
     """How often the WAL was checkpointed and truncated while Litestream was down
     (each time, Litestream takes a full snapshot when it is back)."""
+    stalled: bool = False
+    """The journal has advanced and the replica has not, for longer than ``stall_after_s``:
+    replication has stopped (a hung or dead Litestream, a bucket that accepts nothing)."""
+    stalled_for_s: float = 0.0
+    """How long the replica has not advanced while commits waited for it (0 when none wait)."""
+    stall_after_s: float = 0.0
+    """The threshold of ``stalled``."""
 
 
 Waiter = Callable[[], None]
+
+STALL_MARGIN_S = 3.0
+"""How long past the expected upload interval the replica may stand still before it is called stalled."""
+
+
+def default_stall_after(sync_interval: float) -> float:
+    """The default stall threshold: Litestream's two timers (WAL to LTX, LTX to the replica) and a margin."""
+    return 2 * sync_interval + STALL_MARGIN_S
 
 
 class Replication:
@@ -82,8 +97,11 @@ class Replication:
         external_socket: str | None = None,
         nudge_after_s: float | None = 0.35,
         max_wal_bytes: int = DEFAULT_MAX_WAL_BYTES,
+        stall_after_s: float | None = None,
     ) -> None:
         self.check_max_wal_bytes(max_wal_bytes)
+        self.stall_after_s = stall_after_s if stall_after_s is not None else default_stall_after(sync_interval)
+        self._warned_stall = False
         self.db_path = db_path
         self.target = ReplicaTarget.parse(url)
         self.max_wal_bytes = max_wal_bytes
@@ -226,13 +244,20 @@ class Replication:
         errors = [e for e in (self._remote_error, self._sync_error) if e]
         if self.litestream is not None and self.litestream.last_error:
             errors.append(self.litestream.last_error)
+        now = time.time()
+        # Stalled: commits wait, and the replica has taken none since the oldest
+        # of them was made (or since it last advanced, if later). A replica that
+        # advances, however slowly, is lagging, not stalled.
+        progressed = commits.progressed_at if commits is not None else None
+        since = max(oldest, progressed or 0.0) if count and oldest is not None else None
+        stalled_for = max(0.0, now - since) if since is not None else 0.0
         wal_bytes = self.wal_bytes()
         over = wal_bytes > self.max_wal_bytes
         if over:
             errors.append(f"the WAL is {wal_bytes} bytes, over its bound of {self.max_wal_bytes}")
         return ReplicationStatus(
             commits_at_risk=count,
-            oldest_at_risk_s=max(0.0, time.time() - oldest) if oldest is not None else 0.0,
+            oldest_at_risk_s=max(0.0, now - oldest) if oldest is not None else 0.0,
             replicated_at=self._replicated_at,
             replicated_position=commits.replicated_position if commits is not None else 0,
             litestream_running=running,
@@ -246,6 +271,9 @@ class Replication:
             max_wal_bytes=self.max_wal_bytes,
             wal_over_bound=over,
             wal_truncations=self.wal_truncations,
+            stalled=stalled_for > self.stall_after_s,
+            stalled_for_s=stalled_for,
+            stall_after_s=self.stall_after_s,
         )
 
     def refresh(self) -> None:
@@ -329,6 +357,20 @@ class Replication:
         elif not late and self._warned_lag:
             log.warning("replication caught up with %s", self.target.url)
         self._warned_lag = late
+        if status.stalled and not self._warned_stall:
+            log.warning(
+                "replication stalled: the replica %s has not advanced for %.1f s while the journal did: "
+                "%d commit(s) not in it, the oldest %.1f s old (litestream running: %s; %s)",
+                self.target.url,
+                status.stalled_for_s,
+                status.commits_at_risk,
+                status.oldest_at_risk_s,
+                status.litestream_running,
+                status.last_error or "no error reported",
+            )
+        elif not status.stalled and self._warned_stall:
+            log.warning("replication resumed: %s advances again", self.target.url)
+        self._warned_stall = status.stalled
         down = not status.litestream_running
         if down and not self._warned_down:
             log.warning("litestream is not running: nothing is being replicated (%s)", status.last_error)
