@@ -73,6 +73,9 @@ class ReplicationStatus:
 
 Waiter = Callable[[], None]
 
+MIN_NUDGE_GAP_S = 0.55
+"""The least time between two syncs the monitor asks for: fewer than two extra uploads a second."""
+
 STALL_MARGIN_S = 3.0
 """How long past the expected upload interval the replica may stand still before it is called stalled."""
 
@@ -113,6 +116,8 @@ class Replication:
         self.nudge_after_s = nudge_after_s
         self._nudge = False
         self.nudges = 0
+        """Syncs asked for by the monitor (not by replicated acknowledgements)."""
+        self._last_nudge = 0.0  # monotonic time the last nudged sync began
         self.reader = RemoteReader(self.target)
         self.litestream: Litestream | None = None
         if external_socket is None:
@@ -290,6 +295,26 @@ class Replication:
             self._replicated_at = newest.timestamp
             self._remote_txid = newest.max_txid
 
+    def _confirm_uploaded(self, answer: dict[str, object]) -> bool:
+        """After "no_change": read the header of the file Litestream says it uploaded last.
+
+        Litestream's own timer turned the frames into an LTX file before the
+        sync looked, and the sync uploaded it. Its header names the WAL range,
+        which moves the mark exactly (a file that is not there, or of another
+        WAL, moves nothing), for one small read instead of listing the bucket:
+        a listing is what the S3 server spends its CPU on under load.
+        """
+        txid = answer.get("replicated_txid")
+        if answer.get("status") != "no_change" or not isinstance(txid, int) or txid <= 0 or self.commits is None:
+            return False
+        try:
+            ltx = self.reader.header_of(txid)
+        except Exception:  # boto errors, OSError: the listing decides instead
+            return False
+        self.commits.replicated(ltx)
+        self._replicated_at = max(self._replicated_at or 0.0, ltx.timestamp)
+        return True
+
     def _poll(self) -> None:
         while not self._stop.wait(self.poll_interval):
             if self.litestream is None:
@@ -321,27 +346,38 @@ class Replication:
     def _watch(self) -> None:
         # Warnings come from a thread of their own that does no I/O: a hung
         # bucket, which stalls the poller, is exactly when they are needed.
-        while not self._stop.wait(min(self.poll_interval, 0.1)):
+        wait = min(self.poll_interval, 0.1)
+        while not self._stop.wait(wait):
             self._warn()
-            self._maybe_nudge()
+            due = self._maybe_nudge()
+            # Woken when the next nudge is due rather than at the next tick: a
+            # commit's wait for the replica is the nudge's delay plus one sync.
+            wait = min(self.poll_interval, 0.1, max(0.005, due)) if due is not None else min(self.poll_interval, 0.1)
 
-    def _maybe_nudge(self) -> None:
-        """Ask for a sync when the oldest unreplicated commit gets old.
+    def _maybe_nudge(self) -> float | None:
+        """Ask for a sync when the oldest unreplicated commit gets old; else how many seconds until it may be due.
 
         Litestream's own timers (WAL to LTX, LTX to replica, 1 s each by
         default) run independently, so a commit can wait for both: about 2 s.
         One sync requested when the oldest commit at risk passes
-        ``nudge_after_s`` bounds the window near that, for at most one extra
-        upload per interval.
+        ``nudge_after_s`` bounds the window near that. Under steady load the
+        oldest commit passes it again ``nudge_after_s`` after each sync began,
+        so nudged syncs are also kept ``MIN_NUDGE_GAP_S`` apart: each one is an
+        extra LTX file and upload, and there are fewer than two a second.
         """
         if self.nudge_after_s is None or self.commits is None:
-            return
+            return None
         count, oldest = self.commits.at_risk()
-        if count and oldest is not None and time.time() - oldest > self.nudge_after_s:
-            with self._cond:
-                if not self._nudge:
-                    self._nudge = True
-                    self._cond.notify_all()
+        if not count or oldest is None:
+            return None
+        due = max(oldest + self.nudge_after_s - time.time(), self._last_nudge + MIN_NUDGE_GAP_S - time.monotonic())
+        if due > 0:
+            return due
+        with self._cond:
+            if not self._nudge:
+                self._nudge = True
+                self._cond.notify_all()
+        return None
 
     def _warn(self) -> None:
         status = self.status()
@@ -425,6 +461,7 @@ class Replication:
                     return
                 if self._nudge and not self._waiting:
                     self.nudges += 1
+                    self._last_nudge = time.monotonic()
                 self._nudge = False
             commits = self.commits
             before = commits.count if commits is not None else 0
@@ -440,7 +477,7 @@ class Replication:
                 # the replica (measured against 0.5.17): no need to list the bucket.
                 commits.confirm(before)
                 self._replicated_at = time.time()
-            else:
+            elif not self._confirm_uploaded(answer):
                 # "no_change" comes at once when nothing new is local, even with
                 # the bucket down: it proves nothing; the replica's files do.
                 self.refresh()
