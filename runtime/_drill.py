@@ -283,39 +283,78 @@ class _Counts:
         """compare, replay, rebuild."""
 
 
+CACHED_ENTRIES = 20_000
+"""An actor with at most this many entries is read from the replica once, for the comparison
+and the replay both; a longer history is read twice rather than held in memory."""
+
+
+class _Held:
+    """One actor's replica entries, read once, served to replay as a journal would."""
+
+    def __init__(self, info: storage.ActorInfo, entries: list[storage.Entry]) -> None:
+        self._info = info
+        self._entries = entries
+
+    def actor(self, address: str) -> storage.ActorInfo | None:
+        return self._info if address == self._info.address else None
+
+    def actors(self, type: str | None = None) -> list[storage.ActorInfo]:
+        return [self._info] if type in (None, self._info.type) else []
+
+    def entries(self, actor: str, from_seq: int = 0, kind: str | None = None) -> Iterator[storage.Entry]:
+        if actor != self._info.address:
+            return iter(())
+        return (e for e in self._entries if e.seq >= from_seq and (kind is None or e.kind == kind))
+
+
 def _prove(
     copy: storage.Journal, live: storage.Journal, registry: Registry, position: int, problems: _Problems
 ) -> _Counts:
     counts = _Counts()
-    t0 = time.perf_counter()
+    compare_s = replay_s = 0.0
     actors = copy.actors()
     counts.actors = len(actors)
     read = [0]
     for info in actors:
-        _compare_actor(copy, live, info.address, position, problems, read)
+        t0 = time.perf_counter()
+        held = _compare_actor(copy, live, info, position, problems, read)
+        t1 = time.perf_counter()
+        counts.steps += _replay_actor(held or copy, registry, info, problems)
+        compare_s += t1 - t0
+        replay_s += time.perf_counter() - t1
+    t0 = time.perf_counter()
     _missing_actors(copy, live, {info.address for info in actors}, position, problems)
+    compare_s += time.perf_counter() - t0
     counts.entries = read[0]
-    t1 = time.perf_counter()
-    for info in actors:
-        counts.steps += _replay_actor(copy, registry, info, problems)
-    t2 = time.perf_counter()
+    t0 = time.perf_counter()
     for info in actors:
         _rebuild_actor(copy, live, registry, info, problems)
-    counts.seconds = (t1 - t0, t2 - t1, time.perf_counter() - t2)
+    counts.seconds = (compare_s, replay_s, time.perf_counter() - t0)
     return counts
 
 
 def _compare_actor(
-    copy: storage.Journal, live: storage.Journal, address: str, position: int, problems: _Problems, read: list[int]
-) -> None:
-    """Checksums of the replica's entries and snapshots, and the replica against the live journal."""
+    copy: storage.Journal,
+    live: storage.Journal,
+    info: storage.ActorInfo,
+    position: int,
+    problems: _Problems,
+    read: list[int],
+) -> _Held | None:
+    """Checksums of the replica's entries and snapshots, and the replica against the live journal.
+
+    Returns the actor's entries, held for the replay, when it has few enough
+    and all of them could be read.
+    """
+    address = info.address
+    held: list[storage.Entry] | None = [] if info.last_seq <= CACHED_ENTRIES else None
+    replica = _read(copy.entries(address), "replica", read)
+    if held is not None:
+        replica = _keep(replica, held)
     try:
-        difference = first_difference(
-            _read(copy.entries(address), "replica", read),
-            _read(live.entries(address), "live"),
-            right_newer_than=position,
-        )
+        difference = first_difference(replica, _read(live.entries(address), "live"), right_newer_than=position)
     except _Unreadable as exc:
+        held = None
         cause: Cause = "checksum" if exc.side == "replica" else "live"
         problems.add(cause, f"{exc.side}: {exc.error}", address, exc.error.position)
     else:
@@ -328,6 +367,7 @@ def _compare_actor(
                     difference.right_position,
                 )
             else:
+                held = None  # the comparison stopped early: the replay reads the replica itself
                 problems.add(
                     "mismatch",
                     f"at seq {difference.seq} the replica has {difference.left}, the live journal {difference.right}",
@@ -338,6 +378,13 @@ def _compare_actor(
         stored = copy.snapshot(address, snap.seq + 1)
         if stored is not None and stored.seq == snap.seq and not stored.intact:
             problems.add("checksum", f"snapshot at seq {snap.seq} does not match its checksum", address)
+    return _Held(info, held) if held is not None else None
+
+
+def _keep(entries: Iterator[storage.Entry], into: list[storage.Entry]) -> Iterator[storage.Entry]:
+    for entry in entries:
+        into.append(entry)
+        yield entry
 
 
 def _missing_actors(
@@ -357,12 +404,14 @@ def _missing_actors(
             )
 
 
-def _replay_actor(copy: storage.Journal, registry: Registry, info: storage.ActorInfo, problems: _Problems) -> int:
+def _replay_actor(
+    source: storage.Journal | _Held, registry: Registry, info: storage.ActorInfo, problems: _Problems
+) -> int:
     if info.type not in registry.actors:
         problems.add("code", f"no actor class of type {info.type!r} in the current code", info.address)
         return 0
     try:
-        result = replay(copy, registry, actor=info.address)
+        result = replay(source, registry, actor=info.address)
     except storage.UndecodableEntry as exc:
         problems.add("undecodable", str(exc), info.address, exc.position)
         return 0
