@@ -41,6 +41,8 @@ log = logging.getLogger("stele.drill")
 
 STOP_DRILL_S = 5.0
 """How long a drill under way when ``serve`` stops gets to clean up after SIGTERM."""
+FIRST_DRILL_S = 60.0
+"""How soon after ``serve`` starts the first scheduled drill runs (at the latest)."""
 DRILL_NICE = 10
 """How much lower the CPU priority of a drill that ``serve`` runs is."""
 _DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)?")
@@ -166,9 +168,15 @@ async def drill_every(
     token: str | None,
     max_behind_s: float = DEFAULT_MAX_BEHIND_S,
 ) -> None:
-    """Run a drill every ``interval`` seconds, in a child process, and record each result in ``rt``."""
+    """Run a drill every ``interval`` seconds, in a child process, and record each result in ``rt``.
+
+    The first runs ``FIRST_DRILL_S`` after the start (or sooner, with a shorter
+    interval): a server restarted every few hours must not go unproven.
+    """
+    wait = min(interval, FIRST_DRILL_S)
     while True:
-        await anyio.sleep(interval)
+        await anyio.sleep(wait)
+        wait = interval
         report = await run_drill(rt.path, module=module, replica=replica, server=server, token=token,
                                  max_behind_s=max_behind_s)  # fmt: skip
         rt.record_drill(report)
