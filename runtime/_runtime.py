@@ -44,6 +44,7 @@ from storage import ActorStatus, PutMeta, RecordKey, SetStatus, Store, Unit
 
 from ._activation import Activation
 from ._dead_letters import DeadLetters
+from ._drill import DrillReport, DrillStatus
 from ._health import JournalHealth
 from ._idempotency import Idempotency
 from ._ingress import Ingress
@@ -116,6 +117,7 @@ class Runtime:
         self._tasks: set[asyncio.Task[None]] = set()
         self._parts: _Parts | None = None
         self._open = False
+        self._drills: DrillStatus | None = None
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -137,6 +139,7 @@ class Runtime:
                     external_socket=options.litestream_socket,
                     nudge_after_s=options.replication_nudge_s,
                     max_wal_bytes=options.max_wal_bytes,
+                    stall_after_s=options.stall_after_s,
                 )
             restore = self._restore_missing if options.restore_if_missing and self._replication is not None else None
             open_store = functools.partial(
@@ -426,7 +429,7 @@ class Runtime:
         replication = self.replication
         if parts is None:
             return RuntimeStatistics(
-                False, 0, 0, 0, 0, 0, 0, 0, (), (), 0, None, (), (), None, writer, replication
+                False, 0, 0, 0, 0, 0, 0, 0, (), (), 0, None, (), (), None, writer, replication, self._drills
             )
         cells = list(parts.mailboxes)
         depths = [len(cell.mailbox) for cell in cells]
@@ -448,6 +451,7 @@ class Runtime:
             journal_failing=parts.health.failing,
             writer=writer,
             replication=replication,
+            drill=self._drills,
         )
 
     @property
@@ -464,6 +468,20 @@ class Runtime:
     def replication(self) -> storage.ReplicationStatus | None:
         """What is not yet in the replica (None without replication); never blocks."""
         return self._replication.status() if self._replication is not None else None
+
+    @property
+    def drills(self) -> DrillStatus | None:
+        """The last restore drill recorded, and how many ran and failed (None before the first)."""
+        return self._drills
+
+    def record_drill(self, report: DrillReport) -> None:
+        """Keep ``report`` as the newest restore drill of this journal (``serve --drill-every`` calls this).
+
+        The runtime does not run drills itself: a drill is CPU work that belongs
+        in another process, which reports back here.
+        """
+        drills = self._drills
+        self._drills = DrillStatus.first(report) if drills is None else drills.after(report)
 
     @property
     def replicator(self) -> storage.Replication | None:
