@@ -41,6 +41,8 @@ from ._contract import (
     TakePromise,
     Unit,
     WriterStats,
+    entry_row,
+    snapshot_row,
 )
 from ._errors import (
     CommitUnknown,
@@ -130,9 +132,11 @@ __all__ = (
     "copy_journal",
     "corrupt",
     "decode_untyped",
+    "entry_row",
     "integrity_check",
     "is_postgres",
     "open_backend",
     "redact",
     "restore",
+    "snapshot_row",
 )

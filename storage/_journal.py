@@ -23,6 +23,10 @@ from ._sqlite_journal import integrity_check as sqlite_integrity_check
 class _Opened(Reads, Protocol):
     path: str
 
+    def last_position(self) -> int: ...
+
+    def after(self, position: int, until: int | None = None) -> tuple[int, float | None]: ...
+
     def close(self) -> None: ...
 
 
@@ -122,6 +126,18 @@ class Journal:
     def meta(self, key: str) -> Any:
         """A value recorded in the journal's meta table (None if absent)."""
         return self._opened.meta(key)
+
+    def last_position(self) -> int:
+        """The highest journal position (0 for an empty journal)."""
+        return self._opened.last_position()
+
+    def after(self, position: int, until: int | None = None) -> tuple[int, float | None]:
+        """How many entries lie past ``position`` (up to ``until``), and when the first of them was written.
+
+        What a replica ending at ``position`` lacks of this journal: a drill's
+        measure of how far behind it is.
+        """
+        return self._opened.after(position, until)
 
     def close(self) -> None:
         """Close it (and give up ownership of a file if it was taken)."""

@@ -70,6 +70,31 @@ class PgJournal(PgReads):
         """What the journal's tables and their indexes take on the server."""
         return self._pool.run(_stored_bytes)
 
+    def last_position(self) -> int:
+        """The highest journal position (0 for an empty journal)."""
+
+        def query(conn: psycopg.Connection[Any]) -> int:
+            row = conn.execute("SELECT coalesce(max(position), 0) FROM journal").fetchone()
+            return int(row[0]) if row else 0
+
+        return self._pool.run(query)
+
+    def after(self, position: int, until: int | None = None) -> tuple[int, float | None]:
+        """How many entries lie past ``position`` (up to ``until``), and when the first of them was written."""
+
+        def query(conn: psycopg.Connection[Any]) -> tuple[int, float | None]:
+            bound = until if until is not None else 2**63 - 1
+            row = conn.execute(
+                "SELECT count(*), min(position) FROM journal WHERE position > %s AND position <= %s", (position, bound)
+            ).fetchone()
+            count, first = row if row is not None else (0, None)
+            if not count:
+                return 0, None
+            at = conn.execute("SELECT at FROM journal WHERE position = %s", (first,)).fetchone()
+            return int(count), float(at[0]) if at else None
+
+        return self._pool.run(query)
+
     def close(self) -> None:
         """Close the connection."""
         self._pool.close()

@@ -34,7 +34,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
-from zlib import crc32
 
 import psycopg
 
@@ -313,7 +312,7 @@ class PgWriter:
                         Texts([r.type for r in journal]),
                         Blobs([r.data for r in journal]),
                         Float8s([r.at for r in journal]),
-                        Int8s([crc32(r.data) for r in journal]),
+                        Int8s([r.crc for r in journal]),
                     ],
                 )
             )
@@ -328,7 +327,7 @@ class PgWriter:
                         Texts([r.type for r in snapshots]),
                         Blobs([r.data for r in snapshots]),
                         Float8s([r.at for r in snapshots]),
-                        Int8s([crc32(r.data) for r in snapshots]),
+                        Int8s([r.crc for r in snapshots]),
                     ],
                 )
             )

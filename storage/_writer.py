@@ -17,7 +17,6 @@ import threading
 import time
 from collections.abc import Sequence
 from typing import Any
-from zlib import crc32
 
 import apsw
 
@@ -40,6 +39,18 @@ INSERT_SNAPSHOT = "INSERT OR REPLACE INTO snapshots(actor, seq, type, data, at, 
 DELETE_INBOX = "DELETE FROM inbox WHERE id = ?"
 INSERT_ACTOR = "INSERT INTO actors(id, address, type, updated) VALUES (?, ?, ?, ?)"
 UPDATE_HWM = "UPDATE meta SET value = ? WHERE key = 'step_hwm'"
+
+HWM_BLOCK = 1024
+"""Message ids are reserved this many at a time.
+
+The high-water mark (ids are never reused) is written once per block, in the
+transaction that first uses an id beyond it, instead of at every commit: one
+page less for each lone commit, a fifth of what an ask writes. A restart
+starts above the block, leaving its unused ids unused.
+"""
+
+MAX_ID = 2**63 - 1
+"""The largest message id a journal stores (SQLite's and PostgreSQL's 64-bit integers)."""
 
 MAX_BATCH_UNITS = 20_000
 """Bound on one transaction's size, so one huge backlog cannot stall every caller."""
@@ -172,8 +183,10 @@ class Writer:
         try:
             failures = self._apply(batch)
             top = max((u.top for u in batch), default=0)
-            if top > self._hwm:
-                conn.execute(UPDATE_HWM, (top,))
+            hwm = self._hwm
+            if top > hwm:
+                hwm = min(top + HWM_BLOCK, MAX_ID)  # the block never runs past a 64-bit id
+                conn.execute(UPDATE_HWM, (hwm,))
         except Exception as exc:
             # SQLite may already have rolled the whole transaction back (FULL,
             # IOERR, NOMEM do); nothing was committed either way: a definite
@@ -187,7 +200,7 @@ class Writer:
             # Indeterminate: the commit may be durable. Read back before deciding.
             self._rollback()
             return self._resolve(batch, indexes, outcomes, exc)
-        self._hwm = max(self._hwm, top)
+        self._hwm = hwm
         self.failing = None  # a commit went through: the disk works
         for position, i in enumerate(indexes):
             outcomes[i] = failures.get(position)
@@ -245,12 +258,12 @@ class Writer:
                             self._elided[i] = u
         if inbox:
             cursor.executemany(INSERT_INBOX, inbox)
-        journal = [(*row, crc32(row.data)) for u in batch for row in u.journal]
+        journal = [row for u in batch for row in u.journal]
         if journal:
             cursor.executemany(INSERT_JOURNAL, journal)
             if self._commits is not None:
                 self._commits.position = conn.last_insert_rowid()
-        snapshots = [(*row, crc32(row.data)) for u in batch for row in u.snapshots]
+        snapshots = [row for u in batch for row in u.snapshots]
         if snapshots:
             cursor.executemany(INSERT_SNAPSHOT, snapshots)
         if consumed:
