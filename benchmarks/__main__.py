@@ -30,7 +30,7 @@ from actors._actor import describe
 from runtime import Registry, Runtime, load
 from storage import Journal, _sqlite
 
-from . import _drill, _effects, _http, _model, _postgres, _replication, _timers
+from . import _dbos, _drill, _effects, _http, _model, _postgres, _replication, _timers
 from ._model import Counter, Inc, Progress, synthesize
 
 ROOT = Path(__file__).parent
@@ -217,7 +217,7 @@ def startup(workdir: Path, quick: bool) -> Result:
 
 SCENARIOS = (
     "tells", "asks", "rebuild", "memory", "first-reply", "replication", "http", "timers", "effects", "psow", "drill",
-    "postgres",
+    "postgres", "dbos",
 )  # fmt: skip
 """Every scenario but ``raw``, the baseline, which always runs; named for what they measure."""
 LETTERS = dict(zip("bcdefghijk", ("tells", "asks", "rebuild", "memory", "first-reply", "replication", "http",
@@ -257,6 +257,7 @@ def main() -> None:
         "effects": lambda: anyio.run(_effects.effects, workdir),
         "psow": lambda: anyio.run(psow_cost, workdir),
         "postgres": lambda: _postgres.run(workdir, tell_throughput, sequential_asks),
+        "dbos": lambda: _dbos.run(workdir, quick=args.quick),
         "drill": lambda: _drill.run(workdir, 100_000 if args.quick else 1_000_000),
         "http": lambda: {
             "http": _http.http_asks(workdir),
@@ -362,6 +363,12 @@ def report(r: Result) -> None:
             )  # fmt: skip
     if "postgres" in r:
         rows.extend(postgres_rows(r["postgres"]))
+    if "dbos" in r:
+        d = r["dbos"]
+        rows.append((f"DBOS runs/s, 10 steps, {d['dbos']['concurrency']} at a time", d["dbos"]["runs_per_s"], "",
+                     "same PostgreSQL server"))  # fmt: skip
+        rows.append(("Stele runs/s, 10 effects, same workload", d["stele"]["runs_per_s"], f"{d['ratio']:.1f} x DBOS",
+                     "≥ 10 x DBOS"))  # fmt: skip
     if "drill" in r:
         d = r["drill"]
         rows.append(
