@@ -1,5 +1,6 @@
 """What runs actors: activation, mailboxes, steps, effects and recovery over one journal."""
 
+from ._cluster import NodeOptions, NodeStatus
 from ._compare import Difference, first_difference
 from ._drill import Behind, DrillProblem, DrillReport, DrillStatus, DrillTimings, drill
 from ._options import Durability, Limits, ReplicationOptions
@@ -21,6 +22,8 @@ __all__ = (
     "Durability",
     "Limits",
     "Loaded",
+    "NodeOptions",
+    "NodeStatus",
     "Registry",
     "ReplayReport",
     "ReplicationOptions",

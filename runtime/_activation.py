@@ -52,6 +52,8 @@ class Activation:
         self._scheduled = False
         self.actor_hwm = 0
         """The highest actor id given out (journal rows name actors by id)."""
+        self.new_actor_id: Callable[[], int] | None = None
+        """With many nodes: ids come from blocks reserved in the shared database instead."""
 
     def touch(self, cell: Cell) -> None:
         """``cell`` runs now: it becomes the most recently used."""
@@ -133,6 +135,8 @@ class Activation:
         cell.registered = info is not None
         if info is not None:
             cell.actor_id = info.id
+        elif self.new_actor_id is not None:
+            cell.actor_id = self.new_actor_id()
         else:
             self.actor_hwm += 1
             cell.actor_id = self.actor_hwm

@@ -47,6 +47,7 @@ from ._contract import (
 from ._errors import (
     CommitUnknown,
     IntegrityError,
+    LeaseLost,
     LitestreamError,
     OperationalError,
     OwnedElsewhere,
@@ -61,6 +62,9 @@ from ._journal import Journal, integrity_check
 from ._litestream import Litestream
 from ._open import open_backend
 from ._pg_connect import is_postgres, redact
+from ._pg_nodes import NODE_PREFIX, NodeInfo, PgNodes, ShardLease, node_address, shard_of
+from ._pg_nodes import view as cluster_view
+from ._pg_schema import SHARDS
 from ._pg_store import PgStore
 from ._replica import ReplicaTarget
 from ._replication import DEFAULT_MAX_WAL_BYTES, Replication, ReplicationStatus
@@ -72,7 +76,9 @@ from ._transfer import CopyReport, copy_journal
 
 __all__ = (
     "DEFAULT_MAX_WAL_BYTES",
+    "NODE_PREFIX",
     "SCHEMA_VERSION",
+    "SHARDS",
     "ActorInfo",
     "ActorRow",
     "ActorStatus",
@@ -95,15 +101,18 @@ __all__ = (
     "InboxRow",
     "IntegrityError",
     "Journal",
+    "LeaseLost",
     "Litestream",
     "LitestreamError",
     "MarkAttempt",
+    "NodeInfo",
     "Notify",
     "Op",
     "OperationalError",
     "Outcome",
     "OwnedElsewhere",
     "Pending",
+    "PgNodes",
     "PgStore",
     "PutMeta",
     "PutPromise",
@@ -117,6 +126,7 @@ __all__ = (
     "Revive",
     "SchemaError",
     "SetStatus",
+    "ShardLease",
     "Snapshot",
     "SnapshotInfo",
     "SnapshotRow",
@@ -129,14 +139,17 @@ __all__ = (
     "Unit",
     "Unstorable",
     "WriterStats",
+    "cluster_view",
     "copy_journal",
     "corrupt",
     "decode_untyped",
     "entry_row",
     "integrity_check",
     "is_postgres",
+    "node_address",
     "open_backend",
     "redact",
     "restore",
+    "shard_of",
     "snapshot_row",
 )

@@ -19,6 +19,7 @@ def open_backend(
     vfs: str | None = None,
     replication: Replication | None = None,
     restore: Callable[[str], bool] | None = None,
+    node: str | None = None,
 ) -> Backend:
     """Own the journal at ``location`` and start its writer.
 
@@ -26,7 +27,8 @@ def open_backend(
     ``replicated`` commits as ``fsync`` (the runtime waits for Litestream); on
     PostgreSQL each maps to ``synchronous_commit`` (docs/postgresql.md).
     ``vfs``, ``replication`` and ``restore`` are a file's only: a database's
-    durability and replication are the database's own.
+    durability and replication are the database's own. ``node``: join a database
+    that many runtime processes share, as this node (PostgreSQL only).
     """
     if is_postgres(location):
         given = [name for name, value in (("vfs", vfs), ("replication", replication), ("restore", restore)) if value]
@@ -35,7 +37,9 @@ def open_backend(
                 f"{', '.join(given)} apply to SQLite journals only: on PostgreSQL, durability and replication "
                 "are the database server's (synchronous_commit, standbys)"
             )
-        return PgStore.open(location, durability=durability, notify=notify)
+        return PgStore.open(location, durability=durability, notify=notify, node=node)
+    if node is not None:
+        raise ValueError("many nodes share a PostgreSQL database only: a SQLite journal has one owner")
     return Store.open(
         location,
         durability="fsync" if durability == "replicated" else durability,
