@@ -554,6 +554,11 @@ class Runtime:
             node=self._cluster.status() if self._cluster is not None else None,
         )
 
+    def node_owns(self, address: str) -> bool:
+        """Whether this runtime owns ``address`` now: always, unless it is one of many nodes; then,
+        while it holds the lease on the actor's shard."""
+        return self._cluster is None or self._cluster.owned(address)
+
     @property
     def journal_failing(self) -> str | None:
         """Why commits are failing right now (a full disk, an I/O error), or None while they succeed.
