@@ -52,6 +52,8 @@ class Activation:
         self._scheduled = False
         self.actor_hwm = 0
         """The highest actor id given out (journal rows name actors by id)."""
+        self.lease_of: Callable[[str], int] | None = None
+        """With many nodes: the generation of this node's lease on an address's shard now (-1: none)."""
         self.new_actor_id: Callable[[], int] | None = None
         """With many nodes: ids come from blocks reserved in the shared database instead."""
 
@@ -63,8 +65,12 @@ class Activation:
 
     def activate(self, cells: list[Cell]) -> None:
         """Load ``cells`` as far as ``max_active`` allows; the rest wait their turn."""
+        lease_of = self.lease_of
         for cell in cells:
             cell.loading = True  # requested: the scheduler leaves it alone until loaded
+            if lease_of is not None:
+                # Taken before the journal is read: the state loaded is at least as new as this lease.
+                cell.lease = lease_of(cell.address)
         room = self.max_active - len(self.active) - self.loads_in_flight
         if room < len(cells):
             room += self._evict(len(cells) - room)

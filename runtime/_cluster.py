@@ -141,10 +141,9 @@ class Cluster:
         """Whether this node owns ``address`` now (its lease held, and surely not expired)."""
         return shard(address) in self.held and time.monotonic() < self._valid_until
 
-    def fence(self, address: str) -> tuple[int, int]:
-        """The lease a step of ``address`` must still hold when it commits (-1: none, it fails)."""
-        s = shard(address)
-        return s, self.held.get(s, -1)
+    def lease_of(self, address: str) -> int:
+        """The generation of this node's lease on ``address``'s shard now (-1: none; a step fails its fence)."""
+        return self.held.get(shard(address), -1)
 
     def status(self) -> NodeStatus:
         """This node now."""

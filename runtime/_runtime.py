@@ -738,6 +738,7 @@ class _Parts:
         scheduler.next_message, scheduler.id_limit = first - 1, last
         scheduler.cluster = cluster
         self.activation.new_actor_id = scheduler.new_actor_id
+        self.activation.lease_of = cluster.lease_of
         self.mailboxes.holding = cluster.seen
         self.ingress.routed = cluster.route_inbox
         cluster.adopt = scheduler.recover

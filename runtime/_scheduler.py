@@ -148,10 +148,10 @@ class Scheduler:
         cluster = self.cluster
         return cluster is None or cluster.owned(address)
 
-    def fence(self, address: str) -> tuple[int, int] | None:
-        """The lease a step of ``address`` must hold when it commits (None: one runtime owns everything)."""
-        cluster = self.cluster
-        return None if cluster is None else cluster.fence(address)
+    def fence(self, cell: Cell) -> tuple[int, int] | None:
+        """The lease a step of ``cell`` must still hold when it commits: the one its state was loaded
+        under (None: one runtime owns everything)."""
+        return None if self.cluster is None else (shard(cell.address), cell.lease)
 
     def admit(self, address: str) -> None:
         """Backpressure: raise, making nothing, if ``address`` takes no message now."""

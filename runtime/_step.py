@@ -113,8 +113,8 @@ class StepHost(Protocol):
         """Journal ``unit`` of a step under way (see :mod:`runtime._writes`)."""
         ...
 
-    def fence(self, address: str) -> tuple[int, int] | None:
-        """The lease a unit of ``address``'s step must hold when it commits (many nodes), or None."""
+    def fence(self, cell: Cell) -> tuple[int, int] | None:
+        """The lease a unit of ``cell``'s step must hold when it commits (many nodes), or None."""
         ...
 
     def prepare(self, address: str, msg: msgspec.Struct, sender: str | None = None) -> Msg:
@@ -325,7 +325,7 @@ class Step(Context):
         at = self.host.clock()
         if self.diverged is not None:
             suspend = SetStatus(cell.address, ActorStatus.SUSPENDED, storable(str(self.diverged)))
-            return Unit(register=cell.registration(at), ops=[suspend], fence=self.host.fence(cell.address))
+            return Unit(register=cell.registration(at), ops=[suspend], fence=self.host.fence(cell))
         rows: list[EntryRow] = [] if self.durable else [self._message_row(at)]
         message = self.msg.step
         ident = cell.actor_id
@@ -391,7 +391,7 @@ class Step(Context):
             register=cell.registration(at),
             ops=ops,
             top=top,
-            fence=self.host.fence(cell.address),
+            fence=self.host.fence(cell),
         )
 
     def _reply(self) -> bytes:
@@ -641,7 +641,7 @@ class Step(Context):
             journal=[row],
             register=cell.registration(row.at),
             top=msg.step,
-            fence=self.host.fence(cell.address),
+            fence=self.host.fence(cell),
         )
         outcome = await self._commit(unit)
         if outcome is not None:

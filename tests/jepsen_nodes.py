@@ -103,7 +103,7 @@ class Node:
         """Kill it if it still runs, wait, close its pipes (idempotent); its log file stays until then."""
         reap(self.proc)
         self._log.close()
-        if os.path.exists(self._log.name):
+        if os.path.exists(self._log.name) and not os.environ.get("STELE_KEEP_NODE_LOGS"):
             os.unlink(self._log.name)
 
 
@@ -232,6 +232,10 @@ def run(
         for node in list(live):
             node.stop()
             live.remove(node)
+    except BaseException:
+        for node in live:  # what the nodes said, for whoever reads the failure
+            print(f"--- node {node.name} ---\n{node.log()[-6000:]}", file=sys.stderr)
+        raise
     finally:
         for node in live:
             node.kill()
