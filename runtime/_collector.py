@@ -12,13 +12,16 @@ anything looks at them. See docs/performance.md.
 
 The threshold is the process's, not the runtime's: it is raised while at least
 one runtime is open and restored when the last one closes, unless someone else
-changed it in between (then theirs stays).
+changed it in between (then theirs stays). Open runtimes are held weakly: one
+dropped without being closed (a crash simulated in a test, a program that
+forgot) stops counting once it is garbage, and the next close restores.
 """
 
 from __future__ import annotations
 
 import gc
 import threading
+import weakref
 
 
 class _Collector:
@@ -26,15 +29,15 @@ class _Collector:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.open = 0
+        self.holders: weakref.WeakSet[object] = weakref.WeakSet()
         self.saved: tuple[int, int, int] | None = None
         self.applied: tuple[int, int, int] | None = None
 
-    def hold(self, young: int | None) -> None:
+    def hold(self, holder: object, young: int | None) -> None:
         if young is None:
             return
         with self.lock:
-            self.open += 1
+            self.holders.add(holder)
             current = gc.get_threshold()
             if current[0] >= young:
                 return
@@ -43,12 +46,12 @@ class _Collector:
             self.applied = (young, current[1], current[2])
             gc.set_threshold(*self.applied)
 
-    def release(self, young: int | None) -> None:
+    def release(self, holder: object, young: int | None) -> None:
         if young is None:
             return
         with self.lock:
-            self.open -= 1
-            if self.open > 0 or self.saved is None:
+            self.holders.discard(holder)
+            if len(self.holders) > 0 or self.saved is None:
                 return
             if gc.get_threshold() == self.applied:
                 gc.set_threshold(*self.saved)
@@ -58,11 +61,11 @@ class _Collector:
 _COLLECTOR = _Collector()
 
 
-def hold(young: int | None) -> None:
-    """A runtime opens: raise the first-generation threshold to at least ``young`` (None: leave it)."""
-    _COLLECTOR.hold(young)
+def hold(holder: object, young: int | None) -> None:
+    """``holder`` (a runtime) opens: raise the first-generation threshold to at least ``young`` (None: leave it)."""
+    _COLLECTOR.hold(holder, young)
 
 
-def release(young: int | None) -> None:
-    """A runtime that called :func:`hold` with the same ``young`` closes."""
-    _COLLECTOR.release(young)
+def release(holder: object, young: int | None) -> None:
+    """``holder``, which called :func:`hold` with the same ``young``, closes (calling it twice is harmless)."""
+    _COLLECTOR.release(holder, young)

@@ -228,7 +228,7 @@ class Runtime:
                     await cluster.leave()
                     cluster.close()
             raise
-        _collector.hold(self.limits.young_gc_threshold)
+        _collector.hold(self, self.limits.young_gc_threshold)
         return self
 
     async def __aexit__(
@@ -241,7 +241,7 @@ class Runtime:
         if not self._open:
             return
         self._open = False
-        _collector.release(self.limits.young_gc_threshold)
+        _collector.release(self, self.limits.young_gc_threshold)
         parts, store = self._parts, self._store
         assert parts is not None and store is not None
         scheduler = parts.scheduler
@@ -269,7 +269,7 @@ class Runtime:
         if not self._open:
             return
         self._open = False
-        _collector.release(self.limits.young_gc_threshold)  # a crash gives the process's threshold back too
+        _collector.release(self, self.limits.young_gc_threshold)  # a crash gives the threshold back too
         assert self._parts is not None and self._store is not None
         self._parts.scheduler.closing = True
         self._store.abandon()
