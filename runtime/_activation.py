@@ -14,7 +14,7 @@ from typing import Any
 
 import anyio.to_thread
 
-from storage import ActorStatus, Backend
+from storage import ActorStatus, Backend, OperationalError
 
 from ._cell import Cell
 from ._mailboxes import Mailboxes
@@ -22,6 +22,9 @@ from ._rebuild import Loaded, load
 from ._registry import Registry
 
 log = logging.getLogger("stele.runtime")
+
+LOAD_RETRY_S = 1.0
+"""How long an actor whose journal could not be read waits before its load is tried again."""
 
 
 class Activation:
@@ -131,9 +134,19 @@ class Activation:
             if isinstance(result, BaseException):
                 log.error("%s cannot be loaded: %s", cell.address, result)
                 cell.failed = result
+                if isinstance(result, OperationalError):
+                    # The journal could not be read (a database restarting, say): try again later,
+                    # or its durable messages would wait for new traffic to retry the load.
+                    self._loop.call_later(LOAD_RETRY_S, self._retry, cell, result)
             else:
                 self._activated(cell, result)
             self._mailboxes.make_ready(cell)
+
+    def _retry(self, cell: Cell, failure: BaseException) -> None:
+        if cell.failed is failure and not self._closing():
+            cell.failed = None
+            if cell.mailbox:
+                self._mailboxes.make_ready(cell)
 
     def _activated(self, cell: Cell, loaded: Loaded) -> None:
         cell.instance = loaded.instance
