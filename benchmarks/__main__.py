@@ -30,7 +30,7 @@ from actors._actor import describe
 from runtime import Registry, Runtime, load
 from storage import Journal, _sqlite
 
-from . import _dbos, _drill, _effects, _http, _model, _postgres, _replication, _timers
+from . import _dbos, _drill, _effects, _http, _model, _nodes, _postgres, _replication, _timers
 from ._model import Counter, Inc, Progress, synthesize
 
 ROOT = Path(__file__).parent
@@ -217,7 +217,7 @@ def startup(workdir: Path, quick: bool) -> Result:
 
 SCENARIOS = (
     "tells", "asks", "rebuild", "memory", "first-reply", "replication", "http", "timers", "effects", "psow", "drill",
-    "postgres", "dbos",
+    "postgres", "dbos", "nodes",
 )  # fmt: skip
 """Every scenario but ``raw``, the baseline, which always runs; named for what they measure."""
 LETTERS = dict(zip("bcdefghijk", ("tells", "asks", "rebuild", "memory", "first-reply", "replication", "http",
@@ -258,6 +258,7 @@ def main() -> None:
         "psow": lambda: anyio.run(psow_cost, workdir),
         "postgres": lambda: _postgres.run(workdir, tell_throughput, sequential_asks),
         "dbos": lambda: _dbos.run(workdir, quick=args.quick),
+        "nodes": lambda: _nodes.run(workdir, quick=args.quick),
         "drill": lambda: _drill.run(workdir, 100_000 if args.quick else 1_000_000),
         "http": lambda: {
             "http": _http.http_asks(workdir),
@@ -363,6 +364,16 @@ def report(r: Result) -> None:
             )  # fmt: skip
     if "postgres" in r:
         rows.extend(postgres_rows(r["postgres"]))
+    if "nodes" in r:
+        n = r["nodes"]
+        for name in ("1 node(s)", "3 node(s)"):
+            t = n[name]
+            rows.append((f"asks/s over HTTP, {name}, 1,000 actors", t["asks_per_s"],
+                         f"CPU s: nodes {t['node_cpu_s']:.1f}, db {t['db_cpu_s']:.1f}, load {t['load_cpu_s']:.1f}",
+                         f"commit {t['commit_s']:.1f} s; {t['remote']:,} crossed"))  # fmt: skip
+        k = n["takeover"]
+        rows.append((f"take-over after SIGKILL, lease {k['lease_s']:g} s, p50 s", k["p50_s"],
+                     f"max {k['max_s']:.2f} s over {k['cycles']} cycles", "≤ 10 s"))  # fmt: skip
     if "dbos" in r:
         d = r["dbos"]
         rows.append((f"DBOS runs/s, 10 steps, {d['dbos']['concurrency']} at a time", d["dbos"]["runs_per_s"], "",
