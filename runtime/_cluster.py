@@ -138,7 +138,12 @@ class Cluster:
     # -- ownership --------------------------------------------------------------------------
 
     def owned(self, address: str) -> bool:
-        """Whether this node owns ``address`` now (its lease held, and surely not expired)."""
+        """Whether this node owns ``address`` now (its lease held, and surely not expired).
+
+        A node's own address (where its asks' replies arrive) is owned by that node only.
+        """
+        if address.startswith(storage.NODE_PREFIX):
+            return address == self.address
         return shard(address) in self.held and time.monotonic() < self._valid_until
 
     def lease_of(self, address: str) -> int:
@@ -244,7 +249,8 @@ class Cluster:
         try:
             rows = await anyio.to_thread.run_sync(fn, *args)
         finally:
-            self._reads.remove(gone)
+            # By identity: two reads' sets may be equal (both empty), and list.remove compares by value.
+            self._reads = [read for read in self._reads if read is not gone]
         return rows, gone
 
     def _fresh(self, rows: list[storage.Pending], gone: set[int]) -> list[storage.Pending]:

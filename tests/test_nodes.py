@@ -89,6 +89,29 @@ async def test_two_nodes_share_the_actors_and_each_reaches_every_actor(pg_url: s
     assert query(pg_url, twice) == []  # no message processed twice
 
 
+async def test_many_messages_at_once_through_the_database_are_each_picked_up_when_woken(
+    pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Polling as good as off: every message must be picked up on its wake-up, however many reads
+    # of the inbox run at once (a read that ended out of order once broke the others' bookkeeping).
+    slow = NodeOptions(name="a", lease_s=2.0, poll_s=60)
+    a = await Runtime(pg_url, actors=[Account], node=slow).__aenter__()
+    b = await Runtime(pg_url, actors=[Account], node=NodeOptions(name="b", lease_s=2.0, poll_s=60)).__aenter__()
+    try:
+        await until(lambda: held(pg_url) == {"a": 32, "b": 32}, "the shards shared out")
+        remote = [f"Account/{i}" for i in range(400) if not a.node_owns(f"Account/{i}")][:100]
+        with anyio.fail_after(30):  # far below the poll: only wake-ups can answer in time
+            async with anyio.create_task_group() as tg:
+                for address in remote:
+                    tg.start_soon(a.ask, address, Deposit(1))
+        assert "runtime task failed" not in caplog.text
+        node = b.statistics().node
+        assert node is not None and node.remote_received == len(remote)
+    finally:
+        await a.close()
+        await b.close()
+
+
 async def test_a_commit_after_the_lease_was_taken_over_is_refused_and_writes_nothing(pg_url: str) -> None:
     async with Runtime(pg_url, actors=[Account]):  # the schema, as a runtime makes it
         pass
