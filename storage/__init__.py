@@ -6,9 +6,14 @@
 from ._backoff import Backoff
 from ._codec import Codec, decode_untyped
 from ._contract import (
+    ACTOR_FILTERS,
+    ActorCondition,
+    ActorDetail,
     ActorInfo,
+    ActorPage,
     ActorRow,
     ActorStatus,
+    ActorSummary,
     Backend,
     Bury,
     CancelTimer,
@@ -22,6 +27,7 @@ from ._contract import (
     ForgetKey,
     Idempotent,
     InboxRow,
+    JournalSummary,
     MarkAttempt,
     Notify,
     Op,
@@ -31,6 +37,7 @@ from ._contract import (
     PutPromise,
     Reads,
     RecordKey,
+    ResolvedPromise,
     Revive,
     SetStatus,
     Snapshot,
@@ -64,11 +71,16 @@ from ._schema import SCHEMA_VERSION
 from ._store import Store
 
 __all__ = (
+    "ACTOR_FILTERS",
     "DEFAULT_MAX_WAL_BYTES",
     "SCHEMA_VERSION",
+    "ActorCondition",
+    "ActorDetail",
     "ActorInfo",
+    "ActorPage",
     "ActorRow",
     "ActorStatus",
+    "ActorSummary",
     "Backend",
     "Backoff",
     "Bury",
@@ -87,6 +99,7 @@ __all__ = (
     "InboxRow",
     "IntegrityError",
     "Journal",
+    "JournalSummary",
     "Litestream",
     "LitestreamError",
     "MarkAttempt",
@@ -104,6 +117,7 @@ __all__ = (
     "ReplicaUnavailable",
     "Replication",
     "ReplicationStatus",
+    "ResolvedPromise",
     "RestoreReport",
     "Revive",
     "SchemaError",
