@@ -69,11 +69,13 @@ from ._restore import RestoreReport, restore
 from ._rows import corrupt
 from ._schema import SCHEMA_VERSION
 from ._store import Store
+from ._views import VIEWS, Query, QueryResult, payload_json, query
 
 __all__ = (
     "ACTOR_FILTERS",
     "DEFAULT_MAX_WAL_BYTES",
     "SCHEMA_VERSION",
+    "VIEWS",
     "ActorCondition",
     "ActorDetail",
     "ActorInfo",
@@ -111,6 +113,8 @@ __all__ = (
     "Pending",
     "PutMeta",
     "PutPromise",
+    "Query",
+    "QueryResult",
     "Reads",
     "RecordKey",
     "ReplicaTarget",
@@ -137,5 +141,7 @@ __all__ = (
     "corrupt",
     "decode_untyped",
     "integrity_check",
+    "payload_json",
+    "query",
     "restore",
 )
