@@ -354,6 +354,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_ui(args: argparse.Namespace) -> int:
+    from ._ui import ui  # noqa: PLC0415 - uvicorn only for serving
+
+    code: int = anyio.run(ui, args)
+    return code
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from ._demo import demo  # noqa: PLC0415
 
@@ -413,6 +420,25 @@ def parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="also answer requests whose Host header names NAME (repeatable; on loopback only "
         "127.0.0.1, localhost and [::1] are answered otherwise, against DNS rebinding)",
+    )
+
+    p = _command(
+        sub,
+        "ui",
+        cmd_ui,
+        "the console in a browser, read-only, over a journal file or a replica",
+        "python -m runtime ui --db stele.db   # then open http://127.0.0.1:8701/ui/",
+        db=DEFAULT_DB,
+        db_help="journal file, or a replica to restore first (s3:// URL or replica directory)",
+    )
+    p.add_argument("--http", default="127.0.0.1:8701", help="HOST:PORT to listen on (default 127.0.0.1:8701)")
+    p.add_argument(
+        "--module",
+        help="module with the actor classes, to show states (a journal's own module is never imported unasked)",
+    )
+    add_token_arguments(p, "required to sign in (needed off loopback)")
+    p.add_argument(
+        "--allow-host", action="append", metavar="NAME", help="also answer requests whose Host header names NAME"
     )
 
     p = _command(
