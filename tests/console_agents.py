@@ -7,9 +7,13 @@ Served by ``python -m runtime serve tests.console_agents`` in the browser tests;
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+
 import anyio
 import msgspec
 
+import storage
 from actors import Actor, apply, handler
 from runtime import Runtime
 
@@ -62,6 +66,14 @@ class Lookup(msgspec.Struct):
     topic: str
 
 
+class Hang(msgspec.Struct):
+    """Run an effect that never returns (until the process stops)."""
+
+
+class Drift(msgspec.Struct):
+    """Call a tool, then wait for the promise ``go``."""
+
+
 class Noted(msgspec.Struct):
     question: str
 
@@ -84,6 +96,28 @@ class Filed(msgspec.Struct):
 def lookup(question: str) -> str:
     """The tool (offline)."""
     return f"found {len(question)} things about {question}"
+
+
+HANGS: list[int] = []
+"""How often the hanging effect started (in this process)."""
+
+
+async def hang() -> None:
+    """An effect that waits until its process stops."""
+    HANGS.append(1)
+    await anyio.sleep(3600)
+
+
+def first_tool() -> str:
+    return "first"
+
+
+def second_tool() -> str:
+    return "second"
+
+
+DRIFTED = "STELE_CONSOLE_DRIFTED"
+"""Set, this module's Agent calls another tool in ``drift``: a journal written before diverges."""
 
 
 class Agent(Actor):
@@ -128,6 +162,19 @@ class Agent(Actor):
     async def fail(self, msg: Fail) -> None:
         """Raise."""
         raise ValueError(msg.why)
+
+    @handler
+    async def hang(self, msg: Hang) -> None:
+        """Never finish."""
+        await self.ctx.effect(hang)
+
+    @handler
+    async def drift(self, msg: Drift) -> str:
+        """Call a tool (which one depends on the code's version), then wait for ``go``."""
+        tool = second_tool if os.environ.get(DRIFTED) else first_tool
+        made: str = await self.ctx.effect(tool)
+        await self.ctx.promise("go")
+        return made
 
     @apply
     def _noted(self, ev: Noted) -> None:
@@ -190,3 +237,48 @@ async def populate(rt: Runtime) -> None:
     await rt.ask(f"Agent/{HOSTILE}", Research(HOSTILE))
     await rt.tell("Agent/bob", Approve("the budget"))
     await waiting_on(rt, "Agent/bob", "approval")
+
+
+async def until(check: Callable[[], bool], what: str) -> None:
+    """Until ``check()`` is true (10 s at most)."""
+    with anyio.move_on_after(10):
+        while not check():
+            await anyio.sleep(0.01)
+        return
+    raise AssertionError(f"waited 10 s for {what}")
+
+
+async def bury(db: str, *addresses: str) -> None:
+    """Make each of ``addresses`` a dead letter: its message hangs, and the process stops, twice.
+    (Do it before any other actor has a message pending: that one would be buried too.)"""
+    HANGS.clear()
+    for run in range(3):
+        rt = await Runtime(db, actors=ACTORS, max_attempts=1).__aenter__()
+        if run == 0:
+            for address in addresses:
+                await rt.tell(address, Hang())
+        if run < 2:
+            expected = len(addresses) * (run + 1)
+            await until(lambda: len(HANGS) >= expected, "the poison messages to hang")  # noqa: B023
+            await rt.abandon()  # as a crash would
+        else:
+            await until(lambda: _letters(db) >= len(addresses), "the burial")
+            await rt.close()
+
+
+def _letters(db: str) -> int:
+    with storage.Journal.open(db) as journal:
+        return len(journal.dead_letters())
+
+
+async def suspend(db: str, address: str) -> None:
+    """Suspend ``address`` after non-determinism: its open step's journal no longer matches the code."""
+    async with Runtime(db, actors=ACTORS, grace=0) as rt:
+        await rt.tell(address, Drift())
+        await waiting_on(rt, address, "go")
+    os.environ[DRIFTED] = "1"
+    try:
+        async with Runtime(db, actors=ACTORS, grace=0) as rt:
+            await until(lambda: address in rt.statistics().suspended, "the divergence")
+    finally:
+        del os.environ[DRIFTED]

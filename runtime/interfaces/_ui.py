@@ -98,6 +98,7 @@ async def ui(args: argparse.Namespace) -> int:
             print(f"listening on http://{shown}:{bound}", flush=True)
             log.info("console at http://%s:%s%s/", shown, bound, PREFIX)
             await stop.wait()
+            log.info("stopping: live pages end, then the server")
             console.close()  # live pages end: they would hold the server open
             server.should_exit = True
             await served.wait()
