@@ -223,9 +223,9 @@ async def waiting_on(rt: Runtime, address: str, name: str) -> None:
             await anyio.sleep(0.01)
 
 
-async def populate(rt: Runtime) -> None:
+async def populate(rt: Runtime, *, hostile: bool = True) -> None:
     """A bit of everything: answers, a filed summary, a consult, a pending approval, a timer,
-    an error reply, and a hostile question in a hostile actor's key."""
+    an error reply, and (``hostile``) a hostile question in a hostile actor's key."""
     await rt.ask("Agent/ada", Research("Why is the sky blue?"))
     await rt.ask("Agent/ada", Research("What is a durable actor?"))
     await rt.ask("Agent/ada", Consult("Why is the sky blue?"))
@@ -234,7 +234,8 @@ async def populate(rt: Runtime) -> None:
         await rt.ask("Agent/ada", Fail("on purpose"))
     except Exception as exc:  # the handler's error, as a caller sees it
         assert "on purpose" in str(exc)
-    await rt.ask(f"Agent/{HOSTILE}", Research(HOSTILE))
+    if hostile:
+        await rt.ask(f"Agent/{HOSTILE}", Research(HOSTILE))
     await rt.tell("Agent/bob", Approve("the budget"))
     await waiting_on(rt, "Agent/bob", "approval")
 

@@ -300,3 +300,15 @@ def test_a_read_only_console_follows_a_file_another_process_writes(db: str, page
         assert not_reloaded(page)
     finally:
         assert server.stop() == 0
+
+
+def test_the_docs_screenshots_can_be_taken(tmp_path: Path) -> None:
+    from .console_screenshots import SIZE, take
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # its own Playwright, away from this module's
+        made = pool.submit(take, tmp_path).result()
+    for path in made:
+        data = path.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+        width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+        assert (width, height) == (SIZE["width"], SIZE["height"])
