@@ -32,8 +32,8 @@ async def _journal(db: str) -> None:
     async with Runtime(db, actors=ACTORS, grace=0) as rt:
         await populate(rt, hostile=False)
         for who, question in (("grace", "How do durable agents recover?"), ("linus", "What is a journal?")):
-            await rt.ask(f"Agent/{who}", Research(question))
             await rt.ask(f"Agent/{who}", Consult(question))
+            await rt.ask(f"Agent/{who}", Research(question))
     await suspend(db, "Agent/drifter")
 
 
@@ -53,9 +53,10 @@ def take(folder: Path) -> list[Path]:
                 page.wait_for_timeout(500)  # the live badge settles
                 overview = folder / "console-overview.png"
                 page.screenshot(path=str(overview))
-                page.goto(server.url + "/ui/actors/Agent/ada")
-                page.get_by_role("link", name=re.compile(r"^#10 event Answered")).click()
+                page.goto(server.url + "/ui/actors/Agent/grace")
+                page.get_by_role("link", name=re.compile(r"^#8 event Answered")).click()
                 page.wait_for_selector("#state-body:not([hidden])")
+                page.evaluate("window.scrollTo(0, 0)")
                 page.wait_for_timeout(300)
                 actor = folder / "console-actor.png"
                 page.screenshot(path=str(actor))

@@ -51,6 +51,7 @@ class Console:
         self.prefix = prefix
         self.links = Links(prefix)
         self.watcher = Watcher(source)
+        source.start_sampling()  # under serve, on the runtime's loop: the health charts start with the server
         self.templates = jinja2.Environment(
             loader=jinja2.PackageLoader(_PACKAGE, "templates"),
             autoescape=True,
