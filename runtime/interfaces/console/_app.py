@@ -254,7 +254,12 @@ class Console:
                 entries = entries[-limit:] if len(entries) > limit else entries
                 more_after = bool(entries) and entries[-1].seq < last_seq
             more_before = bool(entries) and entries[0].seq > 1
-            entries = align(entries, more_before=more_before, more_after=more_after)
+            centred = after is None and before is None and selected is not None
+            entries = align(
+                entries,
+                trim_before=more_before and (after is None or centred),
+                trim_after=more_after and (after is not None or centred),
+            )
             state = None
             if selected is not None:
                 state = state_at(journal, registry, address, selected.position, self.links)
@@ -293,7 +298,7 @@ class Console:
             raw_address=address,
             actor=view,
             summary=summary,
-            steps=steps(entries, self.links),
+            steps=steps(entries, self.links, more_after=got["more_after"]),
             selected=got["selected"].position if got["selected"] is not None else None,
             state=got["state"],
             older=self.links.actor(address, before=first_seq, limit=q.get("limit")) if got["more_before"] else None,

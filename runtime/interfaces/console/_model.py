@@ -263,7 +263,7 @@ class StepView(msgspec.Struct, kw_only=True):
     step: int
     handler: str
     status: str
-    """``ok``, ``error``, ``open`` (no reply yet), or ``partial`` (its start is on an older page)."""
+    """``ok``, ``error``, ``open`` (no reply yet), or ``partial`` (it goes on on another page)."""
     time: str
     iso: str
     took: str
@@ -281,17 +281,21 @@ def groups(entries: Sequence[storage.Entry]) -> list[list[storage.Entry]]:
     return made
 
 
-def steps(entries: Sequence[storage.Entry], links: Links) -> list[StepView]:
-    """``entries`` (oldest first, contiguous) grouped by step, newest step first."""
+def steps(entries: Sequence[storage.Entry], links: Links, *, more_after: bool = False) -> list[StepView]:
+    """``entries`` (oldest first, contiguous) grouped by step, newest step first; ``more_after``:
+    newer entries exist, so a last step without its reply goes on on a newer page."""
     made = []
-    for group in reversed(groups(entries)):
+    split = groups(entries)
+    for number, group in enumerate(reversed(split)):
         views = [entry_view(e, links) for e in group]
         head, last = group[0], group[-1]
         handler = views[0].label.removeprefix("message ") if head.kind == EntryKind.MESSAGE else ""
         if last.kind == EntryKind.REPLY:
             status = "ok" if views[-1].ok else "error"
+        elif head.kind != EntryKind.MESSAGE or (number == 0 and more_after):
+            status = "partial"
         else:
-            status = "open" if head.kind == EntryKind.MESSAGE else "partial"
+            status = "open"
         took = duration(last.at - head.at) if last.kind == EntryKind.REPLY and head.kind == EntryKind.MESSAGE else ""
         made.append(
             StepView(
@@ -307,12 +311,18 @@ def steps(entries: Sequence[storage.Entry], links: Links) -> list[StepView]:
     return made
 
 
-def align(entries: list[storage.Entry], *, more_before: bool, more_after: bool) -> list[storage.Entry]:
-    """Drop the steps the page's edges cut, unless one is all the page has (a step longer than a page)."""
+def align(entries: list[storage.Entry], *, trim_before: bool, trim_after: bool) -> list[storage.Entry]:
+    """Drop the step cut by the page's older edge (``trim_before``) or newer edge (``trim_after``),
+    unless it is all the page has (a step longer than a page).
+
+    Only the edge a page is walked away from may be trimmed: walking to older
+    pages, the newer edge is where the previous page ended, so what is cut
+    there was shown nowhere else and must stay.
+    """
     split = groups(entries)
-    if more_before and len(split) > 1 and split[0][0].kind != EntryKind.MESSAGE:
+    if trim_before and len(split) > 1 and split[0][0].kind != EntryKind.MESSAGE:
         split = split[1:]
-    if more_after and len(split) > 1 and split[-1][-1].kind != EntryKind.REPLY:
+    if trim_after and len(split) > 1 and split[-1][-1].kind != EntryKind.REPLY:
         split = split[:-1]
     return [entry for group in split for entry in group]
 
