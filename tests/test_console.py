@@ -24,7 +24,7 @@ from runtime import Runtime
 
 from .console_agents import ACTORS, HOSTILE, bury, populate, suspend
 from .models import Account, Deposit
-from .served import Server, cli
+from .served import Server, cli, request
 
 
 def build(db: str) -> None:
@@ -391,3 +391,23 @@ def test_what_changed_is_said_path_by_path() -> None:
     ]
     assert [(c.path, c.change) for c in changes({"n": 1}, {"n": 1.0})] == [("state.n", "changed")]  # 1 is not 1.0
     assert changes({"s": {"t": [1, {"u": 2}]}}, {"s": {"t": [1, {"u": 2}]}}) == []
+
+
+def test_health_under_replication_and_a_console_over_the_replica(db: str) -> None:
+    server = Server(db, module="tests.console_agents")  # replicates to DB-replica, a local directory
+    try:
+        browser = Browser(server.url)
+        assert request(f"{server.url}/actors/Agent/ada/research", {"question": "replicated?"})[0] == 200
+        health = browser.page("/ui/health")
+        assert "commits not yet in the replica" in health and "Litestream" in health
+        assert 'data-figure="replication.litestream_running" data-yes="running" data-no="DOWN">running' in health
+        assert re.search(r"<code>[^<]*journal\.db-replica</code>", health)
+    finally:
+        assert server.stop() == 0  # Litestream's final sync: the replica has everything
+    replica = Server(db + "-replica", module=None)  # python -m runtime ui --db REPLICA_DIRECTORY
+    try:
+        browser = Browser(replica.url)
+        page = browser.page("/ui/actors/Agent/ada")
+        assert "restored from" in page and "replicated?" in page and "read-only" in page
+    finally:
+        assert replica.stop() == 0
