@@ -233,6 +233,7 @@ def test_with_a_token_the_console_asks_to_sign_in_and_the_api_still_wants_the_to
     server = Server(str(copy), "--no-replicate", "--token-file", str(token), module="tests.console_agents")
     try:
         browser = Browser(server.url)
+        assert browser.send("GET", "/")[1]["location"] == "/ui/"  # a browser at the server's root: the console
         status, headers, _ = browser.send("GET", "/ui/actors/Agent/ada?at=3")
         assert status == 303 and headers["location"] == "/ui/login?next=" + urllib.parse.quote(
             "/ui/actors/Agent/ada?at=3", safe=""

@@ -131,6 +131,8 @@ class Guard:
         """Under the console's prefix: its public pages, a session instead of the token, or the sign-in page."""
         console = self.console
         path: str = scope["path"]
+        if console is not None and path == "/" and scope["method"] == "GET" and _accepts_html(headers):
+            return Answer(303, {"error": "unauthorized", "message": "the console"}, {"Location": console.prefix + "/"})
         if console is None or not (path == console.prefix or path.startswith(console.prefix + "/")):
             return refusal
         if console.public(path) or console.signed_in(headers):

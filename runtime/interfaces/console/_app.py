@@ -239,8 +239,9 @@ class Console:
                 if selected is not None and selected.actor != address:
                     selected = None
             elif near is not None:
+                # The last entry at or before that position (its first, if it wrote none by then).
                 seq = journal.seq_at(address, near)
-                found = journal.entries_page(address, after_seq=max(seq - 1, 0), limit=1) if seq else []
+                found = journal.entries_page(address, after_seq=max(seq - 1, 0), limit=1)
                 selected = found[0] if found else None
             if after is not None:
                 entries = journal.entries_page(address, after_seq=after, limit=limit + 1)
