@@ -30,7 +30,7 @@ from actors._actor import describe
 from runtime import Registry, Runtime, load
 from storage import Journal, _sqlite
 
-from . import _console, _effects, _http, _model, _replication, _timers
+from . import _console, _drill, _effects, _http, _model, _replication, _timers
 from ._model import Counter, Inc, Progress, synthesize
 
 ROOT = Path(__file__).parent
@@ -212,6 +212,7 @@ def startup(workdir: Path, quick: bool) -> Result:
 
 SCENARIOS = (
     "tells", "asks", "rebuild", "memory", "first-reply", "replication", "http", "timers", "effects", "psow", "console",
+    "drill",
 )  # fmt: skip
 """Every scenario but ``raw``, the baseline, which always runs; named for what they measure."""
 LETTERS = dict(zip("bcdefghijk", ("tells", "asks", "rebuild", "memory", "first-reply", "replication", "http",
@@ -253,6 +254,7 @@ def main() -> None:
         "console": lambda: _console.console(
             workdir, 10_000 if args.quick else 100_000, 100_000 if args.quick else 1_000_000
         ),
+        "drill": lambda: _drill.run(workdir, 100_000 if args.quick else 1_000_000),
         "http": lambda: {
             "http": _http.http_asks(workdir),
             "inspect": _http.inspection(workdir, 100_000 if args.quick else 1_000_000),
@@ -314,8 +316,9 @@ def report(r: Result) -> None:
                 (
                     f"replication lag at {level} of tells, age p50 s",
                     lag["age_p50_s"],
-                    f"p99 {lag['age_p99_s']:.2f} s; commits p99 {lag['commits_p99']:.0f}; {lag['rate']:,.0f}/s",
-                    "p99 ≤ 1.5 s at 50%",
+                    f"p99 {lag['age_p99_s']:.2f} s; commits p99 {lag['commits_p99']:.0f}; {lag['rate']:,.0f}/s; "
+                    f"{lag.get('extra_uploads_per_s', 0):.1f} extra uploads/s",
+                    "p99 ≤ 1.5 s up to 50%, ≤ 2 extra uploads/s",
                 )
             )
         rows.append(("replication back to steady after 5 s outage, s", g["outage"]["back_to_steady_s"], "", "≤ 15 s"))
@@ -369,6 +372,17 @@ def report(r: Result) -> None:
                  f"p99 {g['rendered_p99_ms']:.1f} ms; TTFB p50 {g['ttfb_p50_ms']:.1f}, p99 {g['ttfb_p99_ms']:.1f}",
                  "< 1,000 ms"),
             )  # fmt: skip
+    if "drill" in r:
+        d = r["drill"]
+        rows.append(
+            (
+                f"restore drill, {d['events']:,}-event journal, s",
+                d["drill_s"],
+                f"restore {d['restore_s']:.1f}, compare {d['compare_s']:.1f}, replay {d['replay_s']:.1f}, "
+                f"rebuild {d['rebuild_s']:.1f}",
+                "≤ 60 s",
+            )
+        )
     width = max(len(row[0]) for row in rows)
     print(f"\n{'scenario':<{width}}  {'figure':>14}  {'ratio / detail':<28} target")
     for name, value, ratio, target in rows:

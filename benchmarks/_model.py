@@ -27,6 +27,12 @@ class Total(msgspec.Struct):
     pass
 
 
+class Add(msgspec.Struct):
+    """Add ``n`` one by one: one event each (the steps :func:`synthesize` writes)."""
+
+    n: int
+
+
 class Progress:
     """Side channel for the harness: how many steps ran (not journaled state)."""
 
@@ -55,6 +61,11 @@ class Counter(Actor):
     async def total(self, msg: Total) -> int:
         return self.state.total
 
+    @handler
+    async def add(self, msg: Add) -> None:
+        for _ in range(msg.n):
+            self.emit(Incremented(1))
+
     @apply
     def _incremented(self, ev: Incremented) -> None:
         self.state.total += ev.n
@@ -73,7 +84,11 @@ def fresh(path: str) -> str:
 
 
 def synthesize(path: str, actors: int, events_per_actor: int, *, snapshot_every: int = 0, per_step: int = 10) -> None:
-    """Write a journal as the runtime would: steps of ``per_step`` events (plus message and reply)."""
+    """Write a journal as the runtime would: steps of ``per_step`` events (plus message and reply).
+
+    Each step is what ``Counter.add`` journals, so the current code replays the
+    journal without a divergence (the restore drill replays it).
+    """
     fresh(path)
     Store.open(path, notify=lambda results: None).close()  # create and migrate
     conn = apsw.Connection(path)
@@ -93,10 +108,11 @@ def synthesize(path: str, actors: int, events_per_actor: int, *, snapshot_every:
             emitted = 0
             while emitted < events_per_actor:
                 step += 1
-                body = msgspec.Raw(_encode(Inc(1)))
+                count = min(per_step, events_per_actor - emitted)
+                body = msgspec.Raw(_encode(Add(count)))
                 seq += 1
-                rows.append((ident, seq, step, "message", "Inc", _encode(MessageRecord("inc", body, step, now)), now))
-                for _ in range(min(per_step, events_per_actor - emitted)):
+                rows.append((ident, seq, step, "message", "Add", _encode(MessageRecord("add", body, step, now)), now))
+                for _ in range(count):
                     seq += 1
                     emitted += 1
                     rows.append((ident, seq, step, "event", "Incremented", event, now))

@@ -75,9 +75,16 @@ async def lag_under_load(workdir: Path, s3: S3Server, fsync_rate: float, seconds
         samples: list[tuple[int, float]] = []
         async with Runtime(db, actors=[Counter], replicate=s3.url(s3.bucket())) as rt:
             stop = anyio.Event()
+            replicator = rt.replicator
+            assert replicator is not None
             async with anyio.create_task_group() as tg:
                 tg.start_soon(sample_lag, rt, samples, stop)
+                nudges, txid, began = replicator.nudges, replicator.status().remote_txid, time.monotonic()
                 sent = await paced_load(rt, fsync_rate * fraction, seconds)
+                elapsed = time.monotonic() - began
+                # Each sync the monitor asks for is at most one extra LTX file and upload.
+                nudged = (replicator.nudges - nudges) / elapsed
+                uploads = (replicator.status().remote_txid - txid) / elapsed
                 stop.set()
         ages = [age for _, age in samples]
         counts = [float(count) for count, _ in samples]
@@ -87,6 +94,8 @@ async def lag_under_load(workdir: Path, s3: S3Server, fsync_rate: float, seconds
             "age_p99_s": percentile(ages, 0.99),
             "commits_p50": percentile(counts, 0.5),
             "commits_p99": percentile(counts, 0.99),
+            "extra_uploads_per_s": nudged,
+            "uploads_per_s": uploads,
         }
     return results
 

@@ -1,5 +1,7 @@
 """What runs actors: activation, mailboxes, steps, effects and recovery over one journal."""
 
+from ._compare import Difference, first_difference
+from ._drill import Behind, DrillProblem, DrillReport, DrillStatus, DrillTimings, drill
 from ._options import Durability, Limits, ReplicationOptions
 from ._rebuild import Loaded, load
 from ._registry import Registry
@@ -9,7 +11,13 @@ from ._statistics import RuntimeStatistics, WriterStatistics
 from ._timers import VirtualClock
 
 __all__ = (
+    "Behind",
+    "Difference",
     "Divergence",
+    "DrillProblem",
+    "DrillReport",
+    "DrillStatus",
+    "DrillTimings",
     "Durability",
     "Limits",
     "Loaded",
@@ -20,6 +28,8 @@ __all__ = (
     "RuntimeStatistics",
     "VirtualClock",
     "WriterStatistics",
+    "drill",
+    "first_difference",
     "load",
     "replay",
 )

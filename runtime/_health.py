@@ -53,6 +53,8 @@ class JournalHealth:
         self._closing = closing
         self._probe_at = 0.0  # while the journal fails, when the next message may try it
         self._was_failing = False  # writer thread only
+        self.refusing = False
+        """Whether commits failed in the last batch: new messages are refused (but for probes)."""
         self._back = asyncio.Event()  # set (and replaced) when commits succeed again
 
     @property
@@ -64,6 +66,8 @@ class JournalHealth:
 
     def admit(self) -> None:
         """Refuse a new message while commits fail, but for one probe every ``PROBE_INTERVAL``."""
+        if not self.refusing:
+            return
         backend = self._writes.backend
         failing = backend.failing if backend is not None else None
         if failing is None:
@@ -80,6 +84,9 @@ class JournalHealth:
         """After each batch (writer thread): notice commits succeeding again."""
         backend = self._writes.backend
         failing = backend is not None and backend.failing is not None
+        # Set from the writer's thread; the loop reads it on every message (a
+        # bool assignment is atomic): set here, a refusal is one probe away.
+        self.refusing = failing
         if self._was_failing and not failing:
             self._loop.call_soon_threadsafe(self._recovered)
         self._was_failing = failing

@@ -66,6 +66,10 @@ class ReplicationOptions:
     replication_nudge_s: float | None = 0.35
     """The age of the oldest unreplicated commit at which the monitor asks Litestream for a sync
     (None: leave it to Litestream's timers)."""
+    stall_after_s: float | None = None
+    """How long the journal may advance while the replica does not before replication is called
+    stalled (``rt.replication.stalled``, a warning, ``/health`` degraded). None: Litestream's two
+    timers (``2 * sync_interval``) plus 3 s."""
     max_wal_bytes: int = storage.DEFAULT_MAX_WAL_BYTES
     """The WAL's bound: Litestream truncates it past this size while it runs; while it is down,
     the runtime checkpoints and truncates it at this size, and says so."""
@@ -78,6 +82,8 @@ class ReplicationOptions:
         if not self.sync_interval >= 0.001:  # Litestream takes whole milliseconds; 0 ms fails at its start
             raise ValueError(f"sync_interval must be at least 0.001 s, not {self.sync_interval!r}")
         storage.Replication.check_max_wal_bytes(self.max_wal_bytes)
+        if self.stall_after_s is not None and not self.stall_after_s > 0:
+            raise ValueError(f"stall_after_s must be more than 0 s, not {self.stall_after_s!r}")
 
 
 class FlatOptions(TypedDict, total=False):
@@ -94,6 +100,7 @@ class FlatOptions(TypedDict, total=False):
     replication_timeout: float
     sync_interval: float
     replication_nudge_s: float | None
+    stall_after_s: float | None
     max_wal_bytes: int
     litestream: str | None
     litestream_socket: str | None

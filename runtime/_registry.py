@@ -26,6 +26,7 @@ class Registry:
         self.actors: dict[str, ActorDescription] = {}
         self.codec = storage.Codec()
         self.names: dict[type, str] = {}
+        self._routes: dict[tuple[str, type], tuple[HandlerInfo, str, msgspec.msgpack.Decoder[Any]]] = {}
         for cls in classes:
             desc = describe(cls)
             known = self.actors.get(desc.type_name)
@@ -57,6 +58,19 @@ class Registry:
             known = ", ".join(sorted(self.actors)) or "none"
             raise UnknownActorTypeError(f"no actor type {kind!r} (in {address!r}); known types: {known}")
         return desc, key
+
+    def route(self, desc: ActorDescription, msg: Any) -> tuple[HandlerInfo, str, msgspec.msgpack.Decoder[Any]]:
+        """The handler of ``desc`` for ``msg``, its type's journaled name, and its typed decoder.
+
+        Cached per (actor type, message type): every message takes this path.
+        """
+        key = (desc.type_name, type(msg))
+        found = self._routes.get(key)
+        if found is None:
+            info = self.handler_for(desc, msg)
+            name = self.names[info.message_type]
+            found = self._routes[key] = (info, name, self.codec.decoder(name))
+        return found
 
     def handler_for(self, desc: ActorDescription, msg: Any) -> HandlerInfo:
         """The handler of ``desc`` taking messages of ``type(msg)``."""

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from random import Random
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -189,8 +189,16 @@ class ReplayContext(Context):
         self.events.append(emit(self._registry, self._desc, self._instance, event))
 
 
+class Histories(Protocol):
+    """What replay reads: the actors and their entries (``storage.Journal`` is one)."""
+
+    def actor(self, address: str) -> storage.ActorInfo | None: ...
+    def actors(self, type: str | None = None) -> list[storage.ActorInfo]: ...
+    def entries(self, actor: str, from_seq: int = 0, kind: str | None = None) -> Iterator[storage.Entry]: ...
+
+
 def replay(
-    journal: storage.Journal,
+    journal: Histories,
     registry: Registry,
     *,
     actor: str | None = None,
@@ -224,7 +232,7 @@ def _steps(entries: Iterator[storage.Entry]) -> Iterator[list[storage.Entry]]:
 
 
 def _replay_actor(
-    journal: storage.Journal, registry: Registry, desc: ActorDescription, info: storage.ActorInfo, report: ReplayReport
+    journal: Histories, registry: Registry, desc: ActorDescription, info: storage.ActorInfo, report: ReplayReport
 ) -> None:
     key = info.address.partition("/")[2]
     instance = desc.cls(key, desc.state_type())

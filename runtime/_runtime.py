@@ -44,6 +44,7 @@ from storage import ActorStatus, PutMeta, RecordKey, SetStatus, Store, Unit
 
 from ._activation import Activation
 from ._dead_letters import DeadLetters
+from ._drill import DrillReport, DrillStatus
 from ._health import JournalHealth
 from ._idempotency import Idempotency
 from ._ingress import Ingress
@@ -116,6 +117,7 @@ class Runtime:
         self._tasks: set[asyncio.Task[None]] = set()
         self._parts: _Parts | None = None
         self._open = False
+        self._drills: DrillStatus | None = None
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -137,6 +139,7 @@ class Runtime:
                     external_socket=options.litestream_socket,
                     nudge_after_s=options.replication_nudge_s,
                     max_wal_bytes=options.max_wal_bytes,
+                    stall_after_s=options.stall_after_s,
                 )
             restore = self._restore_missing if options.restore_if_missing and self._replication is not None else None
             open_store = functools.partial(
@@ -254,31 +257,40 @@ class Runtime:
         :class:`CommitUnknownError` means it may or may not have been (resend
         only with an ``idempotency_key``).
         """
-        parts = self._running()
-        self._check_durability(durability)
+        parts = self._parts
+        if parts is None or not self._open:
+            raise RuntimeClosedError(f"runtime on {self.path} is not open")
+        if durability is not None:
+            self._check_durability(durability)
         if idempotency_key is not None:
 
             async def first() -> None:
-                await self._tell(address, msg, durability, timeout, idempotency_key)
+                await self._accept(parts, address, msg, idempotency_key)
+                if (durability or self.durability) == "replicated":
+                    await self._replicated(timeout)
 
             await parts.idempotency.call(idempotency_key, address, msg, first, ask=False, timeout=None)
             return
-        await self._tell(address, msg, durability, timeout, None)
+        await self._accept(parts, address, msg, None)
+        if (durability or self.durability) == "replicated":
+            await self._replicated(timeout)
 
-    async def _tell(
-        self, address: str, msg: msgspec.Struct, durability: str | None, timeout: float | None, key: str | None
-    ) -> None:
-        parts = self._running()
-        scheduler = parts.scheduler
-        prepared = scheduler.prepare(address, msg)
-        parts.mailboxes.admit(address)
-        cell = parts.mailboxes.cell(address)
+    def _accept(self, parts: _Parts, address: str, msg: msgspec.Struct, key: str | None) -> asyncio.Future[None]:
+        """Put a tell in its mailbox now; the returned future (its tick's, shared) says when it is durable.
+
+        The hot path of every tell: a plain function, so a tell is one
+        coroutine, not two (see docs/performance.md).
+        """
+        mailboxes = parts.mailboxes
+        cell = mailboxes.cells.get(address)
+        prepared = parts.scheduler.prepare(address, msg, None, cell.desc if cell is not None else None)
+        mailboxes.admit(address)
+        if cell is None:
+            cell = mailboxes.cell(address)
         cell.failed = None  # new traffic retries a failed load (once per message)
         at = self.clock()
         record = RecordKey(key, address, prepared.step, None, at, "tell", prepared.handler.name) if key else None
-        await parts.ingress.add(cell, prepared, prepared.inbox_row(address, at), record)
-        if (durability or self.durability) == "replicated":
-            await self._replicated(timeout)
+        return parts.ingress.add(cell, prepared, prepared.inbox_row(address, at), record)
 
     async def ask(
         self,
@@ -415,7 +427,7 @@ class Runtime:
         replication = self.replication
         if parts is None:
             return RuntimeStatistics(
-                False, 0, 0, 0, 0, 0, 0, 0, (), (), 0, None, (), (), None, writer, replication
+                False, 0, 0, 0, 0, 0, 0, 0, (), (), 0, None, (), (), None, writer, replication, self._drills
             )
         cells = list(parts.mailboxes)
         depths = [len(cell.mailbox) for cell in cells]
@@ -437,6 +449,7 @@ class Runtime:
             journal_failing=parts.health.failing,
             writer=writer,
             replication=replication,
+            drill=self._drills,
         )
 
     @property
@@ -453,6 +466,20 @@ class Runtime:
     def replication(self) -> storage.ReplicationStatus | None:
         """What is not yet in the replica (None without replication); never blocks."""
         return self._replication.status() if self._replication is not None else None
+
+    @property
+    def drills(self) -> DrillStatus | None:
+        """The last restore drill recorded, and how many ran and failed (None before the first)."""
+        return self._drills
+
+    def record_drill(self, report: DrillReport) -> None:
+        """Keep ``report`` as the newest restore drill of this journal (``serve --drill-every`` calls this).
+
+        The runtime does not run drills itself: a drill is CPU work that belongs
+        in another process, which reports back here.
+        """
+        drills = self._drills
+        self._drills = DrillStatus.first(report) if drills is None else drills.after(report)
 
     @property
     def replicator(self) -> storage.Replication | None:

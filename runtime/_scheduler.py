@@ -35,6 +35,7 @@ from actors import (
     SteleError,
     UnstorableValueError,
 )
+from actors._actor import ActorDescription, HandlerInfo
 from storage import Done, Outcome, Unit
 
 from ._activation import Activation
@@ -68,6 +69,7 @@ class Scheduler:
     ) -> None:
         self.loop = loop
         self.registry = registry
+        self._encode = registry.codec.encode
         self.clock = clock
         self.rng = rng
         self.spawn: Callable[..., None] = spawn
@@ -94,25 +96,33 @@ class Scheduler:
 
     # -- messages ---------------------------------------------------------------------
 
-    def validate(self, address: str, msg: msgspec.Struct) -> tuple[Any, str, bytes, Any]:
-        """``msg`` checked for ``address``: its handler, type name, payload, and decoded copy."""
-        desc, _ = self.registry.resolve(address)
-        info = self.registry.handler_for(desc, msg)
-        name = self.registry.names[info.message_type]
+    def validate(
+        self, address: str, msg: msgspec.Struct, desc: ActorDescription | None = None
+    ) -> tuple[HandlerInfo, str, bytes, Any]:
+        """``msg`` checked for ``address``: its handler, type name, payload, and decoded copy.
+
+        ``desc``: the actor's description when its cell is known (the address
+        was resolved, and checked, when the cell was made).
+        """
+        if desc is None:
+            desc = self.registry.resolve(address)[0]
+        info, name, decoder = self.registry.route(desc, msg)
         try:
-            payload = self.registry.codec.encode(msg)
+            payload = self._encode(msg)
         except ENCODE_ERRORS as exc:
             raise UnstorableValueError(f"{name} for {address} cannot be stored: {storable(str(exc))}") from None
         try:
             # The handler gets the decoded copy: what it would see on replay.
-            decoded = self.registry.codec.decoder(name).decode(payload)
+            decoded = decoder.decode(payload)
         except msgspec.DecodeError as exc:
             raise MessageValidationError(f"invalid {name} for {address}: {exc}") from None
         return info, name, payload, decoded
 
-    def prepare(self, address: str, msg: msgspec.Struct, sender: str | None = None) -> Msg:
+    def prepare(
+        self, address: str, msg: msgspec.Struct, sender: str | None = None, desc: ActorDescription | None = None
+    ) -> Msg:
         """Validate ``msg`` for ``address`` and wrap it with a fresh message id."""
-        info, name, payload, decoded = self.validate(address, msg)
+        info, name, payload, decoded = self.validate(address, msg, desc)
         self.next_message += 1
         made = Msg(self.next_message, info, decoded, name, payload, None, False, sender)
         if self.tracing is not None:

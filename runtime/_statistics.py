@@ -11,6 +11,8 @@ import msgspec
 
 from storage import ReplicationStatus
 
+from ._drill import DrillStatus
+
 
 class WriterStatistics(msgspec.Struct, frozen=True):
     """The journal writer's counters since the runtime opened."""
@@ -59,3 +61,5 @@ class RuntimeStatistics(msgspec.Struct, frozen=True):
     writer: WriterStatistics
     replication: ReplicationStatus | None
     """What is not yet in the replica (None without replication)."""
+    drill: DrillStatus | None = None
+    """The last restore drill and how many ran and failed (None before the first; see ``rt.record_drill``)."""

@@ -54,6 +54,8 @@ from storage import (
     SnapshotRow,
     TakePromise,
     Unit,
+    entry_row,
+    snapshot_row,
 )
 
 from ._cell import Cell, Msg
@@ -159,6 +161,11 @@ class StepHost(Protocol):
         ...
 
 
+_NO_RECORDS: list[Any] = []  # shared, never changed: a step resumed from its journal makes its own
+_NO_ATTEMPTS: dict[int, list[EffectRecord]] = {}
+_NO_REQUESTS: frozenset[int] = frozenset()
+
+
 class Abort(BaseException):
     """The step cannot go on (journaling an effect failed); it is left for a retry.
 
@@ -206,9 +213,10 @@ class Step(Context):
         self.cell = cell
         self.msg = msg
         self.events: list[tuple[str, bytes]] = []
-        self.sends: list[tuple[Msg, str]] = []
-        self.timers: list[tuple[Msg, str]] = []
-        self.cancels: list[Msg] = []
+        # Most steps send nothing and schedule nothing: these are made on first use.
+        self.sends: Sequence[tuple[Msg, str]] = ()
+        self.timers: Sequence[tuple[Msg, str]] = ()
+        self.cancels: Sequence[Msg] = ()
         self.effect_index = 0
         self.ok = True
         self.value: Any = None
@@ -221,15 +229,16 @@ class Step(Context):
         self.last_seq = cell.next_seq - 1
         self.snapshotted = False
         self._rng: Random | None = None
-        self._recorded: list[tuple[Entry, EffectRecord]] = []
-        self._attempts: dict[int, list[EffectRecord]] = {}
-        self._requests: set[int] = set()
+        self._recorded: list[tuple[Entry, EffectRecord]] = _NO_RECORDS
+        self._attempts: dict[int, list[EffectRecord]] = _NO_ATTEMPTS
+        self._requests: set[int] | frozenset[int] = _NO_REQUESTS
         if recorded:
             head = message_decoder.decode(recorded[0].data)
             self._seed: int = head.seed
             self._now: float = head.now
             self.durable = True
             self._recorded = [(e, effect_decoder.decode(e.data)) for e in recorded[1:] if e.kind == EntryKind.EFFECT]
+            self._attempts, self._requests = {}, set()
             for e in recorded[1:]:
                 if e.kind == EntryKind.REQUEST:
                     self._requests.add(request_decoder.decode(e.data).index)
@@ -325,11 +334,11 @@ class Step(Context):
         if self.ok:
             seq = self._seq + len(rows)
             for name, data in self.events:
-                rows.append(EntryRow(ident, seq, message, EntryKind.EVENT, name, data, at))
+                rows.append(entry_row(ident, seq, message, EntryKind.EVENT, name, data, at))
                 seq += 1
             for target, to in self.sends:
                 record = SendRecord(to, target.handler.name, msgspec.Raw(target.payload), target.step)
-                rows.append(EntryRow(ident, seq, message, EntryKind.SEND, target.type_name, _encode(record), at))
+                rows.append(entry_row(ident, seq, message, EntryKind.SEND, target.type_name, _encode(record), at))
                 inbox.append(target.inbox_row(to, at))
                 top = max(top, target.step)
                 seq += 1
@@ -338,17 +347,17 @@ class Step(Context):
                 timer = TimerRecord(
                     target.timer_id, to, target.handler.name, msgspec.Raw(target.payload), target.step, target.due
                 )
-                rows.append(EntryRow(ident, seq, message, EntryKind.TIMER, target.type_name, _encode(timer), at))
+                rows.append(entry_row(ident, seq, message, EntryKind.TIMER, target.type_name, _encode(timer), at))
                 inbox.append(target.inbox_row(to, at))
                 top = max(top, target.step)
                 seq += 1
             for cancelled in self.cancels:
                 assert cancelled.timer_id is not None
                 record_data = _encode(CancelRecord(cancelled.timer_id))
-                rows.append(EntryRow(ident, seq, message, EntryKind.CANCEL, "timer", record_data, at))
+                rows.append(entry_row(ident, seq, message, EntryKind.CANCEL, "timer", record_data, at))
                 seq += 1
         reply_type = "error" if not self.ok else type(self.value).__qualname__
-        rows.append(EntryRow(ident, self._seq + len(rows), message, EntryKind.REPLY, reply_type, reply, at))
+        rows.append(entry_row(ident, self._seq + len(rows), message, EntryKind.REPLY, reply_type, reply, at))
         self.last_seq = self._seq + len(rows) - 1
         snapshots: list[SnapshotRow] = []
         every = cell.desc.cls.snapshot_every
@@ -356,7 +365,7 @@ class Step(Context):
             state = cell.instance.state if cell.instance is not None else None
             state_name = self.host.registry.names[cell.desc.state_type]
             try:
-                snapshots.append(SnapshotRow(ident, self.last_seq, state_name, _encode(state), at))
+                snapshots.append(snapshot_row(ident, self.last_seq, state_name, _encode(state), at))
             except ENCODE_ERRORS as exc:
                 # A snapshot is only an optimisation (G5): the events are kept and
                 # rebuild this state; the next snapshot is tried `every` events on.
@@ -400,7 +409,7 @@ class Step(Context):
     def _message_row(self, at: float) -> EntryRow:
         msg = self.msg
         record = MessageRecord(msg.handler.name, msgspec.Raw(msg.payload), self._seed, self._now, msg.sender)
-        return EntryRow(self.cell.actor_id, self._seq, msg.step, EntryKind.MESSAGE, msg.type_name, _encode(record), at)
+        return entry_row(self.cell.actor_id, self._seq, msg.step, EntryKind.MESSAGE, msg.type_name, _encode(record), at)
 
     # -- Context ---------------------------------------------------------------
 
@@ -492,9 +501,9 @@ class Step(Context):
             request = RequestRecord(index, address, target.handler.name, msgspec.Raw(target.payload), target.step)
             at = self.host.clock()
             data = _encode(request)
-            row = EntryRow(self.cell.actor_id, self._seq, self.msg.step, EntryKind.REQUEST, target.type_name, data, at)
+            row = entry_row(self.cell.actor_id, self._seq, self.msg.step, EntryKind.REQUEST, target.type_name, data, at)
             await self._append(row, inbox=[target.inbox_row(address, at)])
-            self._requests.add(index)
+            self._requests = {*self._requests, index}
             self.host.deliver(address, target)  # into the callee's mailbox, now durable
         started = self.host.clock()
         self.host.ask_begins(me, address)
@@ -580,7 +589,7 @@ class Step(Context):
         return record
 
     def _effect_row(self, kind: EntryKind, name: str, record: EffectRecord) -> EntryRow:
-        return EntryRow(self.cell.actor_id, self._seq, self.msg.step, kind, name, _encode(record), record.finished)
+        return entry_row(self.cell.actor_id, self._seq, self.msg.step, kind, name, _encode(record), record.finished)
 
     async def _sleep_until(self, when: float) -> None:
         clock = self.host.clock
@@ -664,26 +673,36 @@ class Step(Context):
         due = due_time(self._now, when)
         target = self.host.prepare(address, msg, sender=self.cell.address)
         target.due = due
-        target.timer_id = f"{self.cell.address}/{self.msg.step}/t{len(self.timers)}"
+        timers = self.timers
+        if not isinstance(timers, list):
+            timers = self.timers = []
+        target.timer_id = f"{self.cell.address}/{self.msg.step}/t{len(timers)}"
         target.inbox = True
-        self.timers.append((target, address))
+        timers.append((target, address))
         return target.timer_id
 
     def cancel(self, timer_id: str) -> None:
-        for i, (target, _) in enumerate(self.timers):
-            if target.timer_id == timer_id:  # scheduled by this very step: just drop it
-                del self.timers[i]
+        timers = self.timers
+        for i, (target, _) in enumerate(timers):
+            if target.timer_id == timer_id and isinstance(timers, list):  # scheduled by this very step: drop it
+                del timers[i]
                 return
         pending = self.host.pending_timer(timer_id)
         if pending is None:
             raise UnknownTimerError(f"no pending timer {timer_id!r} (it fired, was cancelled, or never existed)")
         pending.cancelled = True  # not delivered meanwhile; undone if this step keeps nothing
-        self.cancels.append(pending)
+        cancels = self.cancels
+        if not isinstance(cancels, list):
+            cancels = self.cancels = []
+        cancels.append(pending)
 
     async def tell(self, address: str, msg: msgspec.Struct) -> None:
         target = self.host.prepare(address, msg, sender=self.cell.address)
         self.host.admit(address)  # backpressure applies to actors' sends too
-        self.sends.append((target, address))
+        sends = self.sends
+        if not isinstance(sends, list):
+            sends = self.sends = []
+        sends.append((target, address))
 
 
 def due_time(now: float, when: float | datetime.datetime) -> float:

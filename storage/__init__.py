@@ -47,6 +47,8 @@ from ._contract import (
     TakePromise,
     Unit,
     WriterStats,
+    entry_row,
+    snapshot_row,
 )
 from ._errors import (
     CommitUnknown,
@@ -140,8 +142,10 @@ __all__ = (
     "WriterStats",
     "corrupt",
     "decode_untyped",
+    "entry_row",
     "integrity_check",
     "payload_json",
     "query",
     "restore",
+    "snapshot_row",
 )

@@ -62,6 +62,8 @@ class CommitLog:
         """The journal position the next recorded commit ends at (set by the writer)."""
         self.replicated_seq = 0
         self.replicated_position = 0
+        self.progressed_at: float | None = None
+        """When the replica last took commits this log had recorded (epoch seconds), if ever."""
         self._at_risk = 0
         self.wal_limit: int | None = None
         """A WAL size past which a commit calls ``over_limit`` (from the writer thread)."""
@@ -225,10 +227,7 @@ class CommitLog:
                 pending[0].generation < generation
                 or (pending[0].generation == generation and pending[0].wal_end <= ltx.wal_end)
             ):
-                done = pending.popleft()
-                self._at_risk -= done.commits
-                self.replicated_seq = done.seq
-                self.replicated_position = max(self.replicated_position, done.position)
+                self._done(pending.popleft())
             self._forget_generations()
 
     def confirm(self, seq: int) -> None:
@@ -236,11 +235,15 @@ class CommitLog:
         with self._lock:
             pending = self._pending
             while pending and pending[0].seq <= seq:
-                done = pending.popleft()
-                self._at_risk -= done.commits
-                self.replicated_seq = done.seq
-                self.replicated_position = max(self.replicated_position, done.position)
+                self._done(pending.popleft())
             self._forget_generations()
+
+    def _done(self, commit: Commit) -> None:
+        """``commit`` is in the replica (the lock is held)."""
+        self._at_risk -= commit.commits
+        self.replicated_seq = commit.seq
+        self.replicated_position = max(self.replicated_position, commit.position)
+        self.progressed_at = time.time()
 
     def at_risk(self) -> tuple[int, float | None]:
         """How many commits are not known to be replicated, and when the oldest was made."""

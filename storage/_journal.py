@@ -91,6 +91,34 @@ class Journal(SqliteReads):
         last call: watching a journal that another process writes costs one read of shared memory."""
         return int(self._read(_data_version))
 
+    def last_position(self) -> int:
+        """The highest journal position (0 for an empty journal)."""
+
+        def query(conn: apsw.Connection) -> int:
+            row = conn.execute("SELECT coalesce(max(position), 0) FROM journal").fetchone()
+            return int(row[0]) if row else 0
+
+        return self._read(query)
+
+    def after(self, position: int, until: int | None = None) -> tuple[int, float | None]:
+        """How many entries lie past ``position`` (up to ``until``), and when the first of them was written.
+
+        What a replica ending at ``position`` lacks of this journal: a drill's
+        measure of how far behind it is.
+        """
+
+        def query(conn: apsw.Connection) -> tuple[int, float | None]:
+            bound = until if until is not None else 2**63 - 1
+            count, first = conn.execute(
+                "SELECT count(*), min(position) FROM journal WHERE position > ? AND position <= ?", (position, bound)
+            ).fetchone() or (0, None)
+            if not count:
+                return 0, None
+            row = conn.execute("SELECT at FROM journal WHERE position = ?", (first,)).fetchone()
+            return int(count), float(row[0]) if row else None
+
+        return self._read(query)
+
     def close(self) -> None:
         """Close the file (and give up ownership if it was taken)."""
         close(self._conn)

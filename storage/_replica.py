@@ -106,6 +106,8 @@ class RemoteReader:
     def __init__(self, target: ReplicaTarget, *, timeout: float = 5.0) -> None:
         self.target = target
         self._headers: dict[str, Ltx] = {}
+        self._listed: dict[int, str] = {}
+        """Per level, the newest file name listed so far (the next listing starts after it)."""
         self._client: Any = None
         self._timeout = timeout
 
@@ -127,6 +129,15 @@ class RemoteReader:
             self._headers = {name: header}  # only the newest is ever needed again
         return header
 
+    def header_of(self, txid: int) -> Ltx:
+        """The header of the level-0 LTX file holding exactly transaction ``txid`` (one small read, no listing)."""
+        stem = f"{txid:016x}-{txid:016x}.ltx"
+        if self.target.kind == "file":
+            name = os.path.join(self.target.directory, "ltx", "0", stem)
+        else:
+            name = f"{self.target.path}/0000/{stem}"
+        return parse_ltx_header(self._read_header(name), name)
+
     def check(self) -> None:
         """Fail with a clear error if the replica cannot be reached (bucket, credentials)."""
         if self.target.kind == "file":
@@ -146,6 +157,19 @@ class RemoteReader:
                 return [os.path.join(directory, n) for n in os.listdir(directory) if n.endswith(".ltx")]
             except FileNotFoundError:
                 return []
+        # Names sort by transaction id: under load, list only past the newest
+        # seen before (Litestream keeps five minutes of level-0 files, and
+        # listing them all four times a second is most of what a local S3 server
+        # does). Only when nothing is newer is the whole level listed again: a
+        # replica that was reset or replaced starts lower.
+        after = self._listed.get(level)
+        names = self._list_s3(level, after) if after else []
+        if not names:
+            names = self._list_s3(level, None)
+        self._listed[level] = max(names, default="")
+        return names
+
+    def _list_s3(self, level: int, after: str | None) -> list[str]:
         client = self._s3()
         prefix = f"{self.target.path}/{level:04x}/"
         names: list[str] = []
@@ -154,6 +178,8 @@ class RemoteReader:
             kwargs: dict[str, Any] = {"Bucket": self.target.bucket, "Prefix": prefix}
             if token:
                 kwargs["ContinuationToken"] = token
+            elif after:
+                kwargs["StartAfter"] = after
             page = client.list_objects_v2(**kwargs)
             names += [o["Key"] for o in page.get("Contents", ()) if o["Key"].endswith(".ltx")]
             if not page.get("IsTruncated"):

@@ -62,9 +62,27 @@ class ReplicationStatus:
     wal_truncations: int = 0
     """How often the WAL was checkpointed and truncated while Litestream was down
     (each time, Litestream takes a full snapshot when it is back)."""
+    stalled: bool = False
+    """The journal has advanced and the replica has not, for longer than ``stall_after_s``:
+    replication has stopped (a hung or dead Litestream, a bucket that accepts nothing)."""
+    stalled_for_s: float = 0.0
+    """How long the replica has not advanced while commits waited for it (0 when none wait)."""
+    stall_after_s: float = 0.0
+    """The threshold of ``stalled``."""
 
 
 Waiter = Callable[[], None]
+
+MIN_NUDGE_GAP_S = 0.55
+"""The least time between two syncs the monitor asks for: fewer than two extra uploads a second."""
+
+STALL_MARGIN_S = 3.0
+"""How long past the expected upload interval the replica may stand still before it is called stalled."""
+
+
+def default_stall_after(sync_interval: float) -> float:
+    """The default stall threshold: Litestream's two timers (WAL to LTX, LTX to the replica) and a margin."""
+    return 2 * sync_interval + STALL_MARGIN_S
 
 
 class Replication:
@@ -82,8 +100,11 @@ class Replication:
         external_socket: str | None = None,
         nudge_after_s: float | None = 0.35,
         max_wal_bytes: int = DEFAULT_MAX_WAL_BYTES,
+        stall_after_s: float | None = None,
     ) -> None:
         self.check_max_wal_bytes(max_wal_bytes)
+        self.stall_after_s = stall_after_s if stall_after_s is not None else default_stall_after(sync_interval)
+        self._warned_stall = False
         self.db_path = db_path
         self.target = ReplicaTarget.parse(url)
         self.max_wal_bytes = max_wal_bytes
@@ -95,6 +116,8 @@ class Replication:
         self.nudge_after_s = nudge_after_s
         self._nudge = False
         self.nudges = 0
+        """Syncs asked for by the monitor (not by replicated acknowledgements)."""
+        self._last_nudge = 0.0  # monotonic time the last nudged sync began
         self.reader = RemoteReader(self.target)
         self.litestream: Litestream | None = None
         if external_socket is None:
@@ -226,13 +249,20 @@ class Replication:
         errors = [e for e in (self._remote_error, self._sync_error) if e]
         if self.litestream is not None and self.litestream.last_error:
             errors.append(self.litestream.last_error)
+        now = time.time()
+        # Stalled: commits wait, and the replica has taken none since the oldest
+        # of them was made (or since it last advanced, if later). A replica that
+        # advances, however slowly, is lagging, not stalled.
+        progressed = commits.progressed_at if commits is not None else None
+        since = max(oldest, progressed or 0.0) if count and oldest is not None else None
+        stalled_for = max(0.0, now - since) if since is not None else 0.0
         wal_bytes = self.wal_bytes()
         over = wal_bytes > self.max_wal_bytes
         if over:
             errors.append(f"the WAL is {wal_bytes} bytes, over its bound of {self.max_wal_bytes}")
         return ReplicationStatus(
             commits_at_risk=count,
-            oldest_at_risk_s=max(0.0, time.time() - oldest) if oldest is not None else 0.0,
+            oldest_at_risk_s=max(0.0, now - oldest) if oldest is not None else 0.0,
             replicated_at=self._replicated_at,
             replicated_position=commits.replicated_position if commits is not None else 0,
             litestream_running=running,
@@ -246,6 +276,9 @@ class Replication:
             max_wal_bytes=self.max_wal_bytes,
             wal_over_bound=over,
             wal_truncations=self.wal_truncations,
+            stalled=stalled_for > self.stall_after_s,
+            stalled_for_s=stalled_for,
+            stall_after_s=self.stall_after_s,
         )
 
     def refresh(self) -> None:
@@ -261,6 +294,26 @@ class Replication:
             self.commits.replicated(newest)
             self._replicated_at = newest.timestamp
             self._remote_txid = newest.max_txid
+
+    def _confirm_uploaded(self, answer: dict[str, object]) -> bool:
+        """After "no_change": read the header of the file Litestream says it uploaded last.
+
+        Litestream's own timer turned the frames into an LTX file before the
+        sync looked, and the sync uploaded it. Its header names the WAL range,
+        which moves the mark exactly (a file that is not there, or of another
+        WAL, moves nothing), for one small read instead of listing the bucket:
+        a listing is what the S3 server spends its CPU on under load.
+        """
+        txid = answer.get("replicated_txid")
+        if answer.get("status") != "no_change" or not isinstance(txid, int) or txid <= 0 or self.commits is None:
+            return False
+        try:
+            ltx = self.reader.header_of(txid)
+        except Exception:  # boto errors, OSError: the listing decides instead
+            return False
+        self.commits.replicated(ltx)
+        self._replicated_at = max(self._replicated_at or 0.0, ltx.timestamp)
+        return True
 
     def _poll(self) -> None:
         while not self._stop.wait(self.poll_interval):
@@ -293,27 +346,38 @@ class Replication:
     def _watch(self) -> None:
         # Warnings come from a thread of their own that does no I/O: a hung
         # bucket, which stalls the poller, is exactly when they are needed.
-        while not self._stop.wait(min(self.poll_interval, 0.1)):
+        wait = min(self.poll_interval, 0.1)
+        while not self._stop.wait(wait):
             self._warn()
-            self._maybe_nudge()
+            due = self._maybe_nudge()
+            # Woken when the next nudge is due rather than at the next tick: a
+            # commit's wait for the replica is the nudge's delay plus one sync.
+            wait = min(self.poll_interval, 0.1, max(0.005, due)) if due is not None else min(self.poll_interval, 0.1)
 
-    def _maybe_nudge(self) -> None:
-        """Ask for a sync when the oldest unreplicated commit gets old.
+    def _maybe_nudge(self) -> float | None:
+        """Ask for a sync when the oldest unreplicated commit gets old; else how many seconds until it may be due.
 
         Litestream's own timers (WAL to LTX, LTX to replica, 1 s each by
         default) run independently, so a commit can wait for both: about 2 s.
         One sync requested when the oldest commit at risk passes
-        ``nudge_after_s`` bounds the window near that, for at most one extra
-        upload per interval.
+        ``nudge_after_s`` bounds the window near that. Under steady load the
+        oldest commit passes it again ``nudge_after_s`` after each sync began,
+        so nudged syncs are also kept ``MIN_NUDGE_GAP_S`` apart: each one is an
+        extra LTX file and upload, and there are fewer than two a second.
         """
         if self.nudge_after_s is None or self.commits is None:
-            return
+            return None
         count, oldest = self.commits.at_risk()
-        if count and oldest is not None and time.time() - oldest > self.nudge_after_s:
-            with self._cond:
-                if not self._nudge:
-                    self._nudge = True
-                    self._cond.notify_all()
+        if not count or oldest is None:
+            return None
+        due = max(oldest + self.nudge_after_s - time.time(), self._last_nudge + MIN_NUDGE_GAP_S - time.monotonic())
+        if due > 0:
+            return due
+        with self._cond:
+            if not self._nudge:
+                self._nudge = True
+                self._cond.notify_all()
+        return None
 
     def _warn(self) -> None:
         status = self.status()
@@ -329,6 +393,20 @@ class Replication:
         elif not late and self._warned_lag:
             log.warning("replication caught up with %s", self.target.url)
         self._warned_lag = late
+        if status.stalled and not self._warned_stall:
+            log.warning(
+                "replication stalled: the replica %s has not advanced for %.1f s while the journal did: "
+                "%d commit(s) not in it, the oldest %.1f s old (litestream running: %s; %s)",
+                self.target.url,
+                status.stalled_for_s,
+                status.commits_at_risk,
+                status.oldest_at_risk_s,
+                status.litestream_running,
+                status.last_error or "no error reported",
+            )
+        elif not status.stalled and self._warned_stall:
+            log.warning("replication resumed: %s advances again", self.target.url)
+        self._warned_stall = status.stalled
         down = not status.litestream_running
         if down and not self._warned_down:
             log.warning("litestream is not running: nothing is being replicated (%s)", status.last_error)
@@ -383,6 +461,7 @@ class Replication:
                     return
                 if self._nudge and not self._waiting:
                     self.nudges += 1
+                    self._last_nudge = time.monotonic()
                 self._nudge = False
             commits = self.commits
             before = commits.count if commits is not None else 0
@@ -398,7 +477,7 @@ class Replication:
                 # the replica (measured against 0.5.17): no need to list the bucket.
                 commits.confirm(before)
                 self._replicated_at = time.time()
-            else:
+            elif not self._confirm_uploaded(answer):
                 # "no_change" comes at once when nothing new is local, even with
                 # the bucket down: it proves nothing; the replica's files do.
                 self.refresh()

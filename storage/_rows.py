@@ -28,6 +28,7 @@ from ._contract import (
 from ._errors import UndecodableEntry
 
 TERMINAL_KINDS = (EntryKind.REPLY,)
+_KINDS: dict[str, EntryKind] = {kind.value: kind for kind in EntryKind}
 """Entry kinds that close a step. A step without one is open (interrupted)."""
 
 
@@ -62,16 +63,15 @@ def _entry(address: str, row: tuple[Any, ...]) -> Entry:
     position, seq, step, kind, type_name, data, at, crc = row
     if crc is not None and crc32(data) != crc:
         raise corrupt(f"journal entry {address}#{seq}", position, type_name, seq)
-    try:
-        kind = EntryKind(kind)
-    except ValueError:
+    known = _KINDS.get(kind)  # a dict, not EntryKind(kind): this runs for every entry read
+    if known is None:
         raise UndecodableEntry(
             f"journal entry {address}#{seq} at position {position} has an unknown kind {kind!r}",
             position=position,
             type_name=type_name,
             seq=seq,
-        ) from None
-    return Entry(position, address, seq, step, kind, type_name, data, at)
+        )
+    return Entry(position, address, seq, step, known, type_name, data, at)
 
 
 def actor_id(conn: apsw.Connection, address: str) -> int | None:

@@ -17,7 +17,6 @@ import threading
 import time
 from collections.abc import Sequence
 from typing import Any
-from zlib import crc32
 
 import apsw
 
@@ -245,12 +244,12 @@ class Writer:
                             self._elided[i] = u
         if inbox:
             cursor.executemany(INSERT_INBOX, inbox)
-        journal = [(*row, crc32(row.data)) for u in batch for row in u.journal]
+        journal = [row for u in batch for row in u.journal]
         if journal:
             cursor.executemany(INSERT_JOURNAL, journal)
             if self._commits is not None:
                 self._commits.position = conn.last_insert_rowid()
-        snapshots = [(*row, crc32(row.data)) for u in batch for row in u.snapshots]
+        snapshots = [row for u in batch for row in u.snapshots]
         if snapshots:
             cursor.executemany(INSERT_SNAPSHOT, snapshots)
         if consumed:

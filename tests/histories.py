@@ -114,6 +114,9 @@ def pending_count(db: str) -> int:
     # the runtime's SQLite: a second SQLite library in the process (the stdlib
     # one) would release the runtime's locks on the file when it closes its own.
     conn = apsw.Connection(db, flags=apsw.SQLITE_OPEN_READONLY)
+    # A process recovering the file holds its locks for a moment (WAL recovery,
+    # a checkpoint): wait for them as the runtime's own readers do.
+    conn.set_busy_timeout(10_000)
     try:
         for (count,) in conn.execute("SELECT count(*) FROM inbox"):
             return int(count)

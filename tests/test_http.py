@@ -126,7 +126,10 @@ def test_http_ask_tell_and_every_error_code(served: Server, db: str) -> None:
     assert status == 200 and body["state"]["balance"] == 12 and body["status"] == "active"
     status, page = request(f"{base}/actors/Account/alice/journal?from=1&limit=3")
     assert status == 200 and [e["kind"] for e in page] == ["message", "event", "reply"]
-    assert request(f"{base}/health") == (200, {"ok": True, "journal_failing": None})
+    assert request(f"{base}/health") == (
+        200,
+        {"ok": True, "status": "ok", "journal_failing": None, "degraded": []},
+    )
     status, metrics = request(f"{base}/metrics")
     assert status == 200 and "stele_commits_total" in metrics and "stele_active_actors" in metrics
     status, body = request(f"{base}/status")

@@ -91,7 +91,10 @@ def sweep(
     assert count["status"] == 0, count
     available = count["syncs" if crash_on == "sync" else "writes"]
     totals: Counter[str] = Counter({"crash points offered": min(points, available)})
-    for at in range(1, available + 1, max(1, available // points)):
+    # Exactly min(points, available) crash points, spread evenly: a step of
+    # available // points ran up to twice as many (every one of 1,999 syncs for 1,000).
+    cuts = range(1, available + 1) if available <= points else [1 + k * available // points for k in range(points)]
+    for at in cuts:
         run = tmp_path / f"{crash_on}-{at}"
         run.mkdir()
         db, trace, acks = str(run / "journal.db"), str(run / "trace"), run / "acks"
@@ -153,7 +156,7 @@ def test_power_cuts_with_powersafe_overwrite_lose_acknowledged_steps(
 def test_power_cuts_that_drop_unsynced_writes_lose_nothing_acknowledged(
     zygote: Zygote, tmp_path: Path, scale: int
 ) -> None:
-    # The workload offers some 1,200 writes: --long cuts at every one of them.
+    # The workload offers some 1,400 writes: --long cuts at every one of them.
     points = 100 if scale == 1 else LONG_FAULTS
     totals = sweep(zygote, tmp_path, durability="fsync", crash_on="write", points=points, policy="drop")
     add("power loss, fsync, cut between writes", **totals)
@@ -167,8 +170,10 @@ def test_power_cuts_at_durability_normal_lose_acknowledged_steps_but_never_corru
     # synchronous=NORMAL syncs the WAL only at checkpoints: a power cut loses
     # what was acknowledged since the last one. Reported, not hidden; and the
     # journal is still consistent (checked by the sweep at every point).
-    points = 100 if scale == 1 else LONG_FAULTS  # every write of the workload (some 1,200), as above
-    totals = sweep(zygote, tmp_path, durability="normal", crash_on="write", points=points)
+    # Syncing less, the workload writes less (some 875 writes): --long doubles
+    # it to offer LONG_FAULTS crash points, and cuts at every write.
+    points, messages = (100, MESSAGES) if scale == 1 else (LONG_FAULTS, 2 * MESSAGES)
+    totals = sweep(zygote, tmp_path, durability="normal", crash_on="write", points=points, messages=messages)
     add("power loss, durability=normal (loss expected)", **totals)
     assert totals["crash points"] >= totals["crash points offered"] * 0.7, totals
     assert totals["lost"] > 0, "the harness saw no loss where synchronous=NORMAL must lose: it is not cutting"

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -346,3 +347,21 @@ async def test_bad_credentials_fail_at_start_with_a_clear_error(db: str, monkeyp
                 pass
     finally:
         server.stop()
+
+
+async def test_the_monitor_asks_for_fewer_than_two_extra_uploads_a_second(db: str, s3: S3Server) -> None:
+    from storage._replication import MIN_NUDGE_GAP_S
+
+    async with Runtime(db, actors=[Account], replicate=s3.url(s3.bucket())) as rt:
+        await rt.tell("Account/0", Deposit(1))
+        await until(lambda: replicated(rt), 15, "first upload")
+        replication = rt.replicator
+        assert replication is not None
+        nudges, began = replication.nudges, time.monotonic()
+        for i in range(150):  # 3 s of steady commits: each one at risk long enough to be nudged for
+            await rt.tell(f"Account/{i % 5}", Deposit(1))
+            await anyio.sleep(0.02)
+        elapsed = time.monotonic() - began
+        asked = replication.nudges - nudges
+    assert asked >= 1  # it did ask
+    assert asked <= elapsed / MIN_NUDGE_GAP_S + 1, (asked, elapsed)

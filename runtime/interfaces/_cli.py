@@ -34,6 +34,8 @@ from .._rebuild import load
 from .._registry import Registry
 from .._replay import replay
 from ._client import call, endpoint, recorded_server
+from ._drill import add_arguments as drill_arguments
+from ._drill import duration
 from ._modules import actor_classes, load_module
 from ._text import console, err, plain, styled, write_json
 from ._token import add_token_arguments, token_from
@@ -347,6 +349,12 @@ def cmd_ask(args: argparse.Namespace) -> int:
 # -- serving ---------------------------------------------------------------------------
 
 
+def cmd_drill(args: argparse.Namespace) -> int:
+    from ._drill import cmd_drill as run  # noqa: PLC0415
+
+    return run(args)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from ._serve import serve  # noqa: PLC0415 - uvicorn only for serving
 
@@ -414,6 +422,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-replicate", action="store_true", help="do not replicate")
     p.add_argument("--durability", default="fsync", choices=("fsync", "normal", "replicated"))
     add_token_arguments(p, "required on every request (needed off loopback)")
+    p.add_argument(
+        "--drill-every",
+        type=duration,
+        metavar="DURATION",
+        help="run a restore drill of the replica this often (90s, 15m, 6h), in a child process; "
+        "the result shows on /status, /metrics and /health, and a failure is logged as an error",
+    )
     p.add_argument(
         "--allow-host",
         action="append",
@@ -556,6 +571,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--timestamp", help="ISO 8601 point in time")
     p.add_argument("--txid", type=int, help="Litestream transaction id")
     p.add_argument("--module", help="also rebuild every actor with these classes")
+
+    p = _command(
+        sub,
+        "drill",
+        cmd_drill,
+        "prove the backup: restore the latest replica, check and replay it, compare it with the journal",
+        "python -m runtime drill --module runtime.interfaces.demo_agents",
+        db=DEFAULT_DB,
+    )
+    drill_arguments(p)
+    add_token_arguments(p, "to ask the running server's replication monitor")
     return top
 
 

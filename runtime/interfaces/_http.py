@@ -36,6 +36,7 @@ from actors import SteleError, UnknownActorTypeError, UnknownHandlerError
 from .._options import DURABILITIES
 from .._rebuild import load
 from .._runtime import Runtime
+from .._statistics import RuntimeStatistics
 from . import _openapi
 from ._http_guard import Guard
 from ._http_outcomes import Answer, accepted, error, outcome, response, unknown
@@ -399,11 +400,18 @@ class App:
         return _ok({**runtime_status(self.rt, self.started), "http_waiting": self.waiting})
 
     async def health(self, request: Request) -> Response:
-        """GET /health: 200 while the runtime accepts messages (open, and its journal takes commits)."""
+        """GET /health: 200 while the runtime accepts messages (open, and its journal takes commits).
+
+        ``status`` is ``ok``, ``degraded`` (still 200: messages are accepted, but
+        the backup is not what it should be; ``degraded`` says why) or ``failing`` (503).
+        """
         figures = self.rt.statistics()
         failing = figures.journal_failing if figures.open else None
         ok = figures.open and failing is None and not self.closing
-        return _ok({"ok": ok, "journal_failing": failing}, 200 if ok else 503)
+        degraded = degradations(figures)
+        state = "failing" if not ok else "degraded" if degraded else "ok"
+        body = {"ok": ok, "status": state, "journal_failing": failing, "degraded": degraded}
+        return _ok(body, 200 if ok else 503)
 
     async def prometheus(self, request: Request) -> Response:
         """GET /metrics: Prometheus text format."""
@@ -463,6 +471,25 @@ def _size(path: str) -> int:
     return os.path.getsize(path) if os.path.exists(path) else 0
 
 
+def degradations(figures: RuntimeStatistics) -> list[str]:
+    """What is wrong with the backup while messages are still accepted, in words (empty: nothing)."""
+    found = []
+    rep = figures.replication
+    if rep is not None:
+        if rep.stalled:
+            found.append(
+                f"replication stalled: the replica has not advanced for {rep.stalled_for_s:.1f} s; "
+                f"{rep.commits_at_risk} commit(s) not in it, the oldest {rep.oldest_at_risk_s:.1f} s old"
+            )
+        if not rep.litestream_running:
+            found.append(f"litestream is not running ({rep.last_error or 'no error reported'})")
+    drills = figures.drill
+    if drills is not None and not drills.last.ok:
+        causes = ", ".join(sorted(drills.last.causes)) or "unknown"
+        found.append(f"the last restore drill failed ({causes})")
+    return found
+
+
 class _Collector:
     """Runtime figures for Prometheus, read at scrape time (nothing on the hot path)."""
 
@@ -500,3 +527,45 @@ class _Collector:
             yield GaugeMetricFamily(
                 "stele_litestream_running", "1 while Litestream runs", value=1 if status.litestream_running else 0
             )
+            yield GaugeMetricFamily(
+                "stele_replication_stalled", "1 while the journal advances and the replica does not",
+                value=1 if status.stalled else 0,
+            )  # fmt: skip
+            yield GaugeMetricFamily(
+                "stele_replication_stalled_seconds", "How long the replica has not advanced while commits wait",
+                value=status.stalled_for_s,
+            )  # fmt: skip
+        yield from _drill_metrics(figures)
+
+
+def _drill_metrics(figures: RuntimeStatistics) -> Any:
+    """``stele_drill_*``: the last restore drill (nothing before the first)."""
+    drills = figures.drill
+    if drills is None:
+        return
+    last = drills.last
+    yield CounterMetricFamily("stele_drill_runs", "Restore drills run", value=drills.runs)
+    yield CounterMetricFamily("stele_drill_failures", "Restore drills that failed", value=drills.failures)
+    yield GaugeMetricFamily("stele_drill_ok", "1 if the last restore drill passed", value=1 if last.ok else 0)
+    yield GaugeMetricFamily(
+        "stele_drill_last_run_timestamp_seconds", "When the last restore drill began", value=last.started_at
+    )
+    if drills.last_ok_at is not None:
+        yield GaugeMetricFamily(
+            "stele_drill_last_ok_timestamp_seconds", "When the last drill that passed began", value=drills.last_ok_at
+        )
+    yield GaugeMetricFamily("stele_drill_duration_seconds", "How long the last drill took", value=last.timings.total_s)
+    yield GaugeMetricFamily(
+        "stele_drill_behind_entries", "Journal entries the last drilled replica lacked", value=last.behind.entries
+    )
+    yield GaugeMetricFamily(
+        "stele_drill_behind_seconds", "Age of the oldest entry the last drilled replica lacked",
+        value=last.behind.seconds,
+    )  # fmt: skip
+    problems = GaugeMetricFamily("stele_drill_problems", "Problems the last drill found, by cause", labels=["cause"])
+    counted: dict[str, int] = {}
+    for problem in last.problems:
+        counted[problem.cause] = counted.get(problem.cause, 0) + 1
+    for cause, count in sorted(counted.items()):
+        problems.add_metric([cause], count)
+    yield problems

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -24,7 +25,8 @@ import uvicorn
 from actors import SteleError
 
 from .._runtime import Runtime
-from ._hosts import loopback, split_host
+from ._drill import drill_every as drills
+from ._hosts import loopback, split_host, wildcard
 from ._http import App
 from ._http_guard import LOOPBACK_NAMES
 from ._modules import actor_classes, load_module
@@ -93,6 +95,9 @@ async def serve(args: argparse.Namespace) -> int:
     replicate = None if args.no_replicate else (args.replicate or os.path.abspath(args.db) + "-replica")
     if args.durability == "replicated" and replicate is None:
         raise SteleError("--durability replicated needs replication: drop --no-replicate")
+    drill_every = getattr(args, "drill_every", None)
+    if drill_every is not None and replicate is None:
+        raise SteleError("--drill-every drills the replica: drop --no-replicate")
     module_name = os.path.abspath(args.module) if args.module.endswith(".py") else args.module
     classes = actor_classes(load_module(args.module))
     # Installed before anything starts, so an early signal stops the server cleanly
@@ -141,6 +146,21 @@ async def serve(args: argparse.Namespace) -> int:
                 shown = f"[{host}]" if ":" in host else host
                 await rt.annotate("module", module_name)
                 await rt.annotate("http", f"{shown}:{bound}")
+                if replicate is not None:
+                    await rt.annotate("replica", replicate)  # where `drill` finds it
+                if drill_every is not None and replicate is not None:
+                    tg.start_soon(
+                        functools.partial(
+                            drills,
+                            rt,
+                            drill_every,
+                            module=module_name,
+                            replica=replicate,
+                            server=f"http://{'[::1]' if ':' in host else '127.0.0.1'}:{bound}"
+                            if wildcard(host) else f"http://{shown}:{bound}",
+                            token=token,
+                        )
+                    )
                 log.info("journal %s", os.path.abspath(args.db))
                 log.info("replica %s", replicate or "none (--no-replicate)")
                 if rt.litestream_socket is None and replicate is not None:

@@ -37,7 +37,7 @@ def message(ident: int, target: str, *, timer: bool = False) -> InboxRow:
 
 
 def rows(actor: int, first_seq: int, step: int, kinds: list[EntryKind], at: float = AT) -> list[EntryRow]:
-    return [EntryRow(actor, first_seq + i, step, kind, "T", b"\x01", at + i) for i, kind in enumerate(kinds)]
+    return [storage.entry_row(actor, first_seq + i, step, kind, "T", b"\x01", at + i) for i, kind in enumerate(kinds)]
 
 
 CLOSED = [EntryKind.MESSAGE, EntryKind.EVENT, EntryKind.REPLY]

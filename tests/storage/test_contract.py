@@ -28,9 +28,10 @@ from storage import (
     RecordKey,
     Revive,
     SetStatus,
-    SnapshotRow,
     TakePromise,
     Unit,
+    entry_row,
+    snapshot_row,
 )
 
 from .conftest import Harness
@@ -44,7 +45,7 @@ def inbox(ident: int, target: str = "A/a", *, key: str | None = None, timer: str
 
 
 def entry(actor: int, seq: int, message: int, kind: EntryKind = EntryKind.EVENT, data: bytes = b"\x01") -> EntryRow:
-    return EntryRow(actor, seq, message, kind, "T", data, AT)
+    return entry_row(actor, seq, message, kind, "T", data, AT)
 
 
 def step(actor: int, first_seq: int, message: int, *, register: bool = False, consume: bool = True) -> Unit:
@@ -148,7 +149,7 @@ def test_entries_snapshots_and_time_travel(harness: Harness) -> None:
     backend = harness.open()
     harness.commit([step(1, 1, 1, register=True, consume=False)])
     harness.commit([step(1, 4, 2, consume=False)])
-    harness.commit([Unit(snapshots=[SnapshotRow(1, 5, "S", b"\x91\x05", AT)])])
+    harness.commit([Unit(snapshots=[snapshot_row(1, 5, "S", b"\x91\x05", AT)])])
     assert [e.seq for e in backend.entries("A/1", from_seq=3)] == [3, 4, 5, 6]
     assert [e.seq for e in backend.entries("A/1", kind=EntryKind.EVENT)] == [2, 5]
     info = backend.actor("A/1")
