@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import shutil
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -16,7 +17,8 @@ import anyio
 
 T = TypeVar("T")
 
-CHROMIUM = os.environ.get("STELE_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM = os.environ.get("STELE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+"""The browser: ``STELE_CHROMIUM`` (which ``.ci/run`` sets), else ``chromium`` on the PATH."""
 ARGS = [
     "--no-sandbox",
     "--headless",
