@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -23,7 +24,8 @@ from storage import Journal
 from ._model import fresh, synthesize
 
 ROOT = Path(__file__).parent.parent
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = os.environ.get("STELE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+"""The browser the tests drive (tests/browser.py): ``STELE_CHROMIUM``, else ``chromium`` on the PATH."""
 Result = dict[str, Any]
 
 
