@@ -214,6 +214,7 @@ class Runtime:
         if not self._open:
             return
         self._open = False
+        _collector.release(self.limits.young_gc_threshold)  # close() will return early: give it back here
         assert self._parts is not None and self._store is not None
         self._parts.scheduler.closing = True
         self._store.abandon()
