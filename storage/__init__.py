@@ -6,9 +6,14 @@
 from ._backoff import Backoff
 from ._codec import Codec, decode_untyped
 from ._contract import (
+    ACTOR_FILTERS,
+    ActorCondition,
+    ActorDetail,
     ActorInfo,
+    ActorPage,
     ActorRow,
     ActorStatus,
+    ActorSummary,
     Backend,
     Bury,
     CancelTimer,
@@ -22,6 +27,7 @@ from ._contract import (
     ForgetKey,
     Idempotent,
     InboxRow,
+    JournalSummary,
     MarkAttempt,
     Notify,
     Op,
@@ -31,6 +37,7 @@ from ._contract import (
     PutPromise,
     Reads,
     RecordKey,
+    ResolvedPromise,
     Revive,
     SetStatus,
     Snapshot,
@@ -64,13 +71,20 @@ from ._restore import RestoreReport, restore
 from ._rows import corrupt
 from ._schema import SCHEMA_VERSION
 from ._store import Store
+from ._views import VIEWS, Query, QueryResult, payload_json, query
 
 __all__ = (
+    "ACTOR_FILTERS",
     "DEFAULT_MAX_WAL_BYTES",
     "SCHEMA_VERSION",
+    "VIEWS",
+    "ActorCondition",
+    "ActorDetail",
     "ActorInfo",
+    "ActorPage",
     "ActorRow",
     "ActorStatus",
+    "ActorSummary",
     "Backend",
     "Backoff",
     "Bury",
@@ -89,6 +103,7 @@ __all__ = (
     "InboxRow",
     "IntegrityError",
     "Journal",
+    "JournalSummary",
     "Litestream",
     "LitestreamError",
     "MarkAttempt",
@@ -100,12 +115,15 @@ __all__ = (
     "Pending",
     "PutMeta",
     "PutPromise",
+    "Query",
+    "QueryResult",
     "Reads",
     "RecordKey",
     "ReplicaTarget",
     "ReplicaUnavailable",
     "Replication",
     "ReplicationStatus",
+    "ResolvedPromise",
     "RestoreReport",
     "Revive",
     "SchemaError",
@@ -126,6 +144,8 @@ __all__ = (
     "decode_untyped",
     "entry_row",
     "integrity_check",
+    "payload_json",
+    "query",
     "restore",
     "snapshot_row",
 )
