@@ -7,9 +7,14 @@ and read-only access.
 from ._backoff import Backoff
 from ._codec import Codec, decode_untyped
 from ._contract import (
+    ACTOR_FILTERS,
+    ActorCondition,
+    ActorDetail,
     ActorInfo,
+    ActorPage,
     ActorRow,
     ActorStatus,
+    ActorSummary,
     Backend,
     Bury,
     CancelTimer,
@@ -23,6 +28,7 @@ from ._contract import (
     ForgetKey,
     Idempotent,
     InboxRow,
+    JournalSummary,
     MarkAttempt,
     Notify,
     Op,
@@ -32,6 +38,7 @@ from ._contract import (
     PutPromise,
     Reads,
     RecordKey,
+    ResolvedPromise,
     Revive,
     SetStatus,
     Snapshot,
@@ -62,6 +69,8 @@ from ._litestream import Litestream
 from ._open import open_backend
 from ._pg_connect import is_postgres, redact
 from ._pg_store import PgStore
+from ._pg_views import PgQuery
+from ._query import query
 from ._replica import ReplicaTarget
 from ._replication import DEFAULT_MAX_WAL_BYTES, Replication, ReplicationStatus
 from ._restore import RestoreReport, restore
@@ -69,13 +78,20 @@ from ._rows import corrupt
 from ._schema import SCHEMA_VERSION
 from ._store import Store
 from ._transfer import CopyReport, copy_journal
+from ._views import VIEWS, Query, QueryResult, payload_json
 
 __all__ = (
+    "ACTOR_FILTERS",
     "DEFAULT_MAX_WAL_BYTES",
     "SCHEMA_VERSION",
+    "VIEWS",
+    "ActorCondition",
+    "ActorDetail",
     "ActorInfo",
+    "ActorPage",
     "ActorRow",
     "ActorStatus",
+    "ActorSummary",
     "Backend",
     "Backoff",
     "Bury",
@@ -95,6 +111,7 @@ __all__ = (
     "InboxRow",
     "IntegrityError",
     "Journal",
+    "JournalSummary",
     "Litestream",
     "LitestreamError",
     "MarkAttempt",
@@ -104,15 +121,19 @@ __all__ = (
     "Outcome",
     "OwnedElsewhere",
     "Pending",
+    "PgQuery",
     "PgStore",
     "PutMeta",
     "PutPromise",
+    "Query",
+    "QueryResult",
     "Reads",
     "RecordKey",
     "ReplicaTarget",
     "ReplicaUnavailable",
     "Replication",
     "ReplicationStatus",
+    "ResolvedPromise",
     "RestoreReport",
     "Revive",
     "SchemaError",
@@ -136,6 +157,8 @@ __all__ = (
     "integrity_check",
     "is_postgres",
     "open_backend",
+    "payload_json",
+    "query",
     "redact",
     "restore",
     "snapshot_row",
