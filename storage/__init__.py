@@ -7,9 +7,14 @@ and read-only access.
 from ._backoff import Backoff
 from ._codec import Codec, decode_untyped
 from ._contract import (
+    ACTOR_FILTERS,
+    ActorCondition,
+    ActorDetail,
     ActorInfo,
+    ActorPage,
     ActorRow,
     ActorStatus,
+    ActorSummary,
     Backend,
     Bury,
     CancelTimer,
@@ -23,6 +28,7 @@ from ._contract import (
     ForgetKey,
     Idempotent,
     InboxRow,
+    JournalSummary,
     MarkAttempt,
     Notify,
     Op,
@@ -32,6 +38,7 @@ from ._contract import (
     PutPromise,
     Reads,
     RecordKey,
+    ResolvedPromise,
     Revive,
     SetStatus,
     Snapshot,
@@ -66,6 +73,8 @@ from ._pg_nodes import NODE_PREFIX, NodeInfo, PgNodes, ShardLease, node_address,
 from ._pg_nodes import view as cluster_view
 from ._pg_schema import SHARDS
 from ._pg_store import PgStore
+from ._pg_views import PgQuery
+from ._query import query
 from ._replica import ReplicaTarget
 from ._replication import DEFAULT_MAX_WAL_BYTES, Replication, ReplicationStatus
 from ._restore import RestoreReport, restore
@@ -73,15 +82,22 @@ from ._rows import corrupt
 from ._schema import SCHEMA_VERSION
 from ._store import Store
 from ._transfer import CopyReport, copy_journal
+from ._views import VIEWS, Query, QueryResult, payload_json
 
 __all__ = (
+    "ACTOR_FILTERS",
     "DEFAULT_MAX_WAL_BYTES",
     "NODE_PREFIX",
     "SCHEMA_VERSION",
     "SHARDS",
+    "VIEWS",
+    "ActorCondition",
+    "ActorDetail",
     "ActorInfo",
+    "ActorPage",
     "ActorRow",
     "ActorStatus",
+    "ActorSummary",
     "Backend",
     "Backoff",
     "Bury",
@@ -101,6 +117,7 @@ __all__ = (
     "InboxRow",
     "IntegrityError",
     "Journal",
+    "JournalSummary",
     "LeaseLost",
     "Litestream",
     "LitestreamError",
@@ -113,15 +130,19 @@ __all__ = (
     "OwnedElsewhere",
     "Pending",
     "PgNodes",
+    "PgQuery",
     "PgStore",
     "PutMeta",
     "PutPromise",
+    "Query",
+    "QueryResult",
     "Reads",
     "RecordKey",
     "ReplicaTarget",
     "ReplicaUnavailable",
     "Replication",
     "ReplicationStatus",
+    "ResolvedPromise",
     "RestoreReport",
     "Revive",
     "SchemaError",
@@ -148,6 +169,8 @@ __all__ = (
     "is_postgres",
     "node_address",
     "open_backend",
+    "payload_json",
+    "query",
     "redact",
     "restore",
     "shard_of",

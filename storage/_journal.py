@@ -12,7 +12,20 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import Any, Protocol
 
-from ._contract import ActorInfo, DeadLetter, Entry, EventRow, Idempotent, Pending, Reads, Snapshot, SnapshotInfo
+from ._contract import (
+    ActorDetail,
+    ActorInfo,
+    ActorPage,
+    DeadLetter,
+    Entry,
+    EventRow,
+    Idempotent,
+    JournalSummary,
+    Pending,
+    Reads,
+    Snapshot,
+    SnapshotInfo,
+)
 from ._errors import StorageError
 from ._pg_connect import is_postgres
 from ._pg_journal import PgJournal
@@ -24,6 +37,8 @@ class _Opened(Reads, Protocol):
     path: str
 
     def last_position(self) -> int: ...
+
+    def version(self) -> int: ...
 
     def after(self, position: int, until: int | None = None) -> tuple[int, float | None]: ...
 
@@ -126,6 +141,45 @@ class Journal:
     def meta(self, key: str) -> Any:
         """A value recorded in the journal's meta table (None if absent)."""
         return self._opened.meta(key)
+
+    def version(self) -> int:
+        """A number that changes whenever another connection has committed to the journal since the
+        last call: watching a journal that another process writes costs one cheap read."""
+        return self._opened.version()
+
+    def entries_page(
+        self, actor: str, *, after_seq: int | None = None, before_seq: int | None = None, limit: int = 100
+    ) -> list[Entry]:
+        """Up to ``limit`` of the actor's entries, oldest first: those after ``after_seq``, else the
+        last ones before ``before_seq`` (else its last ones)."""
+        return self._opened.entries_page(actor, after_seq=after_seq, before_seq=before_seq, limit=limit)
+
+    def entry(self, position: int) -> Entry | None:
+        """The entry at journal ``position``, or None."""
+        return self._opened.entry(position)
+
+    def summary(self) -> JournalSummary:
+        """The journal at a glance: actors, types, last position, inbox, dead letters, suspended."""
+        return self._opened.summary()
+
+    def actor_page(
+        self,
+        *,
+        after: str | None = None,
+        before: str | None = None,
+        limit: int = 50,
+        type: str | None = None,
+        search: str | None = None,
+        condition: str | None = None,
+    ) -> ActorPage:
+        """Up to ``limit`` actors in address order after ``after`` or before ``before``, filtered."""
+        return self._opened.actor_page(
+            after=after, before=before, limit=limit, type=type, search=search, condition=condition
+        )
+
+    def actor_detail(self, address: str, limit: int = 100) -> ActorDetail | None:
+        """One actor's summary, inbox (up to ``limit``), dead letters and resolved promises."""
+        return self._opened.actor_detail(address, limit)
 
     def last_position(self) -> int:
         """The highest journal position (0 for an empty journal)."""

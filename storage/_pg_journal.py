@@ -32,6 +32,8 @@ class PgJournal(PgReads):
         self.path = where
         """The database's URL, without its password."""
         self._pool = pool
+        self._snapshot = ""
+        self._version = 0
         # A journal dropped without close() (a one-line look in a script) still ends its session.
         weakref.finalize(self, pool.close)
 
@@ -69,6 +71,17 @@ class PgJournal(PgReads):
     def stored_bytes(self) -> int:
         """What the journal's tables and their indexes take on the server."""
         return self._pool.run(_stored_bytes)
+
+    def version(self) -> int:
+        """A number that changes whenever another session has committed on the server since the last
+        call: the server's snapshot (the transactions running, and the next id) is compared with the
+        last one seen. A watch may wake a little more often than needed, never less."""
+        row = self._pool.run(lambda conn: conn.execute("SELECT pg_current_snapshot()::text").fetchone())
+        seen = str(row[0]) if row else ""
+        if seen != self._snapshot:
+            self._snapshot = seen
+            self._version += 1
+        return self._version
 
     def last_position(self) -> int:
         """The highest journal position (0 for an empty journal)."""

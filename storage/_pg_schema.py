@@ -37,7 +37,7 @@ INSERT INTO meta(key, int_value) VALUES ('step_hwm', 0);
 -- database): NULL and 0 while one runtime owns the whole database.
 CREATE TABLE actors(
     id         bigint PRIMARY KEY,
-    address    text NOT NULL UNIQUE,
+    address    text COLLATE "C" NOT NULL UNIQUE,  -- byte order, as SQLite sorts: pages of actors by address
     type       text NOT NULL,
     status     text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'suspended')),
     reason     text,

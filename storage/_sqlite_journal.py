@@ -86,6 +86,15 @@ class SqliteJournal(SqliteReads):
         except (apsw.Error, UnicodeDecodeError) as exc:
             raise translate(exc, f"cannot read {self.path}") from None
 
+    def version(self) -> int:
+        """SQLite's ``data_version``: it changes whenever another connection has committed to the file."""
+
+        def query(conn: apsw.Connection) -> int:
+            row = conn.execute("PRAGMA data_version").fetchone()
+            return int(row[0]) if row else 0
+
+        return self._read(query)
+
     def last_position(self) -> int:
         """The highest journal position (0 for an empty journal)."""
 
