@@ -37,6 +37,7 @@ from actors import (
     Actor,
     ActorSuspendedError,
     AskTimeoutError,
+    JournalError,
     ReplicationTimeout,
     RuntimeClosedError,
     SteleError,
@@ -441,7 +442,18 @@ class Runtime:
         row = prepared.inbox_row(address, at, key=prepared.idempotency_key)
         await parts.writes.write(Unit(inbox=[row], top=prepared.step))  # a failure: not accepted
         cluster.route_inbox([(prepared.step, address)])
-        value = await parts.promises.take(cluster.address, name, timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:  # accepted now: the reply waits in the database however long reading it fails
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                value = await parts.promises.take(cluster.address, name, left)
+                break
+            except JournalError as exc:
+                log.warning("the reply to ask %s of %s cannot be read yet: %s", name, address, exc)
+                if deadline is not None and time.monotonic() >= deadline:
+                    value = None
+                    break
+                await anyio.sleep(cluster.options.poll_s)
         if value is None:
             raise AskTimeoutError(f"no reply from {address} within {timeout} s (the message may still be processed)")
         self.spawn(_forget_reply, parts, cluster.address, name)
@@ -739,6 +751,7 @@ class _Parts:
         scheduler.cluster = cluster
         self.activation.new_actor_id = scheduler.new_actor_id
         self.activation.lease_of = cluster.lease_of
+        self.health.processed = cluster.consumed
         self.mailboxes.holding = cluster.seen
         self.ingress.routed = cluster.route_inbox
         cluster.adopt = scheduler.recover

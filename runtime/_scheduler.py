@@ -390,6 +390,10 @@ class Scheduler:
                 cell.retry.next()
         else:
             self.mailboxes.consumed()  # an ask not yet durable: it fails below
+            if self.cluster is not None:
+                # Not held here any more: if its unknown commit did make it durable, the node's
+                # poll finds it in the inbox and runs it (one runtime alone runs it at its next start).
+                self.cluster.consumed(msg.step)
         if msg.waiter is not None and not msg.waiter.done() and (not msg.inbox or moved):
             msg.waiter.set_exception(moved_error(cell, msg) if moved and msg.inbox else error)
         delay = cell.retry.last
@@ -400,7 +404,7 @@ class Scheduler:
             reason = f"its step failed {msg.attempts} times; last: {storable(str(error))}"
             self.spawn(self.dead_letters.bury, cell, msg, reason)
         elif isinstance(error, storage.CommitUnknown) and not self.closing:
-            self.health.after_unknown_commit(cell, delay)
+            self.health.after_unknown_commit(cell, delay, msg if not bury and msg.inbox else None)
         elif cell.mailbox:
             self.loop.call_later(delay, self.mailboxes.make_ready, cell)
 
