@@ -17,6 +17,7 @@ from ._contract import (
     DropDeadLetter,
     Entry,
     EntryKind,
+    EntryPreview,
     EntryRow,
     EventRow,
     ForgetKey,
@@ -26,10 +27,12 @@ from ._contract import (
     Notify,
     Op,
     Outcome,
+    PayloadStats,
     Pending,
     PutMeta,
     PutPromise,
     Reads,
+    Reclaim,
     RecordKey,
     Revive,
     SetStatus,
@@ -58,6 +61,8 @@ from ._errors import (
 )
 from ._journal import Journal, integrity_check
 from ._litestream import Litestream
+from ._payload_store import StoredValue
+from ._payloads import DEFAULT_THRESHOLD as DEFAULT_PAYLOAD_THRESHOLD
 from ._replica import ReplicaTarget
 from ._replication import DEFAULT_MAX_WAL_BYTES, Replication, ReplicationStatus
 from ._restore import RestoreReport, restore
@@ -67,6 +72,7 @@ from ._store import Store
 
 __all__ = (
     "DEFAULT_MAX_WAL_BYTES",
+    "DEFAULT_PAYLOAD_THRESHOLD",
     "SCHEMA_VERSION",
     "ActorInfo",
     "ActorRow",
@@ -82,6 +88,7 @@ __all__ = (
     "DropDeadLetter",
     "Entry",
     "EntryKind",
+    "EntryPreview",
     "EntryRow",
     "EventRow",
     "ForgetKey",
@@ -97,10 +104,12 @@ __all__ = (
     "OperationalError",
     "Outcome",
     "OwnedElsewhere",
+    "PayloadStats",
     "Pending",
     "PutMeta",
     "PutPromise",
     "Reads",
+    "Reclaim",
     "RecordKey",
     "ReplicaTarget",
     "ReplicaUnavailable",
@@ -115,6 +124,7 @@ __all__ = (
     "SnapshotRow",
     "StorageError",
     "Store",
+    "StoredValue",
     "Sync",
     "TakePromise",
     "Unconsumed",

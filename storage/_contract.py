@@ -245,6 +245,40 @@ class DeadLetter(msgspec.Struct, frozen=True):
     at: float
 
 
+class PayloadStats(NamedTuple):
+    """The journal's stored payloads: chunks, their bytes as stored (compressed) and as content."""
+
+    chunks: int
+    stored_bytes: int
+    content_bytes: int
+    reclaimable: int
+    """Chunks only transient rows (inbox, keys, promises, dead letters) refer to, or nothing."""
+
+
+class EntryPreview(msgspec.Struct, frozen=True):
+    """One journal entry as a listing shows it: its payload decoded, long parts cut short.
+
+    ``data`` equals :meth:`Entry.decoded` when ``truncated`` is false; otherwise
+    long strings and binaries end early, long arrays and maps keep their first
+    elements, and what is left out is named (see :func:`storage.preview`).
+    Making one reads at most a bounded part of the value, however large.
+    """
+
+    position: int
+    actor: str
+    seq: int
+    step: int
+    kind: str
+    type: str
+    at: float
+    size: int
+    """The payload's length in bytes."""
+    stored: bool
+    """Whether the payload is stored once in the payload store (rather than in the entry's row)."""
+    truncated: bool
+    data: Any
+
+
 EventRow = tuple[int, int, str, bytes, int | None]
 """``(position, seq, type, data, crc)`` of one event; whoever decodes it checks the crc."""
 
@@ -343,6 +377,10 @@ class DropDeadLetter(Op, frozen=True, gc=False):
     letter: int
 
 
+class Reclaim(Op, frozen=True, gc=False):
+    """Delete the stored payloads nothing refers to any more (see docs/payloads.md)."""
+
+
 # -- units ---------------------------------------------------------------------------------
 
 
@@ -415,6 +453,16 @@ class Reads(Protocol):
 
     def entries(self, actor: str, from_seq: int = 0, kind: str | None = None) -> Iterator[Entry]:
         """An actor's entries from ``from_seq`` on, in order (optionally of one kind)."""
+        ...
+
+    def entry_previews(
+        self, actor: str, from_seq: int = 0, kind: str | None = None, limit: int = 100
+    ) -> list[EntryPreview]:
+        """A page of an actor's entries for a listing, long parts cut short (bounded reads, any payload size)."""
+        ...
+
+    def payload_stats(self) -> PayloadStats:
+        """The stored payloads: chunks, bytes as stored and as content, how many may be reclaimed."""
         ...
 
     def snapshots(self, actor: str) -> Iterator[SnapshotInfo]:
