@@ -61,6 +61,9 @@ from ._writes import Writes
 
 log = logging.getLogger("stele.runtime")
 
+RECLAIM_EVERY_S = 60.0
+"""How often the runtime reclaims stored payloads nothing refers to any more."""
+
 
 class Runtime:
     """Hosts actor classes over the journal at ``path``; an async context manager.
@@ -79,8 +82,12 @@ class Runtime:
     ``lag_warning_s=…``).
 
     ``idempotency_retention_s``: how long an idempotency key keeps its first
-    outcome. ``clock`` and ``rng`` are injectable (tests: a virtual clock runs
-    an hour of timers in milliseconds). ``vfs`` names an APSW VFS to open the
+    outcome. ``payload_threshold``: values (messages, effect results, events,
+    replies, snapshots) longer than this many bytes are stored once, as
+    compressed, content-addressed chunks shared by every entry and snapshot
+    that holds the same content (None: never; see ``docs/payloads.md``).
+    ``clock`` and ``rng`` are injectable (tests: a virtual clock runs an hour
+    of timers in milliseconds). ``vfs`` names an APSW VFS to open the
     journal through (fault injection).
     """
 
@@ -94,6 +101,7 @@ class Runtime:
         limits: Limits | None = None,
         replication: ReplicationOptions | None = None,
         idempotency_retention_s: float = 24 * 3600.0,
+        payload_threshold: int | None = storage.DEFAULT_PAYLOAD_THRESHOLD,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         vfs: str | None = None,
@@ -109,6 +117,7 @@ class Runtime:
         self.replicate = replicate
         self.limits, self.replication_options = grouped(limits, replication, options)
         self.idempotency_retention_s = idempotency_retention_s
+        self.payload_threshold = payload_threshold
         self.clock = clock
         self.rng = rng or random.Random()
         self.vfs = vfs
@@ -150,6 +159,7 @@ class Runtime:
                 vfs=self.vfs,
                 replication=self._replication,
                 restore=restore,  # runs once the journal is owned, only if it is missing
+                payload_threshold=self.payload_threshold,
             )
 
             def opened() -> Store:
@@ -163,6 +173,7 @@ class Runtime:
             pending = await anyio.to_thread.run_sync(store.pending)
             self._open = True
             self.spawn(parts.idempotency.purge_hourly)
+            self.spawn(self._reclaim_periodically)
             self.spawn(parts.timers.run)
             parts.scheduler.recover(pending)
         except BaseException:
@@ -418,6 +429,24 @@ class Runtime:
         The runtime also does this at start and every hour.
         """
         return await self._running().idempotency.purge(batch=batch)
+
+    async def reclaim_payloads(self) -> None:
+        """Delete the stored payloads nothing refers to any more (one transaction of the writer).
+
+        Only chunks written for inbox messages, keys' replies, promises' values
+        and dead letters alone can lose their last reference (journal entries
+        and snapshots are never deleted). The runtime also does this at start
+        and every :data:`RECLAIM_EVERY_S` seconds.
+        """
+        await self._running().writes.write(Unit(ops=[storage.Reclaim()]))
+
+    async def _reclaim_periodically(self) -> None:
+        while True:
+            try:
+                await self.reclaim_payloads()
+            except SteleError as exc:  # the journal's trouble: the next round tries again
+                log.warning("could not reclaim stored payloads: %s", exc)
+            await anyio.sleep(RECLAIM_EVERY_S)
 
     # -- looking -------------------------------------------------------------------------
 

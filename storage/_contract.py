@@ -458,7 +458,11 @@ class Reads(Protocol):
     def entry_previews(
         self, actor: str, from_seq: int = 0, kind: str | None = None, limit: int = 100
     ) -> list[EntryPreview]:
-        """A page of an actor's entries for a listing, long parts cut short (bounded reads, any payload size)."""
+        """A page of up to ``limit`` entries for a listing, long parts cut short (bounded reads).
+
+        A page of many large payloads may hold fewer entries: it reads a
+        bounded number of bytes in all; the next page starts after its last.
+        """
         ...
 
     def payload_stats(self) -> PayloadStats:

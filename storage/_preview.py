@@ -42,13 +42,13 @@ class RangeReader(Protocol):
         ...
 
 
-def preview(value: RangeReader) -> tuple[Any, bool]:
-    """``(data, truncated)``: the value decoded, long parts cut short when it is large."""
+def preview(value: RangeReader) -> tuple[Any, bool, int]:
+    """``(data, truncated, bytes read)``: the value decoded, long parts cut short when it is large."""
     if value.size <= WHOLE_MAX:
-        return msgspec.msgpack.decode(value.read(0, value.size)), False
+        return msgspec.msgpack.decode(value.read(0, value.size)), False, value.size
     walker = _Walker(value)
     data = walker.item(0)
-    return data, walker.truncated
+    return data, walker.truncated, walker.bytes_read
 
 
 class _Stop(Exception):
@@ -73,6 +73,7 @@ class _Walker:
         self._buf_at = 0
         self._read = 0
         self._skipped = 0
+        self.bytes_read = 0
         self.truncated = False
         self.stopped = False
 
@@ -86,6 +87,7 @@ class _Walker:
             self._buf = self._value.read(self._pos, max(n, WINDOW))
             self._buf_at = self._pos
             self._read += len(self._buf)
+            self.bytes_read = self._read
             at = 0
             if len(self._buf) < n:
                 raise _Stop  # the value ends early: not msgpack

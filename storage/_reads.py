@@ -24,6 +24,12 @@ from ._contract import (
 from ._payload_store import StoredValue
 
 P = ParamSpec("P")
+
+
+def _payload_problems(conn: apsw.Connection) -> Iterator[str]:
+    for problem in _payload_store.verify(conn):
+        yield problem.problem
+
 T = TypeVar("T")
 
 
@@ -78,6 +84,10 @@ class SqliteReads(abc.ABC):
         if stored is None:
             return None
         return StoredValue(stored, lambda chunk, length: self._read(_payload_store.chunk, chunk, length))
+
+    def payload_problems(self) -> Iterator[str]:
+        """Every stored chunk read back and checked (CRC-32, decompression, length, SHA-256): what is wrong."""
+        return self._iterate(_payload_problems)
 
     def payload_stats(self) -> PayloadStats:
         """The stored payloads: chunks, bytes as stored and as content, how many may be reclaimed."""

@@ -309,6 +309,10 @@ def _event_resolved(conn: apsw.Connection, row: EventRow) -> EventRow:
         return row  # as stored: it fails its checksum where it is decoded, an error naming its position
 
 
+PAGE_READ_MAX = 4 * 1024 * 1024
+"""Bytes of payload one page of previews reads at most (it holds at least one entry)."""
+
+
 def previews(
     conn: apsw.Connection, actor: int, address: str, from_seq: int, kind: str | None, limit: int
 ) -> list[EntryPreview]:
@@ -318,7 +322,8 @@ def previews(
     if kind is not None:
         sql += " AND kind = ?"
         params += (kind,)
-    out = []
+    out: list[EntryPreview] = []
+    budget = PAGE_READ_MAX
     with conn:  # the rows and the chunks they name: one read transaction
         for position, seq, step, kind_name, type_name, data, at, crc in conn.execute(
             sql + " ORDER BY seq LIMIT ?", (*params, limit)
@@ -328,7 +333,7 @@ def previews(
                 value = StoredValue(data, lambda ident, length: chunk(conn, ident, length))
                 if not value.reference and crc is not None and crc32(data) != crc:
                     raise corrupt(what, position, type_name, seq)
-                decoded, truncated = preview(value)
+                decoded, truncated, read = preview(value)
             except BadReference as exc:
                 raise UndecodableEntry(
                     f"{what} at position {position} is corrupt: its payload cannot be read: {exc}",
@@ -342,6 +347,9 @@ def previews(
                     decoded,
                 )
             )  # fmt: skip
+            budget -= read
+            if budget <= 0:
+                break  # a page of many large entries ends early; the next page goes on from there
     return out
 
 
