@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,7 +27,7 @@ class Harness:
     def __init__(
         self,
         name: str,
-        opener: Callable[[storage.Notify], Backend],
+        opener: Callable[..., Backend],
         reader: Callable[[], AbstractContextManager[Reads]],
     ) -> None:
         self.name = name
@@ -35,9 +36,10 @@ class Harness:
         self.backend: Backend | None = None
         self.fault: FaultVFS | None = None
 
-    def open(self) -> Backend:
-        """Own the journal (a fresh one the first time)."""
-        self.backend = self._opener(_deliver)
+    def open(self, **options: Any) -> Backend:
+        """Own the journal (a fresh one the first time); ``options`` go to the backend's opener
+        (``payload_threshold``)."""
+        self.backend = self._opener(_deliver, **options)
         return self.backend
 
     def reopen(self) -> Backend:
@@ -85,8 +87,8 @@ def _deliver(results: list[tuple[storage.Done, list[Outcome]]]) -> None:
 
 
 def _sqlite(path: Path, vfs: str | None) -> Harness:
-    def opener(notify: storage.Notify) -> Backend:
-        return Store.open(str(path), notify=notify, vfs=vfs)
+    def opener(notify: storage.Notify, **options: Any) -> Backend:
+        return Store.open(str(path), notify=notify, vfs=vfs, **options)
 
     def reader() -> AbstractContextManager[Reads]:
         return Journal.open(str(path))
