@@ -325,8 +325,11 @@ def reclaim(conn: apsw.Connection) -> int:
         return 0
     live: set[int] = set()
     for table, column in TRANSIENT:
-        sql = f"SELECT {column} FROM {table} WHERE length({column}) <= ? AND substr({column}, 1, 1) = x'c1'"
-        for (value,) in conn.execute(sql, (MANIFEST_MAX * 4,)):
+        # Every reference, however long: a reference has no length bound (a value of many
+        # megabytes made of short pieces has a long list of pieces even once nested), and
+        # one passed over would lose its chunks while its row still names them.
+        sql = f"SELECT {column} FROM {table} WHERE substr({column}, 1, 1) = x'c1'"
+        for (value,) in conn.execute(sql):
             try:
                 live |= _references(conn, value)
             except BadReference:

@@ -138,6 +138,20 @@ def test_transient_values_are_reclaimed_once_nothing_refers_to_them(harness: Har
     assert backend.pending() == [] and backend.idempotent("k") is None and backend.promise("A/1", "p") is None
 
 
+def test_a_message_whose_reference_is_long_keeps_its_chunks_through_a_reclaim(harness: Harness) -> None:
+    # Many long strings, each followed by a short one: the list of pieces is about a third
+    # of the value (the short strings stay inline in it), so even nested its reference is
+    # kilobytes long. A reclaim must still find every chunk it names.
+    backend = harness.open()
+    body = encode([[text(600, seed=i + 1), text(240, seed=-i - 1)] for i in range(12_000)])
+    assert harness.one(turn(1, 1, 1, "a", register=True)) is None
+    assert harness.one(Unit(inbox=[inbox(2, body)], top=2)) is None
+    assert harness.one(Unit(ops=[Reclaim()])) is None
+    assert [p.payload for p in backend.pending()] == [body]
+    assert harness.one(Unit(consumed=[2], ops=[Reclaim()])) is None
+    assert backend.payload_stats().chunks == 0
+
+
 def test_what_the_journal_refers_to_is_never_reclaimed(harness: Harness) -> None:
     backend = harness.open()
     answer = text(3000)
