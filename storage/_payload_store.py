@@ -246,8 +246,7 @@ class PayloadWriter:
         if limit is None or max(map(len, map(_DATA["inbox"], rows))) <= limit:
             return rows
         return [
-            row if len(row[4]) <= limit else row._replace(payload=self.store(conn, row[4], keep=False))
-            for row in rows
+            row if len(row[4]) <= limit else row._replace(payload=self.store(conn, row[4], keep=False)) for row in rows
         ]
 
     def op(self, conn: apsw.Connection, op: c.Op) -> c.Op:

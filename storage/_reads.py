@@ -24,13 +24,12 @@ from ._contract import (
 from ._payload_store import StoredValue
 
 P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def _payload_problems(conn: apsw.Connection) -> Iterator[str]:
     for problem in _payload_store.verify(conn):
         yield problem.problem
-
-T = TypeVar("T")
 
 
 class SqliteReads(abc.ABC):

@@ -276,9 +276,6 @@ def seq_at(conn: apsw.Connection, actor: int, position: int) -> int:
     return lo
 
 
-
-
-
 def event_rows(conn: apsw.Connection, actor: int, after_seq: int, until_seq: int | None = None) -> list[EventRow]:
     """``(position, seq, type, data, crc)`` of an actor's events after ``after_seq``.
 
