@@ -5,6 +5,7 @@ the journal, bytes Litestream uploads to a moto S3 server through a counting pro
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import socket
 import sqlite3
@@ -131,8 +132,8 @@ def small_payloads(workdir: Path, tells: Scenario, asks: Scenario) -> Result:
     out: Result = {}
     for threshold in (DEFAULT_PAYLOAD_THRESHOLD, None, DEFAULT_PAYLOAD_THRESHOLD, None):
         key = "on" if threshold is not None else "off"
-        told = anyio.run(tells, workdir, 1000, 20, threshold)
-        asked = anyio.run(asks, workdir, 3000, threshold)
+        told = anyio.run(functools.partial(tells, workdir, actors=1000, per_actor=20, payload_threshold=threshold))
+        asked = anyio.run(functools.partial(asks, workdir, count=3000, payload_threshold=threshold))
         best = out.setdefault(key, {"tells_per_s": 0.0, "asks_per_s": 0.0})
         best["tells_per_s"] = max(best["tells_per_s"], told["messages_per_s"])
         if asked["asks_per_s"] > best["asks_per_s"]:
