@@ -11,6 +11,7 @@ import anyio
 import msgspec
 import pytest
 
+import storage
 from runtime import Registry, Runtime, replay
 from runtime.interfaces._check import check
 from storage import Journal
@@ -116,3 +117,17 @@ async def test_an_old_journal_migrates_and_stores_payloads(tmp_path: Path) -> No
         assert journal.payload_stats().chunks > 0
         said = [msgspec.msgpack.decode(e.data) for e in journal.entries("Chat/new", kind="event")]
         assert said == [{"text": long_question}, {"text": answer}]
+
+
+async def test_sql_over_the_journal_reads_stored_payloads_as_values(tmp_path: Path) -> None:
+    path = str(tmp_path / "j.db")
+    await converse(path, 6, payload_threshold=1024)  # 24 events: a snapshot after 10 and 20
+    with Journal.open(path) as journal:
+        answers = [msgspec.msgpack.decode(e.data)["text"] for e in journal.entries("Chat/long", kind="event")][1::2]
+        assert journal.payload_stats().chunks > 0
+    result = storage.query(
+        path, "SELECT payload ->> '$.text' FROM entries WHERE kind = 'event' AND type = 'Answered' ORDER BY position"
+    )
+    assert [row[0] for row in result.rows] == answers
+    state = storage.query(path, "SELECT state ->> '$.turns[1].content' FROM snapshots ORDER BY seq LIMIT 1")
+    assert state.rows == [[answers[0]]]

@@ -152,6 +152,27 @@ def test_a_message_whose_reference_is_long_keeps_its_chunks_through_a_reclaim(ha
     assert backend.payload_stats().chunks == 0
 
 
+def test_the_browsing_reads_see_values_not_references(harness: Harness) -> None:
+    # The console's reads: a page of entries, one entry by position, an actor's inbox,
+    # dead letters and promises.
+    backend = harness.open()
+    answer = text(5000)
+    message, letter, promised = (encode({"body": text(3000)}) for _ in range(3))
+    assert harness.one(turn(1, 1, 1, answer, register=True)) is None
+    assert harness.one(Unit(inbox=[inbox(2, message), inbox(3, letter)], top=3)) is None
+    assert harness.one(Unit(ops=[Bury(3, 5, "failed", AT), PutPromise("A/1", "p", promised, AT)])) is None
+    page = backend.entries_page("A/1")
+    assert [e.decoded().get("text") for e in page if e.kind == EntryKind.EVENT] == [answer]
+    assert page == list(backend.entries("A/1"))
+    one = backend.entry(page[2].position)
+    assert one is not None and one.decoded() == {"text": answer}
+    detail = backend.actor_detail("A/1")
+    assert detail is not None
+    assert [p.payload for p in detail.pending] == [message]
+    assert [d.payload for d in detail.dead_letters] == [letter]
+    assert [p.value for p in detail.promises] == [promised]
+
+
 def test_what_the_journal_refers_to_is_never_reclaimed(harness: Harness) -> None:
     backend = harness.open()
     answer = text(3000)
