@@ -67,14 +67,14 @@ def corrupt(what: str, position: int, type_name: str, seq: int | None = None) ->
 
 def _entry(conn: apsw.Connection, address: str, row: tuple[Any, ...]) -> Entry:
     position, seq, step, kind, type_name, data, at, crc = row
-    if crc is not None and crc32(data) != crc:
-        # A payload stored once holds a reference here, and the crc of the value
-        # it refers to: no cost at all for the entries that hold their value.
-        if not is_reference(data):
-            raise corrupt(f"journal entry {address}#{seq}", position, type_name, seq)
+    if data[:1] == MARK_BYTES:
+        # A payload stored once: the row holds a reference, and the crc of the value it
+        # refers to. Told by its first byte, never by a failed crc: a reference ends
+        # with its own CRC-32, so the CRC-32 of every reference is the same constant,
+        # and a value whose CRC-32 is that constant (easily made) would pass for one.
         data = _stored(conn, data, f"journal entry {address}#{seq}", position, type_name, seq)
-        if crc32(data) != crc:
-            raise corrupt(f"journal entry {address}#{seq}", position, type_name, seq)
+    if crc is not None and crc32(data) != crc:
+        raise corrupt(f"journal entry {address}#{seq}", position, type_name, seq)
     known = _KINDS.get(kind)  # a dict, not EntryKind(kind): this runs for every entry read
     if known is None:
         raise UndecodableEntry(

@@ -10,6 +10,8 @@ journal's are kept. Runs against every backend of ``conftest.harness``.
 from __future__ import annotations
 
 import os
+import struct
+import zlib
 
 import msgspec
 
@@ -171,6 +173,22 @@ def test_the_browsing_reads_see_values_not_references(harness: Harness) -> None:
     assert [p.payload for p in detail.pending] == [message]
     assert [d.payload for d in detail.dead_letters] == [letter]
     assert [p.value for p in detail.promises] == [promised]
+
+
+def test_a_value_whose_crc_is_that_of_every_reference_is_still_read_as_itself(harness: Harness) -> None:
+    # A reference ends with its own CRC-32, so every reference has the same CRC-32 (CRC's
+    # residue). A value made to have that CRC-32 too must not be taken for stored as is.
+    backend = harness.open()
+    start = os.urandom(3000)
+    head = encode(start + b"1234")[: -len(start) - 4]  # msgpack's header of a bin of that length
+    value = head + start + struct.pack("<I", zlib.crc32(head + start))
+    assert zlib.crc32(value) == 0x2144DF1C and msgspec.msgpack.decode(value)
+    assert harness.one(turn(1, 1, 1, "a", register=True)) is None
+    assert harness.one(Unit(journal=[entry_row(1, 5, 2, EntryKind.EVENT, "Blob", value, AT)])) is None
+    (entry,) = backend.entries("A/1", from_seq=5)
+    assert entry.data == value
+    with harness.reading() as outside:
+        assert [e.data for e in outside.entries("A/1", from_seq=5)] == [value]
 
 
 def test_what_the_journal_refers_to_is_never_reclaimed(harness: Harness) -> None:
