@@ -26,7 +26,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from types import TracebackType
-from typing import Any, Unpack
+from typing import Any, Literal, Unpack
 
 import anyio
 import anyio.to_thread
@@ -92,7 +92,9 @@ class Runtime:
     outcome. ``payload_threshold``: values (messages, effect results, events,
     replies, snapshots) longer than this many bytes are stored once, as
     compressed, content-addressed chunks shared by every entry and snapshot
-    that holds the same content (None: never; see ``docs/payloads.md``).
+    that holds the same content (None: never; "auto": 1 KiB on a SQLite
+    file, never on PostgreSQL, which refuses a threshold; see
+    ``docs/payloads.md``).
     ``clock`` and ``rng`` are injectable (tests: a virtual clock runs an hour
     of timers in milliseconds). ``vfs`` names an APSW VFS to open the
     journal through (fault injection).
@@ -108,7 +110,7 @@ class Runtime:
         limits: Limits | None = None,
         replication: ReplicationOptions | None = None,
         idempotency_retention_s: float = 24 * 3600.0,
-        payload_threshold: int | None = storage.DEFAULT_PAYLOAD_THRESHOLD,
+        payload_threshold: int | Literal["auto"] | None = "auto",
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         vfs: str | None = None,
@@ -132,6 +134,12 @@ class Runtime:
                     f"{', '.join(refused)}: Litestream replication and a VFS are for SQLite journals; on "
                     "PostgreSQL the database's durability is the server's (synchronous_commit, standbys): "
                     'use durability="replicated" for synchronous replication'
+                )
+            if payload_threshold not in ("auto", None):
+                raise ValueError(
+                    f"payload_threshold={payload_threshold!r}: payloads stored once are for SQLite journals; a "
+                    "PostgreSQL journal keeps every value in its row (the server compresses large ones, TOAST), "
+                    "see docs/payloads.md; leave payload_threshold unset"
                 )
         elif durability == "replicated" and replicate is None:
             raise ValueError('durability="replicated" needs replicate=URL_OR_DIRECTORY')
@@ -197,7 +205,8 @@ class Runtime:
             pending = await anyio.to_thread.run_sync(store.pending)
             self._open = True
             self.spawn(parts.idempotency.purge_hourly)
-            self.spawn(self._reclaim_periodically)
+            if not self.postgres:  # a PostgreSQL journal keeps values in their rows: nothing to reclaim
+                self.spawn(self._reclaim_periodically)
             self.spawn(parts.timers.run)
             parts.scheduler.recover(pending)
         except BaseException:
@@ -466,7 +475,8 @@ class Runtime:
         Only chunks written for inbox messages, keys' replies, promises' values
         and dead letters alone can lose their last reference (journal entries
         and snapshots are never deleted). The runtime also does this at start
-        and every :data:`RECLAIM_EVERY_S` seconds.
+        and every :data:`RECLAIM_EVERY_S` seconds. On PostgreSQL, which keeps
+        every value in its row, there is nothing to reclaim.
         """
         await self._running().writes.write(Unit(ops=[storage.Reclaim()]))
 

@@ -50,6 +50,7 @@ from ._contract import (
     Sync,
     TakePromise,
     Unit,
+    ValueReader,
     WriterStats,
     entry_row,
     snapshot_row,
@@ -69,9 +70,9 @@ from ._errors import (
 )
 from ._journal import Journal, integrity_check
 from ._litestream import Litestream
+from ._open import open_backend
 from ._payload_store import StoredValue
 from ._payloads import DEFAULT_THRESHOLD as DEFAULT_PAYLOAD_THRESHOLD
-from ._open import open_backend
 from ._pg_connect import is_postgres, redact
 from ._pg_store import PgStore
 from ._pg_views import PgQuery
@@ -159,6 +160,7 @@ __all__ = (
     "UndecodableEntry",
     "Unit",
     "Unstorable",
+    "ValueReader",
     "WriterStats",
     "copy_journal",
     "corrupt",

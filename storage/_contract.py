@@ -526,6 +526,20 @@ class WriterStats:
 # -- the protocols ---------------------------------------------------------------------------
 
 
+class ValueReader(Protocol):
+    """One entry's value, read a piece at a time (``storage.StoredValue``): a 50 MB value is never held whole."""
+
+    size: int
+
+    def read(self, offset: int, n: int) -> bytes:
+        """Up to ``n`` bytes from ``offset`` (fewer at the end)."""
+        ...
+
+    def pieces(self) -> Iterator[bytes]:
+        """The value's bytes, piece by piece, in order (checked against its checksum at the end)."""
+        ...
+
+
 class Reads(Protocol):
     """What a journal answers: the read-only :class:`~storage.Journal` and every backend."""
 
@@ -551,8 +565,16 @@ class Reads(Protocol):
         """
         ...
 
+    def entry_value(self, actor: str, seq: int) -> ValueReader | None:
+        """One entry's value, to read piece by piece, or None: how a whole value is served."""
+        ...
+
     def payload_stats(self) -> PayloadStats:
         """The stored payloads: chunks, bytes as stored and as content, how many may be reclaimed."""
+        ...
+
+    def payload_problems(self) -> Iterator[str]:
+        """Every stored payload chunk read back and checked (CRC-32, decompression, length, SHA-256): what is wrong."""
         ...
 
     def snapshots(self, actor: str) -> Iterator[SnapshotInfo]:

@@ -131,3 +131,28 @@ async def test_sql_over_the_journal_reads_stored_payloads_as_values(tmp_path: Pa
     assert [row[0] for row in result.rows] == answers
     state = storage.query(path, "SELECT state ->> '$.turns[1].content' FROM snapshots ORDER BY seq LIMIT 1")
     assert state.rows == [[answers[0]]]
+
+
+async def test_a_journal_of_stored_payloads_copies_to_postgresql_and_to_a_file_as_values(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """A copy carries values, not references: the target (a database, or a new file) reads them whole."""
+    path = str(tmp_path / "j.db")
+    await converse(path, 12, payload_threshold=1024)
+    with Journal.open(path) as journal:
+        assert journal.payload_stats().chunks > 0
+        entries = list(journal.entries("Chat/long"))
+        snapshot = journal.snapshot("Chat/long")
+    copied = str(tmp_path / "copy.db")
+    for target in (pg_url, copied):
+        storage.copy_journal(path, target)
+        with Journal.open(target) as journal:
+            assert list(journal.entries("Chat/long")) == entries
+            assert journal.snapshot("Chat/long") == snapshot
+            assert journal.payload_stats().chunks == 0  # values in their rows: a copy stores nothing once
+            assert replay(journal, Registry([Chat])).ok
+    assert check(copied).ok
+    with pytest.raises(ValueError, match="payloads stored once are for SQLite journals"):
+        Runtime(pg_url, actors=[Chat], payload_threshold=1024)
+    async with Runtime(pg_url, actors=[Chat]) as rt:  # the conversation goes on, from the copied snapshot
+        assert len((await rt.ask("Chat/long", Say("one more"))).encode()) >= 2000

@@ -404,7 +404,7 @@ class App:
             return response(error(400, "malformed", f"seq must be an integer from 0 to {MAX_POSITION}"))
         seq = int(raw)
 
-        def open_value() -> tuple[storage.Journal, storage.StoredValue | None]:
+        def open_value() -> tuple[storage.Journal, storage.ValueReader | None]:
             journal = self._journal()
             try:
                 return journal, journal.entry_value(address, seq)

@@ -128,12 +128,16 @@ class Harness:
         name: str,
         opener: Callable[..., Backend],
         reader: Callable[[], AbstractContextManager[Reads]],
+        *,
+        payloads: bool,
     ) -> None:
         self.name = name
         self._opener = opener
         self._reader = reader
         self.backend: Backend | None = None
         self.fault: Faults | None = None
+        self.payloads = payloads
+        """Whether the backend stores large values once, as chunks (SQLite; PostgreSQL refuses a threshold)."""
 
     def open(self, **options: Any) -> Backend:
         """Own the journal (a fresh one the first time); ``options`` go to the backend's opener
@@ -192,7 +196,7 @@ def _sqlite(path: Path, vfs: str | None) -> Harness:
     def reader() -> AbstractContextManager[Reads]:
         return Journal.open(str(path))
 
-    return Harness("sqlite-file" if vfs is None else "sqlite-fault-vfs", opener, reader)
+    return Harness("sqlite-file" if vfs is None else "sqlite-fault-vfs", opener, reader, payloads=True)
 
 
 def _postgres(url: str, owner_url: str) -> Harness:
@@ -202,7 +206,7 @@ def _postgres(url: str, owner_url: str) -> Harness:
     def reader() -> AbstractContextManager[Reads]:
         return Journal.open(url)
 
-    return Harness("postgres", opener, reader)
+    return Harness("postgres", opener, reader, payloads=False)
 
 
 def _made(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:

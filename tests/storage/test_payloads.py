@@ -1,10 +1,13 @@
 """Payloads stored once, checked without a runtime: what every backend must do with large values.
 
-A value above the threshold is stored as content-addressed chunks and read
-back whole by every read, from inside and from outside; the same content is
-stored once wherever it appears; a unit that fails stores nothing; chunks only
-transient rows referred to are reclaimed once nothing refers to them, and the
-journal's are kept. Runs against every backend of ``conftest.harness``.
+On every backend a large value is read back whole by every read, from inside
+and from outside, listed from a bounded read, and a unit that fails leaves
+nothing of it. Where the backend stores payloads (``Harness.payloads``: SQLite)
+a value above the threshold is stored as content-addressed chunks, the same
+content once wherever it appears, and chunks only transient rows referred to
+are reclaimed once nothing refers to them while the journal's are kept; a
+backend that does not (PostgreSQL) refuses a threshold, clearly, and keeps
+values in their rows. Runs against every backend of ``conftest.harness``.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import struct
 import zlib
 
 import msgspec
+import pytest
 
 import storage
 from storage import (
@@ -62,6 +66,11 @@ def turn(actor: int, seq: int, message: int, answer: str, *, register: bool = Fa
     )
 
 
+def stores_payloads(harness: Harness) -> None:
+    if not harness.payloads:
+        pytest.skip(f"{harness.name} keeps every value in its row: no chunks to share or reclaim")
+
+
 def test_one_answer_in_an_effect_an_event_a_reply_and_a_snapshot_is_stored_once(harness: Harness) -> None:
     backend = harness.open()
     answer = text(4000)
@@ -70,7 +79,7 @@ def test_one_answer_in_an_effect_an_event_a_reply_and_a_snapshot_is_stored_once(
     unit.snapshots = [snapshot_row(1, 4, "S", state, AT)]
     assert harness.one(unit) is None
     stats = backend.payload_stats()
-    assert stats.chunks >= 1
+    assert (stats.chunks >= 1) == harness.payloads
     assert stats.content_bytes < 1.25 * len(answer)  # one copy, not four
     entries = list(backend.entries("A/1"))
     assert entries[1].decoded()["result"] == answer
@@ -95,7 +104,7 @@ def test_small_values_stay_in_their_rows_and_storage_can_be_turned_off(harness: 
     assert harness.one(turn(1, 5, 2, "short")) is None
     assert backend.payload_stats().chunks == 0
     assert harness.one(turn(1, 9, 3, answer)) is None
-    assert backend.payload_stats().chunks >= 1
+    assert (backend.payload_stats().chunks >= 1) == harness.payloads
     assert [e.decoded().get("text") for e in backend.entries("A/1", kind=EntryKind.EVENT)] == [answer, "short", answer]
 
 
@@ -111,13 +120,15 @@ def test_a_value_of_megabytes_is_cut_and_an_edited_copy_shares_most_of_it(harnes
     assert second.content_bytes - first.content_bytes < 0.05 * len(big)  # content-defined chunks realign
     events = [e.decoded()["b"] for e in backend.entries("A/1", from_seq=5)]
     assert events == [big, edited]
-    value = backend.entry_value("A/1", 6) if isinstance(backend, storage.Store) else None
-    if value is not None:  # read piece by piece: the same bytes
-        assert value.size == len(encode({"b": edited}))
-        assert b"".join(value.pieces()) == encode({"b": edited})
+    value = backend.entry_value("A/1", 6)  # read piece by piece: the same bytes
+    assert value is not None and value.size == len(encode({"b": edited}))
+    assert b"".join(value.pieces()) == encode({"b": edited})
+    assert value.read(1_000_000, 12) == encode({"b": edited})[1_000_000:1_000_012]
+    assert backend.entry_value("A/1", 7) is None
 
 
 def test_transient_values_are_reclaimed_once_nothing_refers_to_them(harness: Harness) -> None:
+    stores_payloads(harness)
     backend = harness.open()
     message, reply, promised, letter = (encode({"body": text(3000)}) for _ in range(4))
     assert harness.one(turn(1, 1, 1, "a", register=True)) is None
@@ -206,7 +217,7 @@ def test_what_the_journal_refers_to_is_never_reclaimed(harness: Harness) -> None
     assert harness.one(step) is None  # the message leaves the inbox; its entry holds the same answer
     assert harness.one(Unit(ops=[Reclaim()])) is None
     assert backend.payload_stats().reclaimable == 0
-    assert backend.payload_stats().chunks >= 1
+    assert (backend.payload_stats().chunks >= 1) == harness.payloads
     assert next(iter(backend.entries("A/1", from_seq=5))).decoded()["body"] == {"question": answer}
 
 
@@ -234,7 +245,7 @@ def test_previews_read_a_bounded_part_of_a_large_value(harness: Harness) -> None
     page = backend.entry_previews("A/1")
     assert [p.seq for p in page] == [1, 2, 3, 4, 5, 6]
     effect = page[1]
-    assert effect.truncated and effect.stored and effect.size > 3_000_000
+    assert effect.truncated and effect.stored == harness.payloads and effect.size > 3_000_000
     assert effect.data["result"].startswith("xxxx") and effect.data["result"].endswith("[3,000,000 bytes]")
     assert len(effect.data["result"]) < 2000 and effect.data["finished"] == AT + 1.5  # what follows is still read
     listed = page[4].data
@@ -253,8 +264,28 @@ def test_a_commit_of_payloads_that_did_not_land_is_retried_and_stores_each_chunk
     assert harness.fault is not None
     backend = harness.open()
     answer = text(6000)
-    harness.fault.sync_failures = 1  # the commit's fsync fails once: read back, not there, retried
-    assert harness.one(turn(1, 1, 1, answer, register=True)) is None
+    harness.fault.fail_next_commit(backend)  # fails without landing: read back, not there, retried
+    unit = turn(1, 1, 1, answer, register=True)
+    unit.inbox = [inbox(2, encode({"question": answer}))]
+    unit.top = 2
+    assert harness.one(unit) is None
     assert harness.fault.injected == 1
     assert backend.payload_stats().content_bytes < 1.25 * len(answer)
     assert [e.decoded() for e in backend.entries("A/1", kind=EntryKind.EVENT)] == [{"text": answer}]
+    assert [p.payload for p in backend.pending()] == [encode({"question": answer})]
+
+
+def test_a_backend_without_payload_storage_refuses_a_threshold_and_keeps_large_values_whole(
+    harness: Harness,
+) -> None:
+    if harness.payloads:
+        pytest.skip(f"{harness.name} stores payloads once")
+    with pytest.raises(ValueError, match="payload_threshold=1024: payloads stored once are for SQLite journals"):
+        harness.open(payload_threshold=1024)
+    backend = harness.open()  # unset: every value in its row
+    answer = text(200_000)
+    assert harness.one(turn(1, 1, 1, answer, register=True)) is None
+    assert harness.one(Unit(ops=[Reclaim()])) is None  # nothing to reclaim, and no error
+    assert backend.payload_stats() == storage.PayloadStats(0, 0, 0, 0)
+    assert list(backend.payload_problems()) == []
+    assert [e.decoded()["text"] for e in backend.entries("A/1", kind=EntryKind.EVENT)] == [answer]
