@@ -200,8 +200,8 @@ def _sqlite(path: Path, vfs: str | None) -> Harness:
 
 
 def _postgres(url: str, owner_url: str) -> Harness:
-    def opener(notify: storage.Notify) -> Backend:
-        return PgStore.open(owner_url, notify=notify)
+    def opener(notify: storage.Notify, **options: Any) -> Backend:
+        return PgStore.open(owner_url, notify=notify, **options)
 
     def reader() -> AbstractContextManager[Reads]:
         return Journal.open(url)
