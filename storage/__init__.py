@@ -23,6 +23,7 @@ from ._contract import (
     DropDeadLetter,
     Entry,
     EntryKind,
+    EntryPreview,
     EntryRow,
     EventRow,
     ForgetKey,
@@ -33,10 +34,12 @@ from ._contract import (
     Notify,
     Op,
     Outcome,
+    PayloadStats,
     Pending,
     PutMeta,
     PutPromise,
     Reads,
+    Reclaim,
     RecordKey,
     ResolvedPromise,
     Revive,
@@ -47,6 +50,7 @@ from ._contract import (
     Sync,
     TakePromise,
     Unit,
+    ValueReader,
     WriterStats,
     entry_row,
     snapshot_row,
@@ -67,6 +71,8 @@ from ._errors import (
 from ._journal import Journal, integrity_check
 from ._litestream import Litestream
 from ._open import open_backend
+from ._payload_store import StoredValue
+from ._payloads import DEFAULT_THRESHOLD as DEFAULT_PAYLOAD_THRESHOLD
 from ._pg_connect import is_postgres, redact
 from ._pg_store import PgStore
 from ._pg_views import PgQuery
@@ -83,6 +89,7 @@ from ._views import VIEWS, Query, QueryResult, payload_json
 __all__ = (
     "ACTOR_FILTERS",
     "DEFAULT_MAX_WAL_BYTES",
+    "DEFAULT_PAYLOAD_THRESHOLD",
     "SCHEMA_VERSION",
     "VIEWS",
     "ActorCondition",
@@ -104,6 +111,7 @@ __all__ = (
     "DropDeadLetter",
     "Entry",
     "EntryKind",
+    "EntryPreview",
     "EntryRow",
     "EventRow",
     "ForgetKey",
@@ -120,6 +128,7 @@ __all__ = (
     "OperationalError",
     "Outcome",
     "OwnedElsewhere",
+    "PayloadStats",
     "Pending",
     "PgQuery",
     "PgStore",
@@ -128,6 +137,7 @@ __all__ = (
     "Query",
     "QueryResult",
     "Reads",
+    "Reclaim",
     "RecordKey",
     "ReplicaTarget",
     "ReplicaUnavailable",
@@ -143,12 +153,14 @@ __all__ = (
     "SnapshotRow",
     "StorageError",
     "Store",
+    "StoredValue",
     "Sync",
     "TakePromise",
     "Unconsumed",
     "UndecodableEntry",
     "Unit",
     "Unstorable",
+    "ValueReader",
     "WriterStats",
     "copy_journal",
     "corrupt",

@@ -13,6 +13,7 @@ from typing import Any
 import apsw
 
 from . import _contract as c
+from ._payload_store import resolve
 
 Statement = tuple[str, tuple[Any, ...]]
 
@@ -99,6 +100,10 @@ def _drop_dead_letter(op: Any) -> list[Statement]:
     return [("DELETE FROM dead_letters WHERE id = ?", (op.letter,))]
 
 
+def _reclaim(op: Any) -> list[Statement]:
+    return []  # not a statement: the writer's payload store carries it out (storage/_payload_store.py)
+
+
 _STATEMENTS: dict[type[c.Op], Callable[[Any], list[Statement]]] = {
     c.PutMeta: _put_meta,
     c.RecordKey: _record_key,
@@ -111,13 +116,14 @@ _STATEMENTS: dict[type[c.Op], Callable[[Any], list[Statement]]] = {
     c.Bury: _bury,
     c.Revive: _revive,
     c.DropDeadLetter: _drop_dead_letter,
+    c.Reclaim: _reclaim,
 }
 
 
 def _promise_landed(conn: apsw.Connection, op: Any) -> bool:
     # Not safe to run again: a second INSERT of a resolved promise fails.
     row = conn.execute("SELECT value FROM promises WHERE address = ? AND name = ?", (op.address, op.name)).fetchone()
-    return row is not None and bytes(row[0]) == op.value
+    return row is not None and resolve(conn, bytes(row[0])) == op.value
 
 
 def _revive_landed(conn: apsw.Connection, op: Any) -> bool:

@@ -124,6 +124,10 @@ def _drop_dead_letter(op: Any) -> list[Statement]:
     return [("DELETE FROM dead_letters WHERE id = %s", (op.letter,))]
 
 
+def _reclaim(op: Any) -> list[Statement]:
+    return []  # nothing to reclaim: a PostgreSQL journal keeps every value in its row (docs/payloads.md)
+
+
 _STATEMENTS: dict[type[c.Op], Callable[[Any], list[Statement]]] = {
     c.PutMeta: _put_meta,
     c.RecordKey: _record_key,
@@ -136,6 +140,7 @@ _STATEMENTS: dict[type[c.Op], Callable[[Any], list[Statement]]] = {
     c.Bury: _bury,
     c.Revive: _revive,
     c.DropDeadLetter: _drop_dead_letter,
+    c.Reclaim: _reclaim,
 }
 
 
