@@ -6,6 +6,7 @@
 from ._backoff import Backoff
 from ._codec import Codec, decode_untyped
 from ._contract import (
+    STREAMED,
     ActorInfo,
     ActorRow,
     ActorStatus,
@@ -68,6 +69,7 @@ from ._store import Store
 __all__ = (
     "DEFAULT_MAX_WAL_BYTES",
     "SCHEMA_VERSION",
+    "STREAMED",
     "ActorInfo",
     "ActorRow",
     "ActorStatus",
