@@ -28,6 +28,7 @@ from actors._actor import ActorDescription
 from storage import EntryKind
 
 from ._events import emit
+from ._outcomes import answered, due_time, effect_name, promised, return_type
 from ._records import (
     NIL,
     EffectRecord,
@@ -39,7 +40,6 @@ from ._records import (
     timer_decoder,
 )
 from ._registry import Registry, type_name
-from ._step import answered, due_time, effect_name, promised, return_type
 
 _encode = msgspec.msgpack.Encoder().encode
 

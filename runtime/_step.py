@@ -27,12 +27,9 @@ import anyio.to_thread
 import msgspec
 
 from actors import (
-    AskTimeoutError,
     Context,
     EffectError,
-    HandlerError,
     NonDeterminismError,
-    PromiseError,
     Retry,
     SteleError,
     UnknownEventError,
@@ -61,6 +58,7 @@ from storage import (
 from ._cell import Cell, Msg
 from ._drive import Resume
 from ._events import emit
+from ._outcomes import answered, due_time, effect_name, promised, return_type
 from ._records import (
     NIL,
     CancelRecord,
@@ -72,11 +70,10 @@ from ._records import (
     TimerRecord,
     effect_decoder,
     message_decoder,
-    reply_decoder,
     request_decoder,
 )
 from ._registry import Registry
-from ._values import ENCODE_ERRORS, finite, storable, text
+from ._values import ENCODE_ERRORS, storable, text
 
 log = logging.getLogger("stele.runtime")
 
@@ -693,70 +690,6 @@ class Step(Context):
         if not isinstance(sends, list):
             sends = self.sends = []
         sends.append((target, address))
-
-
-def due_time(now: float, when: float | datetime.datetime) -> float:
-    """When a timer scheduled at ``now`` for ``when`` (a delay or an aware datetime) is due."""
-    if isinstance(when, datetime.datetime):
-        if when.tzinfo is None:
-            raise ValueError("schedule() wants an aware datetime (with a time zone)")
-        due = when.timestamp()
-    else:
-        try:
-            due = now + float(when)
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise UnstorableValueError(f"schedule() wants seconds or a datetime, not {when!r}: {exc}") from None
-    finite(due, "a timer's due time")
-    if due < now:
-        raise ValueError(f"cannot schedule in the past ({now - due:.3f} s ago)")
-    return due
-
-
-def answered(record: EffectRecord, address: str, reply_type: Any) -> Any:
-    """An actor's ask, as journaled: the reply, the other handler's error, or the timeout."""
-    if not record.ok:
-        raise AskTimeoutError(record.error)
-    reply = reply_decoder.decode(record.result)
-    if not reply.ok:
-        raise HandlerError(address, reply.error_type, reply.error)
-    return msgspec.msgpack.decode(reply.value, type=reply_type)
-
-
-def promised(record: EffectRecord) -> Any:
-    """A promise's journaled outcome: its value, or the PromiseError of its timeout."""
-    if not record.ok:
-        raise PromiseError(record.error)
-    return msgspec.msgpack.decode(record.result)
-
-
-def effect_name(fn: Callable[..., Any]) -> str:
-    """The name an effect is journaled and compared under.
-
-    The qualified name without the module: the same function must keep its name
-    whether its module runs as ``__main__``, is imported, or is loaded by a
-    replay tool, or every replay would diverge.
-    """
-    while isinstance(fn, functools.partial):
-        fn = fn.func
-    return getattr(fn, "__qualname__", None) or type(fn).__qualname__
-
-
-@functools.lru_cache(maxsize=4096)
-def _hints(fn: Callable[..., Any]) -> Any:
-    try:
-        return typing.get_type_hints(fn).get("return", Any)
-    except Exception:  # unresolvable annotations: decode untyped
-        return Any
-
-
-def return_type(fn: Callable[..., Any]) -> Any:
-    """The type an effect's journaled result decodes as: ``fn``'s return annotation."""
-    while isinstance(fn, functools.partial):
-        fn = fn.func
-    try:
-        return _hints(fn)
-    except TypeError:  # unhashable callable
-        return Any
 
 
 def _error_type(exc: BaseException) -> str:
