@@ -30,7 +30,7 @@ from actors._actor import describe
 from runtime import Registry, Runtime, load
 from storage import Journal, _sqlite
 
-from . import _drill, _effects, _http, _model, _replication, _timers
+from . import _drill, _effects, _http, _model, _replication, _streams, _timers
 from ._model import Counter, Inc, Progress, synthesize
 
 ROOT = Path(__file__).parent
@@ -212,6 +212,7 @@ def startup(workdir: Path, quick: bool) -> Result:
 
 SCENARIOS = (
     "tells", "asks", "rebuild", "memory", "first-reply", "replication", "http", "timers", "effects", "psow", "drill",
+    "streams",
 )  # fmt: skip
 """Every scenario but ``raw``, the baseline, which always runs; named for what they measure."""
 LETTERS = dict(zip("bcdefghijk", ("tells", "asks", "rebuild", "memory", "first-reply", "replication", "http",
@@ -251,6 +252,10 @@ def main() -> None:
         "effects": lambda: anyio.run(_effects.effects, workdir),
         "psow": lambda: anyio.run(psow_cost, workdir),
         "drill": lambda: _drill.run(workdir, 100_000 if args.quick else 1_000_000),
+        "streams": lambda: {
+            "chunks": anyio.run(_streams.chunks, workdir),
+            "reader": _streams.reader_latency(workdir),
+        },
         "http": lambda: {
             "http": _http.http_asks(workdir),
             "inspect": _http.inspection(workdir, 100_000 if args.quick else 1_000_000),
@@ -362,6 +367,26 @@ def report(r: Result) -> None:
                 f"restore {d['restore_s']:.1f}, compare {d['compare_s']:.1f}, replay {d['replay_s']:.1f}, "
                 f"rebuild {d['rebuild_s']:.1f}",
                 "≤ 60 s",
+            )
+        )
+    if "streams" in r:
+        s = r["streams"]["chunks"]
+        ratio = s["chunks_per_s"] / a["rows_per_s"]
+        rows.append(
+            (
+                f"stream chunks/s, {s['streams']:,} concurrent streams",
+                s["chunks_per_s"],
+                f"{ratio:.3f} x rows/s; {s['chunks_per_unit']:.0f} chunks/unit",
+                "≥ 0.1",
+            )
+        )
+        lat = r["streams"]["reader"]
+        rows.append(
+            (
+                f"stream reader latency, journal to SSE client, p50 ms ({lat['pace_ms']:.0f} ms/token)",
+                lat["p50_ms"],
+                f"p99 {lat['p99_ms']:.1f} ms",
+                "",
             )
         )
     width = max(len(row[0]) for row in rows)

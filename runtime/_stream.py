@@ -237,8 +237,12 @@ class ChunkLog:
                 self._flush()
             inflight = self._inflight
             assert inflight is not None
-            # Its done callback (registered first) runs before this wakes up.
-            await inflight
+            if inflight.done():
+                # Its done callback is scheduled but has not run: awaiting a done future
+                # would not yield, and this loop would spin without ever letting it run.
+                await asyncio.sleep(0)
+            else:
+                await inflight  # its done callback (registered first) runs before this wakes up
         return self.error
 
 
@@ -438,7 +442,9 @@ class StepStream(Stream[Any]):
     # -- live ------------------------------------------------------------------------------
 
     async def _next_live(self) -> Any:
-        await self._check_log()
+        log = self._log
+        if log is not None and log.error is not None:
+            await self._check_log()
         while True:
             failure: EffectRecord | None = None
             if self._agen is None:
@@ -517,10 +523,13 @@ class StepStream(Stream[Any]):
         except ENCODE_ERRORS as exc:
             problem = f"a chunk of {self._label} cannot be stored: {storable(str(exc))}"
             return self._failed("UnstorableValueError", problem)
-        try:
-            chunk = msgspec.msgpack.decode(data, type=self._item)
-        except msgspec.DecodeError as exc:
-            return self._failed("TypeError", f"a chunk of {self._label} is not of its annotated type: {exc}")
+        if type(value) is str and (self._item is str or self._item is Any):
+            chunk = value  # a token: it decodes as itself
+        else:
+            try:
+                chunk = msgspec.msgpack.decode(data, type=self._item)
+            except msgspec.DecodeError as exc:
+                return self._failed("TypeError", f"a chunk of {self._label} is not of its annotated type: {exc}")
         self._add(EntryKind.CHUNK, ChunkRecord(self._index, self._attempt, msgspec.Raw(data)))
         self._delivered.append(chunk)
         return chunk

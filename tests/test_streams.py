@@ -3,7 +3,9 @@ attempts that start over marked as such, and readers that get every item exactly
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -13,7 +15,8 @@ import pytest
 
 from actors import Actor, EffectError, HandlerError, Retry, apply, handler
 from runtime import Registry, Runtime, StreamItem, replay
-from storage import EntryKind, Journal
+from runtime._stream import ChunkLog
+from storage import EntryKind, Journal, Outcome, Unit
 
 from .served import cli
 from .stream_models import Write, Writer, Wrote, words
@@ -609,3 +612,33 @@ async def test_the_replay_and_check_commands_read_streamed_effects(db: str) -> N
         lambda: cli("history", "Writer/a", "--db", db, "--kind", "chunk", "--json")
     )
     assert [json.loads(line)["data"]["value"] for line in history.stdout.splitlines()] == [f"w{i} " for i in range(4)]
+
+
+def test_draining_a_log_whose_commit_is_done_but_not_yet_reported_lets_the_report_run() -> None:
+    # A commit's future can be done while its done callback is only scheduled. Awaiting a
+    # done future does not yield to the loop, so a drain that only awaited it spun forever
+    # and froze the loop with it (1,000 concurrent streams did). Run in a thread of its own:
+    # a frozen loop cannot time itself out.
+    drained: list[int] = []
+
+    def run() -> None:
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            futures: list[asyncio.Future[Outcome]] = []
+
+            def commit(unit: Unit) -> asyncio.Future[Outcome]:
+                futures.append(loop.create_future())
+                return futures[-1]
+
+            log = ChunkLog(lambda items: Unit(), commit, lambda: None)
+            log.add(EntryKind.CHUNK, "stream:x", b"\x01")
+            futures[0].set_result(None)  # done; the log hears of it on the loop's next turn
+            assert await log.drain() is None
+            drained.append(len(futures))
+
+        asyncio.run(main())
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(20)
+    assert drained == [1], "the drain never returned"
