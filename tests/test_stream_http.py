@@ -21,11 +21,12 @@ import anyio.to_thread
 import msgspec
 import pytest
 
-from runtime import Runtime
+from runtime import Runtime, stream_item
 from runtime.interfaces._sse import follow, read_events
 from storage import Journal
 
 from .histories import STALL_S, reap
+from .report import add
 from .served import ROOT, Server, cli, raw_request, request
 from .stream_models import Write, Writer
 from .test_http import http_app
@@ -42,8 +43,6 @@ def text(count: int) -> str:
 
 def journal_items(db: str, address: str) -> list[dict[str, Any]]:
     """The actor's stream as the journal holds it, as readers get it."""
-    from runtime import stream_item
-
     with Journal.open(db) as journal:
         found, offset = [], 0
         while page := journal.stream_entries(address, offset, 500):
@@ -298,6 +297,4 @@ def test_kill9_while_streaming_a_following_reader_gets_every_item_once_with_rest
     # The model was called once per attempt, never for a stream the journal had recorded.
     with open(trace) as calls:
         assert len(calls.read().splitlines()) == sum(i["kind"] in ("start", "restart") for i in got)
-    from .report import add
-
     add("kill -9 while streaming (a following reader)", cycles=cycles, answers=told, items=len(got), restarts=restarts)

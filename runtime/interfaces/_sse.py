@@ -63,9 +63,11 @@ async def events(rt: Runtime, address: str, offset: int, *, follow: bool) -> Asy
         try:
             async for item in rt.stream(address, offset, follow=follow):
                 await queue.put(item)
-        finally:
-            with contextlib.suppress(asyncio.QueueFull):
-                queue.put_nowait(None)  # the end (a full queue: the reader is cancelled anyway)
+        except BaseException:
+            with contextlib.suppress(asyncio.QueueFull):  # full: the heartbeat's wait finds the reader done
+                queue.put_nowait(None)
+            raise
+        await queue.put(None)  # the end, after every item
 
     reader = asyncio.create_task(read())
     try:
