@@ -1,4 +1,5 @@
-"""What remembers: the journal file, its writer, its codec and read-only access.
+"""What remembers: the journal (a SQLite file, or a PostgreSQL database), its writer, its codec
+and read-only access.
 
 ``storage`` imports nothing else of Stele's; it stores typed rows and bytes.
 """
@@ -6,10 +7,15 @@
 from ._backoff import Backoff
 from ._codec import Codec, decode_untyped
 from ._contract import (
+    ACTOR_FILTERS,
     STREAMED,
+    ActorCondition,
+    ActorDetail,
     ActorInfo,
+    ActorPage,
     ActorRow,
     ActorStatus,
+    ActorSummary,
     Backend,
     Bury,
     CancelTimer,
@@ -23,6 +29,7 @@ from ._contract import (
     ForgetKey,
     Idempotent,
     InboxRow,
+    JournalSummary,
     MarkAttempt,
     Notify,
     Op,
@@ -32,6 +39,7 @@ from ._contract import (
     PutPromise,
     Reads,
     RecordKey,
+    ResolvedPromise,
     Revive,
     SetStatus,
     Snapshot,
@@ -59,26 +67,40 @@ from ._errors import (
 )
 from ._journal import Journal, integrity_check
 from ._litestream import Litestream
+from ._open import open_backend
+from ._pg_connect import is_postgres, redact
+from ._pg_store import PgStore
+from ._pg_views import PgQuery
+from ._query import query
 from ._replica import ReplicaTarget
 from ._replication import DEFAULT_MAX_WAL_BYTES, Replication, ReplicationStatus
 from ._restore import RestoreReport, restore
 from ._rows import corrupt
 from ._schema import SCHEMA_VERSION
 from ._store import Store
+from ._transfer import CopyReport, copy_journal
+from ._views import VIEWS, Query, QueryResult, payload_json
 
 __all__ = (
+    "ACTOR_FILTERS",
     "DEFAULT_MAX_WAL_BYTES",
     "SCHEMA_VERSION",
     "STREAMED",
+    "VIEWS",
+    "ActorCondition",
+    "ActorDetail",
     "ActorInfo",
+    "ActorPage",
     "ActorRow",
     "ActorStatus",
+    "ActorSummary",
     "Backend",
     "Backoff",
     "Bury",
     "CancelTimer",
     "Codec",
     "CommitUnknown",
+    "CopyReport",
     "DeadLetter",
     "Done",
     "DropDeadLetter",
@@ -91,6 +113,7 @@ __all__ = (
     "InboxRow",
     "IntegrityError",
     "Journal",
+    "JournalSummary",
     "Litestream",
     "LitestreamError",
     "MarkAttempt",
@@ -100,14 +123,19 @@ __all__ = (
     "Outcome",
     "OwnedElsewhere",
     "Pending",
+    "PgQuery",
+    "PgStore",
     "PutMeta",
     "PutPromise",
+    "Query",
+    "QueryResult",
     "Reads",
     "RecordKey",
     "ReplicaTarget",
     "ReplicaUnavailable",
     "Replication",
     "ReplicationStatus",
+    "ResolvedPromise",
     "RestoreReport",
     "Revive",
     "SchemaError",
@@ -124,10 +152,16 @@ __all__ = (
     "Unit",
     "Unstorable",
     "WriterStats",
+    "copy_journal",
     "corrupt",
     "decode_untyped",
     "entry_row",
     "integrity_check",
+    "is_postgres",
+    "open_backend",
+    "payload_json",
+    "query",
+    "redact",
     "restore",
     "snapshot_row",
 )

@@ -18,8 +18,15 @@ from runtime import Registry, Runtime, StreamItem, replay
 from runtime._stream import ChunkLog
 from storage import EntryKind, Journal, Outcome, Unit
 
+from .conftest import BACKENDS
 from .served import cli
 from .stream_models import Write, Writer, Wrote, words
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every test here runs on a SQLite file and on a PostgreSQL database (``db`` makes either)."""
+    return str(request.param)
 
 
 async def items(rt: Runtime, address: str, offset: int = 0) -> list[StreamItem]:

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 import anyio
 import uvicorn
 
+import storage
 from actors import SteleError
 
 from .._runtime import Runtime
@@ -62,14 +63,14 @@ def allowed_hosts(host: str, allow: list[str]) -> frozenset[str] | None:
     return LOOPBACK_NAMES | extra
 
 
-class _PlainFormatter(logging.Formatter):
+class PlainFormatter(logging.Formatter):
     """Log lines quote addresses and errors that clients chose: their control characters are escaped."""
 
     def format(self, record: logging.LogRecord) -> str:
         return "\n".join(plain(line) for line in super().format(record).split("\n"))
 
 
-class _Server(uvicorn.Server):
+class QuietServer(uvicorn.Server):
     """uvicorn without its own signal handling: ``serve`` decides how stopping goes."""
 
     @contextlib.contextmanager
@@ -80,7 +81,7 @@ class _Server(uvicorn.Server):
 async def serve(args: argparse.Namespace) -> int:
     """Serve until SIGINT or SIGTERM, then stop within a bounded time (see the module docstring)."""
     handler = logging.StreamHandler()
-    handler.setFormatter(_PlainFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(PlainFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     host, port = host_port(args.http)
     token = token_from(args)
@@ -92,10 +93,18 @@ async def serve(args: argparse.Namespace) -> int:
     if args.token is not None:
         log.warning("--token is visible to every user of this machine (ps); prefer --token-file or STELE_TOKEN")
     hosts = allowed_hosts(host, args.allow_host or [])
-    replicate = None if args.no_replicate else (args.replicate or os.path.abspath(args.db) + "-replica")
-    if args.durability == "replicated" and replicate is None:
+    postgres = storage.is_postgres(args.db)
+    if postgres and args.replicate:
+        raise SteleError("--replicate is for SQLite journals: a PostgreSQL database's replication is the server's")
+    replicate = (
+        None if args.no_replicate or postgres else (args.replicate or os.path.abspath(args.db) + "-replica")
+    )
+    if args.durability == "replicated" and replicate is None and not postgres:
         raise SteleError("--durability replicated needs replication: drop --no-replicate")
+    journal = storage.redact(args.db) if postgres else os.path.abspath(args.db)
     drill_every = getattr(args, "drill_every", None)
+    if drill_every is not None and postgres:
+        raise SteleError("--drill-every drills a Litestream replica: a PostgreSQL database's backups are the server's")
     if drill_every is not None and replicate is None:
         raise SteleError("--drill-every drills the replica: drop --no-replicate")
     module_name = os.path.abspath(args.module) if args.module.endswith(".py") else args.module
@@ -119,7 +128,7 @@ async def serve(args: argparse.Namespace) -> int:
                 lifespan="off",
                 timeout_graceful_shutdown=int(HTTP_GRACE_S),
             )
-            server = _Server(config)
+            server = QuietServer(config)
             stop = anyio.Event()
             served = anyio.Event()
 
@@ -161,8 +170,8 @@ async def serve(args: argparse.Namespace) -> int:
                             token=token,
                         )
                     )
-                log.info("journal %s", os.path.abspath(args.db))
-                log.info("replica %s", replicate or "none (--no-replicate)")
+                log.info("journal %s", journal)
+                log.info("replica %s", replicate or ("the server's" if postgres else "none (--no-replicate)"))
                 if rt.litestream_socket is None and replicate is not None:
                     log.info("litestream log %s", os.path.abspath(args.db) + "-litestream.log")
                 log.info("actors %s", ", ".join(sorted(rt.registry.actors)))
