@@ -649,3 +649,24 @@ def test_draining_a_log_whose_commit_is_done_but_not_yet_reported_lets_the_repor
     thread.start()
     thread.join(20)
     assert drained == [1], "the drain never returned"
+
+
+async def test_the_console_shows_starts_restarts_and_chunks(db: str) -> None:
+    from runtime.interfaces.console._model import Links, entry_view
+
+    Script.plan, Script.calls = [(1, True), (2, False)], 0
+    async with Runtime(db, actors=[Scripted]) as rt:
+        assert await rt.ask("Scripted/a", Write(2, tag="v")) == "v0 v1 "
+    with Journal.open(db) as journal:
+        shown = [
+            (view.label, view.summary, view.attempt)
+            for view in (entry_view(e, Links("/ui")) for e in journal.entries("Scripted/a"))
+            if view.kind in (EntryKind.START, EntryKind.CHUNK)
+        ]
+    assert shown == [
+        ("start stream:scripted", "the stream begins", 1),
+        ("chunk stream:scripted", '"v0 "', 1),
+        ("restart stream:scripted", "attempt 2 starts over", 2),
+        ("chunk stream:scripted", '"v0 "', 2),
+        ("chunk stream:scripted", '"v1 "', 2),
+    ]
