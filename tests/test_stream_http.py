@@ -21,6 +21,7 @@ import anyio.to_thread
 import msgspec
 import pytest
 
+from actors import SteleError
 from runtime import Runtime, stream_item
 from runtime.interfaces._sse import follow, read_events
 from storage import Journal
@@ -121,7 +122,7 @@ async def test_a_follower_over_http_gets_the_stream_live_exactly_once(db: str) -
         assert got[-1]["value"] == text(20)
 
 
-async def test_a_follower_ends_when_the_server_closes_and_a_client_reconnects_after_its_last_id(db: str) -> None:
+async def test_a_client_whose_server_is_gone_for_good_gives_up_after_reconnect_for(db: str) -> None:
     async with Runtime(db, actors=[Writer]) as rt:
         await rt.ask("Writer/a", Write(3))
         async with http_app(rt) as base:
@@ -134,7 +135,7 @@ async def test_a_follower_ends_when_the_server_closes_and_a_client_reconnects_af
         def read() -> None:
             got.extend(follow(lambda: url, reconnect_for=0.5))
 
-        with pytest.raises(Exception, match="cannot reach"):
+        with pytest.raises(SteleError, match="cannot reach"):
             await anyio.to_thread.run_sync(read)
         assert got == []
 
