@@ -1,7 +1,7 @@
 """What users write: actors, their handlers and appliers, and the errors they can catch."""
 
 from ._actor import Actor, apply, handler
-from ._context import Context
+from ._context import Context, Stream
 from ._errors import (
     ActorDefinitionError,
     ActorSuspendedError,
@@ -63,6 +63,7 @@ __all__ = (
     "Retry",
     "RuntimeClosedError",
     "SteleError",
+    "Stream",
     "UnconsumedError",
     "UndecodableEntryError",
     "UnknownActorTypeError",

@@ -30,7 +30,7 @@ from actors._actor import describe
 from runtime import Registry, Runtime, load
 from storage import Journal, _sqlite
 
-from . import _console, _dbos, _drill, _effects, _http, _model, _payloads, _postgres, _replication, _timers
+from . import _console, _dbos, _drill, _effects, _http, _model, _payloads, _postgres, _replication, _streams, _timers
 from ._model import Counter, Inc, Progress, synthesize
 
 ROOT = Path(__file__).parent
@@ -226,7 +226,7 @@ def startup(workdir: Path, quick: bool) -> Result:
 
 SCENARIOS = (
     "tells", "asks", "rebuild", "memory", "first-reply", "replication", "http", "timers", "effects", "psow", "console",
-    "drill", "postgres", "dbos", "payloads",
+    "drill", "postgres", "dbos", "payloads", "streams",
 )  # fmt: skip
 """Every scenario but ``raw``, the baseline, which always runs; named for what they measure."""
 LETTERS = dict(zip("bcdefghijk", ("tells", "asks", "rebuild", "memory", "first-reply", "replication", "http",
@@ -262,6 +262,10 @@ def main() -> None:
         "replication": lambda: _replication.run(
             workdir, results.get("tells", {}).get("messages_per_s", 20_000.0), args.quick
         ),
+        "streams": lambda: {
+            "chunks": anyio.run(_streams.chunks, workdir),
+            "reader": _streams.reader_latency(workdir),
+        },
         "timers": lambda: anyio.run(_timers.timers, workdir),
         "effects": lambda: anyio.run(_effects.effects, workdir),
         "psow": lambda: anyio.run(psow_cost, workdir),
@@ -447,6 +451,26 @@ def report(r: Result) -> None:
                 f"({small['off']['asks_per_s']:,.0f}); "
                 f"{small['on']['asks_per_s'] / a['commits_per_s']:.2f} x commits/s",
                 "no regression",
+            )
+        )
+    if "streams" in r:
+        s = r["streams"]["chunks"]
+        ratio = s["chunks_per_s"] / a["rows_per_s"]
+        rows.append(
+            (
+                f"stream chunks/s, {s['streams']:,} concurrent streams",
+                s["chunks_per_s"],
+                f"{ratio:.3f} x rows/s; {s['chunks_per_unit']:.0f} chunks/unit",
+                "≥ 0.1",
+            )
+        )
+        lat = r["streams"]["reader"]
+        rows.append(
+            (
+                f"stream reader latency, journal to SSE client, p50 ms ({lat['pace_ms']:.0f} ms/token)",
+                lat["p50_ms"],
+                f"p99 {lat['p99_ms']:.1f} ms",
+                "",
             )
         )
     width = max(len(row[0]) for row in rows)

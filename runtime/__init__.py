@@ -2,6 +2,7 @@
 
 from ._compare import Difference, first_difference
 from ._drill import Behind, DrillProblem, DrillReport, DrillStatus, DrillTimings, drill
+from ._followers import StreamItem, stream_item
 from ._options import Durability, Limits, ReplicationOptions
 from ._rebuild import Loaded, load
 from ._registry import Registry
@@ -26,10 +27,12 @@ __all__ = (
     "ReplicationOptions",
     "Runtime",
     "RuntimeStatistics",
+    "StreamItem",
     "VirtualClock",
     "WriterStatistics",
     "drill",
     "first_difference",
     "load",
     "replay",
+    "stream_item",
 )

@@ -36,6 +36,23 @@ class EffectRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     attempt: int = 1
     retry_at: float = 0.0
     """kind ``attempt`` only: when the next attempt is due (durable backoff)."""
+    cut: bool = False
+    """A streamed effect the handler left before its end: ``result`` holds what it read."""
+
+
+class StartRecord(msgspec.Struct, frozen=True, omit_defaults=True):
+    """kind ``start``: attempt ``attempt`` of the streamed effect ``index`` begins (from its first chunk)."""
+
+    index: int
+    attempt: int
+
+
+class ChunkRecord(msgspec.Struct, frozen=True, omit_defaults=True):
+    """kind ``chunk``: one chunk of attempt ``attempt`` of the streamed effect ``index``."""
+
+    index: int
+    attempt: int
+    value: msgspec.Raw
 
 
 class SendRecord(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -90,3 +107,5 @@ reply_decoder = msgspec.msgpack.Decoder(ReplyRecord)
 timer_decoder = msgspec.msgpack.Decoder(TimerRecord)
 request_decoder = msgspec.msgpack.Decoder(RequestRecord)
 cancel_decoder = msgspec.msgpack.Decoder(CancelRecord)
+start_decoder = msgspec.msgpack.Decoder(StartRecord)
+chunk_decoder = msgspec.msgpack.Decoder(ChunkRecord)

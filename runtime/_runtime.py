@@ -24,7 +24,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from types import TracebackType
 from typing import Any, Literal, Unpack
 
@@ -47,6 +47,7 @@ from . import _collector
 from ._activation import Activation
 from ._dead_letters import DeadLetters
 from ._drill import DrillReport, DrillStatus
+from ._followers import POLL_S, StreamItem, stream_item
 from ._health import JournalHealth
 from ._idempotency import Idempotency
 from ._ingress import Ingress
@@ -238,6 +239,7 @@ class Runtime:
         assert parts is not None and store is not None
         scheduler = parts.scheduler
         scheduler.closing = True
+        scheduler.followers.close()  # readers of streams read what is there and end
         scheduler.fail_waiters(self.path, started=False)  # messages not started yet
         # Shielded: a close under a cancelled scope (`async with Runtime(...)`
         # inside `move_on_after`) must still stop Litestream and let go of the file.
@@ -260,6 +262,7 @@ class Runtime:
         _collector.release(self, self.limits.young_gc_threshold)  # a crash gives the threshold back too
         assert self._parts is not None and self._store is not None
         self._parts.scheduler.closing = True
+        self._parts.scheduler.followers.close()
         self._store.abandon()
         await self._cancel_tasks()
 
@@ -489,6 +492,46 @@ class Runtime:
             await anyio.sleep(RECLAIM_EVERY_S)
 
     # -- looking -------------------------------------------------------------------------
+
+    async def stream(
+        self, address: str, offset: int = 0, *, follow: bool = True, page: int = 500
+    ) -> AsyncIterator[StreamItem]:
+        """The stream of ``address`` (its streamed effects' starts, chunks and ends) from ``offset`` on.
+
+        ``offset`` is an entry's sequence number in the actor's journal: a
+        reader that got ``item`` resumes with ``offset=item.offset + 1`` and
+        gets every later item exactly once, in order, whether it resumes at
+        once or after a restart. With ``follow`` it then waits for more, until
+        the runtime closes; without, it ends with what is there now. Items are
+        read ``page`` at a time: a long stream is never held whole.
+        """
+        scheduler = self._running().scheduler
+        self.registry.resolve(address)
+        if offset < 0 or page < 1:
+            raise ValueError(f"offset must be 0 or more and page 1 or more, not {offset} and {page}")
+        store = self.store
+        followers = scheduler.followers
+        watch = followers.watch(address)
+        try:
+            while True:
+                grew = watch.grew  # taken before reading: a commit meanwhile sets it
+                try:
+                    entries = await anyio.to_thread.run_sync(store.stream_entries, address, offset, page)
+                except storage.StorageError:
+                    if followers.closed:  # the journal closed under a reader: the runtime has stopped
+                        return
+                    raise
+                for entry in entries:
+                    yield stream_item(entry)
+                    offset = entry.seq + 1
+                if len(entries) == page:
+                    continue
+                if not follow or followers.closed:
+                    return
+                with anyio.move_on_after(POLL_S):
+                    await grew.wait()
+        finally:
+            followers.unwatch(address, watch)
 
     def statistics(self) -> RuntimeStatistics:
         """How the runtime is doing now, as one frozen record (see :class:`RuntimeStatistics`)."""

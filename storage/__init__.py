@@ -8,6 +8,7 @@ from ._backoff import Backoff
 from ._codec import Codec, decode_untyped
 from ._contract import (
     ACTOR_FILTERS,
+    STREAMED,
     ActorCondition,
     ActorDetail,
     ActorInfo,
@@ -91,6 +92,7 @@ __all__ = (
     "DEFAULT_MAX_WAL_BYTES",
     "DEFAULT_PAYLOAD_THRESHOLD",
     "SCHEMA_VERSION",
+    "STREAMED",
     "VIEWS",
     "ActorCondition",
     "ActorDetail",

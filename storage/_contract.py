@@ -45,6 +45,18 @@ class EntryKind(enum.StrEnum):
     """A pending timer cancelled by the step."""
     REPLY = "reply"
     """How the step ended: it closes the step."""
+    START = "start"
+    """An attempt of a streamed effect begins (an attempt after the first starts the stream over)."""
+    CHUNK = "chunk"
+    """One chunk of a streamed effect, journaled as it arrived."""
+
+
+STREAMED = "stream:"
+"""The ``type`` of a streamed effect's ``effect`` and ``attempt`` entries begins with this.
+
+An actor's *stream* is its ``start`` and ``chunk`` entries and those ``effect``
+and ``attempt`` entries, in sequence order (:meth:`Reads.stream_entries`).
+"""
 
 
 class ActorStatus(enum.StrEnum):
@@ -575,6 +587,10 @@ class Reads(Protocol):
 
     def payload_problems(self) -> Iterator[str]:
         """Every stored payload chunk read back and checked (CRC-32, decompression, length, SHA-256): what is wrong."""
+        ...
+
+    def stream_entries(self, actor: str, from_seq: int = 0, limit: int = 500) -> list[Entry]:
+        """Up to ``limit`` entries of the actor's stream (see :data:`STREAMED`) with ``seq >= from_seq``, in order."""
         ...
 
     def snapshots(self, actor: str) -> Iterator[SnapshotInfo]:

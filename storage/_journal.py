@@ -111,6 +111,10 @@ class Journal:
         """The stored payloads: chunks, bytes as stored and as content, how many may be reclaimed."""
         return self._opened.payload_stats()
 
+    def stream_entries(self, actor: str, from_seq: int = 0, limit: int = 500) -> list[Entry]:
+        """Up to ``limit`` entries of the actor's stream with ``seq >= from_seq``, in order."""
+        return self._opened.stream_entries(actor, from_seq, limit)
+
     def snapshots(self, actor: str) -> Iterator[SnapshotInfo]:
         """``(seq, at)`` of every snapshot of ``actor``, oldest first."""
         return self._opened.snapshots(actor)

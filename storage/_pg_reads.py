@@ -52,6 +52,13 @@ class PgReads(abc.ABC):
             return iter(())
         return self._pages(ident, actor, from_seq, kind)
 
+    def stream_entries(self, actor: str, from_seq: int = 0, limit: int = 500) -> list[Entry]:
+        """Up to ``limit`` entries of the actor's stream with ``seq >= from_seq``, in order."""
+        ident = self._read(rows.actor_id, actor)
+        if ident is None:
+            return []
+        return self._read(rows.stream_entries, ident, actor, from_seq, limit)
+
     def _pages(self, ident: int, address: str, from_seq: int, kind: str | None) -> Iterator[Entry]:
         while True:
             page = self._read(rows.entries_page, ident, address, from_seq, kind, rows.PAGE)

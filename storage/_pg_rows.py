@@ -12,7 +12,18 @@ from zlib import crc32
 
 import psycopg
 
-from ._contract import ActorInfo, DeadLetter, Entry, EntryKind, EventRow, Idempotent, Pending, Snapshot, SnapshotInfo
+from ._contract import (
+    STREAMED,
+    ActorInfo,
+    DeadLetter,
+    Entry,
+    EntryKind,
+    EventRow,
+    Idempotent,
+    Pending,
+    Snapshot,
+    SnapshotInfo,
+)
 from ._errors import UndecodableEntry
 from ._rows import TERMINAL_KINDS, corrupt
 
@@ -58,6 +69,24 @@ def entries_page(conn: Conn, actor: int, address: str, from_seq: int, kind: str 
             f"SELECT {_ENTRY} FROM journal WHERE actor = %s AND seq >= %s AND kind = %s ORDER BY seq LIMIT %s",
             (actor, from_seq, kind, limit),
         ).fetchall()
+    return [_entry(address, row) for row in rows]
+
+
+_STREAM_FILTER = (
+    f"(kind IN ('{EntryKind.START}', '{EntryKind.CHUNK}') OR (kind IN ('{EntryKind.EFFECT}', '{EntryKind.ATTEMPT}') "
+    f"AND left(type, {len(STREAMED)}) = '{STREAMED}'))"
+)
+
+
+def stream_entries(conn: Conn, actor: int, address: str, from_seq: int, limit: int) -> list[Entry]:
+    """Up to ``limit`` entries of the actor's stream with ``seq >= from_seq``, in order.
+
+    Read through the ``(actor, seq)`` index, the kind filtered row by row, as on SQLite.
+    """
+    rows = conn.execute(
+        f"SELECT {_ENTRY} FROM journal WHERE actor = %s AND seq >= %s AND {_STREAM_FILTER} ORDER BY seq LIMIT %s",
+        (actor, from_seq, limit),
+    ).fetchall()
     return [_entry(address, row) for row in rows]
 
 

@@ -95,6 +95,13 @@ class SqliteReads(abc.ABC):
         """The stored payloads: chunks, bytes as stored and as content, how many may be reclaimed."""
         return self._read(_payload_store.stats)
 
+    def stream_entries(self, actor: str, from_seq: int = 0, limit: int = 500) -> list[Entry]:
+        """Up to ``limit`` entries of the actor's stream with ``seq >= from_seq``, in order."""
+        ident = self._read(_rows.actor_id, actor)
+        if ident is None:
+            return []
+        return self._read(_rows.stream_entries, ident, actor, from_seq, limit)
+
     def snapshots(self, actor: str) -> Iterator[SnapshotInfo]:
         """``(seq, at)`` of every snapshot of ``actor``, oldest first."""
         ident = self._read(_rows.actor_id, actor)

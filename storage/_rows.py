@@ -17,6 +17,7 @@ from zlib import crc32
 import apsw
 
 from ._contract import (
+    STREAMED,
     ActorInfo,
     DeadLetter,
     Entry,
@@ -136,6 +137,22 @@ def entries(
         params += (kind,)
     for row in conn.execute(sql + " ORDER BY seq", params):
         yield _entry(conn, address, row)
+
+
+_STREAM_FILTER = (
+    f"(kind IN ('{EntryKind.START}', '{EntryKind.CHUNK}') OR (kind IN ('{EntryKind.EFFECT}', '{EntryKind.ATTEMPT}') "
+    f"AND substr(type, 1, {len(STREAMED)}) = '{STREAMED}'))"
+)
+
+
+def stream_entries(conn: apsw.Connection, actor: int, address: str, from_seq: int, limit: int) -> list[Entry]:
+    """Up to ``limit`` entries of the actor's stream with ``seq >= from_seq``, in order.
+
+    Read through the (actor, seq) index, the kind filtered row by row: no
+    index of its own, which every journal write would pay for.
+    """
+    sql = f"SELECT {_entry_columns(conn)} FROM journal WHERE actor = ? AND seq >= ? AND {_STREAM_FILTER}"
+    return [_entry(conn, address, row) for row in conn.execute(sql + " ORDER BY seq LIMIT ?", (actor, from_seq, limit))]
 
 
 def open_step(conn: apsw.Connection, actor: int, address: str) -> list[Entry]:

@@ -21,11 +21,13 @@ from storage import EntryKind
 
 from .._records import (
     cancel_decoder,
+    chunk_decoder,
     effect_decoder,
     message_decoder,
     reply_decoder,
     request_decoder,
     send_decoder,
+    start_decoder,
     timer_decoder,
 )
 from .._registry import Registry
@@ -39,6 +41,8 @@ _RECORDS: dict[str, msgspec.msgpack.Decoder[Any]] = {
     EntryKind.TIMER: timer_decoder,
     EntryKind.CANCEL: cancel_decoder,
     EntryKind.REQUEST: request_decoder,
+    EntryKind.START: start_decoder,
+    EntryKind.CHUNK: chunk_decoder,
 }
 """How each kind's payload decodes (events decode by the actor classes)."""
 

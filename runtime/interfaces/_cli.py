@@ -18,7 +18,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import anyio
@@ -30,6 +30,7 @@ import storage
 from actors import SteleError
 from storage import EntryKind
 
+from .._followers import stream_item
 from .._rebuild import load
 from .._registry import Registry
 from .._replay import replay
@@ -411,6 +412,85 @@ def cmd_ask(args: argparse.Namespace) -> int:
     return _send(args, wait=True)
 
 
+def cmd_stream(args: argparse.Namespace) -> int:
+    kind, sep, key = args.address.partition("/")
+    if not sep or not kind or not key:
+        raise SteleError(f"{args.address!r} is not an actor address; expected 'Type/key'")
+    if args.offset < 0:
+        raise SteleError(f"--offset must be 0 or more, not {args.offset}")
+    items = _stream_items(args, kind, key)
+    ended = False
+    for item in items:
+        if args.json:
+            write_json(item)
+        else:
+            _print_item(item)
+        if args.until_end and item["kind"] == "end":
+            ended = True
+            break
+    if not args.json:
+        sys.stdout.write("\n")
+    sys.stdout.flush()
+    return 0 if ended or not args.until_end else 1
+
+
+def _stream_items(args: argparse.Namespace, kind: str, key: str) -> Iterator[dict[str, Any]]:
+    """From ``--url``, else the server the journal records (asked again at each reconnection), else the file."""
+    from ._sse import follow  # noqa: PLC0415
+
+    def url() -> str:
+        base = args.url
+        if base is None:
+            with storage.Journal.open(args.db) as journal:
+                base, note = recorded_server(journal.meta("http"))
+            if base is None:
+                raise SteleError(note or "the journal records no server: pass --url")
+        return endpoint(base, "actors", kind, key, "stream")
+
+    if args.url is None:
+        with storage.Journal.open(args.db) as journal:
+            recorded = journal.meta("http")
+        if recorded is None:
+            yield from _journal_items(args, f"{kind}/{key}")
+            return
+    keep = args.follow or args.until_end
+    yield from follow(url, args.offset, token=token_from(args), keep_following=keep, reconnect_for=args.reconnect_for)
+
+
+def _journal_items(args: argparse.Namespace, address: str) -> Iterator[dict[str, Any]]:
+    """No server: the journal file itself, polled while following."""
+    offset = args.offset
+    with storage.Journal.open(args.db) as journal:
+        while True:
+            page = journal.stream_entries(address, offset, 500)
+            for entry in page:
+                yield msgspec.to_builtins(stream_item(entry))
+                offset = entry.seq + 1
+            if len(page) < 500:
+                if not (args.follow or args.until_end):
+                    return
+                time.sleep(0.2)
+
+
+def _print_item(item: dict[str, Any]) -> None:
+    """Chunks as they come (text as is); markers on lines of their own."""
+    kind = item["kind"]
+    if kind == "chunk":
+        value = item.get("value")
+        # Text as it is, line breaks included; other control characters escaped (no terminal escapes).
+        shown = "\n".join(plain(line) for line in value.split("\n")) if isinstance(value, str) else None
+        sys.stdout.write(shown if shown is not None else json.dumps(value) + " ")
+    elif kind == "restart":
+        sys.stdout.write(f"\n[{item['effect']}: attempt {item['attempt']} starts over]\n")
+    elif kind == "failed":
+        sys.stdout.write(f"\n[{item['effect']}: attempt {item['attempt']} failed: {plain(item.get('error') or '')}]\n")
+    elif kind == "end" and not item.get("ok", True):
+        sys.stdout.write(f"\n[{item['effect']} failed: {plain(item.get('error') or '')}]\n")
+    elif kind == "end":
+        sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
 # -- serving ---------------------------------------------------------------------------
 
 
@@ -547,6 +627,28 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--url", default="http://127.0.0.1:8700")
         add_token_arguments(p, "to send")
         p.add_argument("--idempotency-key")
+
+    p = _command(
+        sub,
+        "stream",
+        cmd_stream,
+        "an actor's stream: its streamed effects' chunks, with a marker where an attempt starts over",
+        "python -m runtime stream Researcher/r1 --follow",
+        db=DEFAULT_DB,
+    )
+    p.add_argument("address")
+    p.add_argument("--offset", type=int, default=0, help="first offset (an item's offset + 1 resumes after it)")
+    p.add_argument("--follow", action="store_true", help="keep printing new items (until interrupted)")
+    p.add_argument("--until-end", action="store_true", help="follow until a streamed effect ends, then exit")
+    p.add_argument("--url", help="a server (default: the one the journal records; the journal file itself if none)")
+    p.add_argument(
+        "--reconnect-for",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long to keep reconnecting to a server that went away (default 60)",
+    )
+    add_token_arguments(p, "to send")
 
     p = _command(sub, "actors", cmd_actors, "list actors", "python -m runtime actors --type Account", db=DEFAULT_DB)
     p.add_argument("--type")

@@ -37,7 +37,7 @@ from .._options import DURABILITIES
 from .._rebuild import load
 from .._runtime import Runtime
 from .._statistics import RuntimeStatistics
-from . import _openapi
+from . import _openapi, _sse
 from ._http_guard import Guard
 from ._http_outcomes import Answer, accepted, error, outcome, response, unknown
 from ._openapi import MAX_KEY, MAX_PAGE, MAX_POSITION
@@ -113,6 +113,7 @@ class App:
                 Route("/actors", self.actors, methods=["GET"]),
                 Route("/actors/{type}/{key}", self.actor, methods=["GET"]),
                 Route("/actors/{type}/{key}/journal", self.journal, methods=["GET"]),
+                Route("/actors/{type}/{key}/stream", self.stream, methods=["GET"]),
                 Route("/actors/{type}/{key}/journal/{seq}", self.entry, methods=["GET"]),
                 Route("/status", self.status, methods=["GET"]),
                 Route("/health", self.health, methods=["GET"]),
@@ -426,6 +427,31 @@ class App:
 
         return StreamingResponse(
             pieces(), media_type="application/msgpack", headers={"Content-Length": str(value.size)}
+        )
+
+    async def stream(self, request: Request) -> Response:
+        """GET /actors/{type}/{key}/stream: the actor's stream as server-sent events (see :mod:`._sse`).
+
+        From after ``Last-Event-ID`` (a reconnection) or from ``?offset=N``
+        (default 0); following live unless ``?follow=false``.
+        """
+        address = f"{request.path_params['type']}/{request.path_params['key']}"
+        try:
+            self.rt.registry.resolve(address)
+        except UnknownActorTypeError as exc:
+            return response(error(404, "not_found", str(exc)))
+        start = _sse.parse_offset(
+            request.headers.get("last-event-id"), request.query_params.get("offset"), MAX_POSITION
+        )
+        if isinstance(start, str):
+            return response(error(400, "malformed", start))
+        follow = _WAIT.get(request.query_params.get("follow", "true").lower())
+        if follow is None:
+            return response(error(400, "malformed", "follow must be true or false"))
+        return StreamingResponse(
+            _sse.events(self.rt, address, start, follow=follow),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
 
     async def status(self, request: Request) -> Response:
