@@ -105,6 +105,32 @@ class UnknownTimerError(SteleError):
     code = "unknown_timer"
 
 
+# -- history kept and history compacted -------------------------------------------------------
+
+
+class OutsideRetentionError(SteleError):
+    """A journal position lies before what an actor's history keeps.
+
+    Its retention compacted the history there (or, for a fork, the actor did
+    not exist yet): no state can be given for it, and none is guessed.
+    ``earliest`` is the first position that can be asked about.
+    """
+
+    status = 410
+    code = "outside_retention"
+
+    def __init__(self, actor: str, position: int, earliest: int, floor: int) -> None:
+        super().__init__(
+            f"{actor} keeps its history from journal position {earliest} (seq {floor}) on; "
+            f"position {position} lies before it (compacted by its retention, or before the actor began): "
+            f"ask about a position from {earliest} on"
+        )
+        self.actor = actor
+        self.position = position
+        self.earliest = earliest
+        self.floor = floor
+
+
 # -- input refused: nothing was accepted ---------------------------------------------------
 
 

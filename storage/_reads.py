@@ -9,7 +9,18 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import apsw
 
 from . import _rows
-from ._contract import ActorInfo, DeadLetter, Entry, EventRow, Idempotent, Pending, Snapshot, SnapshotInfo
+from ._contract import (
+    ActorInfo,
+    DeadLetter,
+    Entry,
+    EventRow,
+    HistorySize,
+    Idempotent,
+    Pending,
+    Snapshot,
+    SnapshotInfo,
+    Space,
+)
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -92,9 +103,20 @@ class SqliteReads(abc.ABC):
         return self._read(_rows.event_rows, actor_id, after_seq, until_seq)
 
     def seq_at(self, actor: str, position: int) -> int:
-        """The actor's last sequence number at journal ``position`` (time travel)."""
+        """The actor's last sequence number at journal ``position`` (time travel).
+
+        Raises :class:`~errors.OutsideRetentionError` for a position before its kept history.
+        """
         ident = self._read(_rows.actor_id, actor)
-        return self._read(_rows.seq_at, ident, position) if ident is not None else 0
+        return self._read(_rows.seq_at, ident, position, actor) if ident is not None else 0
+
+    def history_sizes(self) -> list[HistorySize]:
+        """What each actor's history takes (entries, snapshots and their bytes), by address."""
+        return self._read(_rows.history_sizes)
+
+    def space(self) -> Space:
+        """The storage the journal takes, and how much of it is free."""
+        return self._read(_rows.space)
 
     def open_step(self, actor_id: int, address: str) -> list[Entry]:
         """Entries of the actor's step interrupted by a crash (message first), or []."""

@@ -180,9 +180,19 @@ def _internal(ident: str, sender: str, prefix: str) -> bool:
     return step.isdigit() and index.startswith(prefix) and index[len(prefix) :].isdigit()
 
 
+# Version 7: retention. An actor whose old history was compacted keeps it from
+# `floor` on: a snapshot at seq `floor` holds the state there, and every entry
+# from seq `floor` on is kept. Reads never serve what lies below it (entries
+# below it may linger until compaction has removed them all, in batches), and a
+# position before the entry at `floor` is answered with OutsideRetentionError,
+# not a state rebuilt from a history with a hole. 0: nothing compacted.
+_V7 = """
+ALTER TABLE actors ADD COLUMN floor INTEGER NOT NULL DEFAULT 0;
+"""
+
 Migration = str | tuple[str, Callable[[apsw.Connection], None]]
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, (_V6, _v6_rows))
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, (_V6, _v6_rows), _V7)
 """MIGRATIONS[i] takes the schema from version i to version i + 1: a script, and
 optionally a function that moves rows in the same transaction."""
 
