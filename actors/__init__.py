@@ -1,6 +1,6 @@
 """What users write: actors, their handlers and appliers, and the errors they can catch."""
 
-from ._actor import Actor, apply, handler
+from ._actor import Actor, Retention, apply, handler
 from ._context import Context
 from ._errors import (
     ActorDefinitionError,
@@ -62,6 +62,7 @@ __all__ = (
     "ReplicationError",
     "ReplicationTimeout",
     "ReplyUnavailableError",
+    "Retention",
     "Retry",
     "RuntimeClosedError",
     "SteleError",

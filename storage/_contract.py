@@ -509,6 +509,13 @@ class Reads(Protocol):
         """What each actor's history takes (entries, snapshots and their bytes), by address."""
         ...
 
+    def lowest_seq(self, actor: str) -> int | None:
+        """The lowest seq stored for ``actor``, what lies below its floor included (None: nothing stored).
+
+        Only compaction asks: it drops what lies below the floor from there on.
+        """
+        ...
+
     def space(self) -> Space:
         """The storage the journal takes, and how much of it is free."""
         ...

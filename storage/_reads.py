@@ -114,6 +114,11 @@ class SqliteReads(abc.ABC):
         """What each actor's history takes (entries, snapshots and their bytes), by address."""
         return self._read(_rows.history_sizes)
 
+    def lowest_seq(self, actor: str) -> int | None:
+        """The lowest seq stored for ``actor``, what lies below its floor included (None: nothing stored)."""
+        ident = self._read(_rows.actor_id, actor)
+        return self._read(_rows.lowest_seq, ident) if ident is not None else None
+
     def space(self) -> Space:
         """The storage the journal takes, and how much of it is free."""
         return self._read(_rows.space)

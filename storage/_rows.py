@@ -248,7 +248,7 @@ def seq_at(conn: apsw.Connection, actor: int, position: int, address: str = "") 
         ).fetchone()
         first = int(earliest[0]) if earliest and earliest[0] is not None else position
         if position < first:
-            raise OutsideRetentionError(address or f"actor {actor}", position, first, lo)
+            raise OutsideRetentionError(address or f"actor {actor}", first, lo, position=position)
     hi = int(last)  # invariant: position(lo) <= position < position(hi + 1)
     while lo < hi:
         mid = (lo + hi + 1) // 2
@@ -298,6 +298,12 @@ def history_sizes(conn: apsw.Connection) -> list[HistorySize]:
         HistorySize(address, *entries.get(ident, (0, 0)), *snaps.get(ident, (0, 0)), floor=low)
         for ident, address, low in registry
     ]
+
+
+def lowest_seq(conn: apsw.Connection, actor: int) -> int | None:
+    """The lowest seq stored for the actor, below its floor included (where compaction goes on from)."""
+    row = conn.execute("SELECT min(seq) FROM journal WHERE actor = ?", (actor,)).fetchone()
+    return int(row[0]) if row and row[0] is not None else None
 
 
 def space(conn: apsw.Connection) -> Space:

@@ -71,7 +71,9 @@ def test_dropping_history_removes_only_what_lies_below_the_floor(harness: Harnes
     assert harness.one(Unit(ops=[DropHistory(info.id, 1, 100)])) is None
     assert {s.address: s.entries for s in backend.history_sizes()} == {"A/1": 12}
     harness.commit([Unit(ops=[SetFloor("A/1", 6)])])
+    assert backend.lowest_seq("A/1") == 1  # still stored below the floor: compaction drops it from here
     assert harness.one(Unit(ops=[DropHistory(info.id, 1, 3)])) is None  # a bounded batch: seqs 1 and 2
+    assert backend.lowest_seq("A/1") == 3
     (size,) = backend.history_sizes()
     assert (size.address, size.entries, size.snapshots, size.floor) == ("A/1", 10, 2, 6)
     assert harness.one(Unit(ops=[DropHistory(info.id, 3, 100)])) is None  # asks for more than lies below
@@ -79,6 +81,7 @@ def test_dropping_history_removes_only_what_lies_below_the_floor(harness: Harnes
     assert (size.entries, size.snapshots) == (7, 1)  # seqs 6-12 and the snapshot at the floor
     assert size.bytes == 7 and size.snapshot_bytes == 1  # one byte of payload each
     assert seqs(backend, "A/1") == list(range(6, 13))
+    assert backend.lowest_seq("A/1") == 6 and backend.lowest_seq("A/none") is None
     with harness.reading() as outside:
         assert outside.history_sizes() == backend.history_sizes()
     # What comes after the floor is written and read as before, and survives a restart.
