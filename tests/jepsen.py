@@ -21,7 +21,6 @@ reports each actor's state, and the checker verifies:
 from __future__ import annotations
 
 import argparse
-import http.client
 import itertools
 import json
 import os
@@ -32,13 +31,14 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from actors import SteleError
+from runtime.interfaces._client import call
 
 from .histories import Audit, Drain, audit, first_line, integrity, reap
 
@@ -54,6 +54,7 @@ class Op:
     actor: str
     kind: str  # "tell" or "ask"
     outcome: str = "invoke"
+    status: int = 0
     reply: Any = None
 
 
@@ -118,23 +119,21 @@ class Server:
 
 
 def post(base: str, actor: str, handler: str, body: dict[str, Any], *, wait: bool) -> tuple[int, Any]:
+    """The server's answer, through the command line's own client; SteleError if the server went away."""
     url = f"{base}/actors/{actor}/{handler}" + ("" if wait else "?wait=false")
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
-    req.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(req, timeout=10) as answer:
-            return answer.status, json.loads(answer.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        with exc:  # it holds the response: closed here, not when collected
-            return exc.code, json.loads(exc.read() or b"null")
+    return call(url, token=None, body=json.dumps(body).encode(), timeout=10)
 
 
-def outcome_of(status: int) -> str:
+def outcome_of(status: int, reply: Any) -> str:
+    """What an answer says happened, by the server's table (runtime/interfaces/_http_outcomes.py)."""
     if status in (200, 202):
-        return "ok"
+        return "ok"  # ran, or durably accepted: it runs (after a restart if need be), once
+    if status == 409:
+        # The handler ran and raised: processed. A reused idempotency key: refused.
+        return "ok" if isinstance(reply, dict) and reply.get("error") == "handler" else "fail"
     if status == 504 or (status >= 500 and status != 503):
         return "unknown"  # a timeout, an unknown commit: it may have run
-    return "fail"  # 4xx, 503: refused, nothing accepted
+    return "fail"  # any other 4xx, 503: refused, nothing accepted
 
 
 def client(base: str, history: History, ids: Iterator[int], rng: random.Random, stop: threading.Event) -> None:
@@ -144,10 +143,10 @@ def client(base: str, history: History, ids: Iterator[int], rng: random.Random, 
         history.invoke(op)
         try:
             status, reply = post(base, op.actor, "record", {"id": i, "sender": op.actor}, wait=op.kind == "ask")
-        except (OSError, http.client.HTTPException, ValueError):  # the server died around this call
+        except SteleError:  # the server died around this call
             op.outcome = "unknown"
             return
-        op.outcome, op.reply = outcome_of(status), reply
+        op.outcome, op.status, op.reply = outcome_of(status, reply), status, reply
 
 
 def check(history: History, journal: Audit, final: dict[str, list[int]]) -> None:
@@ -165,7 +164,7 @@ def check(history: History, journal: Audit, final: dict[str, list[int]]) -> None
     invoked = {op.id for op in history.ops}
     assert set(seen) <= invoked, f"processed but never sent: {sorted(set(seen) - invoked)[:5]}"
     for op in by_outcome.get("ok", []):
-        if op.kind == "ask":
+        if op.kind == "ask" and op.status == 200:  # a 202 ask is accepted but has no reply to check
             events = journal.events[op.actor]
             assert events[op.reply - 1] == op.id, f"{op}: the reply is not the state the message produced"
     assert final == {a: journal.events.get(a, []) for a in final}, "the served state is not the journal replayed"

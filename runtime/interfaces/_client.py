@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
 import urllib.parse
@@ -33,7 +34,9 @@ def call(
     except urllib.error.HTTPError as exc:
         with exc:
             return exc.code, _decoded(exc.read())
-    except (OSError, ValueError) as exc:  # URLError is an OSError; ValueError: a malformed URL
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        # URLError is an OSError; ValueError: a malformed URL; HTTPException: the
+        # server went away in the middle of its answer (IncompleteRead, say).
         reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
         raise SteleError(f"cannot reach {url}: {reason}") from None
 
