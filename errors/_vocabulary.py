@@ -136,6 +136,16 @@ class OutsideRetentionError(SteleError):
         self.seq = seq
 
 
+class ForkError(SteleError):
+    """A fork cannot be made: its source is unknown, or its new address is taken or of another type.
+
+    Nothing was written.
+    """
+
+    status = 409
+    code = "fork"
+
+
 # -- input refused: nothing was accepted ---------------------------------------------------
 
 

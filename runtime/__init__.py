@@ -2,6 +2,7 @@
 
 from ._compare import Difference, first_difference
 from ._drill import Behind, DrillProblem, DrillReport, DrillStatus, DrillTimings, drill
+from ._fork import ForkReport
 from ._options import Durability, Limits, ReplicationOptions
 from ._rebuild import Loaded, load
 from ._registry import Registry
@@ -19,6 +20,7 @@ __all__ = (
     "DrillStatus",
     "DrillTimings",
     "Durability",
+    "ForkReport",
     "Limits",
     "Loaded",
     "Registry",

@@ -45,6 +45,7 @@ from storage import ActorStatus, PutMeta, RecordKey, SetStatus, Store, Unit
 from ._activation import Activation
 from ._dead_letters import DeadLetters
 from ._drill import DrillReport, DrillStatus
+from ._fork import Forking, ForkReport
 from ._health import JournalHealth
 from ._idempotency import Idempotency
 from ._ingress import Ingress
@@ -417,6 +418,45 @@ class Runtime:
         """
         return await self._running().idempotency.purge(batch=batch)
 
+    # -- history -------------------------------------------------------------------------
+
+    async def fork(
+        self,
+        address: str,
+        *,
+        to: str,
+        at: int | None = None,
+        replay_after: bool = False,
+        history: storage.Reads | None = None,
+        replica: str = "",
+        timestamp: str = "",
+    ) -> ForkReport:
+        """Make a new actor ``to`` whose state is ``address``'s at journal position ``at`` (None: its latest).
+
+        The fork's history begins with an entry naming where it came from; the
+        source is only read. ``replay_after``: deliver the source's messages
+        after ``at`` to the fork again, running the current code; the source's
+        recorded effect results are reused (and marked so in the fork's
+        journal) while the fork calls the same effects with the same arguments
+        in the same order, and effects run for real from the first difference
+        on. Returns once every such message has been handled.
+
+        ``history``: read the source there instead of this journal (a restored
+        replica; ``replica`` and ``timestamp`` are recorded as where it came
+        from). :class:`ForkError` if ``to`` exists or is of another type;
+        :class:`OutsideRetentionError` if ``at`` lies before what the source keeps.
+        """
+        parts = self._running()
+        return await parts.forking.fork(
+            address,
+            at=at,
+            to=to,
+            replay_after=replay_after,
+            history=history if history is not None else self.store,
+            replica=replica,
+            timestamp=timestamp,
+        )
+
     # -- looking -------------------------------------------------------------------------
 
     def statistics(self) -> RuntimeStatistics:
@@ -627,6 +667,7 @@ class _Parts:
         self.activation.backend = store
         self.scheduler.next_message = store.step_hwm
         self.activation.actor_hwm = store.actor_hwm
+        self.forking = Forking(self.scheduler, self.mailboxes, self.activation, store, self.scheduler.clock)
 
 
 async def _guard(fn: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:

@@ -1,0 +1,191 @@
+"""Fork: a new actor from another's state at a position; effects reused while the fork matches its source."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from actors import Actor, ForkError, OutsideRetentionError, apply, handler
+from runtime import Registry, Runtime, load, replay
+from runtime._records import effect_decoder, fork_decoder
+from storage import EntryKind, Journal
+
+from .models import Account, Deposit
+
+
+class Ask(msgspec.Struct):
+    prompt: str
+
+
+class Answered(msgspec.Struct):
+    prompt: str
+    answer: str
+    draw: float
+    at: float
+
+
+class Model:
+    """The side effect: a call to a model, counted."""
+
+    calls: list[str] = []
+    changed_from = 10**9
+    """The code change: prompts numbered from here on are asked differently."""
+
+
+def call_model(prompt: str) -> str:
+    Model.calls.append(prompt)
+    return f"answer to {prompt}"
+
+
+def lookup(prompt: str) -> int:
+    Model.calls.append(f"lookup {prompt}")
+    return len(prompt)
+
+
+class Agent(Actor):
+    class State(msgspec.Struct):
+        log: list[str] = msgspec.field(default_factory=list)
+        draws: list[tuple[float, float]] = msgspec.field(default_factory=list)
+
+    state: State
+    snapshot_every = 4
+
+    @handler
+    async def ask(self, msg: Ask) -> str:
+        number = int(msg.prompt.rpartition(" ")[2])
+        asked = msg.prompt if number < Model.changed_from else f"{msg.prompt} (rephrased)"
+        answer = await self.ctx.effect(call_model, asked)
+        size = await self.ctx.effect(lookup, asked)
+        # The seed and time of the step are the source's while the fork matches it.
+        self.emit(Answered(msg.prompt, f"{answer} ({size})", self.ctx.random(), self.ctx.now()))
+        return answer
+
+    @apply
+    def _answered(self, ev: Answered) -> None:
+        self.state.log.append(ev.answer)
+        self.state.draws.append((ev.draw, ev.at))
+
+
+def positions(db: str, address: str) -> list[int]:
+    return [e.position for e in Journal.open(db).entries(address)]
+
+
+def state_at(db: str, cls: type[Actor], address: str, position: int | None = None) -> object:
+    """What `python -m runtime state ADDRESS --at POSITION` shows."""
+    registry = Registry([cls])
+    desc, key = registry.resolve(address)
+    with Journal.open(db) as journal:
+        seq = journal.seq_at(address, position) if position is not None else None
+        return load(journal, desc, registry.codec, address, key, until_seq=seq).instance.state
+
+
+async def talk(rt: Runtime, address: str, count: int) -> None:
+    for i in range(count):
+        await rt.ask(address, Ask(f"question {i}"))
+
+
+async def test_a_fork_has_its_sources_state_at_every_position(db: str) -> None:
+    async with Runtime(db, actors=[Account]) as rt:
+        for amount in range(1, 13):  # snapshots every 5 events: forks start from snapshots and from events
+            await rt.tell("Account/a", Deposit(amount))
+        await rt.ask("Account/a", Deposit(100))
+        every = positions(db, "Account/a")
+        for n, position in enumerate(every):
+            await rt.fork("Account/a", at=position, to=f"Account/f{n}")
+        for n, position in enumerate(every):
+            assert state_at(db, Account, f"Account/f{n}") == state_at(db, Account, "Account/a", position)
+        # The fork is a live actor: it goes on from there, and the source is untouched.
+        before = state_at(db, Account, "Account/a")
+        assert await rt.ask("Account/f3", Deposit(1000)) == state_at(db, Account, "Account/f3").balance  # type: ignore[attr-defined]
+        assert state_at(db, Account, "Account/a") == before
+    # Its history says where it came from, and begins there.
+    with Journal.open(db) as journal:
+        first = next(iter(journal.entries("Account/f3")))
+        assert first.kind == EntryKind.FORK and first.seq == 1
+        record = fork_decoder.decode(first.data)
+        assert (record.source, record.position, record.replay_after) == ("Account/a", every[3], False)
+        assert record.seq == journal.seq_at("Account/a", every[3])
+        with pytest.raises(OutsideRetentionError):  # before the fork began: no state is made up
+            journal.seq_at("Account/f3", first.position - 1)
+    # And it survives a restart.
+    async with Runtime(db, actors=[Account]) as rt:
+        assert await rt.ask("Account/f3", Deposit(1)) == state_at(db, Account, "Account/f3").balance  # type: ignore[attr-defined]
+        assert replay(Journal.open(db), Registry([Account])).ok
+
+
+async def test_a_fork_without_a_position_starts_from_the_latest_state(db: str) -> None:
+    async with Runtime(db, actors=[Account]) as rt:
+        for amount in (5, 6, 7):
+            await rt.tell("Account/a", Deposit(amount))
+        await rt.ask("Account/a", Deposit(1))
+        report = await rt.fork("Account/a", to="Account/b")
+        assert report.position == positions(db, "Account/a")[-1]
+        assert state_at(db, Account, "Account/b") == state_at(db, Account, "Account/a")
+
+
+async def test_a_fork_cannot_take_an_address_with_history_or_of_another_type(db: str) -> None:
+    async with Runtime(db, actors=[Account, Agent]) as rt:
+        await rt.ask("Account/a", Deposit(5))
+        await rt.ask("Account/b", Deposit(6))
+        with pytest.raises(ForkError, match="already exists"):
+            await rt.fork("Account/a", to="Account/b")
+        with pytest.raises(ForkError, match="must be a Account too"):
+            await rt.fork("Account/a", to="Agent/x")
+        with pytest.raises(ForkError, match="new address"):
+            await rt.fork("Account/a", to="Account/a")
+        with pytest.raises(ForkError, match="no history"):
+            await rt.fork("Account/nobody", to="Account/c")
+        # Nothing was written, and the refused addresses are usable.
+        assert state_at(db, Account, "Account/b").balance == 6  # type: ignore[attr-defined]
+        assert Journal.open(db).actor("Account/c") is None
+        await rt.fork("Account/a", to="Account/c")
+        assert state_at(db, Account, "Account/c").balance == 5  # type: ignore[attr-defined]
+
+
+async def test_replay_after_with_unchanged_code_reuses_every_effect(db: str) -> None:
+    Model.calls, Model.changed_from = [], 10**9
+    async with Runtime(db, actors=[Agent]) as rt:
+        await talk(rt, "Agent/src", 10)
+        at = positions(db, "Agent/src")
+        fork_at = at[3 * 5 + 1]  # inside the 4th step, before its event: it is delivered again
+        source_calls = list(Model.calls)
+        report = await rt.fork("Agent/src", at=fork_at, to="Agent/copy", replay_after=True)
+        assert Model.calls == source_calls  # no effect ran again
+        assert (report.redelivered, report.reused, report.ran, report.divergence) == (7, 14, 0, None)
+        assert state_at(db, Agent, "Agent/copy") == state_at(db, Agent, "Agent/src")
+    with Journal.open(db) as journal:
+        effects = [e for e in journal.entries("Agent/copy") if e.kind == EntryKind.EFFECT]
+        sources = {e.position: e for e in journal.entries("Agent/src") if e.kind == EntryKind.EFFECT}
+        assert len(effects) == 14
+        for effect in effects:
+            record = effect_decoder.decode(effect.data)
+            assert record.reused in sources  # marked, naming the source's entry it reused
+            assert effect_decoder.decode(sources[record.reused].data).result == record.result
+    assert replay(Journal.open(db), Registry([Agent])).ok
+
+
+async def test_replay_after_with_changed_code_runs_effects_from_the_divergence_on(db: str) -> None:
+    Model.calls, Model.changed_from = [], 10**9
+    async with Runtime(db, actors=[Agent]) as rt:
+        await talk(rt, "Agent/src", 8)
+        source_calls = list(Model.calls)
+        Model.changed_from = 5  # the fixed code asks from question 5 on in other words
+        fork_at = positions(db, "Agent/src")[2 * 5 + 4]  # the 3rd step's reply
+        report = await rt.fork("Agent/src", at=fork_at, to="Agent/fixed", replay_after=True)
+        # Steps 3 and 4 reused both their effects; from step 5 on, both ran for real.
+        assert Model.calls[len(source_calls) :] == [
+            f"{what}question {i} (rephrased)" for i in (5, 6, 7) for what in ("", "lookup ")
+        ]
+        assert (report.redelivered, report.reused, report.ran) == (5, 4, 6)
+        assert report.divergence is not None and "other arguments" in report.divergence
+        source_entries = Journal.open(db).entries("Agent/src")
+        assert report.diverged_at == [e for e in source_entries if e.kind == EntryKind.EFFECT][10].position
+        fixed = state_at(db, Agent, "Agent/fixed")
+        assert fixed.log[:5] == state_at(db, Agent, "Agent/src").log[:5]  # type: ignore[attr-defined]
+        assert fixed.log[5] == "answer to question 5 (rephrased) (22)"  # type: ignore[attr-defined]
+    reused = [
+        effect_decoder.decode(e.data).reused
+        for e in Journal.open(db).entries("Agent/fixed")
+        if e.kind == EntryKind.EFFECT
+    ]
+    assert [bool(r) for r in reused] == [True] * 4 + [False] * 6
