@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import datetime
+import json
+from pathlib import Path
+
+import anyio
 import msgspec
 import pytest
 
 from actors import Actor, ForkError, OutsideRetentionError, apply, handler
 from runtime import Registry, Runtime, load, replay
+from runtime._diff import diff
 from runtime._records import effect_decoder, fork_decoder
 from storage import EntryKind, Journal
 
 from .models import Account, Deposit
+from .s3server import S3Server
+from .served import cli
 
 
 class Ask(msgspec.Struct):
@@ -189,3 +197,75 @@ async def test_replay_after_with_changed_code_runs_effects_from_the_divergence_o
         if e.kind == EntryKind.EFFECT
     ]
     assert [bool(r) for r in reused] == [True] * 4 + [False] * 6
+
+
+async def test_diff_compares_a_fork_with_its_source_step_by_step(db: str) -> None:
+    Model.calls, Model.changed_from = [], 10**9
+    async with Runtime(db, actors=[Agent]) as rt:
+        await talk(rt, "Agent/src", 6)
+        at = positions(db, "Agent/src")[1 * 5 + 4]  # the 2nd step's reply
+        await rt.fork("Agent/src", at=at, to="Agent/same", replay_after=True)
+        Model.changed_from = 4
+        await rt.fork("Agent/src", at=at, to="Agent/fixed", replay_after=True)
+    with Journal.open(db) as journal:
+        same = diff(journal, "Agent/src", journal, "Agent/same")
+        assert same.same and len(same.steps) == 4 and same.left_from == at and same.right_from == -1
+        fixed = diff(journal, "Agent/src", journal, "Agent/fixed")
+        # Steps 3 and 4 of the source are the fork's first two; its third (question 4) asked otherwise.
+        assert [s.difference is None for s in fixed.steps] == [True, True, False, False]
+        first = fixed.first
+        assert first is not None and first.handler == "ask" and first.difference is not None
+        assert first.left_position == positions(db, "Agent/src")[4 * 5]
+        assert "effect 'call_model'" in first.difference.left  # the model's answer differs
+        assert diff(journal, "Agent/same", journal, "Agent/src").same  # either way round
+        # Two forks of one source (neither is the other's) are compared from their beginnings.
+        siblings = diff(journal, "Agent/same", journal, "Agent/fixed")
+        assert siblings.left_from == siblings.right_from == -1
+        assert [s.difference is None for s in siblings.steps] == [True, True, False, False]
+    done = cli("diff", "Agent/src", "Agent/fixed", "--db", db, "--json", check=False)
+    assert done.returncode == 1
+    assert [s["difference"] is None for s in json.loads(done.stdout)["steps"]] == [True, True, False, False]
+    assert cli("diff", "Agent/src", "Agent/same", "--db", db).returncode == 0
+
+
+def test_fork_from_a_point_in_time_of_a_replica(db: str, s3: S3Server, tmp_path: Path) -> None:
+    url = s3.url(s3.bucket())
+
+    async def source() -> tuple[datetime.datetime, int]:
+        async with Runtime(db, actors=[Agent], replicate=url, durability="replicated") as rt:
+            await talk(rt, "Agent/src", 3)
+            await anyio.sleep(1.2)  # the next replica file carries a later timestamp
+            between = datetime.datetime.now(datetime.UTC)
+            await anyio.sleep(1.2)
+            for i in range(3, 6):
+                await rt.ask("Agent/src", Ask(f"question {i}"), durability="replicated")
+        return between, positions(db, "Agent/src")[0 * 5 + 4]
+
+    Model.changed_from = 10**9
+    between, first_reply = anyio.run(source)
+    live = str(tmp_path / "other.db")  # the fork goes into another journal: the source's is not touched
+    done = cli(
+        "fork", "Agent/src", "--as", "Agent/then", "--from", url, "--timestamp", between.isoformat(),
+        "--module", "tests.test_fork", "--db", live, "--json",
+    )  # fmt: skip
+    report = json.loads(done.stdout)
+    then = positions(db, "Agent/src")[3 * 5 - 1]  # the 3rd step's reply: the replica's last entry then
+    assert (report["source"], report["position"]) == ("Agent/src", then)
+    assert state_at(live, Agent, "Agent/then") == state_at(db, Agent, "Agent/src", then)
+    with Journal.open(live) as journal:
+        record = fork_decoder.decode(next(iter(journal.entries("Agent/then"))).data)
+        assert (record.replica, record.timestamp) == (url, between.isoformat())
+    # From an earlier position of the same point in time, delivering what followed in the replica again:
+    # the effects' results come from the replica's journal (this process's counter shows none ran).
+    done = cli(
+        "fork", "Agent/src", "--as", "Agent/again", "--at", str(first_reply), "--replay-after",
+        "--from", url, "--timestamp", between.isoformat(), "--module", "tests.test_fork", "--db", live, "--json",
+    )  # fmt: skip
+    report = json.loads(done.stdout)
+    assert (report["redelivered"], report["reused"], report["ran"], report["divergence"]) == (2, 4, 0, None)
+    assert state_at(live, Agent, "Agent/again") == state_at(db, Agent, "Agent/src", then)
+    # Without --from, a timestamp means nothing: refused, nothing written.
+    done = cli("fork", "Agent/src", "--as", "Agent/x", "--timestamp", "2026-01-01T00:00:00Z",
+               "--module", "tests.test_fork", "--db", live, check=False)  # fmt: skip
+    assert done.returncode == 2 and "--from" in done.stderr
+    assert Journal.open(live).actor("Agent/x") is None

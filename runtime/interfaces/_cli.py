@@ -36,6 +36,7 @@ from .._replay import replay
 from ._client import call, endpoint, recorded_server
 from ._drill import add_arguments as drill_arguments
 from ._drill import duration
+from ._history import add_diff_arguments, add_fork_arguments
 from ._modules import actor_classes, load_module
 from ._text import console, err, plain, styled, write_json
 from ._token import add_token_arguments, token_from
@@ -349,6 +350,18 @@ def cmd_drill(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_fork(args: argparse.Namespace) -> int:
+    from ._history import cmd_fork as run  # noqa: PLC0415 - opens a runtime
+
+    return run(args)
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from ._history import cmd_diff as run  # noqa: PLC0415
+
+    return run(args)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from ._serve import serve  # noqa: PLC0415 - uvicorn only for serving
 
@@ -515,6 +528,26 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--timestamp", help="ISO 8601 point in time")
     p.add_argument("--txid", type=int, help="Litestream transaction id")
     p.add_argument("--module", help="also rebuild every actor with these classes")
+
+    p = _command(
+        sub,
+        "fork",
+        cmd_fork,
+        "make a new actor from another's state at a journal position (of the journal, or of a replica)",
+        "python -m runtime fork Agent/a --at 120 --as Agent/a-fix --replay-after --module agents",
+        db=DEFAULT_DB,
+    )
+    add_fork_arguments(p)
+
+    p = _command(
+        sub,
+        "diff",
+        cmd_diff,
+        "compare two actors' histories step by step (a fork with its source, say)",
+        "python -m runtime diff Agent/a Agent/a-fix",
+        db=DEFAULT_DB,
+    )
+    add_diff_arguments(p)
 
     p = _command(
         sub,
