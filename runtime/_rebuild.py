@@ -13,8 +13,11 @@ folded from a history with a hole.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 from zlib import crc32
+
+import msgspec
 
 import storage
 from actors import Actor, OutsideRetentionError
@@ -103,19 +106,36 @@ def load(
 
 def fold(desc: ActorDescription, codec: storage.Codec, instance: Actor, rows: list[storage.EventRow]) -> None:
     """Apply event rows ``(position, seq, type, data, crc)`` to ``instance`` in order, checking each crc."""
-    decode = codec.decode
-    appliers = desc.appliers
-    checksum = crc32  # a local: this loop is activation's hot path
+    checksum = crc32  # locals: this loop is activation's (and a rebuild's) hot path
+    # Each type name decodes to one type, so its decoder and applier are looked
+    # up once per name, not once per event.
+    known: dict[str, tuple[Callable[[bytes], Any], Callable[[Any, Any], None]]] = {}
     for position, seq, type_name, data, crc in rows:
         if crc is not None and checksum(data) != crc:
             raise storage.corrupt(f"journal entry {instance.address}#{seq}", position, type_name, seq)
-        event: Any = decode(type_name, data, position=position)
-        applier = appliers.get(type(event))
-        if applier is None:
-            raise storage.UndecodableEntry(
-                f"journal entry at position {position} is an event {type_name!r} "
-                f"that {desc.type_name} has no @apply method for",
-                position=position,
-                type_name=type_name,
-            )
+        pair = known.get(type_name)
+        if pair is None:
+            pair = known[type_name] = _resolve(desc, codec, type_name, data, position)
+        decode, applier = pair
+        try:
+            event = decode(data)
+        except msgspec.DecodeError:
+            codec.decode(type_name, data, position=position)  # raises the error that names the entry
+            raise
         applier(instance, event)
+
+
+def _resolve(
+    desc: ActorDescription, codec: storage.Codec, type_name: str, data: bytes, position: int
+) -> tuple[Callable[[bytes], Any], Callable[[Any, Any], None]]:
+    """The decoder and the applier of events named ``type_name``, or the error that says why there is none."""
+    event = codec.decode(type_name, data, position=position)
+    applier = desc.appliers.get(type(event))
+    if applier is None:
+        raise storage.UndecodableEntry(
+            f"journal entry at position {position} is an event {type_name!r} "
+            f"that {desc.type_name} has no @apply method for",
+            position=position,
+            type_name=type_name,
+        )
+    return codec.decoder(type_name).decode, applier

@@ -561,7 +561,8 @@ class Backend(Reads, Protocol):
     path: str
     """Where the journal is (a file's path, or a URL)."""
     step_hwm: int
-    """The highest message id any durable row uses (message ids are never reused)."""
+    """At least the highest message id any durable row uses (message ids are never reused;
+    a backend may reserve them in blocks, so new ids start above this)."""
     actor_hwm: int
     """The highest actor id in the registry."""
 

@@ -40,6 +40,15 @@ DELETE_INBOX = "DELETE FROM inbox WHERE id = ?"
 INSERT_ACTOR = "INSERT INTO actors(id, address, type, updated) VALUES (?, ?, ?, ?)"
 UPDATE_HWM = "UPDATE meta SET value = ? WHERE key = 'step_hwm'"
 
+HWM_BLOCK = 1024
+"""Message ids are reserved this many at a time.
+
+The high-water mark (ids are never reused) is written once per block, in the
+transaction that first uses an id beyond it, instead of at every commit: one
+page less for each lone commit, a fifth of what an ask writes. A restart
+starts above the block, leaving its unused ids unused.
+"""
+
 MAX_BATCH_UNITS = 20_000
 """Bound on one transaction's size, so one huge backlog cannot stall every caller."""
 
@@ -171,8 +180,10 @@ class Writer:
         try:
             failures = self._apply(batch)
             top = max((u.top for u in batch), default=0)
-            if top > self._hwm:
-                conn.execute(UPDATE_HWM, (top,))
+            hwm = self._hwm
+            if top > hwm:
+                hwm = top + HWM_BLOCK
+                conn.execute(UPDATE_HWM, (hwm,))
         except Exception as exc:
             # SQLite may already have rolled the whole transaction back (FULL,
             # IOERR, NOMEM do); nothing was committed either way: a definite
@@ -186,7 +197,7 @@ class Writer:
             # Indeterminate: the commit may be durable. Read back before deciding.
             self._rollback()
             return self._resolve(batch, indexes, outcomes, exc)
-        self._hwm = max(self._hwm, top)
+        self._hwm = hwm
         self.failing = None  # a commit went through: the disk works
         for position, i in enumerate(indexes):
             outcomes[i] = failures.get(position)
