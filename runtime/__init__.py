@@ -1,5 +1,6 @@
 """What runs actors: activation, mailboxes, steps, effects and recovery over one journal."""
 
+from ._compact import CompactReport
 from ._compare import Difference, first_difference
 from ._drill import Behind, DrillProblem, DrillReport, DrillStatus, DrillTimings, drill
 from ._fork import ForkReport
@@ -13,6 +14,7 @@ from ._timers import VirtualClock
 
 __all__ = (
     "Behind",
+    "CompactReport",
     "Difference",
     "Divergence",
     "DrillProblem",

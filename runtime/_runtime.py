@@ -43,6 +43,7 @@ from actors import (
 from storage import ActorStatus, PutMeta, RecordKey, SetStatus, Store, Unit
 
 from ._activation import Activation
+from ._compact import DEFAULT_BATCH, Compactor, CompactReport
 from ._dead_letters import DeadLetters
 from ._drill import DrillReport, DrillStatus
 from ._fork import Forking, ForkReport
@@ -457,6 +458,18 @@ class Runtime:
             timestamp=timestamp,
         )
 
+    async def compact(self, *, batch: int = DEFAULT_BATCH, reclaim: bool = True) -> CompactReport:
+        """Remove the history each actor type's ``retention`` no longer keeps, and give the space back.
+
+        Works in commits of at most ``batch`` sequence numbers, one after the
+        other, so the actors' own commits go on in between. Every position from
+        an actor's oldest kept snapshot on stays exact for ``state --at`` and a
+        fork; an older one raises :class:`OutsideRetentionError`. ``reclaim``:
+        return the freed pages to the file system (a journal created before
+        schema version 7 keeps them for reuse instead; see docs/history.md).
+        """
+        return await self._running().compactor.compact(batch=batch, reclaim=reclaim)
+
     # -- looking -------------------------------------------------------------------------
 
     def statistics(self) -> RuntimeStatistics:
@@ -667,6 +680,7 @@ class _Parts:
         self.activation.backend = store
         self.scheduler.next_message = store.step_hwm
         self.activation.actor_hwm = store.actor_hwm
+        self.compactor = Compactor(self.scheduler.registry, self.writes, store, self.scheduler.clock)
         self.forking = Forking(self.scheduler, self.mailboxes, self.activation, store, self.scheduler.clock)
 
 

@@ -200,6 +200,8 @@ class Space(msgspec.Struct, frozen=True):
     """Storage free for reuse: new entries fill it before the journal grows."""
     reclaimable: bool
     """Whether free storage can be given back (:class:`Reclaim`) without rewriting the whole journal."""
+    page_size: int = 0
+    """The unit :class:`Reclaim` counts in (0: the storage has no pages to give back)."""
 
 
 class SnapshotInfo(msgspec.Struct, frozen=True, array_like=True):
@@ -490,7 +492,13 @@ class Reads(Protocol):
         ...
 
     def event_rows(self, actor_id: int, after_seq: int = 0, until_seq: int | None = None) -> list[EventRow]:
-        """``(position, seq, type, data, crc)`` of the actor's events in ``(after_seq, until_seq]``, above its floor."""
+        """``(position, seq, type, data, crc)`` of the actor's events in ``(after_seq, until_seq]``.
+
+        Raises :class:`~errors.OutsideRetentionError` when ``after_seq`` lies
+        below the actor's floor: the events between were compacted away (a
+        state read from an older snapshot while compaction moved the floor
+        must not be completed with a hole in it).
+        """
         ...
 
     def open_step(self, actor_id: int, address: str) -> list[Entry]:
@@ -507,6 +515,10 @@ class Reads(Protocol):
 
     def history_sizes(self) -> list[HistorySize]:
         """What each actor's history takes (entries, snapshots and their bytes), by address."""
+        ...
+
+    def history_size(self, actor: str) -> HistorySize | None:
+        """What one actor's history takes (None: no such actor)."""
         ...
 
     def lowest_seq(self, actor: str) -> int | None:

@@ -114,6 +114,10 @@ class SqliteReads(abc.ABC):
         """What each actor's history takes (entries, snapshots and their bytes), by address."""
         return self._read(_rows.history_sizes)
 
+    def history_size(self, actor: str) -> HistorySize | None:
+        """What one actor's history takes (None: no such actor)."""
+        return self._read(_rows.history_size, actor)
+
     def lowest_seq(self, actor: str) -> int | None:
         """The lowest seq stored for ``actor``, what lies below its floor included (None: nothing stored)."""
         ident = self._read(_rows.actor_id, actor)

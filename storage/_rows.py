@@ -271,7 +271,34 @@ def event_rows(conn: apsw.Connection, actor: int, after_seq: int, until_seq: int
         f"WHERE actor = ? AND seq > max(?, {_floor(conn)}) AND seq <= ? AND kind = 'event' ORDER BY seq",
         (actor, after_seq, actor, until_seq if until_seq is not None else 1 << 62),
     ).fetchall()
+    if _floor(conn).startswith("(0"):  # a file from before floors
+        return typing.cast("list[EventRow]", rows)
+    # Read after the rows: a floor only moves up, so one that moved above
+    # after_seq before the rows were read is seen here too.
+    (floor,) = conn.execute(f"SELECT {_floor(conn)}", (actor,)).fetchone() or (0,)
+    if floor and after_seq < floor:
+        raise OutsideRetentionError(f"actor {actor}", _position_of(conn, actor, int(floor)), int(floor), seq=after_seq)
     return typing.cast("list[EventRow]", rows)
+
+
+def _position_of(conn: apsw.Connection, actor: int, seq: int) -> int:
+    row = conn.execute("SELECT min(position) FROM journal WHERE actor = ? AND seq >= ?", (actor, seq)).fetchone()
+    return int(row[0]) if row and row[0] is not None else -1
+
+
+def history_size(conn: apsw.Connection, address: str) -> HistorySize | None:
+    """What one actor's history takes (None: no such actor)."""
+    ident = actor_id(conn, address)
+    if ident is None:
+        return None
+    count, size = conn.execute(
+        "SELECT count(*), sum(length(data)) FROM journal WHERE actor = ?", (ident,)
+    ).fetchone() or (0, 0)
+    snaps, snap_size = conn.execute(
+        "SELECT count(*), sum(length(data)) FROM snapshots WHERE actor = ?", (ident,)
+    ).fetchone() or (0, 0)
+    (floor,) = conn.execute(f"SELECT {_floor(conn)}", (ident,)).fetchone() or (0,)
+    return HistorySize(address, int(count), int(size or 0), int(snaps), int(snap_size or 0), int(floor or 0))
 
 
 def history_sizes(conn: apsw.Connection) -> list[HistorySize]:
@@ -314,4 +341,4 @@ def space(conn: apsw.Connection) -> Space:
         return int(row[0]) if row else 0
 
     size = pragma("page_size")
-    return Space(pragma("page_count") * size, pragma("freelist_count") * size, pragma("auto_vacuum") == 2)
+    return Space(pragma("page_count") * size, pragma("freelist_count") * size, pragma("auto_vacuum") == 2, size)

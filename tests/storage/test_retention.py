@@ -49,7 +49,14 @@ def test_a_floor_hides_the_history_below_it_from_every_read(harness: Harness) ->
             assert reads.snapshot("A/1", before=6) is None  # the snapshot at 3 lies below the floor
             snap = reads.snapshot("A/1")
             assert snap is not None and snap.seq == 6
-            assert [row[1] for row in reads.event_rows(info.id)] == [8, 11]
+            assert [row[1] for row in reads.event_rows(info.id, 6)] == [8, 11]
+            with pytest.raises(OutsideRetentionError) as below:
+                # A state read from below the floor cannot be completed: the events between are gone.
+                reads.event_rows(info.id, 3)
+            assert below.value.floor == 6 and below.value.earliest == positions[5]
+            size = reads.history_size("A/1")
+            assert size is not None and (size.entries, size.snapshots, size.floor) == (12, 2, 6)
+            assert reads.history_size("A/none") is None
             assert reads.seq_at("A/1", positions[5]) == 6  # the entry at the floor: its state is kept
             assert reads.seq_at("A/1", positions[9]) == 10
             with pytest.raises(OutsideRetentionError) as raised:

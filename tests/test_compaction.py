@@ -1,0 +1,186 @@
+"""Retention and compaction: what is kept stays exact and forkable, what is not answers with a clear error."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import anyio
+import msgspec
+import pytest
+
+from actors import Actor, ActorDefinitionError, OutsideRetentionError, Retention, apply, handler
+from runtime import Registry, Runtime, VirtualClock, load, replay
+from storage import Journal
+
+from .models import Account, Deposit
+from .served import cli
+
+
+class Note(msgspec.Struct):
+    text: str
+
+
+class Noted(msgspec.Struct):
+    text: str
+
+
+class Notebook(Actor):
+    """Keeps the history from its second newest snapshot on."""
+
+    class State(msgspec.Struct):
+        notes: list[str] = msgspec.field(default_factory=list)
+
+    state: State
+    snapshot_every = 5
+    retention = Retention(snapshots=2)
+
+    @handler
+    async def note(self, msg: Note) -> int:
+        self.emit(Noted(msg.text))
+        return len(self.state.notes)
+
+    @apply
+    def _noted(self, ev: Noted) -> None:
+        self.state.notes.append(ev.text)
+
+
+class Diary(Notebook):
+    """Keeps an hour of history."""
+
+    retention = Retention(age=3600)
+
+
+def states(db: str, cls: type[Actor], address: str) -> dict[int, object]:
+    """The state at every position of the actor's history, as `state --at` gives it."""
+    registry = Registry([cls])
+    desc, key = registry.resolve(address)
+    with Journal.open(db) as journal:
+        return {
+            e.position: load(
+                journal, desc, registry.codec, address, key, until_seq=journal.seq_at(address, e.position)
+            ).instance.state
+            for e in journal.entries(address)
+        }
+
+
+async def test_compaction_keeps_every_retained_position_exact_and_refuses_older_ones(db: str) -> None:
+    async with Runtime(db, actors=[Notebook, Account]) as rt:
+        for i in range(23):
+            await rt.ask("Notebook/n", Note(f"note {i}"))
+        for i in range(12):
+            await rt.ask("Account/a", Deposit(i + 1))  # a type without retention: untouched
+        before = states(db, Notebook, "Notebook/n")
+        accounts = states(db, Account, "Account/a")
+        with Journal.open(db) as journal:
+            snapshots = [s.seq for s in journal.snapshots("Notebook/n")]
+            assert snapshots == [15, 30, 45, 60]  # 3 entries a step, a snapshot every 5 events
+        report = await rt.compact(batch=7)
+        assert (report.actors, report.entries, report.snapshots) == (1, 44, 2)
+        with Journal.open(db) as journal:
+            info = journal.actor("Notebook/n")
+            assert info is not None and info.floor == 45
+            assert next(e.seq for e in journal.entries("Notebook/n")) == 45
+            size = journal.history_size("Notebook/n")
+            assert size is not None and (size.entries, size.snapshots) == (69 - 44, 2)
+            earliest = next(iter(journal.entries("Notebook/n"))).position
+        after = states(db, Notebook, "Notebook/n")
+        assert after == {p: s for p, s in before.items() if p >= earliest}  # every retained position, exact
+        assert states(db, Account, "Account/a") == accounts
+        for position in (p for p in before if p < earliest):
+            with Journal.open(db) as journal, pytest.raises(OutsideRetentionError) as refused:
+                journal.seq_at("Notebook/n", position)
+            assert refused.value.earliest == earliest and refused.value.status == 410
+        # Forkable from every retained position; not from before.
+        await rt.fork("Notebook/n", at=earliest, to="Notebook/f")
+        assert list(states(db, Notebook, "Notebook/f").values()) == [before[earliest]]
+        with pytest.raises(OutsideRetentionError):
+            await rt.fork("Notebook/n", at=earliest - 1, to="Notebook/g")
+        assert Journal.open(db).actor("Notebook/g") is None
+        # The actor goes on from its kept history; a second compaction finds nothing more to do.
+        assert await rt.ask("Notebook/n", Note("one more")) == 24
+        again = await rt.compact()
+        assert (again.entries, again.snapshots) == (0, 0)
+    async with Runtime(db, actors=[Notebook, Account]) as rt:
+        assert await rt.ask("Notebook/n", Note("after a restart")) == 25
+    assert replay(Journal.open(db), Registry([Notebook, Account])).ok
+    # The command line says the same.
+    done = cli("state", "Notebook/n", "--at", str(earliest - 1), "--db", db, "--module", "tests.test_compaction",
+               check=False)  # fmt: skip
+    assert done.returncode == 2 and f"from journal position {earliest}" in done.stderr
+    shown = json.loads(cli("state", "Notebook/n", "--at", str(earliest), "--db", db, "--module",
+                           "tests.test_compaction", "--json").stdout)  # fmt: skip
+    assert shown["state"] == msgspec.to_builtins(before[earliest])
+
+
+async def test_retention_by_age_keeps_what_is_younger(db: str) -> None:
+    clock = VirtualClock()
+    async with Runtime(db, actors=[Diary], clock=clock) as rt:
+        for day in range(3):
+            for i in range(10):
+                await rt.ask("Diary/d", Note(f"day {day} note {i}"))
+                clock.advance(60)
+            if day < 2:
+                clock.advance(86400)
+        before = states(db, Diary, "Diary/d")
+        await rt.compact()
+        with Journal.open(db) as journal:
+            info = journal.actor("Diary/d")
+            assert info is not None
+            kept = list(journal.entries("Diary/d"))
+        # Everything of the last hour (the last day's notes) is kept, from the snapshot before it.
+        last_day = [e for e in kept if e.at >= clock() - 3600]
+        assert len(last_day) == 30
+        assert info.floor == 60 and kept[0].seq == 60  # the newest snapshot older than an hour
+        assert states(db, Diary, "Diary/d") == {p: s for p, s in before.items() if p >= kept[0].position}
+
+
+async def test_compaction_gives_the_space_back(db: str) -> None:
+    async with Runtime(db, actors=[Notebook]) as rt:
+        for _ in range(199):
+            await rt.tell("Notebook/n", Note(os.urandom(500).hex()))
+        await rt.ask("Notebook/n", Note("last"))
+        report = await rt.compact()
+    assert report.entries == 584  # up to the snapshot of step 195 (seq 585)
+    assert report.bytes_before > 3_000_000  # mostly snapshots: each holds every note so far
+    assert report.bytes_after < report.bytes_before / 4  # the pages went back to the file system
+    assert os.path.getsize(db) < report.bytes_before / 4
+
+
+async def test_other_actors_commit_while_a_compaction_runs(db: str) -> None:
+    async with Runtime(db, actors=[Notebook, Account]) as rt:
+        for i in range(300):
+            await rt.tell("Notebook/n", Note(f"note {i}"))
+        await rt.ask("Notebook/n", Note("last"))
+        acknowledged = 0
+        done = anyio.Event()
+
+        async def compact() -> None:
+            await rt.compact(batch=2)
+            done.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(compact)
+            while not done.is_set():
+                await rt.ask("Account/a", Deposit(1))
+                acknowledged += 1
+        # Hundreds of small deletes, each a commit of its own: the asks went through between them.
+        assert acknowledged > 1
+        assert await rt.ask("Account/a", Deposit(1)) == acknowledged + 1
+
+
+def test_a_retention_needs_a_count_or_an_age_and_snapshots() -> None:
+    with pytest.raises(ActorDefinitionError, match="needs snapshots=N"):
+        Retention()
+    with pytest.raises(ActorDefinitionError, match="at least 1"):
+        Retention(snapshots=0)
+    with pytest.raises(ActorDefinitionError, match="more than 0"):
+        Retention(age=-5)
+    with pytest.raises(ActorDefinitionError, match="seconds or a timedelta"):
+        Retention(age="a week")  # type: ignore[arg-type]
+
+    class NoSnapshots(Notebook):
+        snapshot_every = 0
+
+    with pytest.raises(ActorDefinitionError, match="snapshot_every=0"):
+        Registry([NoSnapshots])
