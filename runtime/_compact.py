@@ -53,6 +53,15 @@ class CompactReport(msgspec.Struct):
     seconds: float = 0.0
 
 
+class CompactionStatus(msgspec.Struct, frozen=True):
+    """The compactions a runtime ran (see ``rt.statistics().compaction``)."""
+
+    runs: int
+    last: CompactReport
+    last_at: float
+    """When the last one ended (epoch seconds)."""
+
+
 def new_floor(retention: Retention, snapshots: list[storage.SnapshotInfo], floor: int, now: float) -> int:
     """The floor ``retention`` asks for, given the snapshots from the current ``floor`` on (never lower than it)."""
     candidates = []
@@ -75,6 +84,8 @@ class Compactor:
         self._reads = reads
         self._clock = clock
         self._lock = anyio.Lock()
+        self.status: CompactionStatus | None = None
+        """The last compaction (None before the first)."""
 
     async def compact(self, *, batch: int = DEFAULT_BATCH, reclaim: bool = True) -> CompactReport:
         """Compact every actor whose type declares a retention; then give freed pages back."""
@@ -100,6 +111,8 @@ class Compactor:
                 space = await anyio.to_thread.run_sync(self._reads.space)
             report.bytes_after, report.free_after = space.bytes, space.free_bytes
             report.seconds = time.perf_counter() - started
+            runs = self.status.runs + 1 if self.status is not None else 1
+            self.status = CompactionStatus(runs, report, self._clock())
             return report
 
     async def _actor(self, info: storage.ActorInfo, retention: Retention, batch: int, report: CompactReport) -> None:

@@ -447,8 +447,9 @@ class Runtime:
         from). :class:`ForkError` if ``to`` exists or is of another type;
         :class:`OutsideRetentionError` if ``at`` lies before what the source keeps.
         """
-        parts = self._running()
-        return await parts.forking.fork(
+        forking = self._running().forking
+        assert forking is not None  # made when the journal was opened
+        return await forking.fork(
             address,
             at=at,
             to=to,
@@ -468,7 +469,9 @@ class Runtime:
         return the freed pages to the file system (a journal created before
         schema version 7 keeps them for reuse instead; see docs/history.md).
         """
-        return await self._running().compactor.compact(batch=batch, reclaim=reclaim)
+        compactor = self._running().compactor
+        assert compactor is not None  # made when the journal was opened
+        return await compactor.compact(batch=batch, reclaim=reclaim)
 
     # -- looking -------------------------------------------------------------------------
 
@@ -503,6 +506,7 @@ class Runtime:
             writer=writer,
             replication=replication,
             drill=self._drills,
+            compaction=parts.compactor.status if parts.compactor is not None else None,
         )
 
     @property
@@ -673,6 +677,9 @@ class _Parts:
         scheduler.dead_letters = self.dead_letters
         scheduler.promises = promises
         scheduler.timers = self.timers
+        self.compactor: Compactor | None = None
+        self.forking: Forking | None = None
+        """Both read the journal: made once it is owned (:meth:`attach`)."""
 
     def attach(self, store: Store) -> None:
         """The journal is owned: message and actor ids go on from where it left them."""

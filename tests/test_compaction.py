@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import anyio
 import msgspec
@@ -14,7 +15,7 @@ from runtime import Registry, Runtime, VirtualClock, load, replay
 from storage import Journal
 
 from .models import Account, Deposit
-from .served import cli
+from .served import Server, cli, request
 
 
 class Note(msgspec.Struct):
@@ -184,3 +185,47 @@ def test_a_retention_needs_a_count_or_an_age_and_snapshots() -> None:
 
     with pytest.raises(ActorDefinitionError, match="snapshot_every=0"):
         Registry([NoSnapshots])
+
+
+async def fill(db: str, notes: int) -> None:
+    async with Runtime(db, actors=[Notebook, Account]) as rt:
+        for i in range(notes):
+            await rt.tell("Notebook/n", Note(f"note {i}"))
+        await rt.ask("Notebook/n", Note("last"))
+        await rt.ask("Account/a", Deposit(3))
+
+
+def test_the_compact_command_and_the_sizes_actors_shows(db: str) -> None:
+    anyio.run(fill, db, 22)
+    listed = {a["address"]: a for a in json.loads(cli("actors", "--db", db, "--json").stdout)}
+    assert (listed["Notebook/n"]["entries"], listed["Notebook/n"]["floor"]) == (69, 0)
+    assert listed["Account/a"]["entries"] == 3 and listed["Account/a"]["bytes"] > 0
+    report = json.loads(cli("compact", "--db", db, "--module", "tests.test_compaction", "--json").stdout)
+    assert (report["actors"], report["entries"], report["snapshots"]) == (1, 44, 2)
+    listed = {a["address"]: a for a in json.loads(cli("actors", "--db", db, "--json").stdout)}
+    assert (listed["Notebook/n"]["entries"], listed["Notebook/n"]["floor"]) == (25, 45)
+    assert listed["Account/a"]["entries"] == 3
+    shown = cli("actors", "--db", db, env={**os.environ, "COLUMNS": "200"}).stdout
+    assert "kept from" in shown and "Notebook/n" in shown
+    done = cli("compact", "--db", db, "--module", "tests.test_compaction", "--batch", "0", check=False)
+    assert done.returncode == 2 and "at least 1, not '0'" in done.stderr
+
+
+def test_serve_compacts_on_a_schedule_and_shows_the_sizes_in_metrics(db: str) -> None:
+    anyio.run(fill, db, 22)
+    server = Server(db, "--no-replicate", "--compact-every", "1s", module="tests.test_compaction")
+    try:
+        metrics = ""
+        for _ in range(600):  # bounded: the first compaction runs a second after the start
+            status, metrics = request(server.url + "/metrics")
+            assert status == 200
+            if "stele_compaction_runs_total" in metrics:
+                break
+            time.sleep(0.05)
+        assert 'stele_actor_journal_entries{actor="Notebook/n"} 25.0' in metrics
+        assert 'stele_actor_journal_entries{actor="Account/a"} 3.0' in metrics
+        assert request(server.url + "/actors/Notebook/n/note", {"text": "served"})[1] == 24
+    finally:
+        assert server.stop() == 0
+    info = Journal.open(db).actor("Notebook/n")
+    assert info is not None and info.floor == 45

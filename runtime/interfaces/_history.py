@@ -1,7 +1,8 @@
-"""``python -m runtime fork`` and ``diff``: branch an actor's history, and compare two histories.
+"""``python -m runtime fork``, ``diff`` and ``compact``: branch, compare and trim histories.
 
-``fork`` opens the journal as its owner (it writes the fork), so it runs while
-no server holds the same file. Its source may be read from a replica, at its
+``fork`` and ``compact`` open the journal as its owner (they write), so they
+run while no server holds the same file (``serve --compact-every`` compacts a
+served one). Its source may be read from a replica, at its
 latest or at a point in time: the replica is restored into a temporary file,
 read, and removed.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
@@ -20,11 +22,14 @@ from rich.table import Table
 
 import storage
 
+from .._compact import DEFAULT_BATCH, CompactReport
 from .._diff import DiffReport, diff
 from .._fork import ForkReport
 from .._runtime import Runtime
 from ._modules import actor_classes, load_module
 from ._text import console, plain, styled, write_json
+
+log = logging.getLogger("stele.serve")
 
 
 def add_fork_arguments(p: argparse.ArgumentParser) -> None:
@@ -154,3 +159,62 @@ def _print(report: DiffReport, *, every: bool) -> None:
         )
     )
     console.print(styled(f"{len(report.steps)} step(s) compared ({starts}): ", verdict))
+
+
+def add_compact_arguments(p: argparse.ArgumentParser) -> None:
+    """``compact``'s arguments."""
+    p.add_argument("--module", required=True, help="module with the actor classes (their retention)")
+    p.add_argument(
+        "--batch", type=_positive, default=DEFAULT_BATCH, help=f"sequence numbers per delete (default {DEFAULT_BATCH})"
+    )
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"a whole number of at least 1, not {value!r}")
+    return number
+
+
+def cmd_compact(args: argparse.Namespace) -> int:
+    """Compact the journal by each actor type's retention (see :meth:`Runtime.compact`)."""
+    classes = actor_classes(load_module(args.module))
+
+    async def run() -> CompactReport:
+        async with Runtime(args.db, actors=classes) as rt:
+            return await rt.compact(batch=args.batch)
+
+    report = anyio.run(run)
+    if args.json:
+        write_json(msgspec.to_builtins(report))
+    else:
+        console.print(styled(_compacted(report)))
+    return 0
+
+
+def _compacted(report: CompactReport) -> str:
+    return (
+        f"{report.actors} actor(s) compacted: {report.entries} entries and {report.snapshots} snapshot(s) removed "
+        f"in {report.batches} commit(s); journal {_mib(report.bytes_before)} -> {_mib(report.bytes_after)} "
+        f"({_mib(report.free_after)} free for reuse), {report.seconds:.2f} s"
+    )
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB"
+
+
+async def compact_every(rt: Runtime, interval: float, *, batch: int = DEFAULT_BATCH) -> None:
+    """``serve --compact-every``: compact every ``interval`` seconds; a failure is logged, and the next one tried."""
+    while True:
+        await anyio.sleep(interval)
+        try:
+            report = await rt.compact(batch=batch)
+        except Exception as exc:  # the server goes on; the next compaction retries what is left
+            log.error("compaction failed: %s", exc)
+            continue
+        if report.actors:
+            log.info("%s", _compacted(report))
