@@ -119,6 +119,9 @@ async def test_a_fork_has_its_sources_state_at_every_position(db: str) -> None:
     async with Runtime(db, actors=[Account]) as rt:
         assert await rt.ask("Account/f3", Deposit(1)) == state_at(db, Account, "Account/f3").balance  # type: ignore[attr-defined]
         assert replay(Journal.open(db), Registry([Account])).ok
+    # `check` decodes a fork's first entry as its own kind.
+    checked = json.loads(cli("check", "--db", db, "--module", "tests.models", "--json").stdout)
+    assert checked["ok"] and checked["problems"] == []
 
 
 async def test_a_fork_without_a_position_starts_from_the_latest_state(db: str) -> None:

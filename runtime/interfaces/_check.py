@@ -19,6 +19,7 @@ from storage import EntryKind
 from .._records import (
     cancel_decoder,
     effect_decoder,
+    fork_decoder,
     message_decoder,
     reply_decoder,
     request_decoder,
@@ -36,6 +37,7 @@ _RECORDS: dict[str, msgspec.msgpack.Decoder[Any]] = {
     EntryKind.TIMER: timer_decoder,
     EntryKind.CANCEL: cancel_decoder,
     EntryKind.REQUEST: request_decoder,
+    EntryKind.FORK: fork_decoder,
 }
 """How each kind's payload decodes (events decode by the actor classes)."""
 
