@@ -30,7 +30,7 @@ from actors._actor import describe
 from runtime import Registry, Runtime, load
 from storage import Journal, _sqlite
 
-from . import _drill, _effects, _http, _model, _replication, _timers
+from . import _compact, _drill, _effects, _http, _model, _replication, _timers
 from ._model import Counter, Inc, Progress, synthesize
 
 ROOT = Path(__file__).parent
@@ -212,6 +212,7 @@ def startup(workdir: Path, quick: bool) -> Result:
 
 SCENARIOS = (
     "tells", "asks", "rebuild", "memory", "first-reply", "replication", "http", "timers", "effects", "psow", "drill",
+    "compact",
 )  # fmt: skip
 """Every scenario but ``raw``, the baseline, which always runs; named for what they measure."""
 LETTERS = dict(zip("bcdefghijk", ("tells", "asks", "rebuild", "memory", "first-reply", "replication", "http",
@@ -251,6 +252,7 @@ def main() -> None:
         "effects": lambda: anyio.run(_effects.effects, workdir),
         "psow": lambda: anyio.run(psow_cost, workdir),
         "drill": lambda: _drill.run(workdir, 100_000 if args.quick else 1_000_000),
+        "compact": lambda: _compact.run(workdir, 100_000 if args.quick else 1_000_000),
         "http": lambda: {
             "http": _http.http_asks(workdir),
             "inspect": _http.inspection(workdir, 100_000 if args.quick else 1_000_000),
@@ -362,6 +364,25 @@ def report(r: Result) -> None:
                 f"restore {d['restore_s']:.1f}, compare {d['compare_s']:.1f}, replay {d['replay_s']:.1f}, "
                 f"rebuild {d['rebuild_s']:.1f}",
                 "≤ 60 s",
+            )
+        )
+    if "compact" in r:
+        m = r["compact"]
+        rows.append(
+            (
+                f"compaction, {m['events']:,}-event journal, s",
+                m["seconds"],
+                f"{m['entries_removed']:,} entries in {m['commits']:,} commits; "
+                f"file {m['file_mb_before']:.0f} -> {m['file_mb_after']:.0f} MB",
+                "",
+            )
+        )
+        rows.append(
+            (
+                "    other asks during it, p99 ms",
+                m["asks_during"]["p99_ms"],
+                f"max {m['asks_during']['max_ms']:.1f} ms; without: p99 {m['asks_without']['p99_ms']:.2f}",
+                "",
             )
         )
     width = max(len(row[0]) for row in rows)

@@ -6,8 +6,9 @@ floor is the snapshot from which the retention keeps history (the
 older of the two). Moving the floor is one small commit: from then on reads
 serve nothing below it and a position there raises
 :class:`~errors.OutsideRetentionError`. What lies below is then deleted in
-commits of at most ``batch`` sequence numbers each, awaited one after the
-other, so every other actor's commits go on between them; an interrupted
+commits of at most ``batch`` sequence numbers each (several actors' in one
+when they are small), awaited one after the other, so every other actor's
+commits go on between them; an interrupted
 compaction leaves entries below the floor, which the next one removes. Last,
 the pages freed go back to the file system in bounded steps (see
 docs/history.md for why incremental vacuum and not VACUUM).
@@ -23,7 +24,7 @@ import msgspec
 
 import storage
 from actors import Retention
-from storage import DropHistory, Reclaim, SetFloor, Unit
+from storage import DropHistory, Op, Reclaim, SetFloor, Unit
 
 from ._registry import Registry
 from ._writes import Writes
@@ -42,7 +43,7 @@ class CompactReport(msgspec.Struct):
     entries: int = 0
     """Journal entries removed."""
     snapshots: int = 0
-    """Snapshots removed."""
+    """Snapshots removed (below the old floor, any an interrupted compaction left are removed but not counted)."""
     batches: int = 0
     """Commits it took (floors, deletes and page returns)."""
     bytes_before: int = 0
@@ -95,12 +96,27 @@ class Compactor:
             started = time.perf_counter()
             report = CompactReport()
             report.bytes_before = (await anyio.to_thread.run_sync(self._reads.space)).bytes
+            work = _Batches(self._writes, batch, report)
             for type_name, desc in self._registry.actors.items():
                 retention = desc.cls.retention
                 if retention is None:
                     continue
                 for info in await anyio.to_thread.run_sync(self._reads.actors, type_name):
-                    await self._actor(info, retention, batch, report)
+                    snapshots, lowest = await anyio.to_thread.run_sync(self._plan, info.address)
+                    floor = new_floor(retention, snapshots, info.floor, self._clock())
+                    if floor > info.floor:
+                        # With the deletes below it, in the same unit: reads see both at once.
+                        await work.add(SetFloor(info.address, floor), 0)
+                        report.snapshots += sum(1 for s in snapshots if s.seq < floor)
+                    if lowest is None or lowest >= floor:
+                        report.actors += floor > info.floor
+                        continue
+                    report.actors += 1
+                    report.entries += floor - lowest  # seqs are dense: everything below the floor goes
+                    for start in range(lowest, floor, batch):
+                        end = min(start + batch, floor)
+                        await work.add(DropHistory(info.id, start, end), end - start)
+            await work.flush()
             space = await anyio.to_thread.run_sync(self._reads.space)
             if reclaim and space.reclaimable:
                 pages = space.free_bytes // max(1, space.page_size)
@@ -115,29 +131,28 @@ class Compactor:
             self.status = CompactionStatus(runs, report, self._clock())
             return report
 
-    async def _actor(self, info: storage.ActorInfo, retention: Retention, batch: int, report: CompactReport) -> None:
-        address = info.address
-        snapshots = await anyio.to_thread.run_sync(lambda: list(self._reads.snapshots(address)))
-        floor = new_floor(retention, snapshots, info.floor, self._clock())
-        if floor > info.floor:
-            await self._writes.write(Unit(ops=[SetFloor(address, floor)]))
-            report.batches += 1
-        else:
-            floor = info.floor
-        lowest = await anyio.to_thread.run_sync(self._reads.lowest_seq, address)
-        if lowest is None or lowest >= floor:
-            if floor > info.floor:
-                report.actors += 1
-            return
-        report.actors += 1
-        before = await anyio.to_thread.run_sync(self._sizes, address)
-        for start in range(lowest, floor, batch):
-            await self._writes.write(Unit(ops=[DropHistory(info.id, start, min(start + batch, floor))]))
-            report.batches += 1
-        after = await anyio.to_thread.run_sync(self._sizes, address)
-        report.entries += before[0] - after[0]
-        report.snapshots += before[1] - after[1]
+    def _plan(self, address: str) -> tuple[list[storage.SnapshotInfo], int | None]:
+        return list(self._reads.snapshots(address)), self._reads.lowest_seq(address)
 
-    def _sizes(self, address: str) -> tuple[int, int]:
-        size = self._reads.history_size(address)
-        return (size.entries, size.snapshots) if size is not None else (0, 0)
+
+class _Batches:
+    """Operations gathered into units of at most ``batch`` rows to delete, each committed and awaited in turn."""
+
+    def __init__(self, writes: Writes, batch: int, report: CompactReport) -> None:
+        self._writes = writes
+        self._batch = batch
+        self._report = report
+        self._ops: list[Op] = []
+        self._rows = 0
+
+    async def add(self, op: Op, rows: int) -> None:
+        if self._ops and self._rows + rows > self._batch:
+            await self.flush()
+        self._ops.append(op)
+        self._rows += rows
+
+    async def flush(self) -> None:
+        if self._ops:
+            ops, self._ops, self._rows = self._ops, [], 0
+            await self._writes.write(Unit(ops=ops))
+            self._report.batches += 1
