@@ -61,6 +61,26 @@ def load(
 
     ``until_seq``: the state after that sequence number (time travel).
     """
+    try:
+        return _load(source, desc, codec, address, key, use_snapshots=use_snapshots, until_seq=until_seq)
+    except OutsideRetentionError as exc:
+        if until_seq is None or until_seq >= exc.floor:
+            # A compaction moved the floor between the snapshot read and the events
+            # read: read again, from the snapshot at the new floor or later.
+            return _load(source, desc, codec, address, key, use_snapshots=use_snapshots, until_seq=until_seq)
+        raise
+
+
+def _load(
+    source: storage.Reads,
+    desc: ActorDescription,
+    codec: storage.Codec,
+    address: str,
+    key: str,
+    *,
+    use_snapshots: bool,
+    until_seq: int | None,
+) -> Loaded:
     info = source.actor(address)
     instance = desc.cls(key, desc.state_type())
     if info is None:  # never journaled anything: a fresh actor, no more reads

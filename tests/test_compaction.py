@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from typing import Any
 
 import anyio
 import msgspec
@@ -12,11 +13,12 @@ import pytest
 
 from actors import Actor, ActorDefinitionError, OutsideRetentionError, Retention, apply, handler
 from runtime import Registry, Runtime, VirtualClock, drill, load, replay
-from storage import Journal
+from storage import Backend, DropHistory, Journal, SetFloor, Store, Unit
 
 from .models import Account, Deposit
 from .s3server import S3Server
 from .served import Server, cli, request
+from .storage.conftest import Harness
 from .test_replication import replicated, until
 
 
@@ -251,3 +253,48 @@ async def test_a_drill_passes_over_a_compacted_journal(db: str, s3: S3Server) ->
     assert first.ok, first.problems
     assert second.ok, second.problems
     assert second.actors == 1
+
+
+class FloorMovesAfterTheSnapshotRead:
+    """Reads of ``store``, where a compaction moves the floor just after the first snapshot is read
+    (and that first read saw only the snapshots up to ``saw``)."""
+
+    def __init__(self, harness: Harness, store: Backend, saw: int, floor: int) -> None:
+        self._harness, self._store, self._saw, self._floor = harness, store, saw, floor
+        self.moved = False
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+    def snapshot_of(self, actor_id: int, address: str, before: int | None = None) -> object:
+        if self.moved:
+            return self._store.snapshot_of(actor_id, address, before)
+        snap = self._store.snapshot_of(actor_id, address, min(before or self._saw + 1, self._saw + 1))
+        assert snap is not None and snap.seq == self._saw
+        self.moved = True
+        ops = [SetFloor(address, self._floor), DropHistory(actor_id, 1, self._floor)]
+        assert self._harness.one(Unit(ops=ops)) is None
+        return snap
+
+
+@pytest.mark.parametrize(("until_seq", "notes"), [(None, 23), (62, 21), (58, None)])
+def test_a_state_read_while_compaction_moves_the_floor_is_read_again_or_refused(
+    db: str, until_seq: int | None, notes: int | None
+) -> None:
+    anyio.run(fill, db, 22)  # Notebook/n: 23 steps of 3 entries, snapshots at seqs 15, 30, 45 and 60
+    harness = Harness("sqlite", lambda notify: Store.open(db, notify=notify), lambda: Journal.open(db))
+    store = harness.open()
+    registry = Registry([Notebook])
+    desc, key = registry.resolve("Notebook/n")
+    # The state's read found the snapshot at 45; then a compaction moved the floor to 60.
+    reads: Any = FloorMovesAfterTheSnapshotRead(harness, store, saw=45, floor=60)
+    try:
+        if notes is None:  # below the new floor now: refused, never a state with a hole in its history
+            with pytest.raises(OutsideRetentionError):
+                load(reads, desc, registry.codec, "Notebook/n", key, until_seq=until_seq)
+        else:  # read again, from the snapshot at the new floor
+            state = load(reads, desc, registry.codec, "Notebook/n", key, until_seq=until_seq).instance.state
+            assert state.notes == ([f"note {i}" for i in range(22)] + ["last"])[:notes]
+        assert reads.moved
+    finally:
+        harness.close()
