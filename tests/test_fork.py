@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 from pathlib import Path
+from typing import ClassVar
 
 import anyio
 import msgspec
@@ -272,3 +273,84 @@ def test_fork_from_a_point_in_time_of_a_replica(db: str, s3: S3Server, tmp_path:
                "--module", "tests.test_fork", "--db", live, check=False)  # fmt: skip
     assert done.returncode == 2 and "--from" in done.stderr
     assert Journal.open(live).actor("Agent/x") is None
+
+
+class Lookup(msgspec.Struct):
+    word: str
+
+
+class Dictionary(Actor):
+    """Another actor, asked by the one forked: it counts how often it is asked."""
+
+    asked: ClassVar[list[str]] = []
+
+    @handler
+    async def lookup(self, msg: Lookup) -> int:
+        Dictionary.asked.append(msg.word)
+        return len(msg.word)
+
+
+class Approve(msgspec.Struct):
+    item: str
+
+
+class Approved(msgspec.Struct):
+    item: str
+    size: int
+    verdict: str
+
+
+class Clerk(Actor):
+    """Asks another actor and waits on a promise (a human's approval) in every step."""
+
+    class State(msgspec.Struct):
+        done: list[str] = msgspec.field(default_factory=list)
+
+    state: State
+    automatic_from: ClassVar[int] = 10**9
+    """The code change: items numbered from here on are approved without waiting for anyone."""
+
+    @handler
+    async def approve(self, msg: Approve) -> str:
+        number = int(msg.item.rpartition(" ")[2])
+        size = await self.ctx.ask("Dictionary/en", Lookup(msg.item))
+        verdict = await self.ctx.promise(f"approval {msg.item}") if number < Clerk.automatic_from else "auto"
+        self.emit(Approved(msg.item, size, verdict))
+        return verdict
+
+    @apply
+    def _approved(self, ev: Approved) -> None:
+        self.state.done.append(f"{ev.item}: {ev.size} {ev.verdict}")
+
+
+async def approve(rt: Runtime, address: str, count: int) -> None:
+    for i in range(count):
+        item = f"item {i}"
+        await rt.resolve(address, f"approval {item}", f"yes {i}")  # kept until the handler waits on it
+        await rt.ask(address, Approve(item))
+
+
+async def test_replay_after_reuses_asks_and_promises_and_stops_after_a_step_with_fewer_effects(db: str) -> None:
+    Dictionary.asked, Clerk.automatic_from = [], 10**9
+    async with Runtime(db, actors=[Clerk, Dictionary]) as rt:
+        await approve(rt, "Clerk/c", 5)
+        asked = list(Dictionary.asked)
+        report = await rt.fork("Clerk/c", at=positions(db, "Clerk/c")[0], to="Clerk/same", replay_after=True)
+        # No ask went to the dictionary again, and no promise was waited on: both came from the journal.
+        assert Dictionary.asked == asked
+        assert (report.redelivered, report.reused, report.ran, report.divergence) == (5, 10, 0, None)
+        assert state_at(db, Clerk, "Clerk/same") == state_at(db, Clerk, "Clerk/c")
+        # The changed code approves from item 3 on by itself: that step runs fewer effects than the source's.
+        Clerk.automatic_from = 3
+        report = await rt.fork("Clerk/c", at=positions(db, "Clerk/c")[0], to="Clerk/auto", replay_after=True)
+        assert report.divergence == "effect #1 promise:approval item 3: the source ran it, the fork did not"
+        assert (report.reused, report.ran) == (7, 1)  # items 0-2 and item 3's ask reused; item 4's ask ran
+        assert Dictionary.asked == [*asked, "item 4"]
+        assert state_at(db, Clerk, "Clerk/auto").done[-3:] == [  # type: ignore[attr-defined]
+            "item 2: 6 yes 2",
+            "item 3: 6 auto",
+            "item 4: 6 auto",
+        ]
+        # A fork can be forked too.
+        await rt.fork("Clerk/auto", to="Clerk/again")
+        assert state_at(db, Clerk, "Clerk/again") == state_at(db, Clerk, "Clerk/auto")
