@@ -222,10 +222,11 @@ def drill(
             restore_began = time.time()
             try:
                 restored = storage.restore(replica, os.path.join(temp, "replica.db"), binary=binary)
-            except storage.OperationalError as exc:
-                text = str(exc)
-                broken = "integrity_check" in text or "schema version" in text
-                problems.add("integrity" if broken else "restore", text)
+            except (storage.IntegrityError, storage.SchemaError, storage.OperationalError) as exc:
+                # A replica that restores into a broken or foreign file is an integrity
+                # problem; one that cannot be restored at all is a restore problem.
+                broken = isinstance(exc, storage.IntegrityError | storage.SchemaError)
+                problems.add("integrity" if broken else "restore", str(exc))
                 timings = DrillTimings(restore_s=time.perf_counter() - t0, total_s=time.perf_counter() - t0)
                 return msgspec.structs.replace(
                     report, live_position=live_position, problems=tuple(problems.listed), timings=timings

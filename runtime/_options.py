@@ -42,11 +42,18 @@ class Limits:
     their own, so slow calls cannot stall loading actors or HTTP reads."""
     grace: float = 5.0
     """How long closing waits for steps under way before leaving them to recovery."""
+    young_gc_threshold: int | None = 50_000
+    """While the runtime is open, Python's first-generation collection threshold is raised to
+    at least this (the interpreter's default is 700), so that the objects of messages in flight
+    die young instead of being walked again and again by older collections; restored when the
+    last runtime closes. ``None`` leaves the collector alone (docs/performance.md)."""
 
     def __post_init__(self) -> None:
         for name in ("max_active", "max_mailbox", "max_pending", "max_attempts", "effect_threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)!r}")
+        if self.young_gc_threshold is not None and self.young_gc_threshold < 1:
+            raise ValueError(f"young_gc_threshold must be at least 1 or None, not {self.young_gc_threshold!r}")
         if not self.grace >= 0:
             raise ValueError(f"grace must be at least 0 s, not {self.grace!r}")
 
@@ -95,6 +102,7 @@ class FlatOptions(TypedDict, total=False):
     max_attempts: int
     effect_threads: int
     grace: float
+    young_gc_threshold: int | None
     restore_if_missing: bool
     lag_warning_s: float
     replication_timeout: float

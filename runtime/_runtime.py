@@ -42,6 +42,7 @@ from actors import (
 )
 from storage import ActorStatus, PutMeta, RecordKey, SetStatus, Store, Unit
 
+from . import _collector
 from ._activation import Activation
 from ._compact import DEFAULT_BATCH, Compactor, CompactReport
 from ._dead_letters import DeadLetters
@@ -178,6 +179,7 @@ class Runtime:
                 if left is not None:
                     await anyio.to_thread.run_sync(left.close)
             raise
+        _collector.hold(self, self.limits.young_gc_threshold)
         return self
 
     async def __aexit__(
@@ -190,6 +192,7 @@ class Runtime:
         if not self._open:
             return
         self._open = False
+        _collector.release(self, self.limits.young_gc_threshold)
         parts, store = self._parts, self._store
         assert parts is not None and store is not None
         scheduler = parts.scheduler
@@ -213,6 +216,7 @@ class Runtime:
         if not self._open:
             return
         self._open = False
+        _collector.release(self, self.limits.young_gc_threshold)  # a crash gives the threshold back too
         assert self._parts is not None and self._store is not None
         self._parts.scheduler.closing = True
         self._store.abandon()

@@ -8,7 +8,7 @@ steps of a round that finish at once are handed to the writer together with
 that tick's tells, with one callback for the round, so that a tell and the
 step consuming it often share a transaction.
 
-The scheduler is also the host a step talks to (:class:`runtime._host.StepHost`)
+The scheduler is also the host a step talks to (:class:`runtime._step.StepHost`)
 and what settles a step's outcome: committed, failed (nothing kept), or broken.
 """
 

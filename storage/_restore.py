@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import apsw
 
-from ._errors import OperationalError
+from ._errors import IntegrityError, OperationalError, SchemaError
 from ._litestream import clean_env, find_binary
 from ._owner import PRIVATE_FILE
 from ._replica import ReplicaTarget
@@ -138,12 +138,15 @@ def verify(path: str, seconds: float = 0.0) -> RestoreReport:
     """Check a restored journal and summarise it."""
     conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY)
     try:
-        integrity = "; ".join(str(row[0]) for row in conn.execute("PRAGMA integrity_check"))
-        version = schema_version(conn)
+        try:
+            integrity = "; ".join(str(row[0]) for row in conn.execute("PRAGMA integrity_check"))
+            version = schema_version(conn)
+        except apsw.Error as exc:  # too damaged to be checked: not a database, or a malformed one
+            raise IntegrityError(f"restored journal {path} cannot be checked: {exc}") from None
         if integrity != "ok":
-            raise OperationalError(f"restored journal {path} fails integrity_check: {integrity}")
+            raise IntegrityError(f"restored journal {path} fails integrity_check: {integrity}")
         if version == 0 or version > SCHEMA_VERSION:
-            raise OperationalError(f"restored file {path} has schema version {version}, not a journal this Stele reads")
+            raise SchemaError(f"restored file {path} has schema version {version}, not a journal this Stele reads")
         (actors,) = conn.execute("SELECT count(*) FROM actors").fetchone() or (0,)
         last_position, last_at = conn.execute("SELECT max(position), max(at) FROM journal").fetchone() or (0, None)
     finally:

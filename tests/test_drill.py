@@ -13,10 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import apsw
 import pytest
 
+import storage
 from runtime import Registry, Runtime, drill
 from runtime.interfaces._modules import actor_classes, load_module
+from storage._restore import verify
 
 from .models import Account, Deposit, GetBalance
 from .s3server import S3Server
@@ -179,3 +182,21 @@ def test_serve_drills_on_a_schedule_and_a_failing_drill_is_an_error(db: str, tmp
 def test_a_bad_drill_interval_is_refused_by_name(db: str, value: str) -> None:
     done = cli("serve", "tests.models", "--db", db, f"--drill-every={value}", check=False)
     assert done.returncode == 2 and "a duration such as 90s" in done.stderr and not os.path.exists(db)
+
+
+async def test_a_restored_file_that_is_damaged_or_foreign_is_an_integrity_problem(db: str, tmp_path: Path) -> None:
+    async with Runtime(db, actors=[Account]) as rt:
+        await rt.ask("Account/a", Deposit(5))
+    newer, damaged = tmp_path / "newer.db", tmp_path / "damaged.db"
+    newer.write_bytes(Path(db).read_bytes())
+    conn = apsw.Connection(str(newer))
+    conn.execute(f"PRAGMA user_version = {storage.SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(storage.SchemaError, match="has schema version"):
+        verify(str(newer))
+    data = bytearray(Path(db).read_bytes())
+    data[100:] = b"\xa5" * (len(data) - 100)  # the header survives, every page is garbage
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(storage.IntegrityError, match=r"damaged\.db"):
+        verify(str(damaged))
+    assert verify(db).integrity == "ok"
