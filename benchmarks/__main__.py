@@ -30,7 +30,7 @@ from actors._actor import describe
 from runtime import Registry, Runtime, load
 from storage import Journal, _sqlite
 
-from . import _compact, _drill, _effects, _http, _model, _replication, _timers
+from . import _compact, _console, _drill, _effects, _http, _model, _replication, _timers
 from ._model import Counter, Inc, Progress, synthesize
 
 ROOT = Path(__file__).parent
@@ -211,8 +211,8 @@ def startup(workdir: Path, quick: bool) -> Result:
 # -- the table ----------------------------------------------------------------------------------
 
 SCENARIOS = (
-    "tells", "asks", "rebuild", "memory", "first-reply", "replication", "http", "timers", "effects", "psow", "drill",
-    "compact",
+    "tells", "asks", "rebuild", "memory", "first-reply", "replication", "http", "timers", "effects", "psow", "console",
+    "drill", "compact",
 )  # fmt: skip
 """Every scenario but ``raw``, the baseline, which always runs; named for what they measure."""
 LETTERS = dict(zip("bcdefghijk", ("tells", "asks", "rebuild", "memory", "first-reply", "replication", "http",
@@ -251,6 +251,9 @@ def main() -> None:
         "timers": lambda: anyio.run(_timers.timers, workdir),
         "effects": lambda: anyio.run(_effects.effects, workdir),
         "psow": lambda: anyio.run(psow_cost, workdir),
+        "console": lambda: _console.console(
+            workdir, 10_000 if args.quick else 100_000, 100_000 if args.quick else 1_000_000
+        ),
         "drill": lambda: _drill.run(workdir, 100_000 if args.quick else 1_000_000),
         "compact": lambda: _compact.run(workdir, 100_000 if args.quick else 1_000_000),
         "http": lambda: {
@@ -354,6 +357,21 @@ def report(r: Result) -> None:
             rows.append(
                 (f"sequential asks/s, {psow[:4]}={psow[4]}", k[psow]["asks_per_s"], f"{ratio:.2f} x commits/s",
                  f"p50 {k[psow]['p50_us']:.0f} µs, p99 {k[psow]['p99_us']:.0f} µs"),
+            )  # fmt: skip
+    if "console" in r:
+        co = r["console"]
+        for name, h in co["http"].items():
+            scale = f"{co['actors']:,} actors" if name.startswith("overview") else f"{co['events']:,} events"
+            rows.append(
+                (f"console {name} ({scale}), TTFB p50 ms", h["ttfb_p50_ms"],
+                 f"p99 {h['ttfb_p99_ms']:.1f}; page p50 {h['page_p50_ms']:.1f}, p99 {h['page_p99_ms']:.1f} ms",
+                 "page p99 < 1,000 ms"),
+            )  # fmt: skip
+        for name, g in co["rendered"].items():
+            rows.append(
+                (f"console {name}, rendered p50 ms", g["rendered_p50_ms"],
+                 f"p99 {g['rendered_p99_ms']:.1f} ms; TTFB p50 {g['ttfb_p50_ms']:.1f}, p99 {g['ttfb_p99_ms']:.1f}",
+                 "< 1,000 ms"),
             )  # fmt: skip
     if "drill" in r:
         d = r["drill"]

@@ -33,6 +33,15 @@ else:
 """
 
 
+def _module(frame: str) -> str:
+    """``Writer._run (storage/_writer.py:121)`` -> ``storage/_writer.py``; idle waits by name."""
+    where = frame.rpartition(" (")[2].rstrip(")")
+    path = where.rpartition(":")[0] or where
+    if frame.startswith(("EpollSelector.select", "Condition.wait")):
+        return "(idle) " + frame.partition(" ")[0]
+    return path if path.startswith(("runtime/", "storage/", "benchmarks/", "actors/")) else path.rpartition("/")[2]
+
+
 def summarise(raw: Path, top: int) -> str:
     """Per thread: the top functions by self and by inclusive share of its samples."""
     own: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
@@ -57,7 +66,10 @@ def summarise(raw: Path, top: int) -> str:
         if frame.startswith("Condition.wait") and n > 0.99 * total:
             continue  # an idle worker thread (anyio's pool, used at start and close)
         out.append(f"=== {thread}: {total} samples")
-        for title, table in (("self", own[thread]), ("inclusive", anywhere[thread])):
+        modules: collections.Counter[str] = collections.Counter()
+        for frame, n in own[thread].items():
+            modules[_module(frame)] += n
+        for title, table in (("self, by module", modules), ("self", own[thread]), ("inclusive", anywhere[thread])):
             out.append(f"  -- {title}")
             out += [f"  {100 * n / total:5.1f} %  {frame}" for frame, n in table.most_common(top)]
     return "\n".join(out)

@@ -272,6 +272,14 @@ class ReplicationTimeout(ReplicationError, TimeoutError):
 # -- the journal -------------------------------------------------------------------------------
 
 
+class QueryError(SteleError):
+    """A read-only SQL query over the journal was refused or failed: not valid SQL, more than one
+    statement, an attempt to change something, or longer than its time limit. Nothing changed."""
+
+    status = 400
+    code = "query"
+
+
 class JournalError(SteleError):
     """Something is wrong with the journal file or writing to it."""
 

@@ -48,6 +48,7 @@ from ._promises import Promises
 from ._registry import Registry
 from ._step import Step
 from ._timers import Timers
+from ._tracing import Tracing, tracer
 from ._values import ENCODE_ERRORS, storable
 from ._writes import Writes
 
@@ -73,6 +74,8 @@ class Scheduler:
         self.rng = rng
         self.spawn: Callable[..., None] = spawn
         self.effect_limiter: anyio.CapacityLimiter | None = None
+        self.tracing: Tracing | None = tracer()
+        """Spans of messages, steps and effects; None unless OpenTelemetry is configured (runtime._tracing)."""
         # Set by the runtime once it has made them (they need each other).
         self.mailboxes: Mailboxes
         self.activation: Activation
@@ -121,7 +124,10 @@ class Scheduler:
         """Validate ``msg`` for ``address`` and wrap it with a fresh message id."""
         info, name, payload, decoded = self.validate(address, msg, desc)
         self.next_message += 1
-        return Msg(self.next_message, info, decoded, name, payload, None, False, sender)
+        made = Msg(self.next_message, info, decoded, name, payload, None, False, sender)
+        if self.tracing is not None:
+            self.tracing.sent(made, address)
+        return made
 
     def admit(self, address: str) -> None:
         """Backpressure: raise, making nothing, if ``address`` takes no message now."""
@@ -204,6 +210,8 @@ class Scheduler:
             step: Step | None = None
             try:
                 step = Step(self, cell, msg, recorded)
+                if self.tracing is not None:
+                    self.tracing.begins(step)
                 if step.run():
                     units.append(step.unit())
                     steps.append(step)
@@ -234,6 +242,8 @@ class Scheduler:
         if outcome is not None:
             self.step_failed(step, outcome)
             return
+        if self.tracing is not None:
+            self.tracing.ends(step, "suspended" if step.diverged else "ok" if step.ok else "error", step.error)
         cell, msg = step.cell, step.msg
         if step.diverged is not None:
             log.error("%s suspended: %s", cell.address, step.diverged)
@@ -278,6 +288,8 @@ class Scheduler:
 
     def step_failed(self, step: Step, error: BaseException) -> None:
         """A step could not be journaled: it keeps nothing; a durable message is retried."""
+        if self.tracing is not None:
+            self.tracing.ends(step, "failed", error)
         for cancelled in step.cancels:
             cancelled.cancelled = False  # nothing was committed: the timer stands
         self._message_failed(step.cell, step.msg, error)
@@ -288,6 +300,8 @@ class Scheduler:
         The message's own failure: it counts towards ``max_attempts``.
         """
         log.error("%s: step %d broke", cell.address, msg.step, exc_info=exc)
+        if step is not None and self.tracing is not None:
+            self.tracing.ends(step, "broken", exc)
         if step is not None:
             for cancelled in step.cancels:
                 cancelled.cancelled = False

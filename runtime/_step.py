@@ -77,6 +77,7 @@ from ._records import (
 )
 from ._registry import Registry
 from ._reuse import PROMISE, arguments, digest
+from ._tracing import Tracing
 from ._values import ENCODE_ERRORS, finite, storable, text
 
 log = logging.getLogger("stele.runtime")
@@ -101,6 +102,8 @@ class StepHost(Protocol):
     rng: random.Random
     effect_limiter: anyio.CapacityLimiter | None
     """The threads synchronous effects run in."""
+    tracing: Tracing | None
+    """OpenTelemetry spans, when configured."""
 
     def clock(self) -> float:
         """The runtime's time (injectable): journaled as the step's time."""
@@ -581,14 +584,18 @@ class Step(Context):
         attempt: int,
     ) -> EffectRecord:
         """Run ``fn`` once; its outcome as a record (nothing journaled yet)."""
+        tracing = self.host.tracing
+        span = tracing.effect(self, name, index, attempt) if tracing is not None else None
         started = self.host.clock()
         try:
             with anyio.fail_after(timeout) if timeout is not None else contextlib.nullcontext():
                 if inspect.iscoroutinefunction(fn):
-                    value = await fn(*args, **kwargs)
+                    running = fn(*args, **kwargs)
+                    value = await (running if tracing is None else tracing.task_within(span, running))
                 else:
                     # A thread cannot be stopped: on timeout it is left to finish alone.
-                    call = functools.partial(fn, *args, **kwargs)
+                    call: Callable[..., Any] = functools.partial(fn, *args, **kwargs)
+                    call = call if tracing is None else tracing.within(span, call)
                     value = await anyio.to_thread.run_sync(
                         call, abandon_on_cancel=timeout is not None, limiter=self.host.effect_limiter
                     )
@@ -602,7 +609,10 @@ class Step(Context):
             except ENCODE_ERRORS as exc:
                 problem = f"the result of effect {name} cannot be stored: {storable(str(exc))}"
                 record = EffectRecord(index, False, NIL, "UnstorableValueError", problem)
-        return msgspec.structs.replace(record, started=started, finished=self.host.clock(), attempt=attempt)
+        record = msgspec.structs.replace(record, started=started, finished=self.host.clock(), attempt=attempt)
+        if tracing is not None:
+            tracing.effect_done(span, record)
+        return record
 
     def _effect_row(self, kind: EntryKind, name: str, record: EffectRecord) -> EntryRow:
         return entry_row(self.cell.actor_id, self._seq, self.msg.step, kind, name, _encode(record), record.finished)

@@ -6,9 +6,14 @@
 from ._backoff import Backoff
 from ._codec import Codec, decode_untyped
 from ._contract import (
+    ACTOR_FILTERS,
+    ActorCondition,
+    ActorDetail,
     ActorInfo,
+    ActorPage,
     ActorRow,
     ActorStatus,
+    ActorSummary,
     Backend,
     Bury,
     CancelTimer,
@@ -24,6 +29,7 @@ from ._contract import (
     HistorySize,
     Idempotent,
     InboxRow,
+    JournalSummary,
     MarkAttempt,
     Notify,
     Op,
@@ -34,6 +40,7 @@ from ._contract import (
     Reads,
     Reclaim,
     RecordKey,
+    ResolvedPromise,
     Revive,
     SetFloor,
     SetStatus,
@@ -69,13 +76,20 @@ from ._restore import RestoreReport, restore
 from ._rows import corrupt
 from ._schema import SCHEMA_VERSION
 from ._store import Store
+from ._views import VIEWS, Query, QueryResult, payload_json, query
 
 __all__ = (
+    "ACTOR_FILTERS",
     "DEFAULT_MAX_WAL_BYTES",
     "SCHEMA_VERSION",
+    "VIEWS",
+    "ActorCondition",
+    "ActorDetail",
     "ActorInfo",
+    "ActorPage",
     "ActorRow",
     "ActorStatus",
+    "ActorSummary",
     "Backend",
     "Backoff",
     "Bury",
@@ -96,6 +110,7 @@ __all__ = (
     "InboxRow",
     "IntegrityError",
     "Journal",
+    "JournalSummary",
     "Litestream",
     "LitestreamError",
     "MarkAttempt",
@@ -107,6 +122,8 @@ __all__ = (
     "Pending",
     "PutMeta",
     "PutPromise",
+    "Query",
+    "QueryResult",
     "Reads",
     "Reclaim",
     "RecordKey",
@@ -114,6 +131,7 @@ __all__ = (
     "ReplicaUnavailable",
     "Replication",
     "ReplicationStatus",
+    "ResolvedPromise",
     "RestoreReport",
     "Revive",
     "SchemaError",
@@ -136,6 +154,8 @@ __all__ = (
     "decode_untyped",
     "entry_row",
     "integrity_check",
+    "payload_json",
+    "query",
     "restore",
     "snapshot_row",
 )

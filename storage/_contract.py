@@ -56,6 +56,23 @@ class ActorStatus(enum.StrEnum):
     SUSPENDED = "suspended"
 
 
+class ActorCondition(enum.StrEnum):
+    """What an actor is doing, as its journal tells it (what the console shows and filters by)."""
+
+    SUSPENDED = "suspended"
+    """Suspended after non-determinism, until resumed."""
+    WAITING = "waiting"
+    """A step is open and resumable: it waits on an effect, a promise or another actor's reply."""
+    ACTIVE = "active"
+    """Messages wait in its inbox."""
+    IDLE = "idle"
+    """Nothing to do (durable timers may be pending)."""
+
+
+ACTOR_FILTERS = (*(c.value for c in ActorCondition), "dead_letters")
+"""What :meth:`Reads.actor_page` filters by: a condition, or having dead letters."""
+
+
 Sync = Literal["fsync", "normal"]
 """How a backend makes a commit durable: ``fsync`` (survives a power cut) or ``normal``."""
 
@@ -204,6 +221,67 @@ class Space(msgspec.Struct, frozen=True):
     """The unit :class:`Reclaim` counts in (0: the storage has no pages to give back)."""
 
 
+class ActorSummary(msgspec.Struct, frozen=True):
+    """One actor as an overview lists it: what it is doing, how long its journal is, what waits for it."""
+
+    address: str
+    type: str
+    condition: str
+    """An :class:`ActorCondition`."""
+    status: str
+    """An :class:`ActorStatus`."""
+    reason: str | None
+    """Why it is suspended."""
+    last_seq: int
+    """The length of its journal (its last sequence number)."""
+    last_at: float | None
+    """When its last entry was written (None: it has none)."""
+    last_kind: str | None
+    """The kind of its last entry (anything but ``reply`` while a step is open)."""
+    last_step: int | None
+    """The message id of its last step."""
+    pending: int
+    """Messages waiting in its inbox (timers not counted)."""
+    timers: int
+    """Durable timers pending for it."""
+    dead_letters: int
+    updated: float
+    """When it was registered."""
+
+
+class ActorPage(msgspec.Struct, frozen=True):
+    """A page of actors in address order, and the cursors of the pages around it."""
+
+    actors: list[ActorSummary]
+    previous: str | None
+    """Pass as ``before`` for the page before (None: this is the first)."""
+    next: str | None
+    """Pass as ``after`` for the page after (None: this is the last)."""
+
+
+class JournalSummary(msgspec.Struct, frozen=True):
+    """A journal at a glance: what an overview's header shows."""
+
+    actors: int
+    types: list[str]
+    """The actor types, sorted."""
+    last_position: int
+    """The journal's last position (0 when empty)."""
+    pending: int
+    """Messages waiting in all inboxes (timers not counted)."""
+    timers: int
+    dead_letters: int
+    suspended: int
+
+
+class ResolvedPromise(msgspec.Struct, frozen=True):
+    """A value resolved for a promise and not yet taken by the actor's handler."""
+
+    name: str
+    value: bytes
+    at: float
+
+
 class SnapshotInfo(msgspec.Struct, frozen=True, array_like=True):
     """A snapshot's position in an actor's history: ``(seq, at)``."""
 
@@ -275,6 +353,16 @@ class DeadLetter(msgspec.Struct, frozen=True):
     attempts: int
     reason: str
     at: float
+
+
+class ActorDetail(msgspec.Struct, frozen=True):
+    """One actor with what waits for it: the side panel of its page."""
+
+    summary: ActorSummary
+    pending: list[Pending]
+    """Its inbox (messages and timers), oldest first, at most the ``limit`` asked for."""
+    dead_letters: list[DeadLetter]
+    promises: list[ResolvedPromise]
 
 
 EventRow = tuple[int, int, str, bytes, int | None]
@@ -530,6 +618,40 @@ class Reads(Protocol):
 
     def space(self) -> Space:
         """The storage the journal takes, and how much of it is free."""
+        ...
+
+    def entries_page(
+        self, actor: str, *, after_seq: int | None = None, before_seq: int | None = None, limit: int = 100
+    ) -> list[Entry]:
+        """Up to ``limit`` of the actor's entries, oldest first: those after ``after_seq``, else the
+        last ones before ``before_seq`` (else its last ones). Fast at any depth of a long journal."""
+        ...
+
+    def entry(self, position: int) -> Entry | None:
+        """The entry at journal ``position``, or None."""
+        ...
+
+    def summary(self) -> JournalSummary:
+        """The journal at a glance: actors, types, last position, inbox, dead letters, suspended."""
+        ...
+
+    def actor_page(
+        self,
+        *,
+        after: str | None = None,
+        before: str | None = None,
+        limit: int = 50,
+        type: str | None = None,
+        search: str | None = None,
+        condition: str | None = None,
+    ) -> ActorPage:
+        """Up to ``limit`` actors in address order, after the address ``after`` or before ``before``;
+        of one ``type``, whose key contains ``search`` (case-insensitive), in one ``condition`` (an
+        :class:`ActorCondition`, or ``dead_letters``). Fast with any number of actors."""
+        ...
+
+    def actor_detail(self, address: str, limit: int = 100) -> ActorDetail | None:
+        """One actor's summary, inbox (up to ``limit``), dead letters and resolved promises."""
         ...
 
     def pending(self) -> list[Pending]:

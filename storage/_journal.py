@@ -86,6 +86,11 @@ class Journal(SqliteReads):
         except (apsw.Error, UnicodeDecodeError) as exc:
             raise translate(exc, f"cannot read {self.path}") from None
 
+    def version(self) -> int:
+        """A number that changes whenever another connection has committed to the file since the
+        last call: watching a journal that another process writes costs one read of shared memory."""
+        return int(self._read(_data_version))
+
     def last_position(self) -> int:
         """The highest journal position (0 for an empty journal)."""
 
@@ -125,6 +130,11 @@ class Journal(SqliteReads):
 
     def __exit__(self, tp: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
+
+
+def _data_version(conn: apsw.Connection) -> int:
+    row = conn.execute("PRAGMA data_version").fetchone()
+    return int(row[0]) if row else 0
 
 
 def integrity_check(path: str) -> str:

@@ -8,14 +8,17 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import apsw
 
-from . import _rows
+from . import _browse, _rows
 from ._contract import (
+    ActorDetail,
     ActorInfo,
+    ActorPage,
     DeadLetter,
     Entry,
     EventRow,
     HistorySize,
     Idempotent,
+    JournalSummary,
     Pending,
     Snapshot,
     SnapshotInfo,
@@ -130,3 +133,48 @@ class SqliteReads(abc.ABC):
     def open_step(self, actor_id: int, address: str) -> list[Entry]:
         """Entries of the actor's step interrupted by a crash (message first), or []."""
         return self._read(_rows.open_step, actor_id, address)
+
+    # Browsing (the console): pages that stay fast at any size.
+
+    def entries_page(
+        self, actor: str, *, after_seq: int | None = None, before_seq: int | None = None, limit: int = 100
+    ) -> list[Entry]:
+        """Up to ``limit`` of the actor's entries, oldest first: those after ``after_seq``, else the
+        last ones before ``before_seq`` (else its last ones)."""
+        ident = self._read(_rows.actor_id, actor)
+        if ident is None:
+            return []
+        return self._read(_browse.entries_page, ident, actor, after_seq, before_seq, limit)
+
+    def entry(self, position: int) -> Entry | None:
+        """The entry at journal ``position``, or None."""
+        return self._read(_browse.entry, position)
+
+    def summary(self) -> JournalSummary:
+        """The journal at a glance: actors, types, last position, inbox, dead letters, suspended."""
+        return self._read(_browse.summary)
+
+    def actor_page(
+        self,
+        *,
+        after: str | None = None,
+        before: str | None = None,
+        limit: int = 50,
+        type: str | None = None,
+        search: str | None = None,
+        condition: str | None = None,
+    ) -> ActorPage:
+        """Up to ``limit`` actors in address order after ``after`` or before ``before``, filtered."""
+        return self._read(
+            _browse.actor_page,
+            after=after,
+            before=before,
+            limit=limit,
+            type_name=type,
+            search=search,
+            condition=condition,
+        )
+
+    def actor_detail(self, address: str, limit: int = 100) -> ActorDetail | None:
+        """One actor's summary, inbox (up to ``limit``), dead letters and resolved promises."""
+        return self._read(_browse.actor_detail, address, limit)

@@ -100,11 +100,15 @@ def too_large(base: str, path: str) -> int:
 
 
 class Server:
-    """``python -m runtime serve MODULE --db DB --http 127.0.0.1:0 EXTRA...``."""
+    """``python -m runtime serve MODULE --db DB --http 127.0.0.1:0 EXTRA...`` (``module`` None:
+    ``python -m runtime ui --db DB ...``, the console over the file)."""
 
-    def __init__(self, db: str, *extra: str, module: str = "tests.models", env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, db: str, *extra: str, module: str | None = "tests.models", env: dict[str, str] | None = None
+    ) -> None:
+        command = ["serve", module] if module is not None else ["ui"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "runtime", "serve", module, "--db", db, "--http", "127.0.0.1:0", *extra],
+            [sys.executable, "-m", "runtime", *command, "--db", db, "--http", "127.0.0.1:0", *extra],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

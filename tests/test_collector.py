@@ -41,13 +41,6 @@ async def test_the_last_of_two_runtimes_restores_it(db: str, tmp_path: Path) -> 
     assert gc.get_threshold() == (700, 10, 10)
 
 
-async def test_an_abandoned_runtime_gives_it_back_too(db: str) -> None:
-    rt = await Runtime(db, actors=[Account]).__aenter__()
-    assert gc.get_threshold()[0] == 50_000
-    await rt.abandon()
-    assert gc.get_threshold() == (700, 10, 10)
-
-
 async def test_none_leaves_the_collector_alone(db: str) -> None:
     async with Runtime(db, actors=[Account], young_gc_threshold=None):
         assert gc.get_threshold() == (700, 10, 10)
@@ -69,3 +62,13 @@ async def test_a_higher_threshold_already_set_is_not_lowered(db: str) -> None:
 def test_a_threshold_below_one_is_refused(db: str) -> None:
     with pytest.raises(ValueError, match="young_gc_threshold must be at least 1"):
         Runtime(db, actors=[Account], young_gc_threshold=0)
+
+
+async def test_an_abandoned_runtime_gives_it_back_too(db: str) -> None:
+    rt = await Runtime(db, actors=[Account]).__aenter__()
+    assert gc.get_threshold() == (50_000, 10, 10)
+    await rt.abandon()  # as a crash would: close() is not called
+    assert gc.get_threshold() == (700, 10, 10)
+    async with Runtime(db, actors=[Account]):  # and the count is right for the next one
+        assert gc.get_threshold() == (50_000, 10, 10)
+    assert gc.get_threshold() == (700, 10, 10)

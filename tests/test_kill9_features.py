@@ -51,6 +51,11 @@ def drain(db: str, trace: str, mode: str, how: str = "drain") -> None:
     assert proc.returncode == 0 and "drained" in out, out
 
 
+def attempted(db: str) -> bool:
+    with Journal.open(db) as journal:
+        return any(True for _ in journal.entries("Subject/s", kind="attempt"))
+
+
 def done(db: str) -> list[str]:
     with Journal.open(db) as journal:
         return [e.decoded()["what"] for e in journal.entries("Subject/s", kind="event")]
@@ -65,6 +70,11 @@ def test_a_feature_survives_sigkill_exactly_once(tmp_path: Path, mode: str) -> N
         markers = {"timer": "scheduled", "tell": "work-start", "ask": "work-start", "ask-reply": "work-start"}
         marker = {**markers, "backoff": "flaky", "promise": "waiting"}[mode]
         until(lambda: any(line.startswith(marker) for line in lines(trace)))
+        if mode == "backoff":
+            # The trace line comes before the call fails; the kill must land in the
+            # backoff, once the failed attempt is journaled (an attempt killed before
+            # its commit is rightly not counted, and the next one is attempt 1 again).
+            until(lambda: attempted(db))
     finally:
         kill(proc)  # mid-flight: before the timer is due, during the helper's effect, in the backoff, while waiting
     if mode == "timer":

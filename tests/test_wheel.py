@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import urllib.request
 import venv
 import zipfile
 from pathlib import Path
@@ -27,6 +28,13 @@ def test_the_demo_runs_from_an_installed_wheel_in_an_empty_directory(tmp_path: P
     (wheel,) = dist.glob("stele-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "runtime/interfaces/demo_agents.py" in names
+    console = "runtime/interfaces/console/"
+    shipped = {name.removeprefix(console) for name in names if name.startswith(console)}
+    for part in ("static/console.js", "static/console.css", "templates/base.html", "templates/actor.html"):
+        assert part in shipped, sorted(shipped)
+    assert {p.name for p in (ROOT / console / "templates").glob("*.html")} <= {
+        name.removeprefix("templates/") for name in shipped
+    }
     assert all(f"{package}/py.typed" in names for package in ("actors", "errors", "runtime", "storage"))
     assert not [name for name in names if name.startswith(("tests/", "examples/", "benchmarks/"))]
 
@@ -53,3 +61,23 @@ def test_the_demo_runs_from_an_installed_wheel_in_an_empty_directory(tmp_path: P
     assert calls == ["1", "1", "1"], demo.stdout  # the crash re-ran no journaled tool call
     # Where the journal went: the empty directory, not the source tree.
     assert (empty / "stele-demo.db").exists()
+    # The console's templates and static files load from the installed package.
+    ui = subprocess.Popen(
+        [str(python), "-m", "runtime", "ui", "--db", "stele-demo.db", "--http", "127.0.0.1:0"],
+        cwd=empty,
+        env=clean,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert ui.stdout is not None
+        line = ui.stdout.readline()
+        assert line.startswith("listening on "), line
+        base = line.split()[-1]
+        for path, expected in (("/ui/", "ResearchAgent/ada"), ("/ui/static/console.js", "textContent")):
+            with urllib.request.urlopen(base + path, timeout=30) as answer:
+                assert expected in answer.read().decode()
+    finally:
+        ui.terminate()
+        ui.communicate(timeout=60)

@@ -305,6 +305,12 @@ def _runtime_lines(server: str | None, runtime: dict[str, Any]) -> list[tuple[st
     return lines
 
 
+def cmd_sql(args: argparse.Namespace) -> int:
+    from ._sql import cmd_sql as run  # noqa: PLC0415
+
+    return run(args)
+
+
 def cmd_restore(args: argparse.Namespace) -> int:
     report = storage.restore(args.url, args.to, timestamp=args.timestamp, txid=args.txid)
     rebuilt = 0
@@ -394,6 +400,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_ui(args: argparse.Namespace) -> int:
+    from ._ui import ui  # noqa: PLC0415 - uvicorn only for serving
+
+    code: int = anyio.run(ui, args)
+    return code
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from ._demo import demo  # noqa: PLC0415
 
@@ -404,7 +417,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _command(
-    sub: Any, name: str, fn: Callable[[argparse.Namespace], int], help: str, example: str, *, db: str | None = None
+    sub: Any,
+    name: str,
+    fn: Callable[[argparse.Namespace], int],
+    help: str,
+    example: str,
+    *,
+    db: str | None = None,
+    db_help: str = "journal file",
 ) -> argparse.ArgumentParser:
     """A subcommand with ``--json``, and ``--db`` (defaulting to ``db``) when it reads a journal."""
     parser: argparse.ArgumentParser = sub.add_parser(
@@ -417,7 +437,7 @@ def _command(
     parser.set_defaults(fn=fn)
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     if db is not None:
-        parser.add_argument("--db", default=db, help=f"journal file (default {db})")
+        parser.add_argument("--db", default=db, help=f"{db_help} (default {db})")
     return parser
 
 
@@ -459,6 +479,25 @@ def parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="also answer requests whose Host header names NAME (repeatable; on loopback only "
         "127.0.0.1, localhost and [::1] are answered otherwise, against DNS rebinding)",
+    )
+
+    p = _command(
+        sub,
+        "ui",
+        cmd_ui,
+        "the console in a browser, read-only, over a journal file or a replica",
+        "python -m runtime ui --db stele.db   # then open http://127.0.0.1:8701/ui/",
+        db=DEFAULT_DB,
+        db_help="journal file, or a replica to restore first (s3:// URL or replica directory)",
+    )
+    p.add_argument("--http", default="127.0.0.1:8701", help="HOST:PORT to listen on (default 127.0.0.1:8701)")
+    p.add_argument(
+        "--module",
+        help="module with the actor classes, to show states (a journal's own module is never imported unasked)",
+    )
+    add_token_arguments(p, "required to sign in (needed off loopback)")
+    p.add_argument(
+        "--allow-host", action="append", metavar="NAME", help="also answer requests whose Host header names NAME"
     )
 
     p = _command(
@@ -546,6 +585,23 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--url", help="a running server (default: the one recorded in the journal, if on this machine)")
     add_token_arguments(p, "to send")
+
+    from ._sql import positive, seconds, views_help  # noqa: PLC0415
+
+    p = _command(
+        sub,
+        "sql",
+        cmd_sql,
+        "read-only SQL over a journal, with views that speak its language",
+        'python -m runtime sql "SELECT address, last_seq FROM actors ORDER BY last_seq DESC LIMIT 5"\n'
+        "  python -m runtime sql \"SELECT time, payload ->> '$.result' FROM entries WHERE kind = 'effect'\"\n\n"
+        + views_help(),
+        db=DEFAULT_DB,
+        db_help="journal file, or a replica to restore first (s3:// URL or replica directory)",
+    )
+    p.add_argument("query", metavar="SQL", help="one SELECT (or WITH) statement")
+    p.add_argument("--max-rows", type=positive, default=1000, help="at most this many rows (default 1000)")
+    p.add_argument("--timeout", type=seconds, default=30.0, help="stop the query after this many seconds (default 30)")
 
     p = _command(
         sub,

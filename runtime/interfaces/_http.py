@@ -27,8 +27,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
-from starlette.routing import Route
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Mount, Route
 
 import storage
 from actors import SteleError, UnknownActorTypeError, UnknownHandlerError
@@ -41,11 +41,14 @@ from . import _openapi
 from ._http_guard import Guard
 from ._http_outcomes import Answer, accepted, error, outcome, response, unknown
 from ._openapi import MAX_KEY, MAX_PAGE, MAX_POSITION
+from .console import Console, Sessions, Source
 
 log = logging.getLogger("stele.http")
 
 _WAIT = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 _INTEGER = re.compile(r"-?[0-9]{1,20}")
+CONSOLE_PREFIX = "/ui"
+"""Where serve mounts the console."""
 WATCH_AFTER_S = 0.2
 """How long a call runs before its client is watched for going away."""
 
@@ -82,6 +85,7 @@ class App:
         token: str | None = None,
         hosts: frozenset[str] | None = None,
         max_body: int = 1 << 20,
+        console: bool = True,
     ) -> None:
         self.rt = rt
         self.token = token
@@ -101,8 +105,14 @@ class App:
         self.openapi = msgspec.json.encode(
             _openapi.describe(rt.registry, token=bool(token), host_checked=hosts is not None)
         )
+        sessions = Sessions(token, prefix=CONSOLE_PREFIX)
+        self.console = Console(Source(rt.path, runtime=rt, operator=self), sessions) if console else None
+        mounted = []
+        if self.console is not None:
+            mounted = [Mount(CONSOLE_PREFIX, app=self.console.asgi), Route("/", _to_console, methods=["GET"])]
         self.asgi = Starlette(
             routes=[
+                *mounted,
                 Route("/actors/{type}/{key}/{handler}", self.send, methods=["POST"]),
                 Route("/actors", self.actors, methods=["GET"]),
                 Route("/actors/{type}/{key}", self.actor, methods=["GET"]),
@@ -114,7 +124,7 @@ class App:
             ],
             exception_handlers={HTTPException: _http_error, Exception: _internal_error},
         )
-        self.asgi.add_middleware(Guard, token=token, hosts=hosts)
+        self.asgi.add_middleware(Guard, token=token, hosts=hosts, console=sessions if console else None)
 
     # -- sending -------------------------------------------------------------------
 
@@ -127,7 +137,7 @@ class App:
         address = f"{request.path_params['type']}/{request.path_params['key']}"
         try:
             desc, _ = self.rt.registry.resolve(address)
-            info = self.rt.registry.handler_named(desc, request.path_params["handler"])
+            self.rt.registry.handler_named(desc, request.path_params["handler"])
         except (UnknownActorTypeError, UnknownHandlerError) as exc:
             return error(404, "not_found", str(exc))
         key = request.headers.get("idempotency-key")
@@ -146,6 +156,31 @@ class App:
         body = await self._body(request)
         if isinstance(body, Answer):
             return body
+        return await self.call(
+            request, address, request.path_params["handler"], body, ask=wait, key=key, durability=durability
+        )
+
+    async def deliver(self, request: Request, address: str, handler: str, body: bytes, *, ask: bool) -> Answer:
+        """A message from the console: validated, sent and answered as ``POST /actors/...`` would."""
+        return await self.call(request, address, handler, body, ask=ask)
+
+    async def call(
+        self,
+        request: Request,
+        address: str,
+        handler: str,
+        body: bytes,
+        *,
+        ask: bool,
+        key: str | None = None,
+        durability: str | None = None,
+    ) -> Answer:
+        """Decode ``body`` as ``handler``'s message, ask (or tell) it, and answer what became of it."""
+        try:
+            desc, _ = self.rt.registry.resolve(address)
+            info = self.rt.registry.handler_named(desc, handler)
+        except (UnknownActorTypeError, UnknownHandlerError) as exc:
+            return error(404, "not_found", str(exc))
         try:
             msg = msgspec.json.decode(body or b"{}", type=info.message_type)
         except msgspec.ValidationError as exc:
@@ -156,11 +191,11 @@ class App:
             return error(400, "malformed", "the body is nested too deeply")
         if self.closing or not self.rt.statistics().open:
             return error(503, "closed", "the server is shutting down: nothing was accepted; retry later")
-        if wait:
+        if ask:
             call: Coroutine[Any, Any, Any] = self.rt.ask(address, msg, durability=durability, idempotency_key=key)
         else:
             call = self.rt.tell(address, msg, durability=durability, idempotency_key=key)
-        return await self._wait(request, call, address, key, ask=wait)
+        return await self._wait(request, call, address, key, ask=ask)
 
     async def _body(self, request: Request) -> bytes | Answer:
         length = request.headers.get("content-length")
@@ -282,6 +317,8 @@ class App:
     async def drain(self, grace: float) -> None:
         """Refuse new messages; give requests under way up to ``grace`` seconds to be answered."""
         self.closing = True
+        if self.console is not None:
+            self.console.close()  # its live pages end now: they would hold the server open
         with anyio.move_on_after(grace):
             while self.waiting:
                 await anyio.sleep(0.05)
@@ -394,6 +431,10 @@ class App:
     async def openapi_json(self, request: Request) -> Response:
         """GET /openapi.json: the OpenAPI description of this API."""
         return Response(self.openapi, media_type="application/json")
+
+
+async def _to_console(request: Request) -> Response:
+    return RedirectResponse(CONSOLE_PREFIX + "/", 303)
 
 
 async def _disconnected(request: Request) -> None:

@@ -11,13 +11,18 @@
 - Content type: a web page can POST ``text/plain`` or a form to any address
   without asking the browser first (a "simple" request), but not
   ``application/json``. Requiring it on POSTs closes that door (CSRF).
+- The console (``/ui``): a browser cannot send a bearer token with a page it
+  navigates to, so under the console's prefix a signed session cookie, made
+  by signing in with the same token, stands for it; a page asked for without
+  either is sent to the sign-in page. Its POSTs carry a CSRF token too (the
+  console checks it).
 """
 
 from __future__ import annotations
 
 import hmac
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from ._hosts import split_host
 from ._http_outcomes import Answer, error, response
@@ -38,17 +43,40 @@ def _first(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> tuple[bytes |
     return found, count
 
 
+class ConsoleGate(Protocol):
+    """How the console's browser sessions stand in for the bearer token under its prefix."""
+
+    prefix: str
+    """Where the console is mounted (``/ui``)."""
+
+    def public(self, path: str) -> bool:
+        """Whether ``path`` (under the prefix) is served to anyone: the sign-in page, static files."""
+        ...
+
+    def signed_in(self, headers: list[tuple[bytes, bytes]]) -> bool:
+        """Whether the request carries a valid session cookie."""
+        ...
+
+    def sign_in_url(self, path: str, query: bytes) -> str:
+        """Where to send a browser that asked for ``path`` without a session."""
+        ...
+
+
 class Guard:
     """ASGI middleware: the Host, token and content-type checks above.
 
     ``hosts`` None checks no Host header (a bind off loopback without
     ``--allow-host``); otherwise the names (lower case) a Host header may carry.
+    ``console``: the console's sessions, accepted instead of the token under its prefix.
     """
 
-    def __init__(self, app: Any, *, token: str | None, hosts: frozenset[str] | None) -> None:
+    def __init__(
+        self, app: Any, *, token: str | None, hosts: frozenset[str] | None, console: ConsoleGate | None = None
+    ) -> None:
         self.app = app
         self.token = token.encode() if token else None
         self.hosts = hosts
+        self.console = console
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
@@ -67,6 +95,8 @@ class Guard:
                 return refusal
         if self.token is not None and scope["path"] != "/health":
             refusal = self._token(headers)
+            if refusal is not None:
+                refusal = self._console(scope, headers, refusal)
             if refusal is not None:
                 return refusal
         if scope["method"] == "POST":
@@ -97,6 +127,22 @@ class Guard:
             f"(with or without port {bound}); start it with --allow-host NAME to add a name",
         )
 
+    def _console(self, scope: Any, headers: list[tuple[bytes, bytes]], refusal: Answer) -> Answer | None:
+        """Under the console's prefix: its public pages, a session instead of the token, or the sign-in page."""
+        console = self.console
+        path: str = scope["path"]
+        if console is not None and path == "/" and scope["method"] == "GET" and _accepts_html(headers):
+            return Answer(303, {"error": "unauthorized", "message": "the console"}, {"Location": console.prefix + "/"})
+        if console is None or not (path == console.prefix or path.startswith(console.prefix + "/")):
+            return refusal
+        if console.public(path) or console.signed_in(headers):
+            return None
+        if scope["method"] == "GET" and _accepts_html(headers):
+            return Answer(303, {"error": "unauthorized", "message": "sign in first"}, {
+                "Location": console.sign_in_url(path, scope.get("query_string") or b"")
+            })  # fmt: skip
+        return refusal
+
     def _token(self, headers: list[tuple[bytes, bytes]]) -> Answer | None:
         assert self.token is not None
         value, count = _first(headers, b"authorization")
@@ -106,3 +152,8 @@ class Guard:
         answer = error(401, "unauthorized", "a valid bearer token is required (Authorization: Bearer TOKEN)")
         answer.headers["WWW-Authenticate"] = "Bearer"
         return answer
+
+
+def _accepts_html(headers: list[tuple[bytes, bytes]]) -> bool:
+    value, _ = _first(headers, b"accept")
+    return value is not None and b"text/html" in value.lower()

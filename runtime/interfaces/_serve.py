@@ -63,14 +63,14 @@ def allowed_hosts(host: str, allow: list[str]) -> frozenset[str] | None:
     return LOOPBACK_NAMES | extra
 
 
-class _PlainFormatter(logging.Formatter):
+class PlainFormatter(logging.Formatter):
     """Log lines quote addresses and errors that clients chose: their control characters are escaped."""
 
     def format(self, record: logging.LogRecord) -> str:
         return "\n".join(plain(line) for line in super().format(record).split("\n"))
 
 
-class _Server(uvicorn.Server):
+class QuietServer(uvicorn.Server):
     """uvicorn without its own signal handling: ``serve`` decides how stopping goes."""
 
     @contextlib.contextmanager
@@ -81,7 +81,7 @@ class _Server(uvicorn.Server):
 async def serve(args: argparse.Namespace) -> int:
     """Serve until SIGINT or SIGTERM, then stop within a bounded time (see the module docstring)."""
     handler = logging.StreamHandler()
-    handler.setFormatter(_PlainFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(PlainFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     host, port = host_port(args.http)
     token = token_from(args)
@@ -120,7 +120,7 @@ async def serve(args: argparse.Namespace) -> int:
                 lifespan="off",
                 timeout_graceful_shutdown=int(HTTP_GRACE_S),
             )
-            server = _Server(config)
+            server = QuietServer(config)
             stop = anyio.Event()
             served = anyio.Event()
 
