@@ -30,7 +30,7 @@ from actors._actor import describe
 from runtime import Registry, Runtime, load
 from storage import Journal, _sqlite
 
-from . import _compact, _console, _drill, _effects, _http, _model, _replication, _timers
+from . import _compact, _console, _dbos, _drill, _effects, _http, _model, _postgres, _replication, _timers
 from ._model import Counter, Inc, Progress, synthesize
 
 ROOT = Path(__file__).parent
@@ -89,8 +89,10 @@ def raw_baseline(workdir: Path) -> Result:
 # -- tells: tell throughput ---------------------------------------------------------------
 
 
-async def tell_throughput(workdir: Path, actors: int = 1000, per_actor: int = 20) -> Result:
-    path = fresh(workdir, "tells.db")
+async def tell_throughput(
+    workdir: Path, location: str | None = None, actors: int = 1000, per_actor: int = 20
+) -> Result:
+    path = location or fresh(workdir, "tells.db")
     Progress.steps, Progress.target = 0, actors * per_actor
     Progress.reached = asyncio.Event()
     rt = Runtime(path, actors=[Counter])
@@ -113,14 +115,17 @@ async def tell_throughput(workdir: Path, actors: int = 1000, per_actor: int = 20
         "messages_per_s": actors * per_actor / elapsed,
         "commits": stats.batches,
         "units_per_commit": stats.units / max(stats.batches, 1),
+        # Where the time goes: the share of the run the writer spent committing (the rest, the
+        # event loop ran the engine while the writer waited for work).
+        "writer_busy_share": stats.commit_seconds / elapsed,
     }
 
 
 # -- asks: sequential asks ------------------------------------------------------------------
 
 
-async def sequential_asks(workdir: Path, count: int = 5000) -> Result:
-    path = fresh(workdir, "asks.db")
+async def sequential_asks(workdir: Path, location: str | None = None, count: int = 5000) -> Result:
+    path = location or fresh(workdir, "asks.db")
     latencies = []
     async with Runtime(path, actors=[Counter]) as rt:
         for _ in range(200):  # warm up
@@ -143,7 +148,7 @@ async def psow_cost(workdir: Path, count: int = 3000) -> Result:
     for psow in (True, False, True, False):  # interleaved: the machine drifts
         _sqlite.POWERSAFE_OVERWRITE = psow
         try:
-            run = await sequential_asks(workdir, count)
+            run = await sequential_asks(workdir, count=count)
         finally:
             _sqlite.POWERSAFE_OVERWRITE = False
         key = f"psow{int(psow)}"
@@ -212,7 +217,7 @@ def startup(workdir: Path, quick: bool) -> Result:
 
 SCENARIOS = (
     "tells", "asks", "rebuild", "memory", "first-reply", "replication", "http", "timers", "effects", "psow", "console",
-    "drill", "compact",
+    "drill", "postgres", "dbos", "compact",
 )  # fmt: skip
 """Every scenario but ``raw``, the baseline, which always runs; named for what they measure."""
 LETTERS = dict(zip("bcdefghijk", ("tells", "asks", "rebuild", "memory", "first-reply", "replication", "http",
@@ -251,6 +256,8 @@ def main() -> None:
         "timers": lambda: anyio.run(_timers.timers, workdir),
         "effects": lambda: anyio.run(_effects.effects, workdir),
         "psow": lambda: anyio.run(psow_cost, workdir),
+        "postgres": lambda: _postgres.run(workdir, tell_throughput, sequential_asks),
+        "dbos": lambda: _dbos.run(workdir, quick=args.quick),
         "console": lambda: _console.console(
             workdir, 10_000 if args.quick else 100_000, 100_000 if args.quick else 1_000_000
         ),
@@ -358,6 +365,14 @@ def report(r: Result) -> None:
                 (f"sequential asks/s, {psow[:4]}={psow[4]}", k[psow]["asks_per_s"], f"{ratio:.2f} x commits/s",
                  f"p50 {k[psow]['p50_us']:.0f} µs, p99 {k[psow]['p99_us']:.0f} µs"),
             )  # fmt: skip
+    if "postgres" in r:
+        rows.extend(postgres_rows(r["postgres"]))
+    if "dbos" in r:
+        d = r["dbos"]
+        rows.append((f"DBOS runs/s, 10 steps, {d['dbos']['concurrency']} at a time", d["dbos"]["runs_per_s"], "",
+                     "same PostgreSQL server"))  # fmt: skip
+        rows.append(("Stele runs/s, 10 effects, same workload", d["stele"]["runs_per_s"], f"{d['ratio']:.1f} x DBOS",
+                     "≥ 10 x DBOS"))  # fmt: skip
     if "console" in r:
         co = r["console"]
         for name, h in co["http"].items():
@@ -408,6 +423,25 @@ def report(r: Result) -> None:
     for name, value, ratio, target in rows:
         shown = f"{value:,.0f}" if value >= 100 else f"{value:.2f}" if value >= 1 else f"{value:.4f}"
         print(f"{name:<{width}}  {shown:>14}  {ratio:<28} {target}")
+
+
+def postgres_rows(p: Result) -> list[tuple[str, float, str, str]]:
+    """The PostgreSQL rows, each ratio to the raw baseline on the same server in the same run."""
+    raw = p["raw"]
+    rows = [
+        (f"PostgreSQL {p['server']}: raw rows/s, unnest, 1,000 per tx", raw["rows_per_s"], "", ""),
+        ("PostgreSQL raw one-row commits/s", raw["commits_per_s"], "", f"p50 {raw['commit_p50_us']:.0f} µs"),
+    ]
+    if "tells" in p:
+        ratio = p["tells"]["messages_per_s"] / raw["rows_per_s"]
+        rows.append(("PostgreSQL tells/s, 1,000 actors x 20", p["tells"]["messages_per_s"], f"{ratio:.3f} x rows/s",
+                     f"≥ 0.10; writer busy {p['tells']['writer_busy_share']:.0%}"))  # fmt: skip
+    if "asks" in p:
+        c = p["asks"]
+        ratio = c["asks_per_s"] / raw["commits_per_s"]
+        rows.append(("PostgreSQL sequential asks/s", c["asks_per_s"], f"{ratio:.2f} x commits/s", "≥ 0.4"))
+        rows.append(("    ask latency p50 / p99 µs", c["p50_us"], f"{c['p99_us']:.0f} µs p99", ""))
+    return rows
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ each to the object that owns the concept:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import os
@@ -40,7 +41,7 @@ from actors import (
     RuntimeClosedError,
     SteleError,
 )
-from storage import ActorStatus, PutMeta, RecordKey, SetStatus, Store, Unit
+from storage import ActorStatus, Backend, PutMeta, RecordKey, SetStatus, Store, Unit, is_postgres
 
 from . import _collector
 from ._activation import Activation
@@ -68,10 +69,15 @@ log = logging.getLogger("stele.runtime")
 class Runtime:
     """Hosts actor classes over the journal at ``path``; an async context manager.
 
+    ``path`` is a SQLite file, or a PostgreSQL database when it is a
+    ``postgresql://`` URL (docs/postgresql.md): the same actors, the same API.
+
     ``durability`` is ``"fsync"`` (``synchronous=FULL``, the default),
     ``"normal"`` (``synchronous=NORMAL``: survives a process crash, may lose the
     last commits on power loss) or ``"replicated"`` (fsync, and every tell and
-    ask is acknowledged only once its commit is in the replica).
+    ask is acknowledged only once its commit is in the replica). On PostgreSQL
+    they set ``synchronous_commit``: ``on``, ``off``, and ``on`` on a server
+    with synchronous standbys (refused on one without).
 
     ``replicate`` is an ``s3://BUCKET/PATH?endpoint=…`` URL or a local
     directory: Litestream is started, supervised and stopped with the runtime,
@@ -104,7 +110,24 @@ class Runtime:
     ) -> None:
         if durability not in DURABILITIES:
             raise ValueError(f"durability must be one of {DURABILITIES}, not {durability!r}")
-        if durability == "replicated" and replicate is None:
+        self.postgres = is_postgres(path)
+        """Whether the journal is a PostgreSQL database (its durability and replication are the server's)."""
+        if self.postgres:
+            given = (("replicate", replicate), ("replication", replication), ("vfs", vfs))
+            refused = [name for name, value in given if value is not None]
+            defaults = ReplicationOptions()
+            refused += sorted(
+                f.name
+                for f in dataclasses.fields(ReplicationOptions)
+                if f.name in options and options[f.name] != getattr(defaults, f.name)  # type: ignore[literal-required]
+            )
+            if refused:
+                raise ValueError(
+                    f"{', '.join(refused)}: Litestream replication and a VFS are for SQLite journals; on "
+                    "PostgreSQL the database's durability is the server's (synchronous_commit, standbys): "
+                    'use durability="replicated" for synchronous replication'
+                )
+        elif durability == "replicated" and replicate is None:
             raise ValueError('durability="replicated" needs replicate=URL_OR_DIRECTORY')
         self.path = path
         self.registry = Registry(actors)
@@ -116,7 +139,7 @@ class Runtime:
         self.rng = rng or random.Random()
         self.vfs = vfs
         self._replication: storage.Replication | None = None
-        self._store: Store | None = None
+        self._store: Backend | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._parts: _Parts | None = None
         self._open = False
@@ -146,16 +169,16 @@ class Runtime:
                 )
             restore = self._restore_missing if options.restore_if_missing and self._replication is not None else None
             open_store = functools.partial(
-                Store.open,
+                storage.open_backend,
                 self.path,
-                durability="fsync" if self.durability == "replicated" else self.durability,
+                durability=self.durability,
                 notify=parts.writes.notify,
                 vfs=self.vfs,
                 replication=self._replication,
                 restore=restore,  # runs once the journal is owned, only if it is missing
             )
 
-            def opened() -> Store:
+            def opened() -> Backend:
                 # Kept by the thread itself: a start cancelled while the file opens
                 # still finds the store below, and closes it.
                 self._store = open_store()
@@ -365,7 +388,12 @@ class Runtime:
         """Refuse a durability this call cannot have, before anything is accepted."""
         if durability is not None and durability not in DURABILITIES:
             raise ValueError(f"durability must be one of {DURABILITIES}, not {durability!r}")
-        if durability == "replicated" and self._replication is None:
+        if durability == "replicated" and self.postgres and self.durability != "replicated":
+            raise ValueError(
+                'durability="replicated" on PostgreSQL is the server\'s synchronous replication, for every commit: '
+                'open the runtime with durability="replicated"'
+            )
+        if durability == "replicated" and self._replication is None and not self.postgres:
             raise ValueError(f'durability="replicated" needs a runtime opened with replicate=URL (on {self.path})')
 
     # -- operating ------------------------------------------------------------------
@@ -553,8 +581,8 @@ class Runtime:
         return self.store.stats
 
     @property
-    def store(self) -> Store:
-        """The owned journal."""
+    def store(self) -> Backend:
+        """The owned journal (a :class:`~storage.Store`, or a :class:`~storage.PgStore`)."""
         assert self._store is not None, "the runtime is not open"
         return self._store
 
@@ -582,8 +610,11 @@ class Runtime:
 
     async def _replicated(self, timeout: float | None) -> None:
         """Wait until every commit made so far is in the replica."""
+        if self.postgres:
+            return  # the commit itself waited for the server's synchronous standbys
         replication = self._replication
-        commits = self.store.commits
+        store = self.store
+        commits = store.commits if isinstance(store, Store) else None
         if replication is None or commits is None:
             raise ValueError('durability="replicated" needs a runtime opened with replicate=URL_OR_DIRECTORY')
         loop = asyncio.get_running_loop()
@@ -685,7 +716,7 @@ class _Parts:
         self.forking: Forking | None = None
         """Both read the journal: made once it is owned (:meth:`attach`)."""
 
-    def attach(self, store: Store) -> None:
+    def attach(self, store: Backend) -> None:
         """The journal is owned: message and actor ids go on from where it left them."""
         self.writes.backend = store
         self.activation.backend = store

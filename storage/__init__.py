@@ -1,4 +1,5 @@
-"""What remembers: the journal file, its writer, its codec and read-only access.
+"""What remembers: the journal (a SQLite file, or a PostgreSQL database), its writer, its codec
+and read-only access.
 
 ``storage`` imports nothing else of Stele's; it stores typed rows and bytes.
 """
@@ -70,13 +71,19 @@ from ._errors import (
 )
 from ._journal import Journal, integrity_check
 from ._litestream import Litestream
+from ._open import open_backend
+from ._pg_connect import is_postgres, redact
+from ._pg_store import PgStore
+from ._pg_views import PgQuery
+from ._query import query
 from ._replica import ReplicaTarget
 from ._replication import DEFAULT_MAX_WAL_BYTES, Replication, ReplicationStatus
 from ._restore import RestoreReport, restore
 from ._rows import corrupt
 from ._schema import SCHEMA_VERSION
 from ._store import Store
-from ._views import VIEWS, Query, QueryResult, payload_json, query
+from ._transfer import CopyReport, copy_journal
+from ._views import VIEWS, Query, QueryResult, payload_json
 
 __all__ = (
     "ACTOR_FILTERS",
@@ -96,6 +103,7 @@ __all__ = (
     "CancelTimer",
     "Codec",
     "CommitUnknown",
+    "CopyReport",
     "DeadLetter",
     "Done",
     "DropDeadLetter",
@@ -120,6 +128,8 @@ __all__ = (
     "Outcome",
     "OwnedElsewhere",
     "Pending",
+    "PgQuery",
+    "PgStore",
     "PutMeta",
     "PutPromise",
     "Query",
@@ -150,12 +160,16 @@ __all__ = (
     "Unit",
     "Unstorable",
     "WriterStats",
+    "copy_journal",
     "corrupt",
     "decode_untyped",
     "entry_row",
     "integrity_check",
+    "is_postgres",
+    "open_backend",
     "payload_json",
     "query",
+    "redact",
     "restore",
     "snapshot_row",
 )

@@ -49,6 +49,9 @@ page less for each lone commit, a fifth of what an ask writes. A restart
 starts above the block, leaving its unused ids unused.
 """
 
+MAX_ID = 2**63 - 1
+"""The largest message id a journal stores (SQLite's and PostgreSQL's 64-bit integers)."""
+
 MAX_BATCH_UNITS = 20_000
 """Bound on one transaction's size, so one huge backlog cannot stall every caller."""
 
@@ -182,7 +185,7 @@ class Writer:
             top = max((u.top for u in batch), default=0)
             hwm = self._hwm
             if top > hwm:
-                hwm = top + HWM_BLOCK
+                hwm = min(top + HWM_BLOCK, MAX_ID)  # the block never runs past a 64-bit id
                 conn.execute(UPDATE_HWM, (hwm,))
         except Exception as exc:
             # SQLite may already have rolled the whole transaction back (FULL,

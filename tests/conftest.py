@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from . import pgserver
 from .report import REPORT
 from .s3server import CREDENTIALS, S3Server
 
@@ -64,27 +65,112 @@ def scale(request: pytest.FixtureRequest) -> int:
     return LONG_SCALE if long_run(request.config) else 1
 
 
+BACKENDS = ("sqlite", "postgres")
+"""What ``backend`` takes in the modules whose guarantees hold on every backend."""
+
+
 @pytest.fixture
-def db(tmp_path: Path) -> str:
-    """A path for a fresh journal file."""
+def backend() -> str:
+    """The backend of the journal ``db`` makes: a SQLite file, unless a module overrides this fixture.
+
+    The guarantee tests override it with ``params=BACKENDS`` (as anyio's
+    ``anyio_backend`` is overridden), so each of their tests runs once on a
+    file and once on a PostgreSQL database.
+    """
+    return "sqlite"
+
+
+@pytest.fixture
+def db(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """Where a fresh journal goes: a file's path, or a new PostgreSQL database's URL."""
+    if backend == "sqlite":
+        yield str(tmp_path / "journal.db")
+        return
+    assert backend == "postgres", backend
+    server: pgserver.Server = request.getfixturevalue("pg_server")
+    url = server.database()
+    yield url
+    server.drop(url)
+
+
+@pytest.fixture
+def db_file(tmp_path: Path) -> str:
+    """A path for a fresh journal file, for what only a file has (its bytes, its WAL, its locks)."""
     return str(tmp_path / "journal.db")
 
 
-def dump(path: str) -> dict[str, list[tuple[Any, ...]]]:
+TABLES = ("journal", "inbox", "snapshots", "actors", "meta")
+
+
+def dump(location: str) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of every Stele table, to compare a journal before and after."""
+    if location.startswith("postgresql://"):
+        # psycopg on a connection of its own: an independent look at the database.
+        import psycopg
+
+        with psycopg.connect(location) as pg:
+            return {
+                table: [tuple(row) for row in pg.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall()]
+                for table in TABLES
+            }
     # The stdlib driver, read-only: an independent look at the file.
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn = sqlite3.connect(f"file:{location}?mode=ro", uri=True)
     try:
-        return {
-            table: conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall()
-            for table in ("journal", "inbox", "snapshots", "actors", "meta")
-        }
+        return {table: conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall() for table in TABLES}
+    finally:
+        conn.close()
+
+
+def query(location: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Rows of one statement (``?`` placeholders) read from outside, on either backend."""
+    if location.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(location) as pg:
+            return [tuple(row) for row in pg.execute(sql.replace("?", "%s"), params).fetchall()]
+    conn = sqlite3.connect(f"file:{location}?mode=ro", uri=True)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+def tamper(location: str, sql: str, params: tuple[Any, ...] = ()) -> None:
+    """Change a journal from outside (``?`` placeholders), as an operator or a bad disk would."""
+    if location.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(location, autocommit=True) as pg:
+            pg.execute(sql.replace("?", "%s"), params)
+        return
+    conn = sqlite3.connect(location)
+    try:
+        with conn:
+            conn.execute(sql, params)
     finally:
         conn.close()
 
 
 def files(path: str) -> list[str]:
     return sorted(p for p in os.listdir(os.path.dirname(path)))
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> pgserver.Server:
+    """A real PostgreSQL server for the session: a private cluster, or ``STELE_TEST_POSTGRES_URL``'s."""
+    return pgserver.shared()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    pgserver.stop_shared()
+
+
+@pytest.fixture
+def pg_url(pg_server: pgserver.Server) -> Iterator[str]:
+    """The URL of a fresh, empty database on the session's server (dropped afterwards)."""
+    url = pg_server.database()
+    yield url
+    pg_server.drop(url)
 
 
 @pytest.fixture(scope="session")

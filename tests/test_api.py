@@ -9,7 +9,14 @@ from actors import Actor, ActorDefinitionError, HandlerError, apply, handler
 from runtime import Runtime
 from storage import Journal
 
+from .conftest import BACKENDS
 from .models import Account, Deposit, GetBalance, Withdraw
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every test here runs on a SQLite file and on a PostgreSQL database (``db`` makes either)."""
+    return str(request.param)
 
 
 async def test_ask_returns_the_reply_and_state_persists(db: str) -> None:

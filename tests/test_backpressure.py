@@ -9,9 +9,15 @@ from actors import BackpressureError
 from runtime import Runtime
 from storage import Journal
 
-from .conftest import dump
+from .conftest import BACKENDS, dump
 from .models import Account, Deposit
 from .test_recovery import Gate, Work, Worker, wait_for
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every test here runs on a SQLite file and on a PostgreSQL database (``db`` makes either)."""
+    return str(request.param)
 
 
 async def test_a_full_mailbox_refuses_at_once_and_recovers(db: str) -> None:

@@ -13,7 +13,15 @@ from actors import Actor, BackpressureError, apply, handler
 from runtime import Runtime, VirtualClock
 from storage import Journal
 
+from .conftest import BACKENDS
 from .models import Account, Deposit, GetBalance
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every test here runs on a SQLite file and on a PostgreSQL database (``db`` makes either)."""
+    return str(request.param)
+
 
 RELEASE = threading.Event()
 STARTED: list[int] = []

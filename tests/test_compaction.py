@@ -18,6 +18,7 @@ from runtime import Registry, Runtime, VirtualClock, drill, load, replay
 from runtime.interfaces.demo_agents import Librarian, ResearchAgent
 from storage import Backend, DropHistory, Journal, SetFloor, Store, Unit
 
+from .conftest import BACKENDS
 from .models import Account, Deposit, GetBalance
 from .s3server import S3Server
 from .served import Server, cli, request
@@ -25,6 +26,11 @@ from .storage.conftest import Harness
 from .test_golden import GOLDEN
 from .test_replication import replicated, until
 
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Each test that takes ``db`` runs on a file and on a PostgreSQL database."""
+    return str(request.param)
 
 class Note(msgspec.Struct):
     text: str
@@ -144,8 +150,8 @@ async def test_retention_by_age_keeps_what_is_younger(db: str) -> None:
         assert states(db, Diary, "Diary/d") == {p: s for p, s in before.items() if p >= kept[0].position}
 
 
-async def test_compaction_gives_the_space_back(db: str) -> None:
-    async with Runtime(db, actors=[Notebook]) as rt:
+async def test_compaction_gives_the_space_back(db_file: str) -> None:
+    async with Runtime(db_file, actors=[Notebook]) as rt:
         for _ in range(199):
             await rt.tell("Notebook/n", Note(os.urandom(500).hex()))
         await rt.ask("Notebook/n", Note("last"))
@@ -153,7 +159,7 @@ async def test_compaction_gives_the_space_back(db: str) -> None:
     assert report.entries == 584  # up to the snapshot of step 195 (seq 585)
     assert report.bytes_before > 3_000_000  # mostly snapshots: each holds every note so far
     assert report.bytes_after < report.bytes_before / 4  # the pages went back to the file system
-    assert os.path.getsize(db) < report.bytes_before / 4
+    assert os.path.getsize(db_file) < report.bytes_before / 4
 
 
 async def test_other_actors_commit_while_a_compaction_runs(db: str) -> None:
@@ -203,25 +209,25 @@ async def fill(db: str, notes: int) -> None:
         await rt.ask("Account/a", Deposit(3))
 
 
-def test_the_compact_command_and_the_sizes_actors_shows(db: str) -> None:
-    anyio.run(fill, db, 22)
-    listed = {a["address"]: a for a in json.loads(cli("actors", "--db", db, "--json").stdout)}
+def test_the_compact_command_and_the_sizes_actors_shows(db_file: str) -> None:
+    anyio.run(fill, db_file, 22)
+    listed = {a["address"]: a for a in json.loads(cli("actors", "--db", db_file, "--json").stdout)}
     assert (listed["Notebook/n"]["entries"], listed["Notebook/n"]["floor"]) == (69, 0)
     assert listed["Account/a"]["entries"] == 3 and listed["Account/a"]["bytes"] > 0
-    report = json.loads(cli("compact", "--db", db, "--module", "tests.test_compaction", "--json").stdout)
+    report = json.loads(cli("compact", "--db", db_file, "--module", "tests.test_compaction", "--json").stdout)
     assert (report["actors"], report["entries"], report["snapshots"]) == (1, 44, 2)
-    listed = {a["address"]: a for a in json.loads(cli("actors", "--db", db, "--json").stdout)}
+    listed = {a["address"]: a for a in json.loads(cli("actors", "--db", db_file, "--json").stdout)}
     assert (listed["Notebook/n"]["entries"], listed["Notebook/n"]["floor"]) == (25, 45)
     assert listed["Account/a"]["entries"] == 3
-    shown = cli("actors", "--db", db, env={**os.environ, "COLUMNS": "200"}).stdout
+    shown = cli("actors", "--db", db_file, env={**os.environ, "COLUMNS": "200"}).stdout
     assert "kept from" in shown and "Notebook/n" in shown
-    done = cli("compact", "--db", db, "--module", "tests.test_compaction", "--batch", "0", check=False)
+    done = cli("compact", "--db", db_file, "--module", "tests.test_compaction", "--batch", "0", check=False)
     assert done.returncode == 2 and "at least 1, not '0'" in done.stderr
 
 
-def test_serve_compacts_on_a_schedule_and_shows_the_sizes_in_metrics(db: str) -> None:
-    anyio.run(fill, db, 22)
-    server = Server(db, "--no-replicate", "--compact-every", "1s", module="tests.test_compaction")
+def test_serve_compacts_on_a_schedule_and_shows_the_sizes_in_metrics(db_file: str) -> None:
+    anyio.run(fill, db_file, 22)
+    server = Server(db_file, "--no-replicate", "--compact-every", "1s", module="tests.test_compaction")
     try:
         metrics = ""
         for _ in range(600):  # bounded: the first compaction runs a second after the start
@@ -235,14 +241,14 @@ def test_serve_compacts_on_a_schedule_and_shows_the_sizes_in_metrics(db: str) ->
         assert request(server.url + "/actors/Notebook/n/note", {"text": "served"})[1] == 24
     finally:
         assert server.stop() == 0
-    info = Journal.open(db).actor("Notebook/n")
+    info = Journal.open(db_file).actor("Notebook/n")
     assert info is not None and info.floor == 45
 
 
-async def test_a_drill_passes_over_a_compacted_journal(db: str, s3: S3Server) -> None:
+async def test_a_drill_passes_over_a_compacted_journal(db_file: str, s3: S3Server) -> None:
     url = s3.url(s3.bucket())
     registry = Registry([Notebook, Account])
-    async with Runtime(db, actors=[Notebook, Account], replicate=url) as rt:
+    async with Runtime(db_file, actors=[Notebook, Account], replicate=url) as rt:
         for i in range(40):
             await rt.tell("Notebook/n", Note(f"note {i}"))
         await rt.ask("Notebook/n", Note("last"))
@@ -250,10 +256,10 @@ async def test_a_drill_passes_over_a_compacted_journal(db: str, s3: S3Server) ->
         # The live journal compacted, the replica not yet (or just): both are compared where both keep history.
         report = await rt.compact()
         assert report.entries > 0
-        first = await anyio.to_thread.run_sync(lambda: drill(db, url, registry, monitor=lambda: rt.replication))
+        first = await anyio.to_thread.run_sync(lambda: drill(db_file, url, registry, monitor=lambda: rt.replication))
         await rt.ask("Notebook/n", Note("after"))
         await until(lambda: replicated(rt), 15, "replicated")
-        second = await anyio.to_thread.run_sync(lambda: drill(db, url, registry, monitor=lambda: rt.replication))
+        second = await anyio.to_thread.run_sync(lambda: drill(db_file, url, registry, monitor=lambda: rt.replication))
     assert first.ok, first.problems
     assert second.ok, second.problems
     assert second.actors == 1
@@ -283,10 +289,10 @@ class FloorMovesAfterTheSnapshotRead:
 
 @pytest.mark.parametrize(("until_seq", "notes"), [(None, 23), (62, 21), (58, None)])
 def test_a_state_read_while_compaction_moves_the_floor_is_read_again_or_refused(
-    db: str, until_seq: int | None, notes: int | None
+    db_file: str, until_seq: int | None, notes: int | None
 ) -> None:
-    anyio.run(fill, db, 22)  # Notebook/n: 23 steps of 3 entries, snapshots at seqs 15, 30, 45 and 60
-    harness = Harness("sqlite", lambda notify: Store.open(db, notify=notify), lambda: Journal.open(db))
+    anyio.run(fill, db_file, 22)  # Notebook/n: 23 steps of 3 entries, snapshots at seqs 15, 30, 45 and 60
+    harness = Harness("sqlite", lambda notify: Store.open(db_file, notify=notify), lambda: Journal.open(db_file))
     store = harness.open()
     registry = Registry([Notebook])
     desc, key = registry.resolve("Notebook/n")

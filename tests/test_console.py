@@ -22,6 +22,7 @@ import storage
 from actors import Actor, apply, handler
 from runtime import Runtime
 
+from . import pgserver
 from .console_agents import ACTORS, HOSTILE, bury, populate, suspend
 from .models import Account, Deposit
 from .served import Server, cli, request
@@ -85,18 +86,39 @@ class Browser:
         return status, json.loads(text)
 
 
-@pytest.fixture(scope="module")
-def journal(tmp_path_factory: pytest.TempPathFactory) -> str:
-    db = str(tmp_path_factory.mktemp("console") / "journal.db")
-    build(db)
-    return db
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def journal(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[str]:
+    """The console's journal, built once per backend: a file, or a PostgreSQL database."""
+    if request.param == "sqlite":
+        db = str(tmp_path_factory.mktemp("console") / "journal.db")
+        build(db)
+        yield db
+        return
+    server: pgserver.Server = request.getfixturevalue("pg_server")
+    url = server.database()
+    build(url)
+    yield url
+    server.drop(url)
 
 
 @pytest.fixture
-def served(journal: str, tmp_path: Path) -> Iterator[Server]:
-    copy = tmp_path / "journal.db"
-    copy.write_bytes(Path(journal).read_bytes())
-    server = Server(str(copy), "--no-replicate", module="tests.console_agents")
+def fresh(journal: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A copy of the console's journal for one test to change: a file, or a new database."""
+    if not storage.is_postgres(journal):
+        copy = tmp_path / "journal.db"
+        copy.write_bytes(Path(journal).read_bytes())
+        yield str(copy)
+        return
+    server: pgserver.Server = request.getfixturevalue("pg_server")
+    url = server.database()
+    storage.copy_journal(journal, url)
+    yield url
+    server.drop(url)
+
+
+@pytest.fixture
+def served(fresh: str) -> Iterator[Server]:
+    server = Server(fresh, "--no-replicate", module="tests.console_agents")
     yield server
     if server.proc.poll() is None:
         assert server.stop() == 0
@@ -224,13 +246,11 @@ def test_sql_from_the_console_is_read_only(served: Server) -> None:
 
 
 def test_with_a_token_the_console_asks_to_sign_in_and_the_api_still_wants_the_token(
-    journal: str, tmp_path: Path
+    fresh: str, tmp_path: Path
 ) -> None:
-    copy = tmp_path / "journal.db"
-    copy.write_bytes(Path(journal).read_bytes())
     token = tmp_path / "token"
     token.write_text("s3cret-token-for-the-console")
-    server = Server(str(copy), "--no-replicate", "--token-file", str(token), module="tests.console_agents")
+    server = Server(fresh, "--no-replicate", "--token-file", str(token), module="tests.console_agents")
     try:
         browser = Browser(server.url)
         assert browser.send("GET", "/")[1]["location"] == "/ui/"  # a browser at the server's root: the console
@@ -259,6 +279,7 @@ def test_with_a_token_the_console_asks_to_sign_in_and_the_api_still_wants_the_to
         assert server.stop() == 0
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_ui_reads_a_file_another_process_writes_and_refuses_to_operate(db: str) -> None:
     async def first() -> None:
         async with Runtime(db, actors=[Account]) as rt:

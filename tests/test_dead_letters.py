@@ -12,8 +12,16 @@ from actors import SteleError
 from runtime import Runtime
 from storage import Journal, _sqlite
 
+from . import pgserver
+from .conftest import BACKENDS
 from .models import Account, Deposit
 from .test_recovery import Gate, Work, Worker, wait_for
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every test here runs on a SQLite file and on a PostgreSQL database (``db`` makes either)."""
+    return str(request.param)
 
 
 async def crash_while_working(db: str, expected_calls: int) -> None:
@@ -77,28 +85,39 @@ async def test_dead_letters_can_be_dropped(db: str) -> None:
         assert journal.pending() == []
 
 
-async def test_journal_trouble_turns_no_message_into_a_dead_letter(db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_journal_trouble_turns_no_message_into_a_dead_letter(
+    db: str, backend: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
     # Only a message's own failures count towards max_attempts (5 by default).
     # Here another process holds the journal's write lock for three seconds
     # (as a `sqlite3` shell in a transaction would): every commit fails
     # definitely, with SQLITE_BUSY after the busy timeout. Each failure used to
     # count: the head message became a dead letter within a second or two (and,
     # as writing the dead letter failed too, ran later, after the messages
-    # behind it).
+    # behind it). On PostgreSQL the database is closed to connections for six
+    # seconds and the runtime's sessions are ended: longer than the writer
+    # waits to reconnect, so commits fail (unknown, then definitely) until it opens.
     monkeypatch.setattr(_sqlite, "BUSY_TIMEOUT_MS", 50)  # fail fast rather than after 5 s
     Gate.reset()
     async with Runtime(db, actors=[Worker]) as rt:
         for i in range(1, 11):
             await rt.tell("Worker/w", Work(i))
         await wait_for(lambda: len(Gate.calls) == 2)  # message 1 waits in its second effect
-        other = apsw.Connection(db)
-        other.execute("BEGIN IMMEDIATE")
-        try:
-            Gate.open.set()  # its result cannot be journaled while the lock is held
-            await anyio.sleep(3)
-        finally:
-            other.execute("ROLLBACK")
-            other.close()
+        if backend == "postgres":
+            server: pgserver.Server = request.getfixturevalue("pg_server")
+            with server.closed(db):
+                Gate.open.set()  # its result cannot be journaled while the database is closed
+                await anyio.sleep(6)
+                assert rt.journal_failing is not None
+        else:
+            other = apsw.Connection(db)
+            other.execute("BEGIN IMMEDIATE")
+            try:
+                Gate.open.set()  # its result cannot be journaled while the lock is held
+                await anyio.sleep(3)
+            finally:
+                other.execute("ROLLBACK")
+                other.close()
         with anyio.fail_after(30):
             while _pending(db):
                 await anyio.sleep(0.05)

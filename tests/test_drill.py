@@ -19,6 +19,7 @@ import pytest
 import storage
 from runtime import Registry, Runtime, drill
 from runtime.interfaces._modules import actor_classes, load_module
+from storage import Store
 from storage._restore import verify
 
 from .models import Account, Deposit, GetBalance
@@ -94,7 +95,9 @@ async def test_a_replica_that_stopped_100_commits_ago_fails_as_stale(db: str, s3
         replication = rt.replicator
         assert replication is not None and replication.litestream is not None
         replication.litestream.kill(restart=False)  # replication stops here
-        commits = rt.store.commits
+        store = rt.store
+        assert isinstance(store, Store)
+        commits = store.commits
         assert commits is not None
         before = commits.count
         while commits.count - before < 100:

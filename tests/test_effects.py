@@ -10,9 +10,16 @@ import pytest
 
 from actors import Actor, EffectError, apply, handler
 from runtime import Runtime
-from storage import Journal, Store
+from storage import Journal, PgStore, Store, open_backend
 
+from .conftest import BACKENDS
 from .models import Account, Deposit, Fetch, GetBalance, Record, Recorder
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every test here runs on a SQLite file and on a PostgreSQL database (``db`` makes either)."""
+    return str(request.param)
 
 
 class Charge(msgspec.Struct):
@@ -131,12 +138,18 @@ async def test_step_ids_are_never_reused_after_the_inbox_empties(db: str) -> Non
     assert len(after) == 1 and min(after) > max(before)
 
 
-@pytest.mark.parametrize(("durability", "synchronous"), [("fsync", 2), ("normal", 1)])
-def test_durability_levels_set_synchronous(db: str, durability: str, synchronous: int) -> None:
-    store = Store.open(db, durability=durability, notify=lambda results: None)
+@pytest.mark.parametrize(
+    ("durability", "synchronous", "synchronous_commit"), [("fsync", 2, "on"), ("normal", 1, "off")]
+)
+def test_durability_levels_set_synchronous(db: str, durability: str, synchronous: int, synchronous_commit: str) -> None:
+    store = open_backend(db, durability=durability, notify=lambda results: None)
     try:
-        assert store.writer_pragma("synchronous") == synchronous
-        assert store.writer_pragma("journal_mode") == "wal"
+        if isinstance(store, Store):
+            assert store.writer_pragma("synchronous") == synchronous
+            assert store.writer_pragma("journal_mode") == "wal"
+        else:
+            assert isinstance(store, PgStore)
+            assert store.synchronous_commit == synchronous_commit  # as the server reports it for the writer
     finally:
         store.close()
 

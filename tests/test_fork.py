@@ -17,10 +17,16 @@ from runtime._diff import diff
 from runtime._records import effect_decoder, fork_decoder
 from storage import EntryKind, Journal
 
+from .conftest import BACKENDS
 from .models import Account, Deposit
 from .s3server import S3Server
 from .served import cli
 
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Each test that takes ``db`` runs on a file and on a PostgreSQL database."""
+    return str(request.param)
 
 class Ask(msgspec.Struct):
     prompt: str
@@ -232,18 +238,18 @@ async def test_diff_compares_a_fork_with_its_source_step_by_step(db: str) -> Non
     assert cli("diff", "Agent/src", "Agent/same", "--db", db).returncode == 0
 
 
-def test_fork_from_a_point_in_time_of_a_replica(db: str, s3: S3Server, tmp_path: Path) -> None:
+def test_fork_from_a_point_in_time_of_a_replica(db_file: str, s3: S3Server, tmp_path: Path) -> None:
     url = s3.url(s3.bucket())
 
     async def source() -> tuple[datetime.datetime, int]:
-        async with Runtime(db, actors=[Agent], replicate=url, durability="replicated") as rt:
+        async with Runtime(db_file, actors=[Agent], replicate=url, durability="replicated") as rt:
             await talk(rt, "Agent/src", 3)
             await anyio.sleep(1.2)  # the next replica file carries a later timestamp
             between = datetime.datetime.now(datetime.UTC)
             await anyio.sleep(1.2)
             for i in range(3, 6):
                 await rt.ask("Agent/src", Ask(f"question {i}"), durability="replicated")
-        return between, positions(db, "Agent/src")[0 * 5 + 4]
+        return between, positions(db_file, "Agent/src")[0 * 5 + 4]
 
     Model.changed_from = 10**9
     between, first_reply = anyio.run(source)
@@ -253,9 +259,9 @@ def test_fork_from_a_point_in_time_of_a_replica(db: str, s3: S3Server, tmp_path:
         "--module", "tests.test_fork", "--db", live, "--json",
     )  # fmt: skip
     report = json.loads(done.stdout)
-    then = positions(db, "Agent/src")[3 * 5 - 1]  # the 3rd step's reply: the replica's last entry then
+    then = positions(db_file, "Agent/src")[3 * 5 - 1]  # the 3rd step's reply: the replica's last entry then
     assert (report["source"], report["position"]) == ("Agent/src", then)
-    assert state_at(live, Agent, "Agent/then") == state_at(db, Agent, "Agent/src", then)
+    assert state_at(live, Agent, "Agent/then") == state_at(db_file, Agent, "Agent/src", then)
     with Journal.open(live) as journal:
         record = fork_decoder.decode(next(iter(journal.entries("Agent/then"))).data)
         assert (record.replica, record.timestamp) == (url, between.isoformat())
@@ -267,7 +273,7 @@ def test_fork_from_a_point_in_time_of_a_replica(db: str, s3: S3Server, tmp_path:
     )  # fmt: skip
     report = json.loads(done.stdout)
     assert (report["redelivered"], report["reused"], report["ran"], report["divergence"]) == (2, 4, 0, None)
-    assert state_at(live, Agent, "Agent/again") == state_at(db, Agent, "Agent/src", then)
+    assert state_at(live, Agent, "Agent/again") == state_at(db_file, Agent, "Agent/src", then)
     # Without --from, a timestamp means nothing: refused, nothing written.
     done = cli("fork", "Agent/src", "--as", "Agent/x", "--timestamp", "2026-01-01T00:00:00Z",
                "--module", "tests.test_fork", "--db", live, check=False)  # fmt: skip

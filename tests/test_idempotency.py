@@ -9,9 +9,16 @@ from actors import HandlerError, MessageValidationError, ReplyUnavailableError
 from runtime import Runtime
 from storage import Journal
 
+from .conftest import BACKENDS
 from .models import Account, Deposit, GetBalance, Withdraw
 from .routing import Asker, Wait, Waiter
 from .test_recovery import Gate, Work, Worker, wait_for
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every test here runs on a SQLite file and on a PostgreSQL database (``db`` makes either)."""
+    return str(request.param)
 
 
 def events(db: str, address: str) -> int:

@@ -115,6 +115,21 @@ RuntimeMachine.TestCase.settings = hypothesis.settings(
 TestRuntimeMachine = RuntimeMachine.TestCase
 
 
+class PgRuntimeMachine(RuntimeMachine):
+    """The same machine on PostgreSQL: a crash there is the runtime's session gone."""
+
+    backend = "postgres"
+
+
+# Fewer examples in the fast tier: each check reads the journal over a connection of its own,
+# which costs milliseconds on a server where SQLite costs microseconds (--long runs more).
+PgRuntimeMachine.TestCase.settings = hypothesis.settings(
+    RuntimeMachine.TestCase.settings,
+    max_examples=10 * (LONG_SCALE if os.environ.get("STELE_LONG", "") not in ("", "0") else 1),
+)
+TestPgRuntimeMachine = PgRuntimeMachine.TestCase
+
+
 def fits(model: list[tuple[int, bool]], history: list[int]) -> bool:
     """Whether ``history`` is ``model`` with each uncertain entry (False) either kept or left out."""
 

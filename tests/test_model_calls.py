@@ -163,3 +163,13 @@ CallsMachine.TestCase.settings = hypothesis.settings(
     max_examples=20, stateful_step_count=15, deadline=None, suppress_health_check=[hypothesis.HealthCheck.too_slow]
 )
 TestCallsMachine = CallsMachine.TestCase
+
+
+class PgCallsMachine(CallsMachine):
+    """The same machine on PostgreSQL."""
+
+    backend = "postgres"
+
+
+PgCallsMachine.TestCase.settings = hypothesis.settings(CallsMachine.TestCase.settings, max_examples=10)
+TestPgCallsMachine = PgCallsMachine.TestCase

@@ -10,7 +10,14 @@ from actors import Actor, ActorSuspendedError, NonDeterminismError, SteleError, 
 from runtime import Runtime
 from storage import Journal
 
+from .conftest import BACKENDS
 from .models import Account, Deposit, GetBalance
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every test here runs on a SQLite file and on a PostgreSQL database (``db`` makes either)."""
+    return str(request.param)
 
 
 class Plan(msgspec.Struct):

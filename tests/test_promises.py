@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import anyio
 import msgspec
@@ -12,7 +13,13 @@ from actors import Actor, PromiseError, UnknownActorTypeError, apply, handler
 from runtime import Registry, Runtime, replay
 from storage import Journal
 
-from .conftest import dump
+from .conftest import BACKENDS, dump, query
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every test here runs on a SQLite file and on a PostgreSQL database (``db`` makes either)."""
+    return str(request.param)
 
 
 class Draft(msgspec.Struct):
@@ -73,14 +80,8 @@ async def _ask(rt: Runtime, msg: Draft, out: list[str]) -> None:
     out.append(await rt.ask("Publisher/p", msg))
 
 
-def _promises(db: str) -> list[tuple[str, str]]:
-    import sqlite3
-
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return conn.execute("SELECT address, name FROM promises ORDER BY name").fetchall()
-    finally:
-        conn.close()
+def _promises(db: str) -> list[tuple[Any, ...]]:
+    return query(db, "SELECT address, name FROM promises ORDER BY name")
 
 
 async def test_a_value_resolved_while_the_handler_looks_for_it_is_not_lost(

@@ -6,13 +6,20 @@ from __future__ import annotations
 
 import anyio
 import msgspec
+import pytest
 
 from actors import Actor, apply, handler
 from runtime import Runtime
 from storage import Journal
 
-from .conftest import dump
+from .conftest import BACKENDS, dump
 from .models import Account, Deposit, GetBalance
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every test here runs on a SQLite file and on a PostgreSQL database (``db`` makes either)."""
+    return str(request.param)
 
 
 class Work(msgspec.Struct):

@@ -9,7 +9,14 @@ from actors import Actor, SteleError, apply, handler
 from runtime import Registry, Runtime, replay
 from storage import Journal
 
+from .conftest import BACKENDS
 from .models import Account, Deposit, Deposited, GetBalance, Withdraw
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every test here runs on a SQLite file and on a PostgreSQL database (``db`` makes either)."""
+    return str(request.param)
 
 
 class Note(msgspec.Struct):

@@ -18,7 +18,7 @@ import pytest
 
 from actors import ReplicationError, ReplicationTimeout
 from runtime import Runtime
-from storage import Journal, OperationalError, restore
+from storage import Journal, OperationalError, Store, restore
 
 from .conftest import dump
 from .models import Account, Deposit, GetBalance
@@ -216,7 +216,9 @@ async def test_the_loss_window_is_exactly_what_the_monitor_reported(db: str, s3:
     assert replication is not None
     replication.refresh()  # the monitor's view of that moment, brought up to date
     status = replication.status()
-    commits = rt.store.commits
+    store = rt.store
+    assert isinstance(store, Store)
+    commits = store.commits
     assert commits is not None
     made = commits.count
     await rt.abandon()
@@ -244,9 +246,9 @@ async def test_litestream_stopped_just_after_start_still_replicates_everything(
 
 async def test_checkpoints_are_left_to_litestream_while_it_runs(db: str, tmp_path: Path) -> None:
     async with Runtime(db, actors=[Account], replicate=str(tmp_path / "replica")) as rt:
-        assert rt.store.writer_pragma("wal_autocheckpoint") == 0
+        assert isinstance(rt.store, Store) and rt.store.writer_pragma("wal_autocheckpoint") == 0
     async with Runtime(db, actors=[Account]) as rt:
-        assert rt.store.writer_pragma("wal_autocheckpoint") == 1000
+        assert isinstance(rt.store, Store) and rt.store.writer_pragma("wal_autocheckpoint") == 1000
 
 
 @pytest.mark.parametrize(

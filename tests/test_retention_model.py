@@ -10,6 +10,8 @@ journal).
 
 from __future__ import annotations
 
+import os
+
 import hypothesis
 import pytest
 from hypothesis import strategies as st
@@ -20,6 +22,7 @@ from actors._actor import describe
 from runtime import Registry, Runtime, VirtualClock, load
 from storage import Journal
 
+from .conftest import LONG_SCALE
 from .machines import PortalMachine
 from .models import Account, Deposit, GetBalance
 
@@ -135,6 +138,20 @@ RetentionMachine.TestCase.settings = hypothesis.settings(
     max_examples=20, stateful_step_count=20, deadline=None, suppress_health_check=[hypothesis.HealthCheck.too_slow]
 )
 TestRetentionMachine = RetentionMachine.TestCase
+
+
+class PgRetentionMachine(RetentionMachine):
+    """The same machine on PostgreSQL (a crash there is the runtime's session gone)."""
+
+    backend = "postgres"
+
+
+# Fewer examples in the fast tier: every check reads the journal over connections of its own.
+PgRetentionMachine.TestCase.settings = hypothesis.settings(
+    RetentionMachine.TestCase.settings,
+    max_examples=4 * (LONG_SCALE if os.environ.get("STELE_LONG", "") not in ("", "0") else 1),
+)
+TestPgRetentionMachine = PgRetentionMachine.TestCase
 
 
 def test_the_retained_types_are_what_the_machine_assumes() -> None:

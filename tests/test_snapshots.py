@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import random
-import sqlite3
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -12,7 +12,14 @@ from actors._actor import describe
 from runtime import Registry, Runtime, load
 from storage import Journal
 
+from .conftest import BACKENDS, tamper
 from .models import Account, Deposit, GetBalance
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every test here runs on a SQLite file and on a PostgreSQL database (``db`` makes either)."""
+    return str(request.param)
 
 
 def rebuilt(db: str, address: str, *, use_snapshots: bool) -> Account.State:
@@ -44,10 +51,7 @@ async def test_an_undecodable_snapshot_falls_back_to_older_history(db: str) -> N
     async with Runtime(db, actors=[Account]) as rt:
         for amount in range(1, 13):
             await rt.ask("Account/a", Deposit(amount))
-    conn = sqlite3.connect(db)
-    with conn:
-        conn.execute("UPDATE snapshots SET data = x'c1c1c1' WHERE seq = (SELECT max(seq) FROM snapshots)")
-    conn.close()
+    tamper(db, "UPDATE snapshots SET data = ? WHERE seq = (SELECT max(seq) FROM snapshots)", (b"\xc1\xc1\xc1",))
     async with Runtime(db, actors=[Account]) as rt:
         assert await rt.ask("Account/a", GetBalance()) == sum(range(1, 13))
     assert rebuilt(db, "Account/a", use_snapshots=True).history == list(range(1, 13))

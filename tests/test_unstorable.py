@@ -19,10 +19,17 @@ import pytest
 
 from actors import Actor, EffectError, HandlerError, UnstorableValueError, apply, handler
 from runtime import Runtime
-from storage import Done, Journal, Outcome, PutMeta, Store, Unit, Unstorable
+from storage import Done, Journal, Outcome, PutMeta, Unit, Unstorable, open_backend
 
-from .conftest import dump
+from .conftest import BACKENDS, dump
 from .models import Account, Deposit, GetBalance
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every test here runs on a SQLite file and on a PostgreSQL database (``db`` makes either)."""
+    return str(request.param)
+
 
 BIG = 2**63 - 1
 SURROGATE = "x\udc80"
@@ -170,7 +177,7 @@ async def test_the_writer_survives_a_unit_it_cannot_bind(db: str) -> None:
         for done, outcomes in results:
             loop.call_soon_threadsafe(done, outcomes)
 
-    store = Store.open(db, notify=notify)
+    store = open_backend(db, notify=notify)
     try:
         outcomes: list[Outcome] = []
         for value in (2**63, SURROGATE, "fine"):

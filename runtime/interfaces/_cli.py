@@ -237,17 +237,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def _size(path: str) -> int:
-    return os.path.getsize(path) if os.path.exists(path) else 0
-
-
 def cmd_status(args: argparse.Namespace) -> int:
     with storage.Journal.open(args.db) as journal:
         actors = journal.actors()
+        journal_bytes, wal_bytes = journal.stored_bytes()
         status: dict[str, Any] = {
-            "journal": os.path.abspath(args.db),
-            "journal_bytes": _size(args.db),
-            "wal_bytes": _size(args.db + "-wal"),
+            "journal": journal.path if journal.postgres else os.path.abspath(args.db),
+            "journal_bytes": journal_bytes,
+            "wal_bytes": wal_bytes,
             "actors": len(actors),
             "suspended": [a.address for a in actors if a.status == "suspended"],
             "inbox_depth": len(journal.pending()),
@@ -334,6 +331,28 @@ def cmd_restore(args: argparse.Namespace) -> int:
             )
         )
     return 0
+
+
+def _copied(args: argparse.Namespace, report: storage.CopyReport) -> int:
+    if args.json:
+        _out(args, report.__dict__)
+    else:
+        rows = ", ".join(f"{n} {name}" for name, n in report.rows.items() if n)
+        console.print(
+            plain(
+                f"copied {report.source} into {report.target} and verified it ({rows or 'no rows'}; "
+                f"sha256 {report.digest[:16]}...), {report.seconds:.2f} s"
+            )
+        )
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    return _copied(args, storage.copy_journal(args.source, args.to))
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    return _copied(args, storage.copy_journal(args.db, args.to, actor=args.actor))
 
 
 # -- talking to a server ------------------------------------------------------------------
@@ -424,7 +443,7 @@ def _command(
     example: str,
     *,
     db: str | None = None,
-    db_help: str = "journal file",
+    db_help: str = "journal file or postgresql:// URL",
 ) -> argparse.ArgumentParser:
     """A subcommand with ``--json``, and ``--db`` (defaulting to ``db``) when it reads a journal."""
     parser: argparse.ArgumentParser = sub.add_parser(
@@ -488,7 +507,7 @@ def parser() -> argparse.ArgumentParser:
         "the console in a browser, read-only, over a journal file or a replica",
         "python -m runtime ui --db stele.db   # then open http://127.0.0.1:8701/ui/",
         db=DEFAULT_DB,
-        db_help="journal file, or a replica to restore first (s3:// URL or replica directory)",
+        db_help="journal file, postgresql:// URL, or a replica to restore first (s3:// URL or replica directory)",
     )
     p.add_argument("--http", default="127.0.0.1:8701", help="HOST:PORT to listen on (default 127.0.0.1:8701)")
     p.add_argument(
@@ -597,11 +616,32 @@ def parser() -> argparse.ArgumentParser:
         "  python -m runtime sql \"SELECT time, payload ->> '$.result' FROM entries WHERE kind = 'effect'\"\n\n"
         + views_help(),
         db=DEFAULT_DB,
-        db_help="journal file, or a replica to restore first (s3:// URL or replica directory)",
+        db_help="journal file, postgresql:// URL, or a replica to restore first (s3:// URL or replica directory)",
     )
     p.add_argument("query", metavar="SQL", help="one SELECT (or WITH) statement")
     p.add_argument("--max-rows", type=positive, default=1000, help="at most this many rows (default 1000)")
     p.add_argument("--timeout", type=seconds, default=30.0, help="stop the query after this many seconds (default 30)")
+
+    p = _command(
+        sub,
+        "migrate",
+        cmd_migrate,
+        "copy a whole journal into a new one (a file into PostgreSQL, or back) and verify it",
+        "python -m runtime migrate --from stele.db --to postgresql://stele@db.internal/agents",
+    )
+    p.add_argument("--from", dest="source", required=True, help="the journal to copy (file or postgresql:// URL)")
+    p.add_argument("--to", required=True, help="a new file, or an empty PostgreSQL database")
+
+    p = _command(
+        sub,
+        "export",
+        cmd_export,
+        "write a journal (or one actor's history) into a new SQLite file to inspect and replay anywhere",
+        "python -m runtime export --db postgresql://stele@db.internal/agents --actor Account/alice --to alice.db",
+        db=DEFAULT_DB,
+    )
+    p.add_argument("--actor", help="only this actor's history (and the meta table)")
+    p.add_argument("--to", required=True, help="a new journal file")
 
     p = _command(
         sub,

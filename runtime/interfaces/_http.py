@@ -467,10 +467,11 @@ def runtime_status(rt: Runtime, started: float) -> dict[str, Any]:
     """What ``status`` reports about a running runtime."""
     path = rt.path
     stats = rt.statistics()
+    postgres = storage.is_postgres(path)
     return {
-        "journal": os.path.abspath(path),
-        "journal_bytes": _size(path),
-        "wal_bytes": _size(path + "-wal"),
+        "journal": storage.redact(path) if postgres else os.path.abspath(path),
+        "journal_bytes": None if postgres else _size(path),
+        "wal_bytes": None if postgres else _size(path + "-wal"),
         "uptime_s": time.time() - started,
         **msgspec.to_builtins(stats),
         "commits": stats.writer.batches,

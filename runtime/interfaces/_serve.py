@@ -22,6 +22,7 @@ from collections.abc import Iterator
 import anyio
 import uvicorn
 
+import storage
 from actors import SteleError
 
 from .._runtime import Runtime
@@ -93,10 +94,18 @@ async def serve(args: argparse.Namespace) -> int:
     if args.token is not None:
         log.warning("--token is visible to every user of this machine (ps); prefer --token-file or STELE_TOKEN")
     hosts = allowed_hosts(host, args.allow_host or [])
-    replicate = None if args.no_replicate else (args.replicate or os.path.abspath(args.db) + "-replica")
-    if args.durability == "replicated" and replicate is None:
+    postgres = storage.is_postgres(args.db)
+    if postgres and args.replicate:
+        raise SteleError("--replicate is for SQLite journals: a PostgreSQL database's replication is the server's")
+    replicate = (
+        None if args.no_replicate or postgres else (args.replicate or os.path.abspath(args.db) + "-replica")
+    )
+    if args.durability == "replicated" and replicate is None and not postgres:
         raise SteleError("--durability replicated needs replication: drop --no-replicate")
+    journal = storage.redact(args.db) if postgres else os.path.abspath(args.db)
     drill_every = getattr(args, "drill_every", None)
+    if drill_every is not None and postgres:
+        raise SteleError("--drill-every drills a Litestream replica: a PostgreSQL database's backups are the server's")
     if drill_every is not None and replicate is None:
         raise SteleError("--drill-every drills the replica: drop --no-replicate")
     module_name = os.path.abspath(args.module) if args.module.endswith(".py") else args.module
@@ -165,8 +174,8 @@ async def serve(args: argparse.Namespace) -> int:
                 compact_every = getattr(args, "compact_every", None)
                 if compact_every is not None:
                     tg.start_soon(compacting, rt, compact_every)
-                log.info("journal %s", os.path.abspath(args.db))
-                log.info("replica %s", replicate or "none (--no-replicate)")
+                log.info("journal %s", journal)
+                log.info("replica %s", replicate or ("the server's" if postgres else "none (--no-replicate)"))
                 if rt.litestream_socket is None and replicate is not None:
                     log.info("litestream log %s", os.path.abspath(args.db) + "-litestream.log")
                 log.info("actors %s", ", ".join(sorted(rt.registry.actors)))

@@ -30,8 +30,9 @@ MAX_CELL = 2000
 
 
 def is_replica(db: str) -> bool:
-    """Whether ``--db`` names a replica to restore (a URL, or a replica directory) rather than a journal file."""
-    return "://" in db or os.path.isdir(db)
+    """Whether ``--db`` names a replica to restore (a URL, or a replica directory) rather than a journal
+    (a file, or a ``postgresql://`` database, queried where it is)."""
+    return not storage.is_postgres(db) and ("://" in db or os.path.isdir(db))
 
 
 @contextlib.contextmanager

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 
 import anyio
@@ -94,7 +93,7 @@ async def ui(args: argparse.Namespace) -> int:
             bound = server.servers[0].sockets[0].getsockname()[1]
             shown = f"[{host}]" if ":" in host else host
             restored = f", restored from {args.db}" if path != args.db else ""
-            log.info("journal %s (read-only)%s", os.path.abspath(path), restored)
+            log.info("journal %s (read-only)%s", source.shown, restored)
             print(f"listening on http://{shown}:{bound}", flush=True)
             log.info("console at http://%s:%s%s/", shown, bound, PREFIX)
             await stop.wait()

@@ -2,22 +2,122 @@
 
 A backend plugs into the suite by adding one parameter to ``harness`` below
 (a way to open it, own it, and read it the way an inspection tool would);
-every test of ``tests/storage`` then runs against it.
+every test of ``tests/storage`` then runs against it. A backend that can fail
+its own commits for real also joins ``faulty``, with a :class:`Faults` of its
+own: the SQLite file through a fault-injecting VFS, PostgreSQL by ending the
+writer's server session in the middle of a transaction and by a proxy that
+cuts the network.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Protocol
 
+import psycopg
 import pytest
 
 import storage
-from storage import Backend, Journal, Outcome, Reads, Store, Unit
+from storage import Backend, Journal, Outcome, PgStore, Reads, Store, Unit
 
 from ..faults import FaultVFS
+from ..pgproxy import Proxy
+from ..pgserver import Server
+
+
+class Faults(Protocol):
+    """Real failures of a backend's commits, on demand."""
+
+    @property
+    def injected(self) -> int:
+        """Failures injected so far."""
+
+    def fail_next_commit(self, backend: Backend) -> None:
+        """The next commit fails without landing (and the journal stays reachable)."""
+
+    def cut_off(self, backend: Backend) -> None:
+        """Commits fail and nothing can be read back, until :meth:`heal`."""
+
+    def heal(self) -> None:
+        """Stop failing."""
+
+
+class VfsFaults:
+    """SQLite's: a failed fsync of the WAL, and failed reads after it."""
+
+    def __init__(self, vfs: FaultVFS) -> None:
+        self.vfs = vfs
+
+    @property
+    def injected(self) -> int:
+        return self.vfs.injected
+
+    def fail_next_commit(self, backend: Backend) -> None:
+        self.vfs.sync_failures = 1  # the next commit's fsync fails once
+
+    def cut_off(self, backend: Backend) -> None:
+        self.vfs.sync_failures, self.vfs.reads_fail_after_sync = 100, 1000
+
+    def heal(self) -> None:
+        self.vfs.sync_failures = self.vfs.read_failures = self.vfs.reads_fail_after_sync = 0
+
+
+class PgFaults:
+    """PostgreSQL's: the writer's session ended mid-transaction; the network cut by a proxy."""
+
+    def __init__(self, admin_url: str, proxy: Proxy) -> None:
+        self.admin_url = admin_url
+        self.proxy = proxy
+        self.injected = 0
+        self._threads: list[threading.Thread] = []
+
+    def fail_next_commit(self, backend: Backend) -> None:
+        """Hold the inbox locked; once the writer waits for it, end its session, then let go.
+
+        The transaction is cut off mid-way: the writer must reconnect, find
+        that nothing landed, and commit it again.
+        """
+        assert isinstance(backend, PgStore)
+        pid = backend.backend_pid
+        assert pid is not None
+        admin = psycopg.connect(self.admin_url, autocommit=True)
+        admin.execute("BEGIN")
+        admin.execute("LOCK TABLE inbox IN ACCESS EXCLUSIVE MODE")
+
+        def terminate() -> None:
+            try:
+                for _ in range(3000):  # bounded: 30 s
+                    row = admin.execute(
+                        "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (pid,)
+                    ).fetchone()
+                    if row is not None and row[0] == "Lock":
+                        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+                        self.injected += 1
+                        return
+                    time.sleep(0.01)
+            finally:
+                admin.execute("ROLLBACK")
+                admin.close()
+
+        thread = threading.Thread(target=terminate, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def cut_off(self, backend: Backend) -> None:
+        self.proxy.cut()
+        self.injected += 1
+
+    def heal(self) -> None:
+        self.proxy.heal()
+
+    def close(self) -> None:
+        for thread in self._threads:
+            thread.join(30)
+        self.proxy.stop()
 
 
 class Harness:
@@ -33,7 +133,7 @@ class Harness:
         self._opener = opener
         self._reader = reader
         self.backend: Backend | None = None
-        self.fault: FaultVFS | None = None
+        self.fault: Faults | None = None
 
     def open(self) -> Backend:
         """Own the journal (a fresh one the first time)."""
@@ -94,28 +194,50 @@ def _sqlite(path: Path, vfs: str | None) -> Harness:
     return Harness("sqlite-file" if vfs is None else "sqlite-fault-vfs", opener, reader)
 
 
-def _made(kind: str, tmp_path: Path) -> Iterator[Harness]:
-    fault: FaultVFS | None = None
+def _postgres(url: str, owner_url: str) -> Harness:
+    def opener(notify: storage.Notify) -> Backend:
+        return PgStore.open(owner_url, notify=notify)
+
+    def reader() -> AbstractContextManager[Reads]:
+        return Journal.open(url)
+
+    return Harness("postgres", opener, reader)
+
+
+def _made(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
+    if kind == "postgres":
+        server: Server = request.getfixturevalue("pg_server")
+        url = server.database()
+        proxy = Proxy(url)
+        made = _postgres(url, proxy.url)
+        faults = made.fault = PgFaults(url, proxy)
+        try:
+            yield made
+        finally:
+            made.close()
+            faults.close()
+            server.drop(url)
+        return
+    vfs: FaultVFS | None = None
     if kind == "sqlite-fault-vfs":
-        fault = FaultVFS(f"conformance-{tmp_path.name}")
-    made = _sqlite(tmp_path / "journal.db", fault.name if fault is not None else None)
-    made.fault = fault
+        vfs = FaultVFS(f"conformance-{tmp_path.name}")
+    made = _sqlite(tmp_path / "journal.db", vfs.name if vfs is not None else None)
+    made.fault = VfsFaults(vfs) if vfs is not None else None
     try:
         yield made
     finally:
         made.close()
-        if fault is not None:
-            fault.close()
+        if vfs is not None:
+            vfs.close()
 
 
-@pytest.fixture(params=["sqlite-file", "sqlite-fault-vfs"])
+@pytest.fixture(params=["sqlite-file", "sqlite-fault-vfs", "postgres"])
 def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
     """Every backend the conformance suite runs against (a new journal each)."""
-    yield from _made(request.param, tmp_path)
+    yield from _made(request.param, request, tmp_path)
 
 
-@pytest.fixture(params=["sqlite-fault-vfs"])
+@pytest.fixture(params=["sqlite-fault-vfs", "postgres"])
 def faulty(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
-    """Every backend that can fail its own commits on demand (``Harness.fault``)."""
-    yield from _made(request.param, tmp_path)
-
+    """Every backend that can fail its own commits for real on demand (``Harness.fault``)."""
+    yield from _made(request.param, request, tmp_path)

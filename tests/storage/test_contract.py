@@ -130,6 +130,26 @@ def test_the_message_id_high_water_mark_survives_a_restart(harness: Harness) -> 
     assert backend is not harness.backend
 
 
+def test_values_at_the_edges_come_back_as_they_went_in(harness: Harness) -> None:
+    backend = harness.open()
+    big = 2**63 - 1
+    row = InboxRow(big - 1, "Ä/✓ 𝄞", "h", "M", b"", -1.5e300, "ключ", big, "s\u00e9nder", 0.0, None, None, None)
+    entries = [entry_row(big, 2**62, big - 1, EntryKind.EVENT, "Tÿpe", b"\x00" * 3, 1e-300)]
+    actor = ActorRow(big, "Ä/✓ 𝄞", "Ä", -0.0)
+    assert harness.one(Unit(inbox=[row], journal=entries, register=actor, top=big - 1)) is None
+    (pending,) = backend.pending()
+    assert (pending.id, pending.target, pending.payload, pending.due, pending.idempotency_key) == (
+        big - 1,
+        "Ä/✓ 𝄞",
+        b"",
+        -1.5e300,
+        "ключ",
+    )
+    assert (pending.attempts, pending.sender, pending.at) == (big, "s\u00e9nder", 0.0)
+    (entry,) = backend.entries("Ä/✓ 𝄞")
+    assert (entry.seq, entry.step, entry.type, entry.data, entry.at) == (2**62, big - 1, "Tÿpe", b"\x00" * 3, 1e-300)
+
+
 # -- reads, from inside and from outside ------------------------------------------------------
 
 
@@ -257,7 +277,7 @@ def test_a_failed_commit_that_did_not_land_is_retried_and_reported_once(faulty: 
     harness = faulty
     assert harness.fault is not None
     backend = harness.open()
-    harness.fault.sync_failures = 1  # the next commit's fsync fails once
+    harness.fault.fail_next_commit(backend)
     assert harness.one(Unit(inbox=[inbox(1)], top=1)) is None  # read back, not there, retried, committed
     assert harness.fault.injected == 1
     assert [p.id for p in backend.pending()] == [1]
@@ -267,12 +287,11 @@ def test_a_commit_that_cannot_be_read_back_is_unknown_not_failed(faulty: Harness
     harness = faulty
     assert harness.fault is not None
     backend = harness.open()
-    harness.fault.sync_failures, harness.fault.reads_fail_after_sync = 100, 1000
+    harness.fault.cut_off(backend)
     outcome = harness.one(Unit(inbox=[inbox(1)], top=1))
     assert isinstance(outcome, storage.CommitUnknown)
     assert backend.failing is not None  # the journal says it is failing
-    harness.fault.sync_failures = harness.fault.read_failures = 0
-    harness.fault.reads_fail_after_sync = 0
+    harness.fault.heal()
     assert harness.one(Unit(inbox=[inbox(2)], top=2)) is None
     assert backend.failing is None
     assert {p.id for p in backend.pending()} <= {1, 2} and 2 in {p.id for p in backend.pending()}

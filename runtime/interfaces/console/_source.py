@@ -70,7 +70,11 @@ class Source:
         operator: Operator | None = None,
         origin: str | None = None,
     ) -> None:
-        self.path = os.path.abspath(path)
+        postgres = storage.is_postgres(path)
+        self.path = path if postgres else os.path.abspath(path)
+        """Where the journal is: a file's absolute path, or a database's URL (with its password)."""
+        self.shown = storage.redact(path) if postgres else self.path
+        """``path`` as pages may show it (never a password)."""
         self.registry = registry if registry is not None else (runtime.registry if runtime is not None else None)
         self.runtime = runtime
         self.operator = operator
@@ -120,7 +124,11 @@ class Source:
         return await anyio.to_thread.run_sync(run)
 
     def file_sizes(self) -> dict[str, int]:
-        """The journal's and its WAL's sizes in bytes."""
+        """The journal's and its WAL's sizes in bytes (a database: its tables', and no WAL)."""
+        if storage.is_postgres(self.path):
+            with self.journal() as journal:
+                stored, _ = journal.stored_bytes()
+            return {"journal_bytes": stored, "wal_bytes": 0}
 
         def size(path: str) -> int:
             try:

@@ -1,0 +1,46 @@
+"""Opening a journal backend for a runtime: a path is a SQLite file, a ``postgresql://`` URL a database."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ._contract import Backend, Notify
+from ._pg_connect import is_postgres
+from ._pg_store import PgStore
+from ._replication import Replication
+from ._store import Store
+
+
+def open_backend(
+    location: str,
+    *,
+    durability: str = "fsync",
+    notify: Notify,
+    vfs: str | None = None,
+    replication: Replication | None = None,
+    restore: Callable[[str], bool] | None = None,
+) -> Backend:
+    """Own the journal at ``location`` and start its writer.
+
+    ``durability`` is ``fsync``, ``normal`` or ``replicated``: on a file,
+    ``replicated`` commits as ``fsync`` (the runtime waits for Litestream); on
+    PostgreSQL each maps to ``synchronous_commit`` (docs/postgresql.md).
+    ``vfs``, ``replication`` and ``restore`` are a file's only: a database's
+    durability and replication are the database's own.
+    """
+    if is_postgres(location):
+        given = [name for name, value in (("vfs", vfs), ("replication", replication), ("restore", restore)) if value]
+        if given:
+            raise ValueError(
+                f"{', '.join(given)} apply to SQLite journals only: on PostgreSQL, durability and replication "
+                "are the database server's (synchronous_commit, standbys)"
+            )
+        return PgStore.open(location, durability=durability, notify=notify)
+    return Store.open(
+        location,
+        durability="fsync" if durability == "replicated" else durability,
+        notify=notify,
+        vfs=vfs,
+        replication=replication,
+        restore=restore,
+    )
