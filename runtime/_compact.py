@@ -24,7 +24,7 @@ import msgspec
 
 import storage
 from actors import Retention
-from storage import DropHistory, Op, Reclaim, SetFloor, Unit
+from storage import DropHistory, Op, ReclaimSpace, SetFloor, Unit
 
 from ._registry import Registry
 from ._writes import Writes
@@ -121,7 +121,7 @@ class Compactor:
             if reclaim and space.reclaimable:
                 pages = space.free_bytes // max(1, space.page_size)
                 while pages > 0:
-                    await self._writes.write(Unit(ops=[Reclaim(min(pages, RECLAIM_PAGES))]))
+                    await self._writes.write(Unit(ops=[ReclaimSpace(min(pages, RECLAIM_PAGES))]))
                     report.batches += 1
                     pages -= RECLAIM_PAGES
                 space = await anyio.to_thread.run_sync(self._reads.space)

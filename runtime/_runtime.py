@@ -26,7 +26,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from types import TracebackType
-from typing import Any, Unpack
+from typing import Any, Literal, Unpack
 
 import anyio
 import anyio.to_thread
@@ -65,6 +65,9 @@ from ._writes import Writes
 
 log = logging.getLogger("stele.runtime")
 
+RECLAIM_EVERY_S = 60.0
+"""How often the runtime reclaims stored payloads nothing refers to any more."""
+
 
 class Runtime:
     """Hosts actor classes over the journal at ``path``; an async context manager.
@@ -88,8 +91,14 @@ class Runtime:
     ``lag_warning_s=…``).
 
     ``idempotency_retention_s``: how long an idempotency key keeps its first
-    outcome. ``clock`` and ``rng`` are injectable (tests: a virtual clock runs
-    an hour of timers in milliseconds). ``vfs`` names an APSW VFS to open the
+    outcome. ``payload_threshold``: values (messages, effect results, events,
+    replies, snapshots) longer than this many bytes are stored once, as
+    compressed, content-addressed chunks shared by every entry and snapshot
+    that holds the same content (None: never; "auto": 1 KiB on a SQLite
+    file, never on PostgreSQL, which refuses a threshold; see
+    ``docs/payloads.md``).
+    ``clock`` and ``rng`` are injectable (tests: a virtual clock runs an hour
+    of timers in milliseconds). ``vfs`` names an APSW VFS to open the
     journal through (fault injection).
     """
 
@@ -103,6 +112,7 @@ class Runtime:
         limits: Limits | None = None,
         replication: ReplicationOptions | None = None,
         idempotency_retention_s: float = 24 * 3600.0,
+        payload_threshold: int | Literal["auto"] | None = "auto",
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         vfs: str | None = None,
@@ -127,6 +137,12 @@ class Runtime:
                     "PostgreSQL the database's durability is the server's (synchronous_commit, standbys): "
                     'use durability="replicated" for synchronous replication'
                 )
+            if payload_threshold not in ("auto", None):
+                raise ValueError(
+                    f"payload_threshold={payload_threshold!r}: payloads stored once are for SQLite journals; a "
+                    "PostgreSQL journal keeps every value in its row (the server compresses large ones, TOAST), "
+                    "see docs/payloads.md; leave payload_threshold unset"
+                )
         elif durability == "replicated" and replicate is None:
             raise ValueError('durability="replicated" needs replicate=URL_OR_DIRECTORY')
         self.path = path
@@ -135,6 +151,7 @@ class Runtime:
         self.replicate = replicate
         self.limits, self.replication_options = grouped(limits, replication, options)
         self.idempotency_retention_s = idempotency_retention_s
+        self.payload_threshold = payload_threshold
         self.clock = clock
         self.rng = rng or random.Random()
         self.vfs = vfs
@@ -176,6 +193,7 @@ class Runtime:
                 vfs=self.vfs,
                 replication=self._replication,
                 restore=restore,  # runs once the journal is owned, only if it is missing
+                payload_threshold=self.payload_threshold,
             )
 
             def opened() -> Backend:
@@ -189,6 +207,8 @@ class Runtime:
             pending = await anyio.to_thread.run_sync(store.pending)
             self._open = True
             self.spawn(parts.idempotency.purge_hourly)
+            if not self.postgres:  # a PostgreSQL journal keeps values in their rows: nothing to reclaim
+                self.spawn(self._reclaim_periodically)
             self.spawn(parts.timers.run)
             parts.scheduler.recover(pending)
         except BaseException:
@@ -499,11 +519,30 @@ class Runtime:
         an actor's oldest kept snapshot on stays exact for ``state --at`` and a
         fork; an older one raises :class:`OutsideRetentionError`. ``reclaim``:
         return the freed pages to the file system (a journal created before
-        schema version 7 keeps them for reuse instead; see docs/history.md).
+        schema version 8 keeps them for reuse instead; see docs/history.md).
         """
         compactor = self._running().compactor
         assert compactor is not None  # made when the journal was opened
         return await compactor.compact(batch=batch, reclaim=reclaim)
+
+    async def reclaim_payloads(self) -> None:
+        """Delete the stored payloads nothing refers to any more (one transaction of the writer).
+
+        Only chunks written for inbox messages, keys' replies, promises' values
+        and dead letters alone can lose their last reference (journal entries
+        and snapshots are never deleted). The runtime also does this at start
+        and every :data:`RECLAIM_EVERY_S` seconds. On PostgreSQL, which keeps
+        every value in its row, there is nothing to reclaim.
+        """
+        await self._running().writes.write(Unit(ops=[storage.Reclaim()]))
+
+    async def _reclaim_periodically(self) -> None:
+        while True:
+            try:
+                await self.reclaim_payloads()
+            except SteleError as exc:  # the journal's trouble: the next round tries again
+                log.warning("could not reclaim stored payloads: %s", exc)
+            await anyio.sleep(RECLAIM_EVERY_S)
 
     # -- looking -------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from ._contract import (
     DropHistory,
     Entry,
     EntryKind,
+    EntryPreview,
     EntryRow,
     EventRow,
     ForgetKey,
@@ -35,11 +36,13 @@ from ._contract import (
     Notify,
     Op,
     Outcome,
+    PayloadStats,
     Pending,
     PutMeta,
     PutPromise,
     Reads,
     Reclaim,
+    ReclaimSpace,
     RecordKey,
     ResolvedPromise,
     Revive,
@@ -52,6 +55,7 @@ from ._contract import (
     Sync,
     TakePromise,
     Unit,
+    ValueReader,
     WriterStats,
     entry_row,
     snapshot_row,
@@ -72,6 +76,8 @@ from ._errors import (
 from ._journal import Journal, integrity_check
 from ._litestream import Litestream
 from ._open import open_backend
+from ._payload_store import StoredValue
+from ._payloads import DEFAULT_THRESHOLD as DEFAULT_PAYLOAD_THRESHOLD
 from ._pg_connect import is_postgres, redact
 from ._pg_store import PgStore
 from ._pg_views import PgQuery
@@ -88,6 +94,7 @@ from ._views import VIEWS, Query, QueryResult, payload_json
 __all__ = (
     "ACTOR_FILTERS",
     "DEFAULT_MAX_WAL_BYTES",
+    "DEFAULT_PAYLOAD_THRESHOLD",
     "SCHEMA_VERSION",
     "VIEWS",
     "ActorCondition",
@@ -110,6 +117,7 @@ __all__ = (
     "DropHistory",
     "Entry",
     "EntryKind",
+    "EntryPreview",
     "EntryRow",
     "EventRow",
     "ForgetKey",
@@ -127,6 +135,7 @@ __all__ = (
     "OperationalError",
     "Outcome",
     "OwnedElsewhere",
+    "PayloadStats",
     "Pending",
     "PgQuery",
     "PgStore",
@@ -136,6 +145,7 @@ __all__ = (
     "QueryResult",
     "Reads",
     "Reclaim",
+    "ReclaimSpace",
     "RecordKey",
     "ReplicaTarget",
     "ReplicaUnavailable",
@@ -153,12 +163,14 @@ __all__ = (
     "Space",
     "StorageError",
     "Store",
+    "StoredValue",
     "Sync",
     "TakePromise",
     "Unconsumed",
     "UndecodableEntry",
     "Unit",
     "Unstorable",
+    "ValueReader",
     "WriterStats",
     "copy_journal",
     "corrupt",

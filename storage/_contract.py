@@ -216,9 +216,9 @@ class Space(msgspec.Struct, frozen=True):
     free_bytes: int
     """Storage free for reuse: new entries fill it before the journal grows."""
     reclaimable: bool
-    """Whether free storage can be given back (:class:`Reclaim`) without rewriting the whole journal."""
+    """Whether free storage can be given back (:class:`ReclaimSpace`) without rewriting the whole journal."""
     page_size: int = 0
-    """The unit :class:`Reclaim` counts in (0: the storage has no pages to give back)."""
+    """The unit :class:`ReclaimSpace` counts in (0: the storage has no pages to give back)."""
 
 
 class ActorSummary(msgspec.Struct, frozen=True):
@@ -355,6 +355,38 @@ class DeadLetter(msgspec.Struct, frozen=True):
     at: float
 
 
+class PayloadStats(NamedTuple):
+    """The journal's stored payloads: chunks, their bytes as stored (compressed) and as content."""
+
+    chunks: int
+    stored_bytes: int
+    content_bytes: int
+    reclaimable: int
+    """Chunks only transient rows (inbox, keys, promises, dead letters) refer to, or nothing."""
+
+
+class EntryPreview(msgspec.Struct, frozen=True):
+    """One journal entry as a listing shows it: its payload decoded, long parts cut short.
+
+    ``data`` equals :meth:`Entry.decoded` when ``truncated`` is false; otherwise
+    long strings and binaries end early, long arrays and maps keep their first
+    elements, and what is left out is named (see :func:`storage.preview`).
+    Making one reads at most a bounded part of the value, however large.
+    """
+
+    position: int
+    actor: str
+    seq: int
+    step: int
+    kind: str
+    type: str
+    at: float
+    size: int
+    """The payload's length in bytes."""
+    stored: bool
+    """Whether the payload is stored once in the payload store (rather than in the entry's row)."""
+    truncated: bool
+    data: Any
 class ActorDetail(msgspec.Struct, frozen=True):
     """One actor with what waits for it: the side panel of its page."""
 
@@ -463,6 +495,10 @@ class DropDeadLetter(Op, frozen=True, gc=False):
     letter: int
 
 
+class Reclaim(Op, frozen=True, gc=False):
+    """Delete the stored payloads nothing refers to any more (see docs/payloads.md)."""
+
+
 class SetFloor(Op, frozen=True, gc=False):
     """Keep ``address``'s history from seq ``seq`` on (see :attr:`ActorInfo.floor`).
 
@@ -487,7 +523,7 @@ class DropHistory(Op, frozen=True, gc=False):
     below_seq: int
 
 
-class Reclaim(Op, frozen=True, gc=False):
+class ReclaimSpace(Op, frozen=True, gc=False):
     """Give up to ``pages`` free pages of storage back to the file system (a backend that cannot does nothing)."""
 
     pages: int
@@ -552,6 +588,20 @@ class WriterStats:
 # -- the protocols ---------------------------------------------------------------------------
 
 
+class ValueReader(Protocol):
+    """One entry's value, read a piece at a time (``storage.StoredValue``): a 50 MB value is never held whole."""
+
+    size: int
+
+    def read(self, offset: int, n: int) -> bytes:
+        """Up to ``n`` bytes from ``offset`` (fewer at the end)."""
+        ...
+
+    def pieces(self) -> Iterator[bytes]:
+        """The value's bytes, piece by piece, in order (checked against its checksum at the end)."""
+        ...
+
+
 class Reads(Protocol):
     """What a journal answers: the read-only :class:`~storage.Journal` and every backend."""
 
@@ -565,6 +615,28 @@ class Reads(Protocol):
 
     def entries(self, actor: str, from_seq: int = 0, kind: str | None = None) -> Iterator[Entry]:
         """An actor's entries from ``from_seq`` (and its floor) on, in order (optionally of one kind)."""
+        ...
+
+    def entry_previews(
+        self, actor: str, from_seq: int = 0, kind: str | None = None, limit: int = 100
+    ) -> list[EntryPreview]:
+        """A page of up to ``limit`` entries for a listing, long parts cut short (bounded reads).
+
+        A page of many large payloads may hold fewer entries: it reads a
+        bounded number of bytes in all; the next page starts after its last.
+        """
+        ...
+
+    def entry_value(self, actor: str, seq: int) -> ValueReader | None:
+        """One entry's value, to read piece by piece, or None: how a whole value is served."""
+        ...
+
+    def payload_stats(self) -> PayloadStats:
+        """The stored payloads: chunks, bytes as stored and as content, how many may be reclaimed."""
+        ...
+
+    def payload_problems(self) -> Iterator[str]:
+        """Every stored payload chunk read back and checked (CRC-32, decompression, length, SHA-256): what is wrong."""
         ...
 
     def snapshots(self, actor: str) -> Iterator[SnapshotInfo]:

@@ -18,15 +18,18 @@ from ._contract import (
     ActorPage,
     DeadLetter,
     Entry,
+    EntryPreview,
     EventRow,
     HistorySize,
     Idempotent,
     JournalSummary,
+    PayloadStats,
     Pending,
     Reads,
     Snapshot,
     SnapshotInfo,
     Space,
+    ValueReader,
 )
 from ._errors import StorageError
 from ._pg_connect import is_postgres
@@ -91,6 +94,24 @@ class Journal:
     def entries(self, actor: str, from_seq: int = 0, kind: str | None = None) -> Iterator[Entry]:
         """An actor's entries from ``from_seq`` on, in order (optionally of one kind)."""
         return self._opened.entries(actor, from_seq, kind)
+
+    def entry_previews(
+        self, actor: str, from_seq: int = 0, kind: str | None = None, limit: int = 100
+    ) -> list[EntryPreview]:
+        """A page of up to ``limit`` entries for a listing, long parts cut short (bounded reads)."""
+        return self._opened.entry_previews(actor, from_seq, kind, limit)
+
+    def entry_value(self, actor: str, seq: int) -> ValueReader | None:
+        """One entry's value, to read piece by piece (``size``, ``read``, ``pieces``), or None."""
+        return self._opened.entry_value(actor, seq)
+
+    def payload_problems(self) -> Iterator[str]:
+        """Every stored payload chunk read back and checked: what is wrong (nothing on PostgreSQL)."""
+        return self._opened.payload_problems()
+
+    def payload_stats(self) -> PayloadStats:
+        """The stored payloads: chunks, bytes as stored and as content, how many may be reclaimed."""
+        return self._opened.payload_stats()
 
     def snapshots(self, actor: str) -> Iterator[SnapshotInfo]:
         """``(seq, at)`` of every snapshot of ``actor``, oldest first."""

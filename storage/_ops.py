@@ -13,6 +13,7 @@ from typing import Any
 import apsw
 
 from . import _contract as c
+from ._payload_store import resolve
 
 Statement = tuple[str, tuple[Any, ...]]
 
@@ -124,12 +125,16 @@ def _drop_history(op: Any) -> list[Statement]:
     ]
 
 
-def _reclaim(op: Any) -> list[Statement]:
+def _reclaim_space(op: Any) -> list[Statement]:
     # Moves up to N pages from the end of the file into free pages and truncates
     # it (auto_vacuum=INCREMENTAL; a journal without it has nothing to give back
     # this way and the pragma does nothing). N is an int: safe to inline, and a
     # pragma takes no bound parameters.
     return [(f"PRAGMA incremental_vacuum({int(op.pages)})", ())]
+
+
+def _reclaim(op: Any) -> list[Statement]:
+    return []  # not a statement: the writer's payload store carries it out (storage/_payload_store.py)
 
 
 _STATEMENTS: dict[type[c.Op], Callable[[Any], list[Statement]]] = {
@@ -146,6 +151,7 @@ _STATEMENTS: dict[type[c.Op], Callable[[Any], list[Statement]]] = {
     c.DropDeadLetter: _drop_dead_letter,
     c.SetFloor: _set_floor,
     c.DropHistory: _drop_history,
+    c.ReclaimSpace: _reclaim_space,
     c.Reclaim: _reclaim,
 }
 
@@ -153,7 +159,7 @@ _STATEMENTS: dict[type[c.Op], Callable[[Any], list[Statement]]] = {
 def _promise_landed(conn: apsw.Connection, op: Any) -> bool:
     # Not safe to run again: a second INSERT of a resolved promise fails.
     row = conn.execute("SELECT value FROM promises WHERE address = ? AND name = ?", (op.address, op.name)).fetchone()
-    return row is not None and bytes(row[0]) == op.value
+    return row is not None and resolve(conn, bytes(row[0])) == op.value
 
 
 def _revive_landed(conn: apsw.Connection, op: Any) -> bool:

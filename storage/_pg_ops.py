@@ -147,10 +147,14 @@ def _drop_history(op: Any) -> list[Statement]:
     ]
 
 
-def _reclaim(op: Any) -> list[Statement]:
+def _reclaim_space(op: Any) -> list[Statement]:
     # PostgreSQL's autovacuum makes deleted rows' room reusable; giving it back to
     # the file system takes VACUUM FULL, a rewrite under an exclusive lock: not here.
     return []
+
+
+def _reclaim(op: Any) -> list[Statement]:
+    return []  # nothing to reclaim: a PostgreSQL journal keeps every value in its row (docs/payloads.md)
 
 
 _STATEMENTS: dict[type[c.Op], Callable[[Any], list[Statement]]] = {
@@ -167,6 +171,7 @@ _STATEMENTS: dict[type[c.Op], Callable[[Any], list[Statement]]] = {
     c.DropDeadLetter: _drop_dead_letter,
     c.SetFloor: _set_floor,
     c.DropHistory: _drop_history,
+    c.ReclaimSpace: _reclaim_space,
     c.Reclaim: _reclaim,
 }
 

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from . import _pg_browse as browse
+from . import _pg_previews as previews
 from . import _pg_rows as rows
 from ._contract import (
     ActorDetail,
@@ -14,15 +15,18 @@ from ._contract import (
     ActorPage,
     DeadLetter,
     Entry,
+    EntryPreview,
     EventRow,
     HistorySize,
     Idempotent,
     JournalSummary,
+    PayloadStats,
     Pending,
     Snapshot,
     SnapshotInfo,
     Space,
 )
+from ._payload_store import StoredValue
 from ._pg_schema import TABLES
 
 P = ParamSpec("P")
@@ -58,6 +62,44 @@ class PgReads(abc.ABC):
             if len(page) < rows.PAGE:
                 return
             from_seq = page[-1].seq + 1
+
+    def entry_previews(
+        self, actor: str, from_seq: int = 0, kind: str | None = None, limit: int = 100
+    ) -> list[EntryPreview]:
+        """A page of an actor's entries for a listing: each decoded, long parts cut short.
+
+        However large an entry's value, its preview reads a bounded part of it
+        (``substring`` ranges; see :mod:`storage._pg_previews`).
+        """
+        ident = self._read(rows.actor_id, actor)
+        if ident is None:
+            return []
+        return self._read(previews.previews, ident, actor, from_seq, kind, limit)
+
+    def entry_value(self, actor: str, seq: int) -> StoredValue | None:
+        """One entry's value, to read piece by piece (``size``, ``read``, ``pieces``), or None.
+
+        Streams a value of any size a megabyte at a time; its crc is checked at the end.
+        """
+        ident = self._read(rows.actor_id, actor)
+        found = self._read(previews.value_info, ident, seq) if ident is not None else None
+        if found is None:
+            return None
+        position, size, crc = found
+        step = previews.VALUE_RANGE
+
+        def fetch(index: int, length: int) -> bytes:
+            return self._read(previews.value_range, position, index * step, length)
+
+        return StoredValue.ranges(size, crc, fetch, step)
+
+    def payload_problems(self) -> Iterator[str]:
+        """Nothing: a PostgreSQL journal keeps every value in its row (each checked by its crc when read)."""
+        return iter(())
+
+    def payload_stats(self) -> PayloadStats:
+        """No stored payloads: a PostgreSQL journal keeps every value in its row (docs/payloads.md)."""
+        return PayloadStats(0, 0, 0, 0)
 
     def snapshots(self, actor: str) -> Iterator[SnapshotInfo]:
         """``(seq, at)`` of every snapshot of ``actor``, oldest first."""

@@ -27,8 +27,10 @@ import apsw
 import msgspec
 import psycopg
 
-from ._errors import OperationalError, SchemaError, StorageError
+from ._errors import IntegrityError, OperationalError, SchemaError, StorageError
 from ._owner import PRIVATE_FILE
+from ._payload_store import resolve_rows
+from ._payloads import BadReference
 from ._pg_connect import connect as pg_connect
 from ._pg_connect import is_postgres, redact
 from ._pg_connect import translate as pg_translate
@@ -70,6 +72,16 @@ ORDER: dict[str, str] = {
     "promises": "address, name",
     "dead_letters": "id",
 }
+
+VALUES = {
+    "journal": "data",
+    "inbox": "payload",
+    "snapshots": "data",
+    "idempotency": "reply",
+    "promises": "value",
+    "dead_letters": "payload",
+}
+"""The column of each table that may hold a reference to a payload stored once (SQLite)."""
 
 Row = tuple[Any, ...]
 
@@ -179,9 +191,16 @@ def _reading_sqlite(path: str) -> Iterator[Read]:
                 sql += f" WHERE {where[0]}"
                 params = where[1]
             try:
-                return [tuple(row) for row in conn.execute(f"{sql} ORDER BY {ORDER[table]}", params)]
+                rows = [tuple(row) for row in conn.execute(f"{sql} ORDER BY {ORDER[table]}", params)]
+                if table in VALUES:  # a payload stored once is copied as its value (the target stores it anew)
+                    rows = resolve_rows(conn, rows, (COLUMNS[table].index(VALUES[table]),))
             except apsw.Error as exc:
                 raise translate(exc, f"cannot read {path}") from None
+            except BadReference as exc:
+                raise IntegrityError(
+                    f"cannot copy {path}: a stored payload cannot be read: {exc} (`python -m runtime check` names it)"
+                ) from None
+            return rows
 
         yield read
         conn.execute("COMMIT")

@@ -292,7 +292,9 @@ def test_a_state_read_while_compaction_moves_the_floor_is_read_again_or_refused(
     db_file: str, until_seq: int | None, notes: int | None
 ) -> None:
     anyio.run(fill, db_file, 22)  # Notebook/n: 23 steps of 3 entries, snapshots at seqs 15, 30, 45 and 60
-    harness = Harness("sqlite", lambda notify: Store.open(db_file, notify=notify), lambda: Journal.open(db_file))
+    harness = Harness(
+        "sqlite", lambda notify: Store.open(db_file, notify=notify), lambda: Journal.open(db_file), payloads=True
+    )
     store = harness.open()
     registry = Registry([Notebook])
     desc, key = registry.resolve("Notebook/n")

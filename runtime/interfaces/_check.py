@@ -1,9 +1,12 @@
 """``python -m runtime check``: find corruption before it is served.
 
-SQLite's own ``integrity_check`` first, then every journal entry decoded: its
-record kind by Stele's own types, its payload by the actor classes (when a
-module is given), so a flipped byte is reported with its position and type
-instead of surfacing later as an error at activation.
+SQLite's own ``integrity_check`` first, then every stored payload chunk read
+back (its CRC-32, its decompression, its length, its SHA-256), then every
+journal entry decoded: its record kind by Stele's own types, its payload by
+the actor classes (when a module is given), so a flipped byte is reported with
+its position and type instead of surfacing later as an error at activation.
+An entry or snapshot whose stored payload cannot be read back (a chunk
+missing or corrupt, a reference that fails its checksum) is named too.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ class CheckReport:
 
     integrity: str = "ok"
     entries: int = 0
+    payload_chunks: int = 0
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -65,6 +69,11 @@ def check(path: str, registry: Registry | None = None) -> CheckReport:
         except storage.StorageError as exc:
             report.problems.append(f"the actor registry cannot be read: {exc}")
             return report
+        try:
+            report.payload_chunks = journal.payload_stats().chunks
+            report.problems.extend(journal.payload_problems())
+        except storage.StorageError as exc:
+            report.problems.append(f"the stored payloads cannot be read: {exc}")
         for info in actors:
             _check_entries(journal, info.address, registry, report)
             _check_snapshots(journal, info.address, report)

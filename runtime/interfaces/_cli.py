@@ -114,8 +114,8 @@ def cmd_actors(args: argparse.Namespace) -> int:
     return 0
 
 
-def _summary(entry: storage.Entry) -> str:
-    data = entry.decoded()
+def _summary(entry: storage.EntryPreview) -> str:
+    data = entry.data
     if entry.kind == EntryKind.MESSAGE and isinstance(data, dict):
         return f"{data.get('handler')}({json.dumps(data.get('body'), default=str, ensure_ascii=False)[:80]})"
     if entry.kind == EntryKind.EFFECT and isinstance(data, dict):
@@ -133,21 +133,34 @@ def _summary(entry: storage.Entry) -> str:
     return json.dumps(data, default=str, ensure_ascii=False)[:100]
 
 
+HISTORY_PAGE = 200
+"""Entries read from the journal at a time: a long history prints page by page."""
+
+
+def _previews(
+    args: argparse.Namespace, journal: storage.Journal, seen: int, printed: int
+) -> list[storage.EntryPreview]:
+    want = HISTORY_PAGE if not args.limit else min(HISTORY_PAGE, args.limit - printed)
+    return journal.entry_previews(args.address, seen, args.kind, want) if want > 0 else []
+
+
 def cmd_history(args: argparse.Namespace) -> int:
     seen = args.from_seq
+    printed = 0
     with storage.Journal.open(args.db) as journal:
         if journal.actor(args.address) is None:
             raise SteleError(f"the journal has no actor {args.address!r}")
         while True:
-            rows = []
-            for entry in journal.entries(args.address, seen, args.kind):
-                rows.append(entry)
-                seen = entry.seq + 1
-                if args.limit and len(rows) >= args.limit:
-                    break
+            # Previews: however large a payload, an entry lists from a bounded read of it
+            # (`entry` prints or saves one whole).
+            rows = _previews(args, journal, seen, printed)
+            if rows:
+                seen = rows[-1].seq + 1
+                printed += len(rows)
             if args.json:
                 for e in rows:
-                    write_json({**msgspec.to_builtins(e), "data": e.decoded()})
+                    fields = {f: getattr(e, f) for f in e.__struct_fields__ if f != "data"}
+                    write_json({**fields, "data": e.data})
             elif rows:
                 table = Table(
                     "pos",
@@ -157,7 +170,7 @@ def cmd_history(args: argparse.Namespace) -> int:
                     "type",
                     "time (UTC)",
                     "summary",
-                    title=plain(args.address) if not args.follow else None,
+                    title=plain(args.address) if not args.follow and printed == len(rows) else None,
                 )
                 for e in rows:
                     table.add_row(
@@ -170,9 +183,30 @@ def cmd_history(args: argparse.Namespace) -> int:
                         plain(_summary(e)),
                     )
                 console.print(table)
-            if not args.follow:
+            if len(rows) == HISTORY_PAGE:
+                continue  # more than a page there: print the next at once
+            if not args.follow or (args.limit and printed >= args.limit):
                 return 0
             time.sleep(0.5)
+
+
+def cmd_entry(args: argparse.Namespace) -> int:
+    with storage.Journal.open(args.db) as journal:
+        value = journal.entry_value(args.address, args.seq)
+        if value is None:
+            raise SteleError(f"the journal has no entry {args.address!r} #{args.seq}")
+        if args.out is not None:
+            # Piece by piece: one chunk in memory at a time, whatever the size.
+            with open(args.out, "xb") as out:
+                for piece in value.pieces():
+                    out.write(piece)
+            _out(args, {"address": args.address, "seq": args.seq, "bytes": value.size, "out": args.out})
+            return 0
+        entry = next(iter(journal.entries(args.address, args.seq)), None)
+        assert entry is not None and entry.seq == args.seq
+        fields = {f: getattr(entry, f) for f in entry.__struct_fields__ if f != "data"}
+        write_json({**fields, "size": value.size, "data": entry.decoded()}, indent=None if args.json else 2)
+    return 0
 
 
 def cmd_state(args: argparse.Namespace) -> int:
@@ -227,13 +261,25 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.json:
         _out(
             args,
-            {"ok": report.ok, "integrity": report.integrity, "entries": report.entries, "problems": report.problems},
+            {
+                "ok": report.ok,
+                "integrity": report.integrity,
+                "entries": report.entries,
+                "payload_chunks": report.payload_chunks,
+                "problems": report.problems,
+            },
         )
     else:
         for problem in report.problems:
             console.print(styled(("problem", "red"), " ", problem))
         verdict = ("ok", "green") if report.ok else (f"{len(report.problems)} problem(s)", "red")
-        console.print(styled(f"integrity_check: {report.integrity}; {report.entries} entries checked: ", verdict))
+        console.print(
+            styled(
+                f"integrity_check: {report.integrity}; {report.entries} entries and "
+                f"{report.payload_chunks} payload chunks checked: ",
+                verdict,
+            )
+        )
     return 0 if report.ok else 1
 
 
@@ -562,6 +608,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", choices=[kind.value for kind in EntryKind], help="only entries of this kind")
     p.add_argument("--limit", type=int, default=0, help="at most this many entries (0: all)")
     p.add_argument("--follow", action="store_true", help="keep printing new entries")
+
+    p = _command(
+        sub,
+        "entry",
+        cmd_entry,
+        "one journal entry whole (history shows long payloads cut short)",
+        "python -m runtime entry Agent/a 7 --out answer.msgpack",
+        db=DEFAULT_DB,
+    )
+    p.add_argument("address")
+    p.add_argument("seq", type=int)
+    p.add_argument("--out", help="write the payload's msgpack bytes to this new file, streamed, instead of JSON")
 
     p = _command(
         sub,

@@ -150,6 +150,23 @@ def describe(registry: Registry, *, token: bool, host_checked: bool) -> dict[str
                     ],
                 )
             },
+            "/actors/{type}/{key}/journal/{seq}": {
+                "get": {
+                    "summary": "one journal entry's payload whole, as msgpack, streamed",
+                    "parameters": [
+                        _path("type", {"type": "string"}),
+                        _path("key", {"type": "string"}),
+                        _path("seq", {"type": "integer", "minimum": 0, "maximum": MAX_POSITION}),
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "the payload's msgpack bytes",
+                            "content": {"application/msgpack": {"schema": {"type": "string", "format": "binary"}}},
+                        },
+                        **_errors({**common, "400": "seq is not an integer in range", "404": "no such entry"}),
+                    },
+                }
+            },
             "/status": {"get": _get("the runtime, its journal and replication", {"type": "object"}, common)},
             "/health": {
                 "get": {

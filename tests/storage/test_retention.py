@@ -10,7 +10,7 @@ import random
 import pytest
 
 from errors import OutsideRetentionError
-from storage import ActorRow, DropHistory, EntryKind, Reads, Reclaim, SetFloor, Unit, snapshot_row
+from storage import ActorRow, DropHistory, EntryKind, Reads, ReclaimSpace, SetFloor, Unit, snapshot_row
 
 from .conftest import Harness
 from .test_contract import AT, entry, step
@@ -134,12 +134,12 @@ def test_free_space_is_counted_and_given_back_in_bounded_steps(harness: Harness)
     assert seqs(backend, "A/1") == list(range(390, 401))
     freed = backend.space()
     if not freed.reclaimable:
-        assert harness.one(Unit(ops=[Reclaim(50)])) is None  # accepted, and does nothing
+        assert harness.one(Unit(ops=[ReclaimSpace(50)])) is None  # accepted, and does nothing
         pytest.skip(f"{harness.name} gives no space back by itself")
     assert freed.bytes == before.bytes and freed.free_bytes > 300 * 3000  # freed for reuse, not given back
     steps = 0
     while backend.space().free_bytes and steps < 1000:
-        assert harness.one(Unit(ops=[Reclaim(50)])) is None
+        assert harness.one(Unit(ops=[ReclaimSpace(50)])) is None
         steps += 1
     after = backend.space()
     assert after.free_bytes == 0 and after.bytes <= before.bytes - 300 * 3000
