@@ -1,6 +1,6 @@
 """What users write: actors, their handlers and appliers, and the errors they can catch."""
 
-from ._actor import Actor, apply, handler
+from ._actor import Actor, Retention, apply, handler
 from ._context import Context, Stream
 from ._errors import (
     ActorDefinitionError,
@@ -10,6 +10,7 @@ from ._errors import (
     BackpressureError,
     CommitUnknownError,
     EffectError,
+    ForkError,
     HandlerError,
     IdempotencyKeyError,
     JournalError,
@@ -20,6 +21,7 @@ from ._errors import (
     LitestreamError,
     MessageValidationError,
     NonDeterminismError,
+    OutsideRetentionError,
     PromiseError,
     ReplicationError,
     ReplicationTimeout,
@@ -46,6 +48,7 @@ __all__ = (
     "CommitUnknownError",
     "Context",
     "EffectError",
+    "ForkError",
     "HandlerError",
     "IdempotencyKeyError",
     "JournalError",
@@ -56,10 +59,12 @@ __all__ = (
     "LitestreamError",
     "MessageValidationError",
     "NonDeterminismError",
+    "OutsideRetentionError",
     "PromiseError",
     "ReplicationError",
     "ReplicationTimeout",
     "ReplyUnavailableError",
+    "Retention",
     "Retry",
     "RuntimeClosedError",
     "SteleError",

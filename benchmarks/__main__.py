@@ -30,7 +30,20 @@ from actors._actor import describe
 from runtime import Registry, Runtime, load
 from storage import Journal, _sqlite
 
-from . import _console, _dbos, _drill, _effects, _http, _model, _payloads, _postgres, _replication, _streams, _timers
+from . import (
+    _compact,
+    _console,
+    _dbos,
+    _drill,
+    _effects,
+    _http,
+    _model,
+    _payloads,
+    _postgres,
+    _replication,
+    _streams,
+    _timers,
+)
 from ._model import Counter, Inc, Progress, synthesize
 
 ROOT = Path(__file__).parent
@@ -226,7 +239,7 @@ def startup(workdir: Path, quick: bool) -> Result:
 
 SCENARIOS = (
     "tells", "asks", "rebuild", "memory", "first-reply", "replication", "http", "timers", "effects", "psow", "console",
-    "drill", "postgres", "dbos", "payloads", "streams",
+    "drill", "postgres", "dbos", "payloads", "streams", "compact",
 )  # fmt: skip
 """Every scenario but ``raw``, the baseline, which always runs; named for what they measure."""
 LETTERS = dict(zip("bcdefghijk", ("tells", "asks", "rebuild", "memory", "first-reply", "replication", "http",
@@ -275,6 +288,7 @@ def main() -> None:
             workdir, 10_000 if args.quick else 100_000, 100_000 if args.quick else 1_000_000
         ),
         "drill": lambda: _drill.run(workdir, 100_000 if args.quick else 1_000_000),
+        "compact": lambda: _compact.run(workdir, 100_000 if args.quick else 1_000_000),
         "payloads": lambda: _payloads.run(workdir, args.quick, tell_throughput, sequential_asks),
         "http": lambda: {
             "http": _http.http_asks(workdir),
@@ -470,6 +484,25 @@ def report(r: Result) -> None:
                 f"stream reader latency, journal to SSE client, p50 ms ({lat['pace_ms']:.0f} ms/token)",
                 lat["p50_ms"],
                 f"p99 {lat['p99_ms']:.1f} ms",
+                "",
+            )
+        )
+    if "compact" in r:
+        m = r["compact"]
+        rows.append(
+            (
+                f"compaction, {m['events']:,}-event journal, s",
+                m["seconds"],
+                f"{m['entries_removed']:,} entries in {m['commits']:,} commits; "
+                f"file {m['file_mb_before']:.0f} -> {m['file_mb_after']:.0f} MB",
+                "",
+            )
+        )
+        rows.append(
+            (
+                "    other asks during it, p99 ms",
+                m["asks_during"]["p99_ms"],
+                f"max {m['asks_during']['max_ms']:.1f} ms; without: p99 {m['asks_without']['p99_ms']:.2f}",
                 "",
             )
         )

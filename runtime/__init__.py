@@ -1,8 +1,10 @@
 """What runs actors: activation, mailboxes, steps, effects and recovery over one journal."""
 
+from ._compact import CompactReport
 from ._compare import Difference, first_difference
 from ._drill import Behind, DrillProblem, DrillReport, DrillStatus, DrillTimings, drill
 from ._followers import StreamItem, stream_item
+from ._fork import ForkReport
 from ._options import Durability, Limits, ReplicationOptions
 from ._rebuild import Loaded, load
 from ._registry import Registry
@@ -13,6 +15,7 @@ from ._timers import VirtualClock
 
 __all__ = (
     "Behind",
+    "CompactReport",
     "Difference",
     "Divergence",
     "DrillProblem",
@@ -20,6 +23,7 @@ __all__ = (
     "DrillStatus",
     "DrillTimings",
     "Durability",
+    "ForkReport",
     "Limits",
     "Loaded",
     "Registry",

@@ -38,6 +38,11 @@ class EffectRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     """kind ``attempt`` only: when the next attempt is due (durable backoff)."""
     cut: bool = False
     """A streamed effect the handler left before its end: ``result`` holds what it read."""
+    args: bytes = b""
+    """A digest of the effect's arguments (empty when they cannot be encoded): a fork reuses
+    this result only for the same effect called with the same arguments."""
+    reused: int = 0
+    """In a fork: the source's journal position whose recorded result this is (0: it ran)."""
 
 
 class StartRecord(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -100,6 +105,23 @@ class ReplyRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     error: str = ""
 
 
+class ForkRecord(msgspec.Struct, frozen=True, omit_defaults=True):
+    """kind ``fork``: a fork's first entry, where its history came from (a snapshot at the same seq holds its state)."""
+
+    source: str
+    """The address forked."""
+    position: int
+    """The source's journal position the fork starts from."""
+    seq: int
+    """The source's last sequence number at that position."""
+    replay_after: bool = False
+    """Whether the source's later messages were delivered to the fork again."""
+    replica: str = ""
+    """The replica the source history was restored from (empty: the live journal)."""
+    timestamp: str = ""
+    """The point in time it was restored at (empty: its latest)."""
+
+
 message_decoder = msgspec.msgpack.Decoder(MessageRecord)
 effect_decoder = msgspec.msgpack.Decoder(EffectRecord)
 send_decoder = msgspec.msgpack.Decoder(SendRecord)
@@ -109,3 +131,4 @@ request_decoder = msgspec.msgpack.Decoder(RequestRecord)
 cancel_decoder = msgspec.msgpack.Decoder(CancelRecord)
 start_decoder = msgspec.msgpack.Decoder(StartRecord)
 chunk_decoder = msgspec.msgpack.Decoder(ChunkRecord)
+fork_decoder = msgspec.msgpack.Decoder(ForkRecord)

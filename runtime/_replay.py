@@ -31,6 +31,7 @@ from storage import STREAMED, EntryKind
 
 from ._events import emit
 from ._outcomes import answered, due_time, effect_name, promised, return_type
+from ._rebuild import fold
 from ._records import (
     NIL,
     EffectRecord,
@@ -262,11 +263,13 @@ class _ReplayedStream(Stream[Any]):
 
 
 class Histories(Protocol):
-    """What replay reads: the actors and their entries (``storage.Journal`` is one)."""
+    """What replay reads: the actors, their entries, and the snapshot at a compacted actor's floor
+    (``storage.Journal`` is one)."""
 
     def actor(self, address: str) -> storage.ActorInfo | None: ...
     def actors(self, type: str | None = None) -> list[storage.ActorInfo]: ...
     def entries(self, actor: str, from_seq: int = 0, kind: str | None = None) -> Iterator[storage.Entry]: ...
+    def snapshot(self, actor: str, before: int | None = None) -> storage.Snapshot | None: ...
 
 
 def replay(
@@ -309,7 +312,22 @@ def _replay_actor(
     key = info.address.partition("/")[2]
     instance = desc.cls(key, desc.state_type())
     codec = registry.codec
-    for step in _steps(journal.entries(info.address)):
+    first = 0
+    if info.floor:
+        # A compacted history (or a fork) begins with the state at its floor.
+        instance.state = _floor_state(journal, codec, info)
+        first = info.floor + 1
+    for step in _steps(journal.entries(info.address, first)):
+        if step[0].kind != EntryKind.MESSAGE and step[0].seq == first:
+            # The rest of a step the floor cut through: its events after the floor are history to keep.
+            fold(
+                desc,
+                codec,
+                instance,
+                [(e.position, e.seq, e.type, e.data, None) for e in step if e.kind == EntryKind.EVENT],
+            )
+            report.skipped += 1
+            continue
         if step[-1].kind != EntryKind.REPLY or step[0].kind != EntryKind.MESSAGE:
             report.skipped += 1  # interrupted: the runtime resumes it; nothing to compare yet
             continue
@@ -322,6 +340,19 @@ def _replay_actor(
             return
         if reply_decoder.decode(step[-1].data).ok is False:
             instance.state = codec.decode(registry.names[desc.state_type], before)  # nothing was kept
+
+
+def _floor_state(journal: Histories, codec: storage.Codec, info: storage.ActorInfo) -> Any:
+    snap = journal.snapshot(info.address, info.floor + 1)
+    if snap is None or snap.seq != info.floor or not snap.intact:
+        raise storage.UndecodableEntry(
+            f"{info.address} keeps its history from seq {info.floor} on, and its snapshot there "
+            f"{'is missing' if snap is None or snap.seq != info.floor else 'does not match its checksum'}",
+            position=-1,
+            type_name=info.type,
+            seq=info.floor,
+        )
+    return codec.decode(snap.type, snap.data, position=-1)
 
 
 def _replay_step(

@@ -45,9 +45,11 @@ from storage import ActorStatus, Backend, PutMeta, RecordKey, SetStatus, Store, 
 
 from . import _collector
 from ._activation import Activation
+from ._compact import DEFAULT_BATCH, Compactor, CompactReport
 from ._dead_letters import DeadLetters
 from ._drill import DrillReport, DrillStatus
 from ._followers import POLL_S, StreamItem, stream_item
+from ._fork import Forking, ForkReport
 from ._health import JournalHealth
 from ._idempotency import Idempotency
 from ._ingress import Ingress
@@ -472,6 +474,60 @@ class Runtime:
         """
         return await self._running().idempotency.purge(batch=batch)
 
+    # -- history -------------------------------------------------------------------------
+
+    async def fork(
+        self,
+        address: str,
+        *,
+        to: str,
+        at: int | None = None,
+        replay_after: bool = False,
+        history: storage.Reads | None = None,
+        replica: str = "",
+        timestamp: str = "",
+    ) -> ForkReport:
+        """Make a new actor ``to`` whose state is ``address``'s at journal position ``at`` (None: its latest).
+
+        The fork's history begins with an entry naming where it came from; the
+        source is only read. ``replay_after``: deliver the source's messages
+        after ``at`` to the fork again, running the current code; the source's
+        recorded effect results are reused (and marked so in the fork's
+        journal) while the fork calls the same effects with the same arguments
+        in the same order, and effects run for real from the first difference
+        on. Returns once every such message has been handled.
+
+        ``history``: read the source there instead of this journal (a restored
+        replica; ``replica`` and ``timestamp`` are recorded as where it came
+        from). :class:`ForkError` if ``to`` exists or is of another type;
+        :class:`OutsideRetentionError` if ``at`` lies before what the source keeps.
+        """
+        forking = self._running().forking
+        assert forking is not None  # made when the journal was opened
+        return await forking.fork(
+            address,
+            at=at,
+            to=to,
+            replay_after=replay_after,
+            history=history if history is not None else self.store,
+            replica=replica,
+            timestamp=timestamp,
+        )
+
+    async def compact(self, *, batch: int = DEFAULT_BATCH, reclaim: bool = True) -> CompactReport:
+        """Remove the history each actor type's ``retention`` no longer keeps, and give the space back.
+
+        Works in commits of at most ``batch`` sequence numbers, one after the
+        other, so the actors' own commits go on in between. Every position from
+        an actor's oldest kept snapshot on stays exact for ``state --at`` and a
+        fork; an older one raises :class:`OutsideRetentionError`. ``reclaim``:
+        return the freed pages to the file system (a journal created before
+        schema version 8 keeps them for reuse instead; see docs/history.md).
+        """
+        compactor = self._running().compactor
+        assert compactor is not None  # made when the journal was opened
+        return await compactor.compact(batch=batch, reclaim=reclaim)
+
     async def reclaim_payloads(self) -> None:
         """Delete the stored payloads nothing refers to any more (one transaction of the writer).
 
@@ -564,6 +620,7 @@ class Runtime:
             writer=writer,
             replication=replication,
             drill=self._drills,
+            compaction=parts.compactor.status if parts.compactor is not None else None,
         )
 
     @property
@@ -737,6 +794,9 @@ class _Parts:
         scheduler.dead_letters = self.dead_letters
         scheduler.promises = promises
         scheduler.timers = self.timers
+        self.compactor: Compactor | None = None
+        self.forking: Forking | None = None
+        """Both read the journal: made once it is owned (:meth:`attach`)."""
 
     def attach(self, store: Backend) -> None:
         """The journal is owned: message and actor ids go on from where it left them."""
@@ -744,6 +804,8 @@ class _Parts:
         self.activation.backend = store
         self.scheduler.next_message = store.step_hwm
         self.activation.actor_hwm = store.actor_hwm
+        self.compactor = Compactor(self.scheduler.registry, self.writes, store, self.scheduler.clock)
+        self.forking = Forking(self.scheduler, self.mailboxes, self.activation, store, self.scheduler.clock)
 
 
 async def _guard(fn: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:

@@ -11,6 +11,7 @@ import msgspec
 
 from storage import ReplicationStatus
 
+from ._compact import CompactionStatus
 from ._drill import DrillStatus
 
 
@@ -63,3 +64,5 @@ class RuntimeStatistics(msgspec.Struct, frozen=True):
     """What is not yet in the replica (None without replication)."""
     drill: DrillStatus | None = None
     """The last restore drill and how many ran and failed (None before the first; see ``rt.record_drill``)."""
+    compaction: CompactionStatus | None = None
+    """The last compaction and how many ran (None before the first; see ``rt.compact``)."""

@@ -74,6 +74,7 @@ from ._records import (
     request_decoder,
 )
 from ._registry import Registry
+from ._reuse import PROMISE, arguments, digest
 from ._stream import ChunkLog, StartOver, StepStream
 from ._tracing import Tracing
 from ._values import ENCODE_ERRORS, storable, text
@@ -260,8 +261,12 @@ class Step(Context):
                     self._attempts.setdefault(failed.index, []).append(failed)
             self._seq = recorded[-1].seq + 1
         else:
-            self._seed = host.rng.getrandbits(63)
-            self._now = host.clock()
+            reuse = msg.reuse
+            if reuse is not None and reuse.plan.active:  # a fork's message, while it matches its source
+                self._seed, self._now = reuse.source.seed, reuse.source.now
+            else:
+                self._seed = host.rng.getrandbits(63)
+                self._now = host.clock()
             self.durable = False
             self._seq = cell.next_seq
 
@@ -475,6 +480,11 @@ class Step(Context):
         if index < len(self._recorded):
             return self._replayed(index, name, fn)
         await self._make_durable()
+        args_digest = arguments(args, kwargs)
+        if self.msg.reuse is not None:
+            reused = self.msg.reuse.take(index, name, args_digest)
+            if reused is not None:
+                return await self._reused(reused, name, fn)
         policy = retry or _ONCE
         earlier = self._attempts.get(index, [])
         attempt = len(earlier) + 1
@@ -490,9 +500,16 @@ class Step(Context):
             await self._append(self._effect_row(EntryKind.ATTEMPT, name, record))
             await self._sleep_until(retry_at)
             attempt += 1
+        record = msgspec.structs.replace(record, args=args_digest)
         await self._append(self._effect_row(EntryKind.EFFECT, name, record))
         self._now = max(self._now, record.finished)
         return self._outcome(record, fn, -1, name)
+
+    async def _reused(self, record: EffectRecord, label: str, fn: Callable[..., Any] | None = None) -> Any:
+        """Journal a result a fork reuses from its source (marked ``reused``) and give it to the handler."""
+        await self._append(self._effect_row(EntryKind.EFFECT, label, record))
+        self._now = max(self._now, record.finished)
+        return self._outcome(record, fn, -1, label) if fn is not None else record
 
     async def _make_durable(self) -> None:
         """Before anything leaves the step (an effect, a wait), journal the step itself."""
@@ -533,6 +550,11 @@ class Step(Context):
             return answered(record, address, reply_type)
         await self._make_durable()
         me = self.cell.address
+        if self.msg.reuse is not None:
+            payload = self.host.prepare(address, msg, sender=me).payload
+            reused = self.msg.reuse.take(index, label, digest(payload))
+            if reused is not None:
+                return answered(await self._reused(reused, label), address, reply_type)
         name = f"reply:{me}/{self.msg.step}/{index}"
         self.host.check_cycle(me, address)
         if index not in self._requests:  # after a crash the request is already out: never twice
@@ -573,6 +595,10 @@ class Step(Context):
                 self._diverge(entry.position, f"effect #{index} {entry.type}", f"effect #{index} {label}")
             return promised(record)
         await self._make_durable()
+        if self.msg.reuse is not None:
+            reused = self.msg.reuse.take(index, label, PROMISE)
+            if reused is not None:
+                return promised(await self._reused(reused, label))
         started = self.host.clock()
         value = await self.host.take_promise(self.cell.address, name, timeout)
         if value is None:

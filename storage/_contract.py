@@ -49,6 +49,8 @@ class EntryKind(enum.StrEnum):
     """An attempt of a streamed effect begins (an attempt after the first starts the stream over)."""
     CHUNK = "chunk"
     """One chunk of a streamed effect, journaled as it arrived."""
+    FORK = "fork"
+    """Where a fork came from (its first entry, with a snapshot of the state it began with)."""
 
 
 STREAMED = "stream:"
@@ -199,6 +201,36 @@ class ActorInfo(msgspec.Struct, frozen=True):
     status: str
     reason: str | None
     updated: float
+    floor: int = 0
+    """The lowest seq whose state the journal keeps (a snapshot there, and every entry from there on);
+    0 while the whole history is kept. Set by compaction (:class:`SetFloor`) and for a fork."""
+
+
+class HistorySize(msgspec.Struct, frozen=True):
+    """What one actor's history takes in the journal."""
+
+    address: str
+    entries: int
+    """Journal entries stored (those below the floor that compaction has not yet removed included)."""
+    bytes: int
+    """Their payloads' bytes."""
+    snapshots: int
+    snapshot_bytes: int
+    floor: int
+    """See :attr:`ActorInfo.floor`."""
+
+
+class Space(msgspec.Struct, frozen=True):
+    """The storage a journal takes, and how much of it is free for reuse."""
+
+    bytes: int
+    """Everything the journal's storage holds (for a file: its pages, WAL excluded)."""
+    free_bytes: int
+    """Storage free for reuse: new entries fill it before the journal grows."""
+    reclaimable: bool
+    """Whether free storage can be given back (:class:`ReclaimSpace`) without rewriting the whole journal."""
+    page_size: int = 0
+    """The unit :class:`ReclaimSpace` counts in (0: the storage has no pages to give back)."""
 
 
 class ActorSummary(msgspec.Struct, frozen=True):
@@ -479,6 +511,36 @@ class Reclaim(Op, frozen=True, gc=False):
     """Delete the stored payloads nothing refers to any more (see docs/payloads.md)."""
 
 
+class SetFloor(Op, frozen=True, gc=False):
+    """Keep ``address``'s history from seq ``seq`` on (see :attr:`ActorInfo.floor`).
+
+    Reads stop serving anything below it at once. A floor never moves down,
+    and only onto a seq where the actor has a snapshot (otherwise nothing changes).
+    """
+
+    address: str
+    seq: int
+
+
+class DropHistory(Op, frozen=True, gc=False):
+    """Remove actor ``actor``'s entries with seq in ``[from_seq, below_seq)`` and its snapshots below ``below_seq``.
+
+    Never anything at or above the actor's floor, whatever the bounds say:
+    compaction moves the floor first, in a unit of its own, then drops what
+    lies below it in bounded batches (so one batch never holds the writer long).
+    """
+
+    actor: int
+    from_seq: int
+    below_seq: int
+
+
+class ReclaimSpace(Op, frozen=True, gc=False):
+    """Give up to ``pages`` free pages of storage back to the file system (a backend that cannot does nothing)."""
+
+    pages: int
+
+
 # -- units ---------------------------------------------------------------------------------
 
 
@@ -564,7 +626,7 @@ class Reads(Protocol):
         ...
 
     def entries(self, actor: str, from_seq: int = 0, kind: str | None = None) -> Iterator[Entry]:
-        """An actor's entries from ``from_seq`` on, in order (optionally of one kind)."""
+        """An actor's entries from ``from_seq`` (and its floor) on, in order (optionally of one kind)."""
         ...
 
     def entry_previews(
@@ -594,19 +656,25 @@ class Reads(Protocol):
         ...
 
     def snapshots(self, actor: str) -> Iterator[SnapshotInfo]:
-        """``(seq, at)`` of every snapshot of ``actor``, oldest first."""
+        """``(seq, at)`` of every snapshot of ``actor`` from its floor on, oldest first."""
         ...
 
     def snapshot(self, actor: str, before: int | None = None) -> Snapshot | None:
-        """The newest snapshot of ``actor`` (older than ``before``), with its payload."""
+        """The newest snapshot of ``actor`` (older than ``before``, not below its floor), with its payload."""
         ...
 
     def snapshot_of(self, actor_id: int, address: str, before: int | None = None) -> Snapshot | None:
-        """The newest snapshot of actor ``actor_id`` (older than ``before``)."""
+        """The newest snapshot of actor ``actor_id`` (older than ``before``, not below its floor)."""
         ...
 
     def event_rows(self, actor_id: int, after_seq: int = 0, until_seq: int | None = None) -> list[EventRow]:
-        """``(position, seq, type, data, crc)`` of the actor's events in ``(after_seq, until_seq]``."""
+        """``(position, seq, type, data, crc)`` of the actor's events in ``(after_seq, until_seq]``.
+
+        Raises :class:`~errors.OutsideRetentionError` when ``after_seq`` lies
+        below the actor's floor: the events between were compacted away (a
+        state read from an older snapshot while compaction moved the floor
+        must not be completed with a hole in it).
+        """
         ...
 
     def open_step(self, actor_id: int, address: str) -> list[Entry]:
@@ -614,7 +682,30 @@ class Reads(Protocol):
         ...
 
     def seq_at(self, actor: str, position: int) -> int:
-        """The actor's last sequence number at journal ``position`` (time travel)."""
+        """The actor's last sequence number at journal ``position`` (time travel).
+
+        Raises :class:`~errors.OutsideRetentionError` for a position before the
+        entry at the actor's floor: its history there is not kept.
+        """
+        ...
+
+    def history_sizes(self) -> list[HistorySize]:
+        """What each actor's history takes (entries, snapshots and their bytes), by address."""
+        ...
+
+    def history_size(self, actor: str) -> HistorySize | None:
+        """What one actor's history takes (None: no such actor)."""
+        ...
+
+    def lowest_seq(self, actor: str) -> int | None:
+        """The lowest seq stored for ``actor``, what lies below its floor included (None: nothing stored).
+
+        Only compaction asks: it drops what lies below the floor from there on.
+        """
+        ...
+
+    def space(self) -> Space:
+        """The storage the journal takes, and how much of it is free."""
         ...
 
     def entries_page(

@@ -20,6 +20,7 @@ from ._contract import (
     Entry,
     EntryPreview,
     EventRow,
+    HistorySize,
     Idempotent,
     JournalSummary,
     PayloadStats,
@@ -27,6 +28,7 @@ from ._contract import (
     Reads,
     Snapshot,
     SnapshotInfo,
+    Space,
     ValueReader,
 )
 from ._errors import StorageError
@@ -136,8 +138,25 @@ class Journal:
         return self._opened.open_step(actor_id, address)
 
     def seq_at(self, actor: str, position: int) -> int:
-        """The actor's last sequence number at journal ``position`` (time travel)."""
+        """The actor's last sequence number at journal ``position`` (time travel); OutsideRetentionError
+        before what it keeps."""
         return self._opened.seq_at(actor, position)
+
+    def history_sizes(self) -> list[HistorySize]:
+        """What each actor's history takes (entries, snapshots and their bytes), by address."""
+        return self._opened.history_sizes()
+
+    def history_size(self, actor: str) -> HistorySize | None:
+        """What one actor's history takes (None: no such actor)."""
+        return self._opened.history_size(actor)
+
+    def lowest_seq(self, actor: str) -> int | None:
+        """The lowest seq stored for ``actor``, what lies below its floor included (None: nothing stored)."""
+        return self._opened.lowest_seq(actor)
+
+    def space(self) -> Space:
+        """The storage the journal takes, and how much of it is free."""
+        return self._opened.space()
 
     def pending(self) -> list[Pending]:
         """Messages waiting in the inbox, in message-id order."""

@@ -17,14 +17,17 @@ from ._contract import (
     Entry,
     EntryPreview,
     EventRow,
+    HistorySize,
     Idempotent,
     JournalSummary,
     PayloadStats,
     Pending,
     Snapshot,
     SnapshotInfo,
+    Space,
 )
 from ._payload_store import StoredValue
+from ._pg_schema import TABLES
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -128,9 +131,28 @@ class PgReads(abc.ABC):
         return self._read(rows.open_step, actor_id, address)
 
     def seq_at(self, actor: str, position: int) -> int:
-        """The actor's last sequence number at journal ``position`` (time travel)."""
+        """The actor's last sequence number at journal ``position`` (time travel).
+
+        Raises :class:`~errors.OutsideRetentionError` for a position before its kept history.
+        """
         ident = self._read(rows.actor_id, actor)
-        return self._read(rows.seq_at, ident, position) if ident is not None else 0
+        return self._read(rows.seq_at, ident, position, actor) if ident is not None else 0
+
+    def history_sizes(self) -> list[HistorySize]:
+        """What each actor's history takes (entries, snapshots and their bytes), by address."""
+        return self._read(rows.history_sizes)
+
+    def history_size(self, actor: str) -> HistorySize | None:
+        """What one actor's history takes (None: no such actor)."""
+        return self._read(rows.history_size, actor)
+
+    def lowest_seq(self, actor: str) -> int | None:
+        """The lowest seq stored for ``actor``, what lies below its floor included (None: nothing stored)."""
+        return self._read(rows.lowest_seq, actor)
+
+    def space(self) -> Space:
+        """What the journal's tables take on the server (PostgreSQL gives no space back by itself)."""
+        return self._read(rows.space, TABLES)
 
     def pending(self) -> list[Pending]:
         """Messages waiting in the inbox, in message-id order."""

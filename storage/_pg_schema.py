@@ -3,7 +3,7 @@
 The tables are those of the SQLite journal (schema version 6 there), in the
 connection's current schema (``public`` unless the URL's ``options`` set a
 ``search_path``), with PostgreSQL's types. ``stele_schema`` holds the version
-of this schema (counted on its own: PostgreSQL's version 1 is SQLite's 6). A
+of this schema (counted on its own: PostgreSQL's version 1 is SQLite's 6, its 2 SQLite's 8). A
 database whose tables are not Stele's, or whose schema is newer than this
 code, is refused before anything is written.
 """
@@ -145,7 +145,14 @@ CREATE TABLE stele_owner(
 );
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1,)
+# Version 2 (SQLite's 8): retention. An actor whose old history was compacted
+# keeps it from `floor` on (a snapshot at seq `floor`, and every entry from
+# there); reads serve nothing below it. 0: nothing compacted.
+_V2 = """
+ALTER TABLE actors ADD COLUMN floor bigint NOT NULL DEFAULT 0;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)
 """MIGRATIONS[i] takes the schema from version i to version i + 1, in one transaction."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

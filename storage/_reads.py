@@ -17,12 +17,14 @@ from ._contract import (
     Entry,
     EntryPreview,
     EventRow,
+    HistorySize,
     Idempotent,
     JournalSummary,
     PayloadStats,
     Pending,
     Snapshot,
     SnapshotInfo,
+    Space,
 )
 from ._payload_store import StoredValue
 
@@ -151,9 +153,29 @@ class SqliteReads(abc.ABC):
         return self._read(_rows.event_rows, actor_id, after_seq, until_seq)
 
     def seq_at(self, actor: str, position: int) -> int:
-        """The actor's last sequence number at journal ``position`` (time travel)."""
+        """The actor's last sequence number at journal ``position`` (time travel).
+
+        Raises :class:`~errors.OutsideRetentionError` for a position before its kept history.
+        """
         ident = self._read(_rows.actor_id, actor)
-        return self._read(_rows.seq_at, ident, position) if ident is not None else 0
+        return self._read(_rows.seq_at, ident, position, actor) if ident is not None else 0
+
+    def history_sizes(self) -> list[HistorySize]:
+        """What each actor's history takes (entries, snapshots and their bytes), by address."""
+        return self._read(_rows.history_sizes)
+
+    def history_size(self, actor: str) -> HistorySize | None:
+        """What one actor's history takes (None: no such actor)."""
+        return self._read(_rows.history_size, actor)
+
+    def lowest_seq(self, actor: str) -> int | None:
+        """The lowest seq stored for ``actor``, what lies below its floor included (None: nothing stored)."""
+        ident = self._read(_rows.actor_id, actor)
+        return self._read(_rows.lowest_seq, ident) if ident is not None else None
+
+    def space(self) -> Space:
+        """The storage the journal takes, and how much of it is free."""
+        return self._read(_rows.space)
 
     def open_step(self, actor_id: int, address: str) -> list[Entry]:
         """Entries of the actor's step interrupted by a crash (message first), or []."""

@@ -16,6 +16,8 @@ from zlib import crc32
 
 import apsw
 
+from errors import OutsideRetentionError
+
 from ._contract import (
     STREAMED,
     ActorInfo,
@@ -24,19 +26,21 @@ from ._contract import (
     EntryKind,
     EntryPreview,
     EventRow,
+    HistorySize,
     Idempotent,
     Pending,
     Snapshot,
     SnapshotInfo,
+    Space,
 )
 from ._errors import IntegrityError, UndecodableEntry
 from ._payload_store import StoredValue, any_reference, chunk, resolve, resolve_rows
 from ._payloads import MARK_BYTES, BadReference, is_reference
 from ._preview import preview
 
-TERMINAL_KINDS = (EntryKind.REPLY,)
+TERMINAL_KINDS = (EntryKind.REPLY, EntryKind.FORK)
+"""Entry kinds that close a step (a fork's first entry closes its source's history). A step without one is open."""
 _KINDS: dict[str, EntryKind] = {kind.value: kind for kind in EntryKind}
-"""Entry kinds that close a step. A step without one is open (interrupted)."""
 
 
 _CRC: weakref.WeakKeyDictionary[apsw.Connection, str] = weakref.WeakKeyDictionary()
@@ -49,6 +53,18 @@ def _crc(conn: apsw.Connection) -> str:
         names = {row[1] for row in conn.execute("PRAGMA table_info(journal)")}
         column = _CRC[conn] = "crc" if "crc" in names else "NULL"
     return column
+
+
+_FLOOR: weakref.WeakKeyDictionary[apsw.Connection, bool] = weakref.WeakKeyDictionary()
+
+
+def _floor(conn: apsw.Connection, ident: str = "?") -> str:
+    """The SQL for the floor of the actor whose id is ``ident``; ``0`` on a file from before schema version 8."""
+    has = _FLOOR.get(conn)
+    if has is None:
+        has = _FLOOR[conn] = "floor" in {row[1] for row in conn.execute("PRAGMA table_info(actors)")}
+    # Without the column the floor is 0, still taking the id's binding: one SQL text, one set of parameters.
+    return f"(SELECT floor FROM actors WHERE actors.id = {ident})" if has else f"(0 * {ident})"
 
 
 def _entry_columns(conn: apsw.Connection) -> str:
@@ -129,9 +145,9 @@ def actor_id(conn: apsw.Connection, address: str) -> int | None:
 def entries(
     conn: apsw.Connection, actor: int, address: str, from_seq: int = 0, kind: str | None = None
 ) -> Iterator[Entry]:
-    """An actor's entries with ``seq >= from_seq`` in order, optionally of one kind."""
-    sql = f"SELECT {_entry_columns(conn)} FROM journal WHERE actor = ? AND seq >= ?"
-    params: tuple[Any, ...] = (actor, from_seq)
+    """An actor's entries with ``seq >= from_seq`` (and at or above its floor) in order, optionally of one kind."""
+    sql = f"SELECT {_entry_columns(conn)} FROM journal WHERE actor = ? AND seq >= max(?, {_floor(conn)})"
+    params: tuple[Any, ...] = (actor, from_seq, actor)
     if kind is not None:
         sql += " AND kind = ?"
         params += (kind,)
@@ -174,20 +190,23 @@ def open_step(conn: apsw.Connection, actor: int, address: str) -> list[Entry]:
     return tail if tail and tail[0].kind == EntryKind.MESSAGE else []
 
 
-_ACTOR_COLUMNS = (
-    "id, address, type, (SELECT coalesce(max(seq), 0) FROM journal WHERE actor = id), status, reason, updated"
-)
+def _actor_columns(conn: apsw.Connection) -> str:
+    floor = "0" if _floor(conn).startswith("(0") else "floor"
+    return (
+        "id, address, type, (SELECT coalesce(max(seq), 0) FROM journal WHERE actor = id), "
+        f"status, reason, updated, {floor}"
+    )
 
 
 def actor(conn: apsw.Connection, address: str) -> ActorInfo | None:
     """The registry row of one actor."""
-    row = conn.execute(f"SELECT {_ACTOR_COLUMNS} FROM actors WHERE address = ?", (address,)).fetchone()
+    row = conn.execute(f"SELECT {_actor_columns(conn)} FROM actors WHERE address = ?", (address,)).fetchone()
     return ActorInfo(*row) if row else None
 
 
 def actors(conn: apsw.Connection, type_name: str | None = None) -> list[ActorInfo]:
     """All registered actors (of one type), by address."""
-    sql = f"SELECT {_ACTOR_COLUMNS} FROM actors"
+    sql = f"SELECT {_actor_columns(conn)} FROM actors"
     params: tuple[Any, ...] = ()
     if type_name is not None:
         sql += " WHERE type = ?"
@@ -196,12 +215,12 @@ def actors(conn: apsw.Connection, type_name: str | None = None) -> list[ActorInf
 
 
 def snapshot(conn: apsw.Connection, actor: int, address: str, before: int | None = None) -> Snapshot | None:
-    """The newest snapshot of the actor (with ``seq < before`` when given)."""
+    """The newest snapshot of the actor (with ``seq < before`` when given), not below its floor."""
     limit = before if before is not None else 1 << 62
     row = conn.execute(
         f"SELECT seq, type, data, at, {_crc(conn)} FROM snapshots "
-        "WHERE actor = ? AND seq < ? ORDER BY seq DESC LIMIT 1",
-        (actor, limit),
+        f"WHERE actor = ? AND seq < ? AND seq >= {_floor(conn)} ORDER BY seq DESC LIMIT 1",
+        (actor, limit, actor),
     ).fetchone()
     if row is None:
         return None
@@ -214,11 +233,9 @@ def snapshot(conn: apsw.Connection, actor: int, address: str, before: int | None
 
 
 def snapshots(conn: apsw.Connection, actor: int) -> list[SnapshotInfo]:
-    """Every snapshot of the actor, oldest first."""
-    return [
-        SnapshotInfo(*row)
-        for row in conn.execute("SELECT seq, at FROM snapshots WHERE actor = ? ORDER BY seq", (actor,))
-    ]
+    """Every snapshot of the actor from its floor on, oldest first."""
+    sql = f"SELECT seq, at FROM snapshots WHERE actor = ? AND seq >= {_floor(conn)} ORDER BY seq"
+    return [SnapshotInfo(*row) for row in conn.execute(sql, (actor, actor))]
 
 
 def pending(conn: apsw.Connection) -> list[Pending]:
@@ -275,14 +292,24 @@ def meta(conn: apsw.Connection, key: str) -> Any:
     return row[0] if row else None
 
 
-def seq_at(conn: apsw.Connection, actor: int, position: int) -> int:
+def seq_at(conn: apsw.Connection, actor: int, position: int, address: str = "") -> int:
     """The actor's last sequence number at journal ``position`` (0 if none yet).
 
     Positions and sequence numbers grow together, so a binary search over the
-    (actor, seq) index finds it in about log2(n) point reads.
+    (actor, seq) index finds it in about log2(n) point reads. A position
+    before the entry at the actor's floor raises :class:`OutsideRetentionError`.
     """
     (last,) = conn.execute("SELECT coalesce(max(seq), 0) FROM journal WHERE actor = ?", (actor,)).fetchone() or (0,)
-    lo, hi = 0, int(last)  # invariant: position(lo) <= position < position(hi + 1)
+    (floor,) = conn.execute(f"SELECT {_floor(conn)}", (actor,)).fetchone() or (0,)
+    lo = int(floor or 0)
+    if lo:
+        earliest = conn.execute(
+            "SELECT min(position) FROM journal WHERE actor = ? AND seq >= ?", (actor, lo)
+        ).fetchone()
+        first = int(earliest[0]) if earliest and earliest[0] is not None else position
+        if position < first:
+            raise OutsideRetentionError(address or f"actor {actor}", first, lo, position=position)
+    hi = int(last)  # invariant: position(lo) <= position < position(hi + 1)
     while lo < hi:
         mid = (lo + hi + 1) // 2
         row = conn.execute("SELECT position FROM journal WHERE actor = ? AND seq = ?", (actor, mid)).fetchone()
@@ -303,13 +330,84 @@ def event_rows(conn: apsw.Connection, actor: int, after_seq: int, until_seq: int
         "list[EventRow]",
         conn.execute(
             f"SELECT position, seq, type, data, {_crc(conn)} FROM journal "
-            "WHERE actor = ? AND seq > ? AND seq <= ? AND kind = 'event' ORDER BY seq",
-            (actor, after_seq, until_seq if until_seq is not None else 1 << 62),
+            f"WHERE actor = ? AND seq > max(?, {_floor(conn)}) AND seq <= ? AND kind = 'event' ORDER BY seq",
+            (actor, after_seq, actor, until_seq if until_seq is not None else 1 << 62),
         ).fetchall(),
     )
+    if not _floor(conn).startswith("(0"):  # a file from before floors has none
+        # Read after the rows: a floor only moves up, so one that moved above
+        # after_seq before the rows were read is seen here too.
+        (floor,) = conn.execute(f"SELECT {_floor(conn)}", (actor,)).fetchone() or (0,)
+        if floor and after_seq < floor:
+            raise OutsideRetentionError(
+                f"actor {actor}", _position_of(conn, actor, int(floor)), int(floor), seq=after_seq
+            )
     if MARK_BYTES in map(_FIRST_BYTE, map(_DATA, rows)):  # one pass in C: is any a reference?
         rows = [_event_resolved(conn, row) if is_reference(row[3]) else row for row in rows]
     return rows
+
+
+def _position_of(conn: apsw.Connection, actor: int, seq: int) -> int:
+    row = conn.execute("SELECT min(position) FROM journal WHERE actor = ? AND seq >= ?", (actor, seq)).fetchone()
+    return int(row[0]) if row and row[0] is not None else -1
+
+
+def history_size(conn: apsw.Connection, address: str) -> HistorySize | None:
+    """What one actor's history takes (None: no such actor)."""
+    ident = actor_id(conn, address)
+    if ident is None:
+        return None
+    count, size = conn.execute(
+        "SELECT count(*), sum(length(data)) FROM journal WHERE actor = ?", (ident,)
+    ).fetchone() or (0, 0)
+    snaps, snap_size = conn.execute(
+        "SELECT count(*), sum(length(data)) FROM snapshots WHERE actor = ?", (ident,)
+    ).fetchone() or (0, 0)
+    (floor,) = conn.execute(f"SELECT {_floor(conn)}", (ident,)).fetchone() or (0,)
+    return HistorySize(address, int(count), int(size or 0), int(snaps), int(snap_size or 0), int(floor or 0))
+
+
+def history_sizes(conn: apsw.Connection) -> list[HistorySize]:
+    """What each actor's history takes, by address: one pass over the journal and one over the snapshots."""
+    with conn:  # one snapshot of the file for the three reads
+        entries = {
+            int(actor): (int(count), int(size or 0))
+            for actor, count, size in conn.execute(
+                "SELECT actor, count(*), sum(length(data)) FROM journal GROUP BY actor"
+            )
+        }
+        snaps = {
+            int(actor): (int(count), int(size or 0))
+            for actor, count, size in conn.execute(
+                "SELECT actor, count(*), sum(length(data)) FROM snapshots GROUP BY actor"
+            )
+        }
+        floor = "0" if _floor(conn).startswith("(0") else "floor"
+        registry: list[tuple[int, str, int]] = typing.cast(
+            "list[tuple[int, str, int]]",
+            conn.execute(f"SELECT id, address, {floor} FROM actors ORDER BY address").fetchall(),
+        )
+    return [
+        HistorySize(address, *entries.get(ident, (0, 0)), *snaps.get(ident, (0, 0)), floor=low)
+        for ident, address, low in registry
+    ]
+
+
+def lowest_seq(conn: apsw.Connection, actor: int) -> int | None:
+    """The lowest seq stored for the actor, below its floor included (where compaction goes on from)."""
+    row = conn.execute("SELECT min(seq) FROM journal WHERE actor = ?", (actor,)).fetchone()
+    return int(row[0]) if row and row[0] is not None else None
+
+
+def space(conn: apsw.Connection) -> Space:
+    """The file's pages, its free pages, and whether it can give them back (auto_vacuum=INCREMENTAL)."""
+
+    def pragma(name: str) -> int:
+        row = conn.execute(f"PRAGMA {name}").fetchone()
+        return int(row[0]) if row else 0
+
+    size = pragma("page_size")
+    return Space(pragma("page_count") * size, pragma("freelist_count") * size, pragma("auto_vacuum") == 2, size)
 
 
 _DATA = itemgetter(3)

@@ -204,9 +204,19 @@ CREATE TABLE payloads(
 CREATE INDEX payloads_loose ON payloads(id) WHERE kept = 0;
 """
 
+# Version 8: retention. An actor whose old history was compacted keeps it from
+# `floor` on: a snapshot at seq `floor` holds the state there, and every entry
+# from seq `floor` on is kept. Reads never serve what lies below it (entries
+# below it may linger until compaction has removed them all, in batches), and a
+# position before the entry at `floor` is answered with OutsideRetentionError,
+# not a state rebuilt from a history with a hole. 0: nothing compacted.
+_V8 = """
+ALTER TABLE actors ADD COLUMN floor INTEGER NOT NULL DEFAULT 0;
+"""
+
 Migration = str | tuple[str, Callable[[apsw.Connection], None]]
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, (_V6, _v6_rows), _V7)
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, (_V6, _v6_rows), _V7, _V8)
 """MIGRATIONS[i] takes the schema from version i to version i + 1: a script, and
 optionally a function that moves rows in the same transaction."""
 

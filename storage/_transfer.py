@@ -36,6 +36,7 @@ from ._pg_connect import is_postgres, redact
 from ._pg_connect import translate as pg_translate
 from ._pg_ops import meta_columns
 from ._pg_rows import meta_value
+from ._pg_schema import SCHEMA_VERSION as PG_SCHEMA_VERSION
 from ._pg_schema import check_version
 from ._pg_schema import migrate as pg_migrate
 from ._pg_schema import schema_version as pg_schema_version
@@ -48,7 +49,7 @@ from ._sqlite import close, connect, translate
 
 COLUMNS: dict[str, tuple[str, ...]] = {
     "meta": ("key", "value"),
-    "actors": ("id", "address", "type", "status", "reason", "updated"),
+    "actors": ("id", "address", "type", "status", "reason", "updated", "floor"),
     "journal": ("position", "actor", "seq", "step", "kind", "type", "data", "at", "crc"),
     "inbox": (
         "id", "target", "handler", "type", "payload", "due", "idempotency_key", "attempts", "sender", "at",
@@ -217,6 +218,11 @@ def _reading_postgres(url: str) -> Iterator[Read]:
             if version == 0:
                 raise SchemaError(f"{where_} is not a Stele journal (no Stele tables)")
             check_version(version, where_)
+            if version < PG_SCHEMA_VERSION:
+                raise SchemaError(
+                    f"{where_} has schema version {version}; a copy reads version {PG_SCHEMA_VERSION} only "
+                    "(serve it once with this Stele to migrate it)"
+                )
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")  # one snapshot for every table
         except psycopg.Error as exc:
             raise pg_translate(exc, f"cannot read {where_}") from None

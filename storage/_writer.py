@@ -290,7 +290,10 @@ class Writer:
         for u in batch:
             for op in u.ops:
                 for sql, params in statements(payloads.op(conn, op) if type(op) in changes else op):
-                    cursor.execute(sql, params)
+                    # Read to the end: APSW runs a statement that returns rows (a
+                    # pragma) only as far as its rows are read.
+                    for _ in cursor.execute(sql, params):
+                        pass
 
     def _fail(self, outcomes: list[Outcome], indexes: list[int], error: SteleError) -> None:
         """A definite failure for these units, unless an earlier attempt left them unknown.

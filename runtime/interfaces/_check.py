@@ -23,6 +23,7 @@ from .._records import (
     cancel_decoder,
     chunk_decoder,
     effect_decoder,
+    fork_decoder,
     message_decoder,
     reply_decoder,
     request_decoder,
@@ -43,6 +44,7 @@ _RECORDS: dict[str, msgspec.msgpack.Decoder[Any]] = {
     EntryKind.REQUEST: request_decoder,
     EntryKind.START: start_decoder,
     EntryKind.CHUNK: chunk_decoder,
+    EntryKind.FORK: fork_decoder,
 }
 """How each kind's payload decodes (events decode by the actor classes)."""
 

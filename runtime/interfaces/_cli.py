@@ -37,6 +37,7 @@ from .._replay import replay
 from ._client import call, endpoint, recorded_server
 from ._drill import add_arguments as drill_arguments
 from ._drill import duration
+from ._history import add_compact_arguments, add_diff_arguments, add_fork_arguments
 from ._modules import actor_classes, load_module
 from ._text import console, err, plain, styled, write_json
 from ._token import add_token_arguments, token_from
@@ -78,15 +79,34 @@ def cmd_actors(args: argparse.Namespace) -> int:
         pending: dict[str, int] = {}
         for p in journal.pending():
             pending[p.target] = pending.get(p.target, 0) + 1
+        sizes = {s.address: s for s in journal.history_sizes()}
+    none = storage.HistorySize("", 0, 0, 0, 0, 0)
     if args.json:
-        _out(args, [{**msgspec.to_builtins(a), "pending": pending.get(a.address, 0)} for a in actors])
+        _out(
+            args,
+            [
+                {
+                    **msgspec.to_builtins(a),
+                    "pending": pending.get(a.address, 0),
+                    **{k: v for k, v in msgspec.to_builtins(sizes.get(a.address, none)).items() if k != "address"},
+                }
+                for a in actors
+            ],
+        )
         return 0
-    table = Table("address", "type", "last seq", "status", "pending", "reason", title=f"{len(actors)} actor(s)")
+    table = Table(
+        "address", "type", "last seq", "kept from", "entries", "bytes", "status", "pending", "reason",
+        title=f"{len(actors)} actor(s)",
+    )  # fmt: skip
     for a in actors:
+        size = sizes.get(a.address, none)
         table.add_row(
             plain(a.address),
             plain(a.type),
             str(a.last_seq),
+            str(a.floor) if a.floor else "-",
+            str(size.entries),
+            str(size.bytes + size.snapshot_bytes),
             plain(a.status),
             str(pending.get(a.address, 0)),
             plain(a.reason or ""),
@@ -500,6 +520,24 @@ def cmd_drill(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_fork(args: argparse.Namespace) -> int:
+    from ._history import cmd_fork as run  # noqa: PLC0415 - opens a runtime
+
+    return run(args)
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from ._history import cmd_diff as run  # noqa: PLC0415
+
+    return run(args)
+
+
+def cmd_compact(args: argparse.Namespace) -> int:
+    from ._history import cmd_compact as run  # noqa: PLC0415 - opens a runtime
+
+    return run(args)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from ._serve import serve  # noqa: PLC0415 - uvicorn only for serving
 
@@ -573,6 +611,12 @@ def parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="run a restore drill of the replica this often (90s, 15m, 6h), in a child process; "
         "the result shows on /status, /metrics and /health, and a failure is logged as an error",
+    )
+    p.add_argument(
+        "--compact-every",
+        type=duration,
+        metavar="DURATION",
+        help="compact the journal by each actor type's retention this often (15m, 6h)",
     )
     p.add_argument(
         "--allow-host",
@@ -771,6 +815,36 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--timestamp", help="ISO 8601 point in time")
     p.add_argument("--txid", type=int, help="Litestream transaction id")
     p.add_argument("--module", help="also rebuild every actor with these classes")
+
+    p = _command(
+        sub,
+        "fork",
+        cmd_fork,
+        "make a new actor from another's state at a journal position (of the journal, or of a replica)",
+        "python -m runtime fork Agent/a --at 120 --as Agent/a-fix --replay-after --module agents",
+        db=DEFAULT_DB,
+    )
+    add_fork_arguments(p)
+
+    p = _command(
+        sub,
+        "diff",
+        cmd_diff,
+        "compare two actors' histories step by step (a fork with its source, say)",
+        "python -m runtime diff Agent/a Agent/a-fix",
+        db=DEFAULT_DB,
+    )
+    add_diff_arguments(p)
+
+    p = _command(
+        sub,
+        "compact",
+        cmd_compact,
+        "remove the history each actor type's retention no longer keeps, and give the space back",
+        "python -m runtime compact --module agents",
+        db=DEFAULT_DB,
+    )
+    add_compact_arguments(p)
 
     p = _command(
         sub,

@@ -96,6 +96,10 @@ class App:
         self.closing = False
         self._stop: asyncio.Future[None] | None = None
         self._abandoned: set[asyncio.Task[Any]] = set()
+        self.sizes: list[storage.HistorySize] = []
+        """Each actor's history size, as of the last refresh (at most every ``SIZES_EVERY_S``)."""
+        self._sizes_at = -SIZES_EVERY_S
+        self._sizes_runs = 0
         self.metrics = CollectorRegistry(auto_describe=True)
         self.metrics.register(_Collector(self))
         self.openapi = msgspec.json.encode(
@@ -474,6 +478,13 @@ class App:
 
     async def prometheus(self, request: Request) -> Response:
         """GET /metrics: Prometheus text format."""
+        compaction = self.rt.statistics().compaction
+        runs = compaction.runs if compaction is not None else 0
+        if time.monotonic() - self._sizes_at >= SIZES_EVERY_S or runs != self._sizes_runs:
+            # One pass over the whole journal: read in a thread, and not at every
+            # scrape (but again after a compaction, which changes them).
+            self._sizes_at, self._sizes_runs = time.monotonic(), runs
+            self.sizes = await anyio.to_thread.run_sync(self.rt.store.history_sizes)
         return Response(generate_latest(self.metrics), media_type="text/plain; version=0.0.4")
 
     async def openapi_json(self, request: Request) -> Response:
@@ -596,6 +607,7 @@ class _Collector:
                 value=status.stalled_for_s,
             )  # fmt: skip
         yield from _drill_metrics(figures)
+        yield from _history_metrics(figures, self.app.sizes)
 
 
 def _drill_metrics(figures: RuntimeStatistics) -> Any:
@@ -629,3 +641,41 @@ def _drill_metrics(figures: RuntimeStatistics) -> Any:
     for cause, count in sorted(counted.items()):
         problems.add_metric([cause], count)
     yield problems
+
+
+SIZES_EVERY_S = 30.0
+"""How often /metrics reads every actor's history size (a pass over the journal)."""
+LARGEST_ACTORS = 100
+"""Per-actor size metrics for this many of the largest histories (the label's cardinality stays bounded)."""
+
+
+def _history_metrics(figures: RuntimeStatistics, sizes: list[storage.HistorySize]) -> Any:
+    """``stele_actor_journal_*`` for the largest histories, and ``stele_compaction_*`` after the first compaction."""
+    largest = sorted(sizes, key=lambda s: s.bytes + s.snapshot_bytes, reverse=True)[:LARGEST_ACTORS]
+    entries = GaugeMetricFamily(
+        "stele_actor_journal_entries", "Journal entries an actor's history holds", labels=["actor"]
+    )
+    size = GaugeMetricFamily(
+        "stele_actor_journal_bytes", "Payload bytes of an actor's entries and snapshots", labels=["actor"]
+    )
+    for s in largest:
+        entries.add_metric([s.address], s.entries)
+        size.add_metric([s.address], s.bytes + s.snapshot_bytes)
+    yield entries
+    yield size
+    compaction = figures.compaction
+    if compaction is None:
+        return
+    last = compaction.last
+    yield CounterMetricFamily("stele_compaction_runs", "Compactions run", value=compaction.runs)
+    yield GaugeMetricFamily(
+        "stele_compaction_last_timestamp_seconds", "When the last compaction ended", value=compaction.last_at
+    )
+    yield GaugeMetricFamily(
+        "stele_compaction_removed_entries", "Journal entries the last compaction removed", value=last.entries
+    )
+    yield GaugeMetricFamily(
+        "stele_compaction_reclaimed_bytes", "Bytes the last compaction gave back to the file system",
+        value=max(0, last.bytes_before - last.bytes_after),
+    )  # fmt: skip
+    yield GaugeMetricFamily("stele_journal_free_bytes", "Journal storage free for reuse", value=last.free_after)

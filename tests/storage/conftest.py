@@ -246,3 +246,9 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]
 def faulty(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
     """Every backend that can fail its own commits for real on demand (``Harness.fault``)."""
     yield from _made(request.param, request, tmp_path)
+
+
+@pytest.fixture(params=["sqlite-file", "sqlite-fault-vfs"])
+def paged(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
+    """Every backend whose storage is pages it can give back to the file system (``ReclaimSpace``)."""
+    yield from _made(request.param, request, tmp_path)
