@@ -1,7 +1,7 @@
 """What users write: actors, their handlers and appliers, and the errors they can catch."""
 
-from ._actor import Actor, apply, handler
-from ._context import Context
+from ._actor import Actor, Retention, apply, handler
+from ._context import Context, Stream
 from ._errors import (
     ActorDefinitionError,
     ActorSuspendedError,
@@ -10,6 +10,7 @@ from ._errors import (
     BackpressureError,
     CommitUnknownError,
     EffectError,
+    ForkError,
     HandlerError,
     IdempotencyKeyError,
     JournalError,
@@ -21,6 +22,7 @@ from ._errors import (
     LitestreamError,
     MessageValidationError,
     NonDeterminismError,
+    OutsideRetentionError,
     PromiseError,
     ReplicationError,
     ReplicationTimeout,
@@ -47,6 +49,7 @@ __all__ = (
     "CommitUnknownError",
     "Context",
     "EffectError",
+    "ForkError",
     "HandlerError",
     "IdempotencyKeyError",
     "JournalError",
@@ -58,13 +61,16 @@ __all__ = (
     "LitestreamError",
     "MessageValidationError",
     "NonDeterminismError",
+    "OutsideRetentionError",
     "PromiseError",
     "ReplicationError",
     "ReplicationTimeout",
     "ReplyUnavailableError",
+    "Retention",
     "Retry",
     "RuntimeClosedError",
     "SteleError",
+    "Stream",
     "UnconsumedError",
     "UndecodableEntryError",
     "UnknownActorTypeError",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
 import inspect
+import math
 import typing
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -43,6 +45,49 @@ def apply(fn: F) -> F:
     return fn
 
 
+@dataclass(frozen=True)
+class Retention:
+    """How much of an actor type's history to keep; the rest may be compacted away.
+
+    ``snapshots``: keep the history from the ``snapshots``-th newest snapshot on.
+    ``age`` (seconds, or a ``timedelta``): keep everything younger than that.
+    With both, what either keeps is kept. History is only ever removed when a
+    kept snapshot covers it: every position from the oldest kept snapshot on
+    stays exact for ``state --at`` and forkable; an older one is answered with
+    ``OutsideRetentionError``. Compaction runs with ``rt.compact()``,
+    ``python -m runtime compact`` or ``serve --compact-every``.
+    """
+
+    snapshots: int | None = None
+    age: float | datetime.timedelta | None = None
+
+    def __post_init__(self) -> None:
+        if self.snapshots is None and self.age is None:
+            raise ActorDefinitionError("Retention(...) needs snapshots=N, age=SECONDS, or both")
+        if self.snapshots is not None and (not isinstance(self.snapshots, int) or self.snapshots < 1):
+            raise ActorDefinitionError(f"Retention(snapshots=...) must be an int of at least 1, not {self.snapshots!r}")
+        if self.age is not None:
+            try:
+                seconds = self.age_s
+            except (TypeError, ValueError):
+                raise ActorDefinitionError(
+                    f"Retention(age=...) must be seconds or a timedelta, not {self.age!r}"
+                ) from None
+            if seconds is None or not (math.isfinite(seconds) and seconds > 0):
+                raise ActorDefinitionError(f"Retention(age=...) must be more than 0 s, not {self.age!r}")
+
+    @property
+    def age_s(self) -> float | None:
+        """``age`` in seconds (None when not given)."""
+        if self.age is None:
+            return None
+        if isinstance(self.age, datetime.timedelta):
+            return self.age.total_seconds()
+        if isinstance(self.age, bool) or not isinstance(self.age, int | float):
+            raise TypeError(f"not seconds: {self.age!r}")
+        return float(self.age)
+
+
 class Actor:
     """Base class of every actor.
 
@@ -57,6 +102,9 @@ class Actor:
 
     snapshot_every: ClassVar[int] = 1000
     """Events between snapshots; 0 disables snapshots altogether."""
+
+    retention: ClassVar[Retention | None] = None
+    """How much history to keep (:class:`Retention`); None keeps it all."""
 
     key: str
     address: str
@@ -125,6 +173,14 @@ def describe(cls: type[Actor]) -> ActorDescription:
         state_type()
     except TypeError as exc:
         raise ActorDefinitionError(f"{cls.__qualname__}.State: every field needs a default ({exc})") from None
+    retention = cls.retention
+    if retention is not None:
+        if not isinstance(retention, Retention):
+            raise ActorDefinitionError(f"{cls.__qualname__}.retention must be a Retention(...), not {retention!r}")
+        if cls.snapshot_every <= 0:
+            raise ActorDefinitionError(
+                f"{cls.__qualname__}: a retention keeps history from a snapshot on, and snapshot_every=0 takes none"
+            )
     handlers: dict[str, HandlerInfo] = {}
     by_message: dict[type, HandlerInfo] = {}
     appliers: dict[type, Callable[[Any, Any], None]] = {}

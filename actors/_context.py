@@ -5,14 +5,42 @@ from __future__ import annotations
 import abc
 import datetime
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar, overload
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Generic, TypeVar, overload
 
 import msgspec
 
 from ._retry import Retry
 
 T = TypeVar("T")
+
+
+class Stream(abc.ABC, Generic[T]):
+    """What :meth:`Context.stream` returns: iterate it with ``async for``.
+
+    Each chunk is journaled as it arrives; once the stream has ended,
+    :attr:`result` is the assembled result, journaled once.
+    """
+
+    __slots__ = ()
+
+    def __aiter__(self) -> Stream[T]:
+        return self
+
+    @abc.abstractmethod
+    async def __anext__(self) -> T:
+        """The next chunk (raises ``StopAsyncIteration`` at the end, :class:`EffectError` if it failed)."""
+
+    @property
+    @abc.abstractmethod
+    def result(self) -> Any:
+        """The assembled result, once the stream has ended or the handler has left it.
+
+        Chunks that are all ``str`` are joined into one ``str``, all ``bytes``
+        into one ``bytes``; others make a list (or what ``assemble`` made of
+        them). Raises :class:`SteleError` before that, and the stream's
+        :class:`EffectError` if it failed.
+        """
 
 
 class Context(abc.ABC):
@@ -68,6 +96,42 @@ class Context(abc.ABC):
         ``retry=Retry(...)`` retries failed attempts with a journaled, durable
         backoff; ``timeout`` bounds each attempt (seconds). Both names are
         reserved: they are not passed to ``fn``.
+        """
+
+    @abc.abstractmethod
+    def stream(
+        self,
+        fn: Callable[..., AsyncIterator[T]] | Callable[..., Awaitable[AsyncIterator[T]]],
+        /,
+        *args: Any,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+        assemble: Callable[[list[T]], Any] | None = None,
+        **kwargs: Any,
+    ) -> Stream[T]:
+        """A streamed effect: ``async for chunk in self.ctx.stream(fn, *args)``.
+
+        ``fn`` is an async generator function, or returns an async iterator (a
+        model's token stream). Each chunk is journaled as it arrives, many to
+        a commit (no commit per chunk), and readers of the actor's stream
+        (``rt.stream``, ``GET /actors/{type}/{key}/stream``) see it once it is
+        durable; the assembled result is journaled once at the end. On replay
+        the recorded chunks come back without calling ``fn``. Chunks decode as
+        the item type of ``fn``'s return annotation (``AsyncIterator[str]``:
+        ``str``), live and on replay alike.
+
+        An attempt cut short (a crash, or a failure under ``retry``) is never
+        spliced into the next: readers see the next attempt start over, with
+        its number. A failed attempt whose chunks the handler has seen is
+        retried by running the step again from its journal, as after a crash,
+        so the handler too sees one attempt's chunks only. ``timeout`` bounds
+        the wait for each chunk (seconds). ``assemble`` makes the result from
+        the list of chunks (see :attr:`Stream.result`).
+
+        The effect begins at the first ``async for`` step. One stream is open
+        at a time: another effect, ask, promise or stream, or the handler's
+        end, closes it where the handler left it (journaled as such, and
+        replayed the same way).
         """
 
     @abc.abstractmethod

@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import apsw
@@ -30,7 +30,21 @@ from actors._actor import describe
 from runtime import Registry, Runtime, load
 from storage import Journal, _sqlite
 
-from . import _console, _dbos, _drill, _effects, _http, _model, _nodes, _postgres, _replication, _timers
+from . import (
+    _compact,
+    _console,
+    _dbos,
+    _drill,
+    _effects,
+    _http,
+    _model,
+    _nodes,
+    _payloads,
+    _postgres,
+    _replication,
+    _streams,
+    _timers,
+)
 from ._model import Counter, Inc, Progress, synthesize
 
 ROOT = Path(__file__).parent
@@ -90,12 +104,16 @@ def raw_baseline(workdir: Path) -> Result:
 
 
 async def tell_throughput(
-    workdir: Path, location: str | None = None, actors: int = 1000, per_actor: int = 20
+    workdir: Path,
+    location: str | None = None,
+    actors: int = 1000,
+    per_actor: int = 20,
+    payload_threshold: int | Literal["auto"] | None = "auto",
 ) -> Result:
     path = location or fresh(workdir, "tells.db")
     Progress.steps, Progress.target = 0, actors * per_actor
     Progress.reached = asyncio.Event()
-    rt = Runtime(path, actors=[Counter])
+    rt = Runtime(path, actors=[Counter], payload_threshold=payload_threshold)
     await rt.__aenter__()
 
     async def sender(a: int) -> None:
@@ -124,10 +142,15 @@ async def tell_throughput(
 # -- asks: sequential asks ------------------------------------------------------------------
 
 
-async def sequential_asks(workdir: Path, location: str | None = None, count: int = 5000) -> Result:
+async def sequential_asks(
+    workdir: Path,
+    location: str | None = None,
+    count: int = 5000,
+    payload_threshold: int | Literal["auto"] | None = "auto",
+) -> Result:
     path = location or fresh(workdir, "asks.db")
     latencies = []
-    async with Runtime(path, actors=[Counter]) as rt:
+    async with Runtime(path, actors=[Counter], payload_threshold=payload_threshold) as rt:
         for _ in range(200):  # warm up
             await rt.ask("Counter/solo", Inc(1))
         for _ in range(count):
@@ -217,7 +240,7 @@ def startup(workdir: Path, quick: bool) -> Result:
 
 SCENARIOS = (
     "tells", "asks", "rebuild", "memory", "first-reply", "replication", "http", "timers", "effects", "psow", "console",
-    "drill", "postgres", "dbos", "nodes",
+    "drill", "postgres", "dbos", "payloads", "streams", "compact", "nodes",
 )  # fmt: skip
 """Every scenario but ``raw``, the baseline, which always runs; named for what they measure."""
 LETTERS = dict(zip("bcdefghijk", ("tells", "asks", "rebuild", "memory", "first-reply", "replication", "http",
@@ -253,6 +276,10 @@ def main() -> None:
         "replication": lambda: _replication.run(
             workdir, results.get("tells", {}).get("messages_per_s", 20_000.0), args.quick
         ),
+        "streams": lambda: {
+            "chunks": anyio.run(_streams.chunks, workdir),
+            "reader": _streams.reader_latency(workdir),
+        },
         "timers": lambda: anyio.run(_timers.timers, workdir),
         "effects": lambda: anyio.run(_effects.effects, workdir),
         "psow": lambda: anyio.run(psow_cost, workdir),
@@ -263,6 +290,8 @@ def main() -> None:
             workdir, 10_000 if args.quick else 100_000, 100_000 if args.quick else 1_000_000
         ),
         "drill": lambda: _drill.run(workdir, 100_000 if args.quick else 1_000_000),
+        "compact": lambda: _compact.run(workdir, 100_000 if args.quick else 1_000_000),
+        "payloads": lambda: _payloads.run(workdir, args.quick, tell_throughput, sequential_asks),
         "http": lambda: {
             "http": _http.http_asks(workdir),
             "inspect": _http.inspection(workdir, 100_000 if args.quick else 1_000_000),
@@ -407,6 +436,86 @@ def report(r: Result) -> None:
                 f"restore {d['restore_s']:.1f}, compare {d['compare_s']:.1f}, replay {d['replay_s']:.1f}, "
                 f"rebuild {d['rebuild_s']:.1f}",
                 "≤ 60 s",
+            )
+        )
+    if "payloads" in r:
+        conv = r["payloads"]["conversation"]
+        on, off = conv["on"], conv["off"]
+        calls, unique = on["calls"], on["unique_bytes"]
+        for name, figures in (("on", on), ("off", off)):
+            rows.append(
+                (
+                    f"{calls}-call conversation, payloads {name}: journal KB",
+                    figures["used_bytes"] / 1024,
+                    f"{figures['used_bytes'] / unique:.2f} x its {unique / 1024:,.0f} KB unique",
+                    "≤ 3 x unique" if name == "on" else "",
+                )
+            )
+            rows.append(
+                (
+                    f"    Litestream uploaded, payloads {name}, KB",
+                    figures["uploaded_bytes"] / 1024,
+                    f"{figures['uploaded_bytes'] / unique:.2f} x unique",
+                    "",
+                )
+            )
+        small = r["payloads"]["small"]
+        rows.append(
+            (
+                "tells/s, small payloads, payloads on",
+                small["on"]["tells_per_s"],
+                f"{small['on']['tells_per_s'] / small['off']['tells_per_s']:.3f} x off "
+                f"({small['off']['tells_per_s']:,.0f}); {small['on']['tells_per_s'] / a['rows_per_s']:.3f} x rows/s",
+                "no regression",
+            )
+        )
+        rows.append(
+            (
+                "sequential asks/s, small payloads, payloads on",
+                small["on"]["asks_per_s"],
+                f"{small['on']['asks_per_s'] / small['off']['asks_per_s']:.3f} x off "
+                f"({small['off']['asks_per_s']:,.0f}); "
+                f"{small['on']['asks_per_s'] / a['commits_per_s']:.2f} x commits/s",
+                "no regression",
+            )
+        )
+    if "streams" in r:
+        s = r["streams"]["chunks"]
+        ratio = s["chunks_per_s"] / a["rows_per_s"]
+        rows.append(
+            (
+                f"stream chunks/s, {s['streams']:,} concurrent streams",
+                s["chunks_per_s"],
+                f"{ratio:.3f} x rows/s; {s['chunks_per_unit']:.0f} chunks/unit",
+                "≥ 0.1",
+            )
+        )
+        lat = r["streams"]["reader"]
+        rows.append(
+            (
+                f"stream reader latency, journal to SSE client, p50 ms ({lat['pace_ms']:.0f} ms/token)",
+                lat["p50_ms"],
+                f"p99 {lat['p99_ms']:.1f} ms",
+                "",
+            )
+        )
+    if "compact" in r:
+        m = r["compact"]
+        rows.append(
+            (
+                f"compaction, {m['events']:,}-event journal, s",
+                m["seconds"],
+                f"{m['entries_removed']:,} entries in {m['commits']:,} commits; "
+                f"file {m['file_mb_before']:.0f} -> {m['file_mb_after']:.0f} MB",
+                "",
+            )
+        )
+        rows.append(
+            (
+                "    other asks during it, p99 ms",
+                m["asks_during"]["p99_ms"],
+                f"max {m['asks_during']['max_ms']:.1f} ms; without: p99 {m['asks_without']['p99_ms']:.2f}",
+                "",
             )
         )
     width = max(len(row[0]) for row in rows)

@@ -105,6 +105,47 @@ class UnknownTimerError(SteleError):
     code = "unknown_timer"
 
 
+# -- history kept and history compacted -------------------------------------------------------
+
+
+class OutsideRetentionError(SteleError):
+    """A journal position (or sequence number) lies before what an actor's history keeps.
+
+    Its retention compacted the history there (or, for a fork, the actor did
+    not exist yet): no state can be given for it, and none is guessed.
+    ``earliest`` is the first position that can be asked about, ``floor`` the
+    sequence number of the earliest state kept.
+    """
+
+    status = 410
+    code = "outside_retention"
+
+    def __init__(
+        self, actor: str, earliest: int, floor: int, *, position: int | None = None, seq: int | None = None
+    ) -> None:
+        asked = f"position {position}" if position is not None else f"seq {seq}"
+        super().__init__(
+            f"{actor} keeps its history from journal position {earliest} (seq {floor}) on; "
+            f"{asked} lies before it (compacted by its retention, or before the actor began): "
+            f"ask about a position from {earliest} on"
+        )
+        self.actor = actor
+        self.earliest = earliest
+        self.floor = floor
+        self.position = position
+        self.seq = seq
+
+
+class ForkError(SteleError):
+    """A fork cannot be made: its source is unknown, or its new address is taken or of another type.
+
+    Nothing was written.
+    """
+
+    status = 409
+    code = "fork"
+
+
 # -- input refused: nothing was accepted ---------------------------------------------------
 
 

@@ -1,8 +1,11 @@
 """What runs actors: activation, mailboxes, steps, effects and recovery over one journal."""
 
 from ._cluster import NodeOptions, NodeStatus
+from ._compact import CompactReport
 from ._compare import Difference, first_difference
 from ._drill import Behind, DrillProblem, DrillReport, DrillStatus, DrillTimings, drill
+from ._followers import StreamItem, stream_item
+from ._fork import ForkReport
 from ._options import Durability, Limits, ReplicationOptions
 from ._rebuild import Loaded, load
 from ._registry import Registry
@@ -13,6 +16,7 @@ from ._timers import VirtualClock
 
 __all__ = (
     "Behind",
+    "CompactReport",
     "Difference",
     "Divergence",
     "DrillProblem",
@@ -20,6 +24,7 @@ __all__ = (
     "DrillStatus",
     "DrillTimings",
     "Durability",
+    "ForkReport",
     "Limits",
     "Loaded",
     "NodeOptions",
@@ -29,10 +34,12 @@ __all__ = (
     "ReplicationOptions",
     "Runtime",
     "RuntimeStatistics",
+    "StreamItem",
     "VirtualClock",
     "WriterStatistics",
     "drill",
     "first_difference",
     "load",
     "replay",
+    "stream_item",
 )

@@ -10,6 +10,8 @@ from actors import Actor
 from actors._actor import ActorDescription, HandlerInfo
 from storage import ActorRow, Backoff, Entry, InboxRow
 
+from ._reuse import StepReuse
+
 RETRY_MAX_S = 5.0
 """The longest an actor waits before trying a message again after its commit failed."""
 
@@ -34,6 +36,7 @@ class Msg:
         "payload",
         "recovered",
         "reply_to",
+        "reuse",
         "sender",
         "step",
         "timer_id",
@@ -75,6 +78,8 @@ class Msg:
         self.timer_id: str | None = None
         self.cancelled = False
         """A pending timer cancelled by a step: it must not be delivered."""
+        self.reuse: StepReuse | None = None
+        """A fork's re-delivered message: the source's effect results its step may reuse."""
 
     def inbox_row(self, target: str, at: float, *, key: str | None = None) -> InboxRow:
         """This message as an inbox row; ``key`` is a client's idempotency key."""

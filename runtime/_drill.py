@@ -34,6 +34,7 @@ from typing import Literal
 import msgspec
 
 import storage
+from actors import OutsideRetentionError
 
 from ._compare import first_difference
 from ._rebuild import load
@@ -292,9 +293,13 @@ and the replay both; a longer history is read twice rather than held in memory."
 class _Held:
     """One actor's replica entries, read once, served to replay as a journal would."""
 
-    def __init__(self, info: storage.ActorInfo, entries: list[storage.Entry]) -> None:
+    def __init__(self, info: storage.ActorInfo, entries: list[storage.Entry], copy: storage.Journal) -> None:
         self._info = info
         self._entries = entries
+        self._copy = copy
+
+    def snapshot(self, actor: str, before: int | None = None) -> storage.Snapshot | None:
+        return self._copy.snapshot(actor, before)
 
     def actor(self, address: str) -> storage.ActorInfo | None:
         return self._info if address == self._info.address else None
@@ -348,12 +353,20 @@ def _compare_actor(
     and all of them could be read.
     """
     address = info.address
-    held: list[storage.Entry] | None = [] if info.last_seq <= CACHED_ENTRIES else None
-    replica = _read(copy.entries(address), "replica", read)
+    held: list[storage.Entry] | None = [] if info.last_seq - info.floor <= CACHED_ENTRIES else None
+    # Compaction may have moved the live journal's floor past the replica's: the
+    # two are compared where both keep their history.
+    now = live.actor(address)
+    start = max(info.floor, now.floor if now is not None else 0)
+    if start != info.floor:
+        held = None  # the replay starts at the replica's own floor
+    replica = _read(copy.entries(address, start), "replica", read)
     if held is not None:
         replica = _keep(replica, held)
     try:
-        difference = first_difference(replica, _read(live.entries(address), "live"), right_newer_than=position)
+        difference = first_difference(
+            replica, _read(live.entries(address, start), "live"), right_newer_than=position
+        )
     except _Unreadable as exc:
         held = None
         cause: Cause = "checksum" if exc.side == "replica" else "live"
@@ -379,7 +392,7 @@ def _compare_actor(
         stored = copy.snapshot(address, snap.seq + 1)
         if stored is not None and stored.seq == snap.seq and not stored.intact:
             problems.add("checksum", f"snapshot at seq {snap.seq} does not match its checksum", address)
-    return _Held(info, held) if held is not None else None
+    return _Held(info, held, copy) if held is not None else None
 
 
 def _keep(entries: Iterator[storage.Entry], into: list[storage.Entry]) -> Iterator[storage.Entry]:
@@ -443,6 +456,8 @@ def _rebuild_actor(
         return
     try:
         now = load(live, desc, registry.codec, info.address, key, until_seq=info.last_seq)
+    except OutsideRetentionError:
+        return  # the live journal has compacted past the replica's last state: nothing left to compare it with
     except storage.UndecodableEntry as exc:
         problems.add("live", f"cannot be rebuilt from the live journal: {exc}", info.address, exc.position)
         return

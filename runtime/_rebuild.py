@@ -2,6 +2,12 @@
 
 The same ``@apply`` methods run here as when the events were first emitted, so
 live and rebuilt state cannot differ unless an applier is impure (G5).
+
+An actor whose history was compacted keeps it from its *floor* on: the
+snapshot there is the oldest state there is, so a rebuild never falls back
+below it (there is no older history to fall back on), and a state asked for
+below it raises :class:`~errors.OutsideRetentionError` rather than being
+folded from a history with a hole.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from zlib import crc32
 import msgspec
 
 import storage
-from actors import Actor
+from actors import Actor, OutsideRetentionError
 from actors._actor import ActorDescription
 from storage import Entry
 
@@ -51,14 +57,42 @@ def load(
     use_snapshots: bool = True,
     until_seq: int | None = None,
 ) -> Loaded:
-    """Rebuild ``address``; ``use_snapshots=False`` folds every event from the start."""
+    """Rebuild ``address``; ``use_snapshots=False`` folds every event from the start (from the floor on).
+
+    ``until_seq``: the state after that sequence number (time travel).
+    """
+    try:
+        return _load(source, desc, codec, address, key, use_snapshots=use_snapshots, until_seq=until_seq)
+    except OutsideRetentionError as exc:
+        if until_seq is None or until_seq >= exc.floor:
+            # A compaction moved the floor between the snapshot read and the events
+            # read: read again, from the snapshot at the new floor or later.
+            return _load(source, desc, codec, address, key, use_snapshots=use_snapshots, until_seq=until_seq)
+        raise
+
+
+def _load(
+    source: storage.Reads,
+    desc: ActorDescription,
+    codec: storage.Codec,
+    address: str,
+    key: str,
+    *,
+    use_snapshots: bool,
+    until_seq: int | None,
+) -> Loaded:
     info = source.actor(address)
     instance = desc.cls(key, desc.state_type())
     if info is None:  # never journaled anything: a fresh actor, no more reads
         return Loaded(instance, None, 0, 0, [])
+    floor = info.floor
+    if floor and until_seq is not None and until_seq < floor:
+        first = next(iter(source.entries(address, floor)), None)
+        raise OutsideRetentionError(address, first.position if first is not None else -1, floor, seq=until_seq)
     snapshot_seq = 0
-    if use_snapshots:
-        before = None if until_seq is None else until_seq + 1
+    if use_snapshots or floor:
+        # Without snapshots, a compacted history still starts from the state at its floor.
+        before = floor + 1 if not use_snapshots else (None if until_seq is None else until_seq + 1)
         snap = source.snapshot_of(info.id, address, before)
         while snap is not None:
             try:
@@ -74,6 +108,16 @@ def load(
                 continue
             snapshot_seq = snap.seq
             break
+        if snapshot_seq < floor:
+            # Never fold from the start over a history that begins at the floor.
+            raise storage.UndecodableEntry(
+                f"{address} keeps its history from seq {floor} on (older history was compacted), and its "
+                "snapshot there cannot be read with this code: the actor cannot be rebuilt "
+                "(restore the journal from a replica taken before the compaction, or fix the state's type)",
+                position=-1,
+                type_name=desc.type_name,
+                seq=floor,
+            )
     rows = source.event_rows(info.id, snapshot_seq, until_seq)
     fold(desc, codec, instance, rows)
     open_step = source.open_step(info.id, address) if until_seq is None else []

@@ -9,6 +9,7 @@ is how a code change is checked against production history before deploying.
 from __future__ import annotations
 
 import datetime
+import typing
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,11 +24,14 @@ from actors import (
     EffectError,
     Retry,
     SteleError,
+    Stream,
 )
 from actors._actor import ActorDescription
-from storage import EntryKind
+from storage import STREAMED, EntryKind
 
 from ._events import emit
+from ._outcomes import answered, due_time, effect_name, promised, return_type
+from ._rebuild import fold
 from ._records import (
     NIL,
     EffectRecord,
@@ -39,7 +43,7 @@ from ._records import (
     timer_decoder,
 )
 from ._registry import Registry, type_name
-from ._step import answered, due_time, effect_name, promised, return_type
+from ._stream import Recording, chunk_type, left_error, recorded_chunks, result_type
 
 _encode = msgspec.msgpack.Encoder().encode
 
@@ -89,6 +93,7 @@ class ReplayContext(Context):
         instance: Any,
         head: storage.Entry,
         effects: list[tuple[storage.Entry, EffectRecord]],
+        entries: list[storage.Entry] | None = None,
     ) -> None:
         record = message_decoder.decode(head.data)
         self._registry = registry
@@ -96,6 +101,7 @@ class ReplayContext(Context):
         self._instance = instance
         self._head = head
         self._effects = effects
+        self._entries = entries or []
         self._index = 0
         self._now = record.now
         self._rng = Random(record.seed)
@@ -104,6 +110,8 @@ class ReplayContext(Context):
         self.timers: list[tuple[str, str, str, str, bytes, float]] = []
         self.cancels: list[str] = []
         self.diverged: Divergence | None = None
+        self.open_stream: Recording | None = None
+        """The stream the handler reads now; checked when the handler leaves it."""
 
     @property
     def effects_used(self) -> int:
@@ -134,6 +142,7 @@ class ReplayContext(Context):
 
     def _next(self, label: str) -> tuple[storage.Entry, EffectRecord]:
         """The next journaled effect-like entry, which must be ``label``."""
+        self.close_stream()  # another effect begins: the handler left the open stream where it was
         index = self._index
         self._index += 1
         if index >= len(self._effects):
@@ -143,6 +152,37 @@ class ReplayContext(Context):
             raise self._fail(entry.position, f"effect #{index} {entry.type}", f"effect #{index} {label}")
         self._now = max(self._now, record.finished)
         return entry, record
+
+    def stream(
+        self,
+        fn: Callable[..., Any],
+        /,
+        *args: Any,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+        assemble: Callable[[list[Any]], Any] | None = None,
+        **kwargs: Any,
+    ) -> Stream[Any]:
+        item = chunk_type(return_type(fn))
+        result = return_type(assemble) if assemble is not None else result_type(item)
+        return _ReplayedStream(self, STREAMED + effect_name(fn), item, result)
+
+    def open_recording(self, label: str, item: Any, result: Any) -> Recording:
+        """A stream begins (at its first chunk): the next journaled effect must be it."""
+        entry, record = self._next(label)
+        chunks = recorded_chunks(self._entries, record.index, record.attempt)
+        recording = Recording(entry, record, chunks, label=label, item=item, result_type=result, diverge=self._raise)
+        self.open_stream = recording
+        return recording
+
+    def close_stream(self) -> None:
+        """The handler left the open stream: it must have read what it read when it ran."""
+        recording, self.open_stream = self.open_stream, None
+        if recording is not None:
+            recording.check()
+
+    def _raise(self, position: int, recorded: str, current: str) -> typing.NoReturn:
+        raise self._fail(position, recorded, current)
 
     async def ask(self, address: str, msg: msgspec.Struct, *, timeout: float | None = None) -> Any:
         _, record = self._next(f"ask:{address}")
@@ -189,12 +229,47 @@ class ReplayContext(Context):
         self.events.append(emit(self._registry, self._desc, self._instance, event))
 
 
+class _ReplayedStream(Stream[Any]):
+    """``ctx.stream(...)`` on replay: the recorded chunks, from the step's entries."""
+
+    def __init__(self, ctx: ReplayContext, label: str, item: Any, result: Any) -> None:
+        self._ctx = ctx
+        self._label = label
+        self._item = item
+        self._result_type = result
+        self._recording: Recording | None = None
+
+    async def __anext__(self) -> Any:
+        recording = self._recording
+        if recording is None:
+            recording = self._recording = self._ctx.open_recording(self._label, self._item, self._result_type)
+        if recording.finished:
+            raise StopAsyncIteration
+        if self._ctx.open_stream is not recording:  # closed when another effect began
+            raise left_error(self._label)
+        try:
+            return recording.chunk()
+        except (StopAsyncIteration, EffectError):
+            if self._ctx.open_stream is recording:
+                self._ctx.open_stream = None
+            raise
+
+    @property
+    def result(self) -> Any:
+        recording = self._recording
+        if recording is None or (not recording.finished and self._ctx.open_stream is recording):
+            raise SteleError(f"{self._label} has not ended: its result comes once the stream has")
+        return recording.result()
+
+
 class Histories(Protocol):
-    """What replay reads: the actors and their entries (``storage.Journal`` is one)."""
+    """What replay reads: the actors, their entries, and the snapshot at a compacted actor's floor
+    (``storage.Journal`` is one)."""
 
     def actor(self, address: str) -> storage.ActorInfo | None: ...
     def actors(self, type: str | None = None) -> list[storage.ActorInfo]: ...
     def entries(self, actor: str, from_seq: int = 0, kind: str | None = None) -> Iterator[storage.Entry]: ...
+    def snapshot(self, actor: str, before: int | None = None) -> storage.Snapshot | None: ...
 
 
 def replay(
@@ -237,7 +312,22 @@ def _replay_actor(
     key = info.address.partition("/")[2]
     instance = desc.cls(key, desc.state_type())
     codec = registry.codec
-    for step in _steps(journal.entries(info.address)):
+    first = 0
+    if info.floor:
+        # A compacted history (or a fork) begins with the state at its floor.
+        instance.state = _floor_state(journal, codec, info)
+        first = info.floor + 1
+    for step in _steps(journal.entries(info.address, first)):
+        if step[0].kind != EntryKind.MESSAGE and step[0].seq == first:
+            # The rest of a step the floor cut through: its events after the floor are history to keep.
+            fold(
+                desc,
+                codec,
+                instance,
+                [(e.position, e.seq, e.type, e.data, None) for e in step if e.kind == EntryKind.EVENT],
+            )
+            report.skipped += 1
+            continue
         if step[-1].kind != EntryKind.REPLY or step[0].kind != EntryKind.MESSAGE:
             report.skipped += 1  # interrupted: the runtime resumes it; nothing to compare yet
             continue
@@ -252,6 +342,19 @@ def _replay_actor(
             instance.state = codec.decode(registry.names[desc.state_type], before)  # nothing was kept
 
 
+def _floor_state(journal: Histories, codec: storage.Codec, info: storage.ActorInfo) -> Any:
+    snap = journal.snapshot(info.address, info.floor + 1)
+    if snap is None or snap.seq != info.floor or not snap.intact:
+        raise storage.UndecodableEntry(
+            f"{info.address} keeps its history from seq {info.floor} on, and its snapshot there "
+            f"{'is missing' if snap is None or snap.seq != info.floor else 'does not match its checksum'}",
+            position=-1,
+            type_name=info.type,
+            seq=info.floor,
+        )
+    return codec.decode(snap.type, snap.data, position=-1)
+
+
 def _replay_step(
     registry: Registry, desc: ActorDescription, codec: storage.Codec, instance: Any, step: list[storage.Entry]
 ) -> Divergence | None:
@@ -264,7 +367,7 @@ def _replay_step(
         )
     message = codec.decode(head.type, bytes(message_record.body), position=head.position)
     effects = [(e, effect_decoder.decode(e.data)) for e in step if e.kind == EntryKind.EFFECT]
-    ctx = ReplayContext(registry, desc, instance, head, effects)
+    ctx = ReplayContext(registry, desc, instance, head, effects, step)
     instance.ctx = ctx
     coro = handler.fn(instance, message)
     ok, value = True, None
@@ -281,6 +384,10 @@ def _replay_step(
         return Divergence(head.actor, head.position, "a step that completed", "a handler that waits on something else")
     if ctx.diverged is not None:
         return ctx.diverged
+    try:
+        ctx.close_stream()  # the handler ended: a stream left open must be where it was left when it ran
+    except _Diverged as diverged:
+        return diverged.divergence
     return _compare(head, step, ctx, ok, value)
 
 

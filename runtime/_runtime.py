@@ -24,9 +24,9 @@ import logging
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from types import TracebackType
-from typing import Any, Unpack
+from typing import Any, Literal, Unpack
 
 import anyio
 import anyio.to_thread
@@ -48,25 +48,31 @@ from . import _collector
 from ._activation import Activation
 from ._cell import Msg
 from ._cluster import Cluster, NodeOptions
+from ._compact import DEFAULT_BATCH, Compactor, CompactReport
 from ._dead_letters import DeadLetters
 from ._drill import DrillReport, DrillStatus
+from ._followers import POLL_S, StreamItem, stream_item
+from ._fork import Forking, ForkReport
 from ._health import JournalHealth
 from ._idempotency import Idempotency
 from ._ingress import Ingress
 from ._mailboxes import Mailboxes
 from ._options import DURABILITIES, Durability, FlatOptions, Limits, ReplicationOptions, grouped
+from ._outcomes import answered
 from ._promises import Promises
 from ._rebuild import load
 from ._records import EffectRecord
 from ._registry import Registry
 from ._scheduler import Scheduler
 from ._statistics import RuntimeStatistics, WriterStatistics
-from ._step import answered
 from ._timers import Timers
 from ._values import scalar, text
 from ._writes import Writes
 
 log = logging.getLogger("stele.runtime")
+
+RECLAIM_EVERY_S = 60.0
+"""How often the runtime reclaims stored payloads nothing refers to any more."""
 
 
 class Runtime:
@@ -91,8 +97,14 @@ class Runtime:
     ``lag_warning_s=…``).
 
     ``idempotency_retention_s``: how long an idempotency key keeps its first
-    outcome. ``clock`` and ``rng`` are injectable (tests: a virtual clock runs
-    an hour of timers in milliseconds). ``vfs`` names an APSW VFS to open the
+    outcome. ``payload_threshold``: values (messages, effect results, events,
+    replies, snapshots) longer than this many bytes are stored once, as
+    compressed, content-addressed chunks shared by every entry and snapshot
+    that holds the same content (None: never; "auto": 1 KiB on a SQLite
+    file, never on PostgreSQL, which refuses a threshold; see
+    ``docs/payloads.md``).
+    ``clock`` and ``rng`` are injectable (tests: a virtual clock runs an hour
+    of timers in milliseconds). ``vfs`` names an APSW VFS to open the
     journal through (fault injection).
 
     ``node`` (:class:`NodeOptions`, PostgreSQL only): share the database with
@@ -111,6 +123,7 @@ class Runtime:
         limits: Limits | None = None,
         replication: ReplicationOptions | None = None,
         idempotency_retention_s: float = 24 * 3600.0,
+        payload_threshold: int | Literal["auto"] | None = "auto",
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         vfs: str | None = None,
@@ -136,6 +149,12 @@ class Runtime:
                     "PostgreSQL the database's durability is the server's (synchronous_commit, standbys): "
                     'use durability="replicated" for synchronous replication'
                 )
+            if payload_threshold not in ("auto", None):
+                raise ValueError(
+                    f"payload_threshold={payload_threshold!r}: payloads stored once are for SQLite journals; a "
+                    "PostgreSQL journal keeps every value in its row (the server compresses large ones, TOAST), "
+                    "see docs/payloads.md; leave payload_threshold unset"
+                )
         elif durability == "replicated" and replicate is None:
             raise ValueError('durability="replicated" needs replicate=URL_OR_DIRECTORY')
         if node is not None and not self.postgres:
@@ -148,6 +167,7 @@ class Runtime:
         self.replicate = replicate
         self.limits, self.replication_options = grouped(limits, replication, options)
         self.idempotency_retention_s = idempotency_retention_s
+        self.payload_threshold = payload_threshold
         self.clock = clock
         self.rng = rng or random.Random()
         self.vfs = vfs
@@ -193,6 +213,7 @@ class Runtime:
                 replication=self._replication,
                 restore=restore,  # runs once the journal is owned, only if it is missing
                 node=cluster.id if cluster is not None else None,
+                payload_threshold=self.payload_threshold,
             )
 
             def opened() -> Backend:
@@ -213,6 +234,8 @@ class Runtime:
                 pending = await anyio.to_thread.run_sync(store.pending)
                 self._open = True
                 self.spawn(parts.idempotency.purge_hourly)
+                if not self.postgres:  # a PostgreSQL journal keeps values in their rows: nothing to reclaim
+                    self.spawn(self._reclaim_periodically)
                 self.spawn(parts.timers.run)
                 parts.scheduler.recover(pending)
         except BaseException:
@@ -247,6 +270,7 @@ class Runtime:
         assert parts is not None and store is not None
         scheduler = parts.scheduler
         scheduler.closing = True
+        scheduler.followers.close()  # readers of streams read what is there and end
         scheduler.fail_waiters(self.path, started=False)  # messages not started yet
         # Shielded: a close under a cancelled scope (`async with Runtime(...)`
         # inside `move_on_after`) must still stop Litestream and let go of the file.
@@ -273,6 +297,7 @@ class Runtime:
         _collector.release(self, self.limits.young_gc_threshold)  # a crash gives the threshold back too
         assert self._parts is not None and self._store is not None
         self._parts.scheduler.closing = True
+        self._parts.scheduler.followers.close()
         self._store.abandon()
         await self._cancel_tasks()
         if self._cluster is not None:
@@ -530,7 +555,120 @@ class Runtime:
         """
         return await self._running().idempotency.purge(batch=batch)
 
+    # -- history -------------------------------------------------------------------------
+
+    async def fork(
+        self,
+        address: str,
+        *,
+        to: str,
+        at: int | None = None,
+        replay_after: bool = False,
+        history: storage.Reads | None = None,
+        replica: str = "",
+        timestamp: str = "",
+    ) -> ForkReport:
+        """Make a new actor ``to`` whose state is ``address``'s at journal position ``at`` (None: its latest).
+
+        The fork's history begins with an entry naming where it came from; the
+        source is only read. ``replay_after``: deliver the source's messages
+        after ``at`` to the fork again, running the current code; the source's
+        recorded effect results are reused (and marked so in the fork's
+        journal) while the fork calls the same effects with the same arguments
+        in the same order, and effects run for real from the first difference
+        on. Returns once every such message has been handled.
+
+        ``history``: read the source there instead of this journal (a restored
+        replica; ``replica`` and ``timestamp`` are recorded as where it came
+        from). :class:`ForkError` if ``to`` exists or is of another type;
+        :class:`OutsideRetentionError` if ``at`` lies before what the source keeps.
+        """
+        forking = self._running().forking
+        assert forking is not None  # made when the journal was opened
+        return await forking.fork(
+            address,
+            at=at,
+            to=to,
+            replay_after=replay_after,
+            history=history if history is not None else self.store,
+            replica=replica,
+            timestamp=timestamp,
+        )
+
+    async def compact(self, *, batch: int = DEFAULT_BATCH, reclaim: bool = True) -> CompactReport:
+        """Remove the history each actor type's ``retention`` no longer keeps, and give the space back.
+
+        Works in commits of at most ``batch`` sequence numbers, one after the
+        other, so the actors' own commits go on in between. Every position from
+        an actor's oldest kept snapshot on stays exact for ``state --at`` and a
+        fork; an older one raises :class:`OutsideRetentionError`. ``reclaim``:
+        return the freed pages to the file system (a journal created before
+        schema version 8 keeps them for reuse instead; see docs/history.md).
+        """
+        compactor = self._running().compactor
+        assert compactor is not None  # made when the journal was opened
+        return await compactor.compact(batch=batch, reclaim=reclaim)
+
+    async def reclaim_payloads(self) -> None:
+        """Delete the stored payloads nothing refers to any more (one transaction of the writer).
+
+        Only chunks written for inbox messages, keys' replies, promises' values
+        and dead letters alone can lose their last reference (journal entries
+        and snapshots are never deleted). The runtime also does this at start
+        and every :data:`RECLAIM_EVERY_S` seconds. On PostgreSQL, which keeps
+        every value in its row, there is nothing to reclaim.
+        """
+        await self._running().writes.write(Unit(ops=[storage.Reclaim()]))
+
+    async def _reclaim_periodically(self) -> None:
+        while True:
+            try:
+                await self.reclaim_payloads()
+            except SteleError as exc:  # the journal's trouble: the next round tries again
+                log.warning("could not reclaim stored payloads: %s", exc)
+            await anyio.sleep(RECLAIM_EVERY_S)
+
     # -- looking -------------------------------------------------------------------------
+
+    async def stream(
+        self, address: str, offset: int = 0, *, follow: bool = True, page: int = 500
+    ) -> AsyncIterator[StreamItem]:
+        """The stream of ``address`` (its streamed effects' starts, chunks and ends) from ``offset`` on.
+
+        ``offset`` is an entry's sequence number in the actor's journal: a
+        reader that got ``item`` resumes with ``offset=item.offset + 1`` and
+        gets every later item exactly once, in order, whether it resumes at
+        once or after a restart. With ``follow`` it then waits for more, until
+        the runtime closes; without, it ends with what is there now. Items are
+        read ``page`` at a time: a long stream is never held whole.
+        """
+        scheduler = self._running().scheduler
+        self.registry.resolve(address)
+        if offset < 0 or page < 1:
+            raise ValueError(f"offset must be 0 or more and page 1 or more, not {offset} and {page}")
+        store = self.store
+        followers = scheduler.followers
+        watch = followers.watch(address)
+        try:
+            while True:
+                grew = watch.grew  # taken before reading: a commit meanwhile sets it
+                try:
+                    entries = await anyio.to_thread.run_sync(store.stream_entries, address, offset, page)
+                except storage.StorageError:
+                    if followers.closed:  # the journal closed under a reader: the runtime has stopped
+                        return
+                    raise
+                for entry in entries:
+                    yield stream_item(entry)
+                    offset = entry.seq + 1
+                if len(entries) == page:
+                    continue
+                if not follow or followers.closed:
+                    return
+                with anyio.move_on_after(POLL_S):
+                    await grew.wait()
+        finally:
+            followers.unwatch(address, watch)
 
     def statistics(self) -> RuntimeStatistics:
         """How the runtime is doing now, as one frozen record (see :class:`RuntimeStatistics`)."""
@@ -564,6 +702,7 @@ class Runtime:
             replication=replication,
             drill=self._drills,
             node=self._cluster.status() if self._cluster is not None else None,
+            compaction=parts.compactor.status if parts.compactor is not None else None,
         )
 
     def node_owns(self, address: str) -> bool:
@@ -742,6 +881,9 @@ class _Parts:
         scheduler.dead_letters = self.dead_letters
         scheduler.promises = promises
         scheduler.timers = self.timers
+        self.compactor: Compactor | None = None
+        self.forking: Forking | None = None
+        """Both read the journal: made once it is owned (:meth:`attach`)."""
 
     async def join(self, cluster: Cluster, store: Backend) -> None:
         """Wire this runtime as one node of many: ids from shared blocks, messages routed by ownership."""
@@ -766,6 +908,8 @@ class _Parts:
         self.activation.backend = store
         self.scheduler.next_message = store.step_hwm
         self.activation.actor_hwm = store.actor_hwm
+        self.compactor = Compactor(self.scheduler.registry, self.writes, store, self.scheduler.clock)
+        self.forking = Forking(self.scheduler, self.mailboxes, self.activation, store, self.scheduler.clock)
 
 
 async def _forget_reply(parts: _Parts, address: str, name: str) -> None:

@@ -43,6 +43,7 @@ from ._activation import Activation
 from ._cell import Cell, Msg
 from ._cluster import Cluster, shard
 from ._dead_letters import DeadLetters
+from ._followers import Followers
 from ._health import JournalHealth
 from ._ingress import Ingress
 from ._mailboxes import Mailboxes
@@ -87,6 +88,8 @@ class Scheduler:
         self.dead_letters: DeadLetters
         self.promises: Promises
         self.timers: Timers
+        self.followers = Followers()
+        """Readers of actors' streams, woken as streams commit."""
         self.closing = False
         self.inflight = 0
         """Steps under way (running or committing)."""
@@ -357,6 +360,26 @@ class Scheduler:
                 cancelled.cancelled = False
         problem = f"{cell.address}: step {msg.step} could not be completed: {type(exc).__qualname__}: {exc}"
         self._message_failed(cell, msg, SteleError(storable(problem)))
+
+    def step_restarts(self, step: Step) -> None:
+        """A streamed attempt failed after its handler saw chunks: the step runs again from its journal.
+
+        Not the message's failure (nothing counts towards ``max_attempts``):
+        the actor is reloaded, as after a crash, and its interrupted step
+        resumes first, waiting out the attempt's backoff itself.
+        """
+        cell, msg = step.cell, step.msg
+        self.activation.unload(cell)  # memory saw the handler's events of this run: reload the truth
+        cell.mailbox.appendleft(msg)
+        cell.busy = False
+        cell.current = None
+        self._step_done()
+        if not self.closing:
+            self.mailboxes.make_ready(cell)
+
+    def streamed(self, address: str) -> None:
+        """``address``'s stream committed more: wake its readers."""
+        self.followers.wake(address)
 
     def _message_failed(self, cell: Cell, msg: Msg, error: BaseException) -> None:
         """``msg``'s step kept nothing; settle the message and release ``cell``.

@@ -21,20 +21,18 @@ import typing
 import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from random import Random
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import anyio.to_thread
 import msgspec
 
 from actors import (
-    AskTimeoutError,
     Context,
     EffectError,
-    HandlerError,
     NonDeterminismError,
-    PromiseError,
     Retry,
     SteleError,
+    Stream,
     UnknownEventError,
     UnknownTimerError,
     UnstorableValueError,
@@ -61,6 +59,7 @@ from storage import (
 from ._cell import Cell, Msg
 from ._drive import Resume
 from ._events import emit
+from ._outcomes import answered, due_time, effect_name, promised, return_type
 from ._records import (
     NIL,
     CancelRecord,
@@ -72,12 +71,13 @@ from ._records import (
     TimerRecord,
     effect_decoder,
     message_decoder,
-    reply_decoder,
     request_decoder,
 )
 from ._registry import Registry
+from ._reuse import PROMISE, arguments, digest
+from ._stream import ChunkLog, StartOver, StepStream
 from ._tracing import Tracing
-from ._values import ENCODE_ERRORS, finite, storable, text
+from ._values import ENCODE_ERRORS, storable, text
 
 log = logging.getLogger("stele.runtime")
 
@@ -164,6 +164,14 @@ class StepHost(Protocol):
         """The step raised where nothing should (building its unit, say): it fails alone."""
         ...
 
+    def step_restarts(self, step: Step) -> None:
+        """The step runs again from its journal (a streamed attempt failed after its handler saw chunks)."""
+        ...
+
+    def streamed(self, address: str) -> None:
+        """``address``'s stream grew (committed): wake its readers."""
+        ...
+
 
 _NO_RECORDS: list[Any] = []  # shared, never changed: a step resumed from its journal makes its own
 _NO_ATTEMPTS: dict[int, list[EffectRecord]] = {}
@@ -195,6 +203,7 @@ class Step(Context):
         "broken",
         "cancels",
         "cell",
+        "current_stream",
         "diverged",
         "durable",
         "effect_index",
@@ -202,6 +211,7 @@ class Step(Context):
         "events",
         "finished",
         "host",
+        "journaled",
         "last_seq",
         "msg",
         "ok",
@@ -236,6 +246,10 @@ class Step(Context):
         self._recorded: list[tuple[Entry, EffectRecord]] = _NO_RECORDS
         self._attempts: dict[int, list[EffectRecord]] = _NO_ATTEMPTS
         self._requests: set[int] | frozenset[int] = _NO_REQUESTS
+        self.current_stream: StepStream | None = None
+        """The stream the handler reads now (``ctx.stream``), closed before anything else is journaled."""
+        self.journaled: Sequence[Entry] = recorded or ()
+        """The entries this step journaled before it was interrupted (a resumed step)."""
         if recorded:
             head = message_decoder.decode(recorded[0].data)
             self._seed: int = head.seed
@@ -251,8 +265,12 @@ class Step(Context):
                     self._attempts.setdefault(failed.index, []).append(failed)
             self._seq = recorded[-1].seq + 1
         else:
-            self._seed = host.rng.getrandbits(63)
-            self._now = host.clock()
+            reuse = msg.reuse
+            if reuse is not None and reuse.plan.active:  # a fork's message, while it matches its source
+                self._seed, self._now = reuse.source.seed, reuse.source.now
+            else:
+                self._seed = host.rng.getrandbits(63)
+                self._now = host.clock()
             self.durable = False
             self._seq = cell.next_seq
 
@@ -277,6 +295,10 @@ class Step(Context):
             self.finished = True
             self.host.step_failed(self, abort.error)
             return False
+        except StartOver:
+            self.finished = True
+            self.host.step_restarts(self)
+            return False
         except (Exception, asyncio.CancelledError) as exc:  # no task to cancel yet: the handler's own
             self._done(False, exc)
             return True
@@ -290,10 +312,22 @@ class Step(Context):
             self.finished = True
             self.host.step_failed(self, abort.error)
             return
+        except StartOver:
+            self.finished = True
+            self.host.step_restarts(self)
+            return
         except Exception as exc:
             self._done(False, exc)
         else:
             self._done(True, value)
+        if self.current_stream is not None:  # the handler left a live stream: journal where, before the end
+            try:
+                await self._close_stream()
+            except Abort as abort:
+                self.host.step_failed(self, abort.error)
+                return
+            except NonDeterminismError:
+                pass  # self.diverged: the unit suspends the actor
         try:
             unit = self.unit()
         except Exception as exc:  # this step alone fails; the actor and the runtime go on
@@ -304,6 +338,11 @@ class Step(Context):
 
     def _done(self, ok: bool, value: Any) -> None:
         self.finished = True
+        stream = self.current_stream
+        if stream is not None and stream.replayed:  # a live one is closed by _go_on, which can wait
+            self.current_stream = None
+            with contextlib.suppress(NonDeterminismError):  # self.diverged: the unit suspends the actor
+                stream.close_recorded()
         if self.broken is not None:
             ok, value = False, self.broken
         self.ok = ok
@@ -446,6 +485,11 @@ class Step(Context):
         if index < len(self._recorded):
             return self._replayed(index, name, fn)
         await self._make_durable()
+        args_digest = arguments(args, kwargs)
+        if self.msg.reuse is not None:
+            reused = self.msg.reuse.take(index, name, args_digest)
+            if reused is not None:
+                return await self._reused(reused, name, fn)
         policy = retry or _ONCE
         earlier = self._attempts.get(index, [])
         attempt = len(earlier) + 1
@@ -461,13 +505,27 @@ class Step(Context):
             await self._append(self._effect_row(EntryKind.ATTEMPT, name, record))
             await self._sleep_until(retry_at)
             attempt += 1
+        record = msgspec.structs.replace(record, args=args_digest)
         await self._append(self._effect_row(EntryKind.EFFECT, name, record))
         self._now = max(self._now, record.finished)
         return self._outcome(record, fn, -1, name)
 
+    async def _reused(self, record: EffectRecord, label: str, fn: Callable[..., Any] | None = None) -> Any:
+        """Journal a result a fork reuses from its source (marked ``reused``) and give it to the handler."""
+        await self._append(self._effect_row(EntryKind.EFFECT, label, record))
+        self._now = max(self._now, record.finished)
+        return self._outcome(record, fn, -1, label) if fn is not None else record
+
     async def _make_durable(self) -> None:
         """Before anything leaves the step (an effect, a wait), journal the step itself."""
+        if self.current_stream is not None:  # another effect begins: the open stream ends where the handler left it
+            await self._close_stream()
         if self.durable:
+            if asyncio.current_task() is None:
+                # A step resumed from its journal is already durable, and runs without
+                # a task until it first suspends (Step.run): suspend here, so that what
+                # follows (anyio's threads and cancel scopes) runs in the step's task.
+                await asyncio.sleep(0)
             return
         if self.msg.accepted is not None:
             # A tell runs before its inbox row commits; nothing may leave the
@@ -497,6 +555,11 @@ class Step(Context):
             return answered(record, address, reply_type)
         await self._make_durable()
         me = self.cell.address
+        if self.msg.reuse is not None:
+            payload = self.host.prepare(address, msg, sender=me).payload
+            reused = self.msg.reuse.take(index, label, digest(payload))
+            if reused is not None:
+                return answered(await self._reused(reused, label), address, reply_type)
         name = f"reply:{me}/{self.msg.step}/{index}"
         self.host.check_cycle(me, address)
         if index not in self._requests:  # after a crash the request is already out: never twice
@@ -537,6 +600,10 @@ class Step(Context):
                 self._diverge(entry.position, f"effect #{index} {entry.type}", f"effect #{index} {label}")
             return promised(record)
         await self._make_durable()
+        if self.msg.reuse is not None:
+            reused = self.msg.reuse.take(index, label, PROMISE)
+            if reused is not None:
+                return promised(await self._reused(reused, label))
         started = self.host.clock()
         value = await self.host.take_promise(self.cell.address, name, timeout)
         if value is None:
@@ -661,6 +728,85 @@ class Step(Context):
         if durable_ask:
             msg.inbox = True
 
+    # -- streams (runtime._stream) -------------------------------------------------
+
+    def stream(
+        self,
+        fn: Callable[..., Any],
+        /,
+        *args: Any,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+        assemble: Callable[[list[Any]], Any] | None = None,
+        **kwargs: Any,
+    ) -> Stream[Any]:
+        return StepStream(self, fn, args, kwargs, retry=retry, timeout=timeout, assemble=assemble)
+
+    async def _close_stream(self) -> None:
+        stream, self.current_stream = self.current_stream, None
+        if stream is not None:
+            await stream.close()
+
+    def recorded_effect(self, index: int) -> tuple[Entry, EffectRecord] | None:
+        """The journaled outcome of effect ``index``, if this step has one."""
+        return self._recorded[index] if index < len(self._recorded) else None
+
+    def failed_attempts(self, index: int) -> list[EffectRecord]:
+        """The journaled failed attempts of effect ``index``."""
+        return self._attempts.get(index, [])
+
+    def stream_opens(self, stream: StepStream) -> None:
+        """``stream`` is the open stream now; a recorded one left open before it is checked."""
+        previous, self.current_stream = self.current_stream, stream
+        if previous is not None and previous is not stream:
+            previous.close_recorded()  # a live one was closed by begin_effect
+
+    def stream_ended(self, stream: StepStream) -> None:
+        """``stream`` reached its end: nothing to close."""
+        if self.current_stream is stream:
+            self.current_stream = None
+
+    async def begin_effect(self) -> None:
+        """What every live effect does first: close the open stream, make the step durable."""
+        await self._make_durable()
+
+    def diverge(self, position: int, recorded: str, current: str) -> NoReturn:
+        """Raise (and remember) the non-determinism found at journal ``position``."""
+        self._diverge(position, recorded, current)
+
+    def abort(self, error: BaseException) -> NoReturn:
+        """The step cannot go on: ``error`` kept a unit out of the journal."""
+        raise Abort(error)
+
+    def chunk_log(self) -> ChunkLog:
+        """A log journaling a live stream's entries at this step's next sequence numbers."""
+        host, address = self.host, self.cell.address
+        return ChunkLog(self._entries_unit, host.commit, lambda: host.streamed(address))
+
+    def _entries_unit(self, items: list[tuple[str, str, bytes]]) -> Unit:
+        cell, message, seq = self.cell, self.msg.step, self._seq
+        at = self.host.clock()
+        ident = cell.actor_id
+        rows = [entry_row(ident, seq + i, message, kind, name, data, at) for i, (kind, name, data) in enumerate(items)]
+        self._seq = seq + len(rows)
+        return Unit(journal=rows, register=cell.registration(at), top=message)
+
+    def clock(self) -> float:
+        """The runtime's time."""
+        return self.host.clock()
+
+    def jitter(self, index: int, failures: int) -> float:
+        """The backoff draw after failure ``failures`` of effect ``index`` (as ``effect`` draws it)."""
+        return Random(hash((self._seed, index, failures))).random()
+
+    def advance(self, finished: float) -> None:
+        """The step's time moves on to when an effect finished."""
+        self._now = max(self._now, finished)
+
+    async def sleep_until(self, when: float) -> None:
+        """Wait until ``when`` by the runtime's clock (a virtual clock included)."""
+        await self._sleep_until(when)
+
     def now(self) -> float:
         return self._now
 
@@ -713,70 +859,6 @@ class Step(Context):
         if not isinstance(sends, list):
             sends = self.sends = []
         sends.append((target, address))
-
-
-def due_time(now: float, when: float | datetime.datetime) -> float:
-    """When a timer scheduled at ``now`` for ``when`` (a delay or an aware datetime) is due."""
-    if isinstance(when, datetime.datetime):
-        if when.tzinfo is None:
-            raise ValueError("schedule() wants an aware datetime (with a time zone)")
-        due = when.timestamp()
-    else:
-        try:
-            due = now + float(when)
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise UnstorableValueError(f"schedule() wants seconds or a datetime, not {when!r}: {exc}") from None
-    finite(due, "a timer's due time")
-    if due < now:
-        raise ValueError(f"cannot schedule in the past ({now - due:.3f} s ago)")
-    return due
-
-
-def answered(record: EffectRecord, address: str, reply_type: Any) -> Any:
-    """An actor's ask, as journaled: the reply, the other handler's error, or the timeout."""
-    if not record.ok:
-        raise AskTimeoutError(record.error)
-    reply = reply_decoder.decode(record.result)
-    if not reply.ok:
-        raise HandlerError(address, reply.error_type, reply.error)
-    return msgspec.msgpack.decode(reply.value, type=reply_type)
-
-
-def promised(record: EffectRecord) -> Any:
-    """A promise's journaled outcome: its value, or the PromiseError of its timeout."""
-    if not record.ok:
-        raise PromiseError(record.error)
-    return msgspec.msgpack.decode(record.result)
-
-
-def effect_name(fn: Callable[..., Any]) -> str:
-    """The name an effect is journaled and compared under.
-
-    The qualified name without the module: the same function must keep its name
-    whether its module runs as ``__main__``, is imported, or is loaded by a
-    replay tool, or every replay would diverge.
-    """
-    while isinstance(fn, functools.partial):
-        fn = fn.func
-    return getattr(fn, "__qualname__", None) or type(fn).__qualname__
-
-
-@functools.lru_cache(maxsize=4096)
-def _hints(fn: Callable[..., Any]) -> Any:
-    try:
-        return typing.get_type_hints(fn).get("return", Any)
-    except Exception:  # unresolvable annotations: decode untyped
-        return Any
-
-
-def return_type(fn: Callable[..., Any]) -> Any:
-    """The type an effect's journaled result decodes as: ``fn``'s return annotation."""
-    while isinstance(fn, functools.partial):
-        fn = fn.func
-    try:
-        return _hints(fn)
-    except TypeError:  # unhashable callable
-        return Any
 
 
 def _error_type(exc: BaseException) -> str:

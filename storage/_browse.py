@@ -29,7 +29,7 @@ from ._contract import (
     Pending,
     ResolvedPromise,
 )
-from ._rows import _entry, _entry_columns
+from ._rows import _entry, _entry_columns, _transient
 
 MAX_TYPES = 1000
 """The most actor types a summary lists."""
@@ -55,7 +55,7 @@ def entries_page(
         sql = f"SELECT {columns} FROM journal WHERE actor = ? AND seq < ? ORDER BY seq DESC LIMIT ?"
         rows = conn.execute(sql, (actor, top, limit)).fetchall()
         rows.reverse()
-    return [_entry(address, row) for row in rows]
+    return [_entry(conn, address, row) for row in rows]
 
 
 def entry(conn: apsw.Connection, position: int) -> Entry | None:
@@ -64,7 +64,7 @@ def entry(conn: apsw.Connection, position: int) -> Entry | None:
     if row is None:
         return None
     address = conn.execute("SELECT address FROM actors WHERE id = ?", (row[0],)).fetchone()
-    return _entry(str(address[0]) if address else f"#{row[0]}", row[1:])
+    return _entry(conn, str(address[0]) if address else f"#{row[0]}", row[1:])
 
 
 def summary(conn: apsw.Connection) -> JournalSummary:
@@ -272,26 +272,31 @@ def actor_detail(conn: apsw.Connection, address: str, limit: int = 100) -> Actor
     if row is None:
         return None
     (made,) = summaries(conn, [row])
+    # Payloads stored once are read as their values, rows and chunks in one read transaction.
     pending = [
         Pending(*r)
-        for r in conn.execute(
+        for r in _transient(
+            conn,
             "SELECT id, target, handler, type, payload, due, idempotency_key, attempts, sender, at, "
             "timer_id, reply_to, reply_name FROM inbox WHERE target = ? ORDER BY id LIMIT ?",
             (address, limit),
+            (4,),
         )
     ]
     letters = [
         DeadLetter(*r)
-        for r in conn.execute(
+        for r in _transient(
+            conn,
             "SELECT id, target, handler, type, payload, sender, attempts, reason, at FROM dead_letters "
             "WHERE target = ? ORDER BY id",
             (address,),
+            (4,),
         )
     ]
     promises = [
         ResolvedPromise(str(name), bytes(value), float(at))
-        for name, value, at in conn.execute(
-            "SELECT name, value, at FROM promises WHERE address = ? ORDER BY name", (address,)
+        for name, value, at in _transient(
+            conn, "SELECT name, value, at FROM promises WHERE address = ? ORDER BY name", (address,), (1,)
         )
     ]
     return ActorDetail(made, pending, letters, promises)

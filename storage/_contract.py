@@ -45,6 +45,20 @@ class EntryKind(enum.StrEnum):
     """A pending timer cancelled by the step."""
     REPLY = "reply"
     """How the step ended: it closes the step."""
+    START = "start"
+    """An attempt of a streamed effect begins (an attempt after the first starts the stream over)."""
+    CHUNK = "chunk"
+    """One chunk of a streamed effect, journaled as it arrived."""
+    FORK = "fork"
+    """Where a fork came from (its first entry, with a snapshot of the state it began with)."""
+
+
+STREAMED = "stream:"
+"""The ``type`` of a streamed effect's ``effect`` and ``attempt`` entries begins with this.
+
+An actor's *stream* is its ``start`` and ``chunk`` entries and those ``effect``
+and ``attempt`` entries, in sequence order (:meth:`Reads.stream_entries`).
+"""
 
 
 class ActorStatus(enum.StrEnum):
@@ -187,6 +201,36 @@ class ActorInfo(msgspec.Struct, frozen=True):
     status: str
     reason: str | None
     updated: float
+    floor: int = 0
+    """The lowest seq whose state the journal keeps (a snapshot there, and every entry from there on);
+    0 while the whole history is kept. Set by compaction (:class:`SetFloor`) and for a fork."""
+
+
+class HistorySize(msgspec.Struct, frozen=True):
+    """What one actor's history takes in the journal."""
+
+    address: str
+    entries: int
+    """Journal entries stored (those below the floor that compaction has not yet removed included)."""
+    bytes: int
+    """Their payloads' bytes."""
+    snapshots: int
+    snapshot_bytes: int
+    floor: int
+    """See :attr:`ActorInfo.floor`."""
+
+
+class Space(msgspec.Struct, frozen=True):
+    """The storage a journal takes, and how much of it is free for reuse."""
+
+    bytes: int
+    """Everything the journal's storage holds (for a file: its pages, WAL excluded)."""
+    free_bytes: int
+    """Storage free for reuse: new entries fill it before the journal grows."""
+    reclaimable: bool
+    """Whether free storage can be given back (:class:`ReclaimSpace`) without rewriting the whole journal."""
+    page_size: int = 0
+    """The unit :class:`ReclaimSpace` counts in (0: the storage has no pages to give back)."""
 
 
 class ActorSummary(msgspec.Struct, frozen=True):
@@ -323,6 +367,38 @@ class DeadLetter(msgspec.Struct, frozen=True):
     at: float
 
 
+class PayloadStats(NamedTuple):
+    """The journal's stored payloads: chunks, their bytes as stored (compressed) and as content."""
+
+    chunks: int
+    stored_bytes: int
+    content_bytes: int
+    reclaimable: int
+    """Chunks only transient rows (inbox, keys, promises, dead letters) refer to, or nothing."""
+
+
+class EntryPreview(msgspec.Struct, frozen=True):
+    """One journal entry as a listing shows it: its payload decoded, long parts cut short.
+
+    ``data`` equals :meth:`Entry.decoded` when ``truncated`` is false; otherwise
+    long strings and binaries end early, long arrays and maps keep their first
+    elements, and what is left out is named (see :func:`storage.preview`).
+    Making one reads at most a bounded part of the value, however large.
+    """
+
+    position: int
+    actor: str
+    seq: int
+    step: int
+    kind: str
+    type: str
+    at: float
+    size: int
+    """The payload's length in bytes."""
+    stored: bool
+    """Whether the payload is stored once in the payload store (rather than in the entry's row)."""
+    truncated: bool
+    data: Any
 class ActorDetail(msgspec.Struct, frozen=True):
     """One actor with what waits for it: the side panel of its page."""
 
@@ -431,6 +507,40 @@ class DropDeadLetter(Op, frozen=True, gc=False):
     letter: int
 
 
+class Reclaim(Op, frozen=True, gc=False):
+    """Delete the stored payloads nothing refers to any more (see docs/payloads.md)."""
+
+
+class SetFloor(Op, frozen=True, gc=False):
+    """Keep ``address``'s history from seq ``seq`` on (see :attr:`ActorInfo.floor`).
+
+    Reads stop serving anything below it at once. A floor never moves down,
+    and only onto a seq where the actor has a snapshot (otherwise nothing changes).
+    """
+
+    address: str
+    seq: int
+
+
+class DropHistory(Op, frozen=True, gc=False):
+    """Remove actor ``actor``'s entries with seq in ``[from_seq, below_seq)`` and its snapshots below ``below_seq``.
+
+    Never anything at or above the actor's floor, whatever the bounds say:
+    compaction moves the floor first, in a unit of its own, then drops what
+    lies below it in bounded batches (so one batch never holds the writer long).
+    """
+
+    actor: int
+    from_seq: int
+    below_seq: int
+
+
+class ReclaimSpace(Op, frozen=True, gc=False):
+    """Give up to ``pages`` free pages of storage back to the file system (a backend that cannot does nothing)."""
+
+    pages: int
+
+
 # -- units ---------------------------------------------------------------------------------
 
 
@@ -495,6 +605,20 @@ class WriterStats:
 # -- the protocols ---------------------------------------------------------------------------
 
 
+class ValueReader(Protocol):
+    """One entry's value, read a piece at a time (``storage.StoredValue``): a 50 MB value is never held whole."""
+
+    size: int
+
+    def read(self, offset: int, n: int) -> bytes:
+        """Up to ``n`` bytes from ``offset`` (fewer at the end)."""
+        ...
+
+    def pieces(self) -> Iterator[bytes]:
+        """The value's bytes, piece by piece, in order (checked against its checksum at the end)."""
+        ...
+
+
 class Reads(Protocol):
     """What a journal answers: the read-only :class:`~storage.Journal` and every backend."""
 
@@ -507,23 +631,55 @@ class Reads(Protocol):
         ...
 
     def entries(self, actor: str, from_seq: int = 0, kind: str | None = None) -> Iterator[Entry]:
-        """An actor's entries from ``from_seq`` on, in order (optionally of one kind)."""
+        """An actor's entries from ``from_seq`` (and its floor) on, in order (optionally of one kind)."""
+        ...
+
+    def entry_previews(
+        self, actor: str, from_seq: int = 0, kind: str | None = None, limit: int = 100
+    ) -> list[EntryPreview]:
+        """A page of up to ``limit`` entries for a listing, long parts cut short (bounded reads).
+
+        A page of many large payloads may hold fewer entries: it reads a
+        bounded number of bytes in all; the next page starts after its last.
+        """
+        ...
+
+    def entry_value(self, actor: str, seq: int) -> ValueReader | None:
+        """One entry's value, to read piece by piece, or None: how a whole value is served."""
+        ...
+
+    def payload_stats(self) -> PayloadStats:
+        """The stored payloads: chunks, bytes as stored and as content, how many may be reclaimed."""
+        ...
+
+    def payload_problems(self) -> Iterator[str]:
+        """Every stored payload chunk read back and checked (CRC-32, decompression, length, SHA-256): what is wrong."""
+        ...
+
+    def stream_entries(self, actor: str, from_seq: int = 0, limit: int = 500) -> list[Entry]:
+        """Up to ``limit`` entries of the actor's stream (see :data:`STREAMED`) with ``seq >= from_seq``, in order."""
         ...
 
     def snapshots(self, actor: str) -> Iterator[SnapshotInfo]:
-        """``(seq, at)`` of every snapshot of ``actor``, oldest first."""
+        """``(seq, at)`` of every snapshot of ``actor`` from its floor on, oldest first."""
         ...
 
     def snapshot(self, actor: str, before: int | None = None) -> Snapshot | None:
-        """The newest snapshot of ``actor`` (older than ``before``), with its payload."""
+        """The newest snapshot of ``actor`` (older than ``before``, not below its floor), with its payload."""
         ...
 
     def snapshot_of(self, actor_id: int, address: str, before: int | None = None) -> Snapshot | None:
-        """The newest snapshot of actor ``actor_id`` (older than ``before``)."""
+        """The newest snapshot of actor ``actor_id`` (older than ``before``, not below its floor)."""
         ...
 
     def event_rows(self, actor_id: int, after_seq: int = 0, until_seq: int | None = None) -> list[EventRow]:
-        """``(position, seq, type, data, crc)`` of the actor's events in ``(after_seq, until_seq]``."""
+        """``(position, seq, type, data, crc)`` of the actor's events in ``(after_seq, until_seq]``.
+
+        Raises :class:`~errors.OutsideRetentionError` when ``after_seq`` lies
+        below the actor's floor: the events between were compacted away (a
+        state read from an older snapshot while compaction moved the floor
+        must not be completed with a hole in it).
+        """
         ...
 
     def open_step(self, actor_id: int, address: str) -> list[Entry]:
@@ -531,7 +687,30 @@ class Reads(Protocol):
         ...
 
     def seq_at(self, actor: str, position: int) -> int:
-        """The actor's last sequence number at journal ``position`` (time travel)."""
+        """The actor's last sequence number at journal ``position`` (time travel).
+
+        Raises :class:`~errors.OutsideRetentionError` for a position before the
+        entry at the actor's floor: its history there is not kept.
+        """
+        ...
+
+    def history_sizes(self) -> list[HistorySize]:
+        """What each actor's history takes (entries, snapshots and their bytes), by address."""
+        ...
+
+    def history_size(self, actor: str) -> HistorySize | None:
+        """What one actor's history takes (None: no such actor)."""
+        ...
+
+    def lowest_seq(self, actor: str) -> int | None:
+        """The lowest seq stored for ``actor``, what lies below its floor included (None: nothing stored).
+
+        Only compaction asks: it drops what lies below the floor from there on.
+        """
+        ...
+
+    def space(self) -> Space:
+        """The storage the journal takes, and how much of it is free."""
         ...
 
     def entries_page(

@@ -18,13 +18,18 @@ from ._contract import (
     ActorPage,
     DeadLetter,
     Entry,
+    EntryPreview,
     EventRow,
+    HistorySize,
     Idempotent,
     JournalSummary,
+    PayloadStats,
     Pending,
     Reads,
     Snapshot,
     SnapshotInfo,
+    Space,
+    ValueReader,
 )
 from ._errors import StorageError
 from ._pg_connect import is_postgres
@@ -90,6 +95,28 @@ class Journal:
         """An actor's entries from ``from_seq`` on, in order (optionally of one kind)."""
         return self._opened.entries(actor, from_seq, kind)
 
+    def entry_previews(
+        self, actor: str, from_seq: int = 0, kind: str | None = None, limit: int = 100
+    ) -> list[EntryPreview]:
+        """A page of up to ``limit`` entries for a listing, long parts cut short (bounded reads)."""
+        return self._opened.entry_previews(actor, from_seq, kind, limit)
+
+    def entry_value(self, actor: str, seq: int) -> ValueReader | None:
+        """One entry's value, to read piece by piece (``size``, ``read``, ``pieces``), or None."""
+        return self._opened.entry_value(actor, seq)
+
+    def payload_problems(self) -> Iterator[str]:
+        """Every stored payload chunk read back and checked: what is wrong (nothing on PostgreSQL)."""
+        return self._opened.payload_problems()
+
+    def payload_stats(self) -> PayloadStats:
+        """The stored payloads: chunks, bytes as stored and as content, how many may be reclaimed."""
+        return self._opened.payload_stats()
+
+    def stream_entries(self, actor: str, from_seq: int = 0, limit: int = 500) -> list[Entry]:
+        """Up to ``limit`` entries of the actor's stream with ``seq >= from_seq``, in order."""
+        return self._opened.stream_entries(actor, from_seq, limit)
+
     def snapshots(self, actor: str) -> Iterator[SnapshotInfo]:
         """``(seq, at)`` of every snapshot of ``actor``, oldest first."""
         return self._opened.snapshots(actor)
@@ -111,8 +138,25 @@ class Journal:
         return self._opened.open_step(actor_id, address)
 
     def seq_at(self, actor: str, position: int) -> int:
-        """The actor's last sequence number at journal ``position`` (time travel)."""
+        """The actor's last sequence number at journal ``position`` (time travel); OutsideRetentionError
+        before what it keeps."""
         return self._opened.seq_at(actor, position)
+
+    def history_sizes(self) -> list[HistorySize]:
+        """What each actor's history takes (entries, snapshots and their bytes), by address."""
+        return self._opened.history_sizes()
+
+    def history_size(self, actor: str) -> HistorySize | None:
+        """What one actor's history takes (None: no such actor)."""
+        return self._opened.history_size(actor)
+
+    def lowest_seq(self, actor: str) -> int | None:
+        """The lowest seq stored for ``actor``, what lies below its floor included (None: nothing stored)."""
+        return self._opened.lowest_seq(actor)
+
+    def space(self) -> Space:
+        """The storage the journal takes, and how much of it is free."""
+        return self._opened.space()
 
     def pending(self) -> list[Pending]:
         """Messages waiting in the inbox, in message-id order."""

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 from ._contract import Backend, Notify
+from ._payloads import DEFAULT_THRESHOLD
 from ._pg_connect import is_postgres
 from ._pg_store import PgStore
 from ._replication import Replication
@@ -19,6 +21,7 @@ def open_backend(
     vfs: str | None = None,
     replication: Replication | None = None,
     restore: Callable[[str], bool] | None = None,
+    payload_threshold: int | Literal["auto"] | None = "auto",
     node: str | None = None,
 ) -> Backend:
     """Own the journal at ``location`` and start its writer.
@@ -27,7 +30,9 @@ def open_backend(
     ``replicated`` commits as ``fsync`` (the runtime waits for Litestream); on
     PostgreSQL each maps to ``synchronous_commit`` (docs/postgresql.md).
     ``vfs``, ``replication`` and ``restore`` are a file's only: a database's
-    durability and replication are the database's own. ``node``: join a database
+    durability and replication are the database's own. ``payload_threshold``:
+    values longer than this are stored once, as chunks ("auto": 1 KiB on a
+    file, never on PostgreSQL, which refuses a threshold: docs/payloads.md). ``node``: join a database
     that many runtime processes share, as this node (PostgreSQL only).
     """
     if is_postgres(location):
@@ -37,7 +42,13 @@ def open_backend(
                 f"{', '.join(given)} apply to SQLite journals only: on PostgreSQL, durability and replication "
                 "are the database server's (synchronous_commit, standbys)"
             )
-        return PgStore.open(location, durability=durability, notify=notify, node=node)
+        return PgStore.open(
+            location,
+            durability=durability,
+            notify=notify,
+            payload_threshold=None if payload_threshold == "auto" else payload_threshold,
+            node=node,
+        )
     if node is not None:
         raise ValueError("many nodes share a PostgreSQL database only: a SQLite journal has one owner")
     return Store.open(
@@ -47,4 +58,5 @@ def open_backend(
         vfs=vfs,
         replication=replication,
         restore=restore,
+        payload_threshold=DEFAULT_THRESHOLD if payload_threshold == "auto" else payload_threshold,
     )

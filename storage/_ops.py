@@ -13,6 +13,7 @@ from typing import Any
 import apsw
 
 from . import _contract as c
+from ._payload_store import resolve
 
 Statement = tuple[str, tuple[Any, ...]]
 
@@ -99,6 +100,43 @@ def _drop_dead_letter(op: Any) -> list[Statement]:
     return [("DELETE FROM dead_letters WHERE id = ?", (op.letter,))]
 
 
+def _set_floor(op: Any) -> list[Statement]:
+    # Only up, and only onto a snapshot: a floor with no state to start from
+    # would make the history above it unreadable.
+    return [
+        (
+            "UPDATE actors SET floor = ? WHERE address = ? AND floor < ? "
+            "AND EXISTS (SELECT 1 FROM snapshots WHERE snapshots.actor = actors.id AND snapshots.seq = ?)",
+            (op.seq, op.address, op.seq, op.seq),
+        )
+    ]
+
+
+def _drop_history(op: Any) -> list[Statement]:
+    # Bounded by the floor read in the same statement, whatever the caller asked:
+    # nothing a read may still serve can be dropped.
+    floor = "(SELECT floor FROM actors WHERE id = ?)"
+    return [
+        (
+            f"DELETE FROM journal WHERE actor = ? AND seq >= ? AND seq < ? AND seq < {floor}",
+            (op.actor, op.from_seq, op.below_seq, op.actor),
+        ),
+        (f"DELETE FROM snapshots WHERE actor = ? AND seq < ? AND seq < {floor}", (op.actor, op.below_seq, op.actor)),
+    ]
+
+
+def _reclaim_space(op: Any) -> list[Statement]:
+    # Moves up to N pages from the end of the file into free pages and truncates
+    # it (auto_vacuum=INCREMENTAL; a journal without it has nothing to give back
+    # this way and the pragma does nothing). N is an int: safe to inline, and a
+    # pragma takes no bound parameters.
+    return [(f"PRAGMA incremental_vacuum({int(op.pages)})", ())]
+
+
+def _reclaim(op: Any) -> list[Statement]:
+    return []  # not a statement: the writer's payload store carries it out (storage/_payload_store.py)
+
+
 _STATEMENTS: dict[type[c.Op], Callable[[Any], list[Statement]]] = {
     c.PutMeta: _put_meta,
     c.RecordKey: _record_key,
@@ -111,13 +149,17 @@ _STATEMENTS: dict[type[c.Op], Callable[[Any], list[Statement]]] = {
     c.Bury: _bury,
     c.Revive: _revive,
     c.DropDeadLetter: _drop_dead_letter,
+    c.SetFloor: _set_floor,
+    c.DropHistory: _drop_history,
+    c.ReclaimSpace: _reclaim_space,
+    c.Reclaim: _reclaim,
 }
 
 
 def _promise_landed(conn: apsw.Connection, op: Any) -> bool:
     # Not safe to run again: a second INSERT of a resolved promise fails.
     row = conn.execute("SELECT value FROM promises WHERE address = ? AND name = ?", (op.address, op.name)).fetchone()
-    return row is not None and bytes(row[0]) == op.value
+    return row is not None and resolve(conn, bytes(row[0])) == op.value
 
 
 def _revive_landed(conn: apsw.Connection, op: Any) -> bool:

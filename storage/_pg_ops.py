@@ -124,6 +124,39 @@ def _drop_dead_letter(op: Any) -> list[Statement]:
     return [("DELETE FROM dead_letters WHERE id = %s", (op.letter,))]
 
 
+def _set_floor(op: Any) -> list[Statement]:
+    # Only up, and only onto a snapshot (as on SQLite).
+    return [
+        (
+            "UPDATE actors SET floor = %s WHERE address = %s AND floor < %s "
+            "AND EXISTS (SELECT 1 FROM snapshots WHERE snapshots.actor = actors.id AND snapshots.seq = %s)",
+            (op.seq, op.address, op.seq, op.seq),
+        )
+    ]
+
+
+def _drop_history(op: Any) -> list[Statement]:
+    # Bounded by the floor read in the same statement, whatever the caller asked.
+    floor = "(SELECT floor FROM actors WHERE id = %s)"
+    return [
+        (
+            f"DELETE FROM journal WHERE actor = %s AND seq >= %s AND seq < %s AND seq < {floor}",
+            (op.actor, op.from_seq, op.below_seq, op.actor),
+        ),
+        (f"DELETE FROM snapshots WHERE actor = %s AND seq < %s AND seq < {floor}", (op.actor, op.below_seq, op.actor)),
+    ]
+
+
+def _reclaim_space(op: Any) -> list[Statement]:
+    # PostgreSQL's autovacuum makes deleted rows' room reusable; giving it back to
+    # the file system takes VACUUM FULL, a rewrite under an exclusive lock: not here.
+    return []
+
+
+def _reclaim(op: Any) -> list[Statement]:
+    return []  # nothing to reclaim: a PostgreSQL journal keeps every value in its row (docs/payloads.md)
+
+
 _STATEMENTS: dict[type[c.Op], Callable[[Any], list[Statement]]] = {
     c.PutMeta: _put_meta,
     c.RecordKey: _record_key,
@@ -136,6 +169,10 @@ _STATEMENTS: dict[type[c.Op], Callable[[Any], list[Statement]]] = {
     c.Bury: _bury,
     c.Revive: _revive,
     c.DropDeadLetter: _drop_dead_letter,
+    c.SetFloor: _set_floor,
+    c.DropHistory: _drop_history,
+    c.ReclaimSpace: _reclaim_space,
+    c.Reclaim: _reclaim,
 }
 
 

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from . import _pg_browse as browse
+from . import _pg_previews as previews
 from . import _pg_rows as rows
 from ._contract import (
     ActorDetail,
@@ -14,13 +15,19 @@ from ._contract import (
     ActorPage,
     DeadLetter,
     Entry,
+    EntryPreview,
     EventRow,
+    HistorySize,
     Idempotent,
     JournalSummary,
+    PayloadStats,
     Pending,
     Snapshot,
     SnapshotInfo,
+    Space,
 )
+from ._payload_store import StoredValue
+from ._pg_schema import TABLES
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -48,6 +55,13 @@ class PgReads(abc.ABC):
             return iter(())
         return self._pages(ident, actor, from_seq, kind)
 
+    def stream_entries(self, actor: str, from_seq: int = 0, limit: int = 500) -> list[Entry]:
+        """Up to ``limit`` entries of the actor's stream with ``seq >= from_seq``, in order."""
+        ident = self._read(rows.actor_id, actor)
+        if ident is None:
+            return []
+        return self._read(rows.stream_entries, ident, actor, from_seq, limit)
+
     def _pages(self, ident: int, address: str, from_seq: int, kind: str | None) -> Iterator[Entry]:
         while True:
             page = self._read(rows.entries_page, ident, address, from_seq, kind, rows.PAGE)
@@ -55,6 +69,44 @@ class PgReads(abc.ABC):
             if len(page) < rows.PAGE:
                 return
             from_seq = page[-1].seq + 1
+
+    def entry_previews(
+        self, actor: str, from_seq: int = 0, kind: str | None = None, limit: int = 100
+    ) -> list[EntryPreview]:
+        """A page of an actor's entries for a listing: each decoded, long parts cut short.
+
+        However large an entry's value, its preview reads a bounded part of it
+        (``substring`` ranges; see :mod:`storage._pg_previews`).
+        """
+        ident = self._read(rows.actor_id, actor)
+        if ident is None:
+            return []
+        return self._read(previews.previews, ident, actor, from_seq, kind, limit)
+
+    def entry_value(self, actor: str, seq: int) -> StoredValue | None:
+        """One entry's value, to read piece by piece (``size``, ``read``, ``pieces``), or None.
+
+        Streams a value of any size a megabyte at a time; its crc is checked at the end.
+        """
+        ident = self._read(rows.actor_id, actor)
+        found = self._read(previews.value_info, ident, seq) if ident is not None else None
+        if found is None:
+            return None
+        position, size, crc = found
+        step = previews.VALUE_RANGE
+
+        def fetch(index: int, length: int) -> bytes:
+            return self._read(previews.value_range, position, index * step, length)
+
+        return StoredValue.ranges(size, crc, fetch, step)
+
+    def payload_problems(self) -> Iterator[str]:
+        """Nothing: a PostgreSQL journal keeps every value in its row (each checked by its crc when read)."""
+        return iter(())
+
+    def payload_stats(self) -> PayloadStats:
+        """No stored payloads: a PostgreSQL journal keeps every value in its row (docs/payloads.md)."""
+        return PayloadStats(0, 0, 0, 0)
 
     def snapshots(self, actor: str) -> Iterator[SnapshotInfo]:
         """``(seq, at)`` of every snapshot of ``actor``, oldest first."""
@@ -79,9 +131,28 @@ class PgReads(abc.ABC):
         return self._read(rows.open_step, actor_id, address)
 
     def seq_at(self, actor: str, position: int) -> int:
-        """The actor's last sequence number at journal ``position`` (time travel)."""
+        """The actor's last sequence number at journal ``position`` (time travel).
+
+        Raises :class:`~errors.OutsideRetentionError` for a position before its kept history.
+        """
         ident = self._read(rows.actor_id, actor)
-        return self._read(rows.seq_at, ident, position) if ident is not None else 0
+        return self._read(rows.seq_at, ident, position, actor) if ident is not None else 0
+
+    def history_sizes(self) -> list[HistorySize]:
+        """What each actor's history takes (entries, snapshots and their bytes), by address."""
+        return self._read(rows.history_sizes)
+
+    def history_size(self, actor: str) -> HistorySize | None:
+        """What one actor's history takes (None: no such actor)."""
+        return self._read(rows.history_size, actor)
+
+    def lowest_seq(self, actor: str) -> int | None:
+        """The lowest seq stored for ``actor``, what lies below its floor included (None: nothing stored)."""
+        return self._read(rows.lowest_seq, actor)
+
+    def space(self) -> Space:
+        """What the journal's tables take on the server (PostgreSQL gives no space back by itself)."""
+        return self._read(rows.space, TABLES)
 
     def pending(self) -> list[Pending]:
         """Messages waiting in the inbox, in message-id order."""

@@ -12,7 +12,22 @@ from zlib import crc32
 
 import psycopg
 
-from ._contract import ActorInfo, DeadLetter, Entry, EntryKind, EventRow, Idempotent, Pending, Snapshot, SnapshotInfo
+from errors import OutsideRetentionError
+
+from ._contract import (
+    STREAMED,
+    ActorInfo,
+    DeadLetter,
+    Entry,
+    EntryKind,
+    EventRow,
+    HistorySize,
+    Idempotent,
+    Pending,
+    Snapshot,
+    SnapshotInfo,
+    Space,
+)
 from ._errors import UndecodableEntry
 from ._rows import TERMINAL_KINDS, corrupt
 
@@ -22,6 +37,9 @@ PAGE = 1000
 """Rows per round trip when an actor's history is streamed."""
 
 _ENTRY = "position, seq, step, kind, type, data, at, crc"
+
+_FLOOR = "(SELECT floor FROM actors WHERE actors.id = %s)"
+"""The floor of the actor whose id is bound (see :attr:`ActorInfo.floor`): reads serve nothing below it."""
 
 
 def _entry(address: str, row: tuple[Any, ...]) -> Entry:
@@ -50,14 +68,33 @@ def entries_page(conn: Conn, actor: int, address: str, from_seq: int, kind: str 
     """Up to ``limit`` of an actor's entries with ``seq >= from_seq``, in order."""
     if kind is None:
         rows = conn.execute(
-            f"SELECT {_ENTRY} FROM journal WHERE actor = %s AND seq >= %s ORDER BY seq LIMIT %s",
-            (actor, from_seq, limit),
+            f"SELECT {_ENTRY} FROM journal WHERE actor = %s AND seq >= GREATEST(%s, {_FLOOR}) ORDER BY seq LIMIT %s",
+            (actor, from_seq, actor, limit),
         ).fetchall()
     else:
         rows = conn.execute(
-            f"SELECT {_ENTRY} FROM journal WHERE actor = %s AND seq >= %s AND kind = %s ORDER BY seq LIMIT %s",
-            (actor, from_seq, kind, limit),
+            f"SELECT {_ENTRY} FROM journal WHERE actor = %s AND seq >= GREATEST(%s, {_FLOOR}) AND kind = %s "
+            "ORDER BY seq LIMIT %s",
+            (actor, from_seq, actor, kind, limit),
         ).fetchall()
+    return [_entry(address, row) for row in rows]
+
+
+_STREAM_FILTER = (
+    f"(kind IN ('{EntryKind.START}', '{EntryKind.CHUNK}') OR (kind IN ('{EntryKind.EFFECT}', '{EntryKind.ATTEMPT}') "
+    f"AND left(type, {len(STREAMED)}) = '{STREAMED}'))"
+)
+
+
+def stream_entries(conn: Conn, actor: int, address: str, from_seq: int, limit: int) -> list[Entry]:
+    """Up to ``limit`` entries of the actor's stream with ``seq >= from_seq``, in order.
+
+    Read through the ``(actor, seq)`` index, the kind filtered row by row, as on SQLite.
+    """
+    rows = conn.execute(
+        f"SELECT {_ENTRY} FROM journal WHERE actor = %s AND seq >= %s AND {_STREAM_FILTER} ORDER BY seq LIMIT %s",
+        (actor, from_seq, limit),
+    ).fetchall()
     return [_entry(address, row) for row in rows]
 
 
@@ -93,7 +130,7 @@ def _opened(tail: list[Entry]) -> list[Entry]:
 
 _ACTOR = (
     "id, address, type, (SELECT coalesce(max(seq), 0) FROM journal WHERE journal.actor = actors.id), "
-    "status, reason, updated"
+    "status, reason, updated, floor"
 )
 
 
@@ -117,8 +154,9 @@ def actors(conn: Conn, type_name: str | None = None) -> list[ActorInfo]:
 def snapshot(conn: Conn, actor: int, address: str, before: int | None = None) -> Snapshot | None:
     """The newest snapshot of the actor (with ``seq < before`` when given)."""
     row = conn.execute(
-        "SELECT seq, type, data, at, crc FROM snapshots WHERE actor = %s AND seq < %s ORDER BY seq DESC LIMIT 1",
-        (actor, before if before is not None else 1 << 62),
+        f"SELECT seq, type, data, at, crc FROM snapshots WHERE actor = %s AND seq < %s AND seq >= {_FLOOR} "
+        "ORDER BY seq DESC LIMIT 1",
+        (actor, before if before is not None else 1 << 62, actor),
     ).fetchone()
     if row is None:
         return None
@@ -128,7 +166,9 @@ def snapshot(conn: Conn, actor: int, address: str, before: int | None = None) ->
 
 def snapshots(conn: Conn, actor: int) -> list[SnapshotInfo]:
     """Every snapshot of the actor, oldest first."""
-    rows = conn.execute("SELECT seq, at FROM snapshots WHERE actor = %s ORDER BY seq", (actor,)).fetchall()
+    rows = conn.execute(
+        f"SELECT seq, at FROM snapshots WHERE actor = %s AND seq >= {_FLOOR} ORDER BY seq", (actor, actor)
+    ).fetchall()
     return [SnapshotInfo(*row) for row in rows]
 
 
@@ -208,19 +248,94 @@ def meta_value(row: tuple[Any, ...] | list[Any]) -> Any:
     return real_value
 
 
-def seq_at(conn: Conn, actor: int, position: int) -> int:
-    """The actor's last sequence number at journal ``position`` (0 if none yet)."""
+def seq_at(conn: Conn, actor: int, position: int, address: str = "") -> int:
+    """The actor's last sequence number at journal ``position`` (0 if none yet).
+
+    A position before the entry at the actor's floor raises :class:`OutsideRetentionError`.
+    """
     row = conn.execute(
-        "SELECT coalesce(max(seq), 0) FROM journal WHERE actor = %s AND position <= %s", (actor, position)
+        "SELECT a.floor, (SELECT min(position) FROM journal WHERE actor = a.id AND seq >= a.floor), "
+        "(SELECT coalesce(max(seq), 0) FROM journal WHERE actor = a.id AND position <= %s) "
+        "FROM actors AS a WHERE a.id = %s",
+        (position, actor),
     ).fetchone()
-    return int(row[0]) if row else 0
+    if row is None:
+        return 0
+    floor, earliest, seq = int(row[0]), row[1], int(row[2])
+    if floor and earliest is not None and position < int(earliest):
+        raise OutsideRetentionError(address or f"actor {actor}", int(earliest), floor, position=position)
+    return seq
 
 
 def event_rows(conn: Conn, actor: int, after_seq: int, until_seq: int | None = None) -> list[EventRow]:
     """``(position, seq, type, data, crc)`` of an actor's events after ``after_seq``."""
     rows = conn.execute(
         "SELECT position, seq, type, data, crc FROM journal "
-        "WHERE actor = %s AND seq > %s AND seq <= %s AND kind = 'event' ORDER BY seq",
-        (actor, after_seq, until_seq if until_seq is not None else 1 << 62),
+        f"WHERE actor = %s AND seq > GREATEST(%s, {_FLOOR}) AND seq <= %s AND kind = 'event' ORDER BY seq",
+        (actor, after_seq, actor, until_seq if until_seq is not None else 1 << 62),
     ).fetchall()
+    # Read after the rows: a floor only moves up, so one that moved above after_seq
+    # before the rows were read is seen here too (a state is never folded over a hole).
+    floor_row = conn.execute(
+        "SELECT floor, (SELECT min(position) FROM journal WHERE actor = actors.id AND seq >= actors.floor) "
+        "FROM actors WHERE id = %s",
+        (actor,),
+    ).fetchone()
+    if floor_row is not None and floor_row[0] and after_seq < int(floor_row[0]):
+        earliest = int(floor_row[1]) if floor_row[1] is not None else -1
+        raise OutsideRetentionError(f"actor {actor}", earliest, int(floor_row[0]), seq=after_seq)
     return [(p, s, t, bytes(d), c) for p, s, t, d, c in rows]
+
+
+_SIZES = (
+    "SELECT a.address, coalesce(j.n, 0), coalesce(j.b, 0), coalesce(s.n, 0), coalesce(s.b, 0), a.floor "
+    "FROM actors AS a "
+    "LEFT JOIN (SELECT actor, count(*) AS n, sum(octet_length(data)) AS b FROM journal GROUP BY actor) AS j "
+    "ON j.actor = a.id "
+    "LEFT JOIN (SELECT actor, count(*) AS n, sum(octet_length(data)) AS b FROM snapshots GROUP BY actor) AS s "
+    "ON s.actor = a.id"
+)
+
+
+def _size(row: tuple[Any, ...]) -> HistorySize:
+    address, entries, size, snaps, snap_size, floor = row
+    return HistorySize(str(address), int(entries), int(size), int(snaps), int(snap_size), int(floor))
+
+
+def history_sizes(conn: Conn) -> list[HistorySize]:
+    """What each actor's history takes, by address: one statement, one snapshot."""
+    return [_size(row) for row in conn.execute(f'{_SIZES} ORDER BY a.address COLLATE "C"').fetchall()]
+
+
+def history_size(conn: Conn, address: str) -> HistorySize | None:
+    """What one actor's history takes (None: no such actor)."""
+    row = conn.execute(
+        "SELECT a.address, "
+        "(SELECT count(*) FROM journal WHERE actor = a.id), "
+        "(SELECT coalesce(sum(octet_length(data)), 0) FROM journal WHERE actor = a.id), "
+        "(SELECT count(*) FROM snapshots WHERE actor = a.id), "
+        "(SELECT coalesce(sum(octet_length(data)), 0) FROM snapshots WHERE actor = a.id), a.floor "
+        "FROM actors AS a WHERE a.address = %s",
+        (address,),
+    ).fetchone()
+    return _size(row) if row else None
+
+
+def lowest_seq(conn: Conn, address: str) -> int | None:
+    """The lowest seq stored for the actor, below its floor included (where compaction goes on from)."""
+    row = conn.execute(
+        "SELECT min(seq) FROM journal WHERE actor = (SELECT id FROM actors WHERE address = %s)", (address,)
+    ).fetchone()
+    return int(row[0]) if row and row[0] is not None else None
+
+
+def space(conn: Conn, tables: tuple[str, ...]) -> Space:
+    """What the journal's tables take on the server; PostgreSQL reuses deleted rows' room itself (autovacuum)
+    and gives none back without rewriting a table, so nothing is counted as free or reclaimable."""
+    row = conn.execute(
+        "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+        "WHERE c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = current_schema()) "
+        "AND c.relkind = 'r' AND c.relname = ANY(%s)",
+        (list(tables),),
+    ).fetchone()
+    return Space(int(row[0]) if row else 0, 0, False, 0)

@@ -3,7 +3,7 @@
 The tables are those of the SQLite journal (schema version 6 there), in the
 connection's current schema (``public`` unless the URL's ``options`` set a
 ``search_path``), with PostgreSQL's types. ``stele_schema`` holds the version
-of this schema (counted on its own: PostgreSQL's version 1 is SQLite's 6). A
+of this schema (counted on its own: PostgreSQL's version 1 is SQLite's 6, its 2 SQLite's 8). A
 database whose tables are not Stele's, or whose schema is newer than this
 code, is refused before anything is written.
 """
@@ -145,14 +145,21 @@ CREATE TABLE stele_owner(
 );
 """
 
+# Version 2 (SQLite's 8): retention. An actor whose old history was compacted
+# keeps it from `floor` on (a snapshot at seq `floor`, and every entry from
+# there); reads serve nothing below it. 0: nothing compacted.
+_V2 = """
+ALTER TABLE actors ADD COLUMN floor bigint NOT NULL DEFAULT 0;
+"""
+
 SHARDS = 64
 """Shards actors are spread over when many nodes share the database (``stele_shard`` says the same)."""
 
 FENCED = "SX002"
 """The SQLSTATE ``stele_fence`` raises."""
 
-_V2 = f"""
--- Many nodes on one database (v2): nodes, shard leases, fencing.
+_V3 = f"""
+-- Many nodes on one database (v3): nodes, shard leases, fencing.
 CREATE TABLE stele_nodes(
     id        text PRIMARY KEY,
     host      text NOT NULL,
@@ -197,7 +204,7 @@ END $$;
 
 
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
 """MIGRATIONS[i] takes the schema from version i to version i + 1, in one transaction."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -301,16 +301,31 @@ class PgStore(PgReads):
         self.commits = None
 
     @classmethod
-    def open(cls, url: str, *, durability: str = "fsync", notify: Notify, node: str | None = None) -> PgStore:
+    def open(
+        cls,
+        url: str,
+        *,
+        durability: str = "fsync",
+        notify: Notify,
+        payload_threshold: int | None = None,
+        node: str | None = None,
+    ) -> PgStore:
         """Own the database at ``url`` (creating and migrating its tables as needed); start the writer.
 
         Refused, with nothing written: a server that cannot be reached, refused
         credentials, a missing database, another application's tables, a newer
-        Stele schema, a database another runtime owns. With ``node``, the
-        database is shared with other nodes (a shared hold on the owner lock:
-        a single owner and nodes exclude each other) and each step's commit is
-        fenced by its actor's shard lease (storage/_pg_nodes.py).
+        Stele schema, a database another runtime owns, a ``payload_threshold``
+        (payloads stored once are a SQLite journal's: see docs/payloads.md). With
+        ``node``, the database is shared with other nodes (a shared hold on the
+        owner lock: a single owner and nodes exclude each other) and each step's
+        commit is fenced by its actor's shard lease (storage/_pg_nodes.py).
         """
+        if payload_threshold is not None:
+            raise ValueError(
+                f"payload_threshold={payload_threshold!r}: payloads stored once are for SQLite journals; a "
+                "PostgreSQL journal keeps every value in its row (the server compresses large ones, TOAST), "
+                "see docs/payloads.md; leave payload_threshold unset"
+            )
         where = redact(url)
         conn = connect(url)
         readers: Pool | None = None

@@ -8,23 +8,33 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import apsw
 
-from . import _browse, _rows
+from . import _browse, _payload_store, _rows
 from ._contract import (
     ActorDetail,
     ActorInfo,
     ActorPage,
     DeadLetter,
     Entry,
+    EntryPreview,
     EventRow,
+    HistorySize,
     Idempotent,
     JournalSummary,
+    PayloadStats,
     Pending,
     Snapshot,
     SnapshotInfo,
+    Space,
 )
+from ._payload_store import StoredValue
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+
+def _payload_problems(conn: apsw.Connection) -> Iterator[str]:
+    for problem in _payload_store.verify(conn):
+        yield problem.problem
 
 
 class SqliteReads(abc.ABC):
@@ -54,6 +64,45 @@ class SqliteReads(abc.ABC):
         if ident is None:
             return iter(())
         return self._iterate(_rows.entries, ident, actor, from_seq, kind)
+
+    def entry_previews(
+        self, actor: str, from_seq: int = 0, kind: str | None = None, limit: int = 100
+    ) -> list[EntryPreview]:
+        """A page of an actor's entries for a listing: each decoded, long parts cut short.
+
+        However large an entry's payload, making its preview reads a bounded
+        part of it (see :mod:`storage._preview`).
+        """
+        ident = self._read(_rows.actor_id, actor)
+        if ident is None:
+            return []
+        return self._read(_rows.previews, ident, actor, from_seq, kind, limit)
+
+    def entry_value(self, actor: str, seq: int) -> StoredValue | None:
+        """One entry's payload, to read piece by piece (``size``, ``read``, ``pieces``), or None.
+
+        Streams a value of any size with one chunk in memory at a time.
+        """
+        ident = self._read(_rows.actor_id, actor)
+        stored = self._read(_rows.entry_value, ident, seq) if ident is not None else None
+        if stored is None:
+            return None
+        return StoredValue(stored, lambda chunk, length: self._read(_payload_store.chunk, chunk, length))
+
+    def payload_problems(self) -> Iterator[str]:
+        """Every stored chunk read back and checked (CRC-32, decompression, length, SHA-256): what is wrong."""
+        return self._iterate(_payload_problems)
+
+    def payload_stats(self) -> PayloadStats:
+        """The stored payloads: chunks, bytes as stored and as content, how many may be reclaimed."""
+        return self._read(_payload_store.stats)
+
+    def stream_entries(self, actor: str, from_seq: int = 0, limit: int = 500) -> list[Entry]:
+        """Up to ``limit`` entries of the actor's stream with ``seq >= from_seq``, in order."""
+        ident = self._read(_rows.actor_id, actor)
+        if ident is None:
+            return []
+        return self._read(_rows.stream_entries, ident, actor, from_seq, limit)
 
     def snapshots(self, actor: str) -> Iterator[SnapshotInfo]:
         """``(seq, at)`` of every snapshot of ``actor``, oldest first."""
@@ -104,9 +153,29 @@ class SqliteReads(abc.ABC):
         return self._read(_rows.event_rows, actor_id, after_seq, until_seq)
 
     def seq_at(self, actor: str, position: int) -> int:
-        """The actor's last sequence number at journal ``position`` (time travel)."""
+        """The actor's last sequence number at journal ``position`` (time travel).
+
+        Raises :class:`~errors.OutsideRetentionError` for a position before its kept history.
+        """
         ident = self._read(_rows.actor_id, actor)
-        return self._read(_rows.seq_at, ident, position) if ident is not None else 0
+        return self._read(_rows.seq_at, ident, position, actor) if ident is not None else 0
+
+    def history_sizes(self) -> list[HistorySize]:
+        """What each actor's history takes (entries, snapshots and their bytes), by address."""
+        return self._read(_rows.history_sizes)
+
+    def history_size(self, actor: str) -> HistorySize | None:
+        """What one actor's history takes (None: no such actor)."""
+        return self._read(_rows.history_size, actor)
+
+    def lowest_seq(self, actor: str) -> int | None:
+        """The lowest seq stored for ``actor``, what lies below its floor included (None: nothing stored)."""
+        ident = self._read(_rows.actor_id, actor)
+        return self._read(_rows.lowest_seq, ident) if ident is not None else None
+
+    def space(self) -> Space:
+        """The storage the journal takes, and how much of it is free."""
+        return self._read(_rows.space)
 
     def open_step(self, actor_id: int, address: str) -> list[Entry]:
         """Entries of the actor's step interrupted by a crash (message first), or []."""

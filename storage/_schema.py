@@ -180,9 +180,43 @@ def _internal(ident: str, sender: str, prefix: str) -> bool:
     return step.isdigit() and index.startswith(prefix) and index[len(prefix) :].isdigit()
 
 
+# Version 7: payloads stored once. A value above the threshold (an answer of a
+# model, a tool's output, a state holding a conversation) is cut into chunks,
+# each stored here once under the SHA-256 of its content, zstd-compressed when
+# that is smaller; the row it belongs to holds a reference instead (see
+# storage/_payloads.py). `kept`: a journal entry or a snapshot refers to the
+# chunk, so it stays as long as the journal; the others may be reclaimed once
+# no inbox message, key, promise or dead letter refers to them (the partial
+# index finds them). AUTOINCREMENT: an id is never reused, so no reference
+# can ever name another chunk than its own. `data` comes last: counting and
+# checking read the small columns without touching the chunk's pages.
+_V7 = """
+CREATE TABLE payloads(
+    id    INTEGER PRIMARY KEY AUTOINCREMENT,
+    hash  BLOB NOT NULL UNIQUE,
+    size  INTEGER NOT NULL,
+    zstd  INTEGER NOT NULL CHECK (zstd IN (0, 1)),
+    kept  INTEGER NOT NULL CHECK (kept IN (0, 1)),
+    crc   INTEGER NOT NULL,
+    data  BLOB NOT NULL
+) STRICT;
+
+CREATE INDEX payloads_loose ON payloads(id) WHERE kept = 0;
+"""
+
+# Version 8: retention. An actor whose old history was compacted keeps it from
+# `floor` on: a snapshot at seq `floor` holds the state there, and every entry
+# from seq `floor` on is kept. Reads never serve what lies below it (entries
+# below it may linger until compaction has removed them all, in batches), and a
+# position before the entry at `floor` is answered with OutsideRetentionError,
+# not a state rebuilt from a history with a hole. 0: nothing compacted.
+_V8 = """
+ALTER TABLE actors ADD COLUMN floor INTEGER NOT NULL DEFAULT 0;
+"""
+
 Migration = str | tuple[str, Callable[[apsw.Connection], None]]
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, (_V6, _v6_rows))
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, (_V6, _v6_rows), _V7, _V8)
 """MIGRATIONS[i] takes the schema from version i to version i + 1: a script, and
 optionally a function that moves rows in the same transaction."""
 

@@ -80,6 +80,12 @@ def configure_writer(conn: apsw.Connection, durability: str) -> None:
     """Settings of the one write connection."""
     if durability not in SYNCHRONOUS:
         raise ValueError(f"durability must be one of {sorted(SYNCHRONOUS)}, not {durability!r}")
+    if _empty(conn):
+        # A new journal gives the pages compaction frees back to the file system
+        # in bounded steps (PRAGMA incremental_vacuum; see docs/history.md). The
+        # mode can only be chosen before the first table, and before WAL mode
+        # writes the file's header: later it takes a VACUUM of the whole file.
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
     # journal_mode returns a row: fetch it, or APSW leaves the statement pending.
     conn.execute("PRAGMA journal_mode = WAL").fetchall()
     conn.execute(f"PRAGMA synchronous = {SYNCHRONOUS[durability]}")
@@ -88,6 +94,11 @@ def configure_writer(conn: apsw.Connection, durability: str) -> None:
     conn.execute("PRAGMA cache_size = -65536")
     # Checkpoints stay automatic (PASSIVE, 1000 pages) for now; when Litestream
     # supervises the file it takes checkpointing over (see _store._track_commits).
+
+
+def _empty(conn: apsw.Connection) -> bool:
+    row = conn.execute("PRAGMA page_count").fetchone()
+    return not row or not row[0]
 
 
 def close_quietly(conn: apsw.Connection, path: str) -> None:

@@ -18,6 +18,8 @@ from ._commits import CommitLog
 from ._contract import Done, Notify, PutMeta, Unit, WriterStats
 from ._errors import OperationalError, StorageError
 from ._owner import PRIVATE_FILE, Ownership
+from ._payload_store import PayloadWriter
+from ._payloads import DEFAULT_THRESHOLD
 from ._reads import SqliteReads
 from ._replication import Replication
 from ._restore import SIDE_FILES, move_into_place, remove_with_side_files
@@ -75,6 +77,7 @@ class Store(SqliteReads):
         vfs: str | None = None,
         replication: Replication | None = None,
         restore: Callable[[str], bool] | None = None,
+        payload_threshold: int | None = DEFAULT_THRESHOLD,
     ) -> Store:
         """Own ``path`` (creating and migrating it as needed) and start the writer.
 
@@ -83,7 +86,9 @@ class Store(SqliteReads):
         stopped last, after the writer. ``restore``, called only when the
         journal is missing and only once it is owned, restores it into the
         temporary path it is given and returns False if there was nothing to
-        restore; the file is then moved into place. A WAL or shared-memory
+        restore; the file is then moved into place. ``payload_threshold``:
+        values longer than this many bytes are stored once, as chunks (None:
+        never; see docs/payloads.md). A WAL or shared-memory
         file left beside a missing journal is set aside, never replayed.
 
         Whatever fails after the lock is taken, nothing is left behind: the
@@ -91,6 +96,7 @@ class Store(SqliteReads):
         lock is released before the error is raised.
         """
         path = os.path.realpath(path)
+        payloads = PayloadWriter(payload_threshold)  # a bad threshold fails before anything is taken
         ownership = Ownership(path)
         ownership.acquire()
         conn: apsw.Connection | None = None
@@ -120,7 +126,7 @@ class Store(SqliteReads):
                 replication.check()  # an unreachable bucket fails here, clearly, before anything starts
                 commits = _track_commits(conn, path)
             reader = connect(path, readonly=True, vfs=vfs)
-            writer = Writer(conn, notify, step_hwm=hwm, commits=commits)
+            writer = Writer(conn, notify, step_hwm=hwm, commits=commits, payloads=payloads)
             writer.start()
             store = cls(path, ownership, conn, reader, writer, hwm, int(actor_hwm))
             store._vfs = vfs

@@ -27,13 +27,16 @@ import apsw
 import msgspec
 import psycopg
 
-from ._errors import OperationalError, SchemaError, StorageError
+from ._errors import IntegrityError, OperationalError, SchemaError, StorageError
 from ._owner import PRIVATE_FILE
+from ._payload_store import resolve_rows
+from ._payloads import BadReference
 from ._pg_connect import connect as pg_connect
 from ._pg_connect import is_postgres, redact
 from ._pg_connect import translate as pg_translate
 from ._pg_ops import meta_columns
 from ._pg_rows import meta_value
+from ._pg_schema import SCHEMA_VERSION as PG_SCHEMA_VERSION
 from ._pg_schema import check_version
 from ._pg_schema import migrate as pg_migrate
 from ._pg_schema import schema_version as pg_schema_version
@@ -46,7 +49,7 @@ from ._sqlite import close, connect, translate
 
 COLUMNS: dict[str, tuple[str, ...]] = {
     "meta": ("key", "value"),
-    "actors": ("id", "address", "type", "status", "reason", "updated"),
+    "actors": ("id", "address", "type", "status", "reason", "updated", "floor"),
     "journal": ("position", "actor", "seq", "step", "kind", "type", "data", "at", "crc"),
     "inbox": (
         "id", "target", "handler", "type", "payload", "due", "idempotency_key", "attempts", "sender", "at",
@@ -69,6 +72,16 @@ ORDER: dict[str, str] = {
     "promises": "address, name",
     "dead_letters": "id",
 }
+
+VALUES = {
+    "journal": "data",
+    "inbox": "payload",
+    "snapshots": "data",
+    "idempotency": "reply",
+    "promises": "value",
+    "dead_letters": "payload",
+}
+"""The column of each table that may hold a reference to a payload stored once (SQLite)."""
 
 Row = tuple[Any, ...]
 
@@ -178,9 +191,16 @@ def _reading_sqlite(path: str) -> Iterator[Read]:
                 sql += f" WHERE {where[0]}"
                 params = where[1]
             try:
-                return [tuple(row) for row in conn.execute(f"{sql} ORDER BY {ORDER[table]}", params)]
+                rows = [tuple(row) for row in conn.execute(f"{sql} ORDER BY {ORDER[table]}", params)]
+                if table in VALUES:  # a payload stored once is copied as its value (the target stores it anew)
+                    rows = resolve_rows(conn, rows, (COLUMNS[table].index(VALUES[table]),))
             except apsw.Error as exc:
                 raise translate(exc, f"cannot read {path}") from None
+            except BadReference as exc:
+                raise IntegrityError(
+                    f"cannot copy {path}: a stored payload cannot be read: {exc} (`python -m runtime check` names it)"
+                ) from None
+            return rows
 
         yield read
         conn.execute("COMMIT")
@@ -198,6 +218,11 @@ def _reading_postgres(url: str) -> Iterator[Read]:
             if version == 0:
                 raise SchemaError(f"{where_} is not a Stele journal (no Stele tables)")
             check_version(version, where_)
+            if version < PG_SCHEMA_VERSION:
+                raise SchemaError(
+                    f"{where_} has schema version {version}; a copy reads version {PG_SCHEMA_VERSION} only "
+                    "(serve it once with this Stele to migrate it)"
+                )
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")  # one snapshot for every table
         except psycopg.Error as exc:
             raise pg_translate(exc, f"cannot read {where_}") from None

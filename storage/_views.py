@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -30,6 +31,8 @@ import msgspec
 from errors import QueryError
 
 from ._errors import OperationalError, SchemaError
+from ._payload_store import resolve
+from ._payloads import BadReference, is_reference
 from ._schema import SCHEMA_VERSION, schema_version
 from ._sqlite import close, connect, translate
 
@@ -126,9 +129,25 @@ def payload_json(data: bytes | None) -> str | None:
         return json.dumps(_plain(value), default=repr, ensure_ascii=False)
 
 
-def _stele_json(*args: Any) -> str | None:
-    value = args[0]
-    return payload_json(bytes(value)) if isinstance(value, bytes | memoryview) else None
+def _resolving(conn: apsw.Connection) -> Callable[..., str | None]:
+    """``stele_json`` over ``conn``: a payload stored once (docs/payloads.md) is read as its value.
+
+    Its chunks are read on the query's own connection, so in the query's snapshot.
+    """
+
+    def stele_json(*args: Any) -> str | None:
+        value = args[0]
+        if not isinstance(value, bytes | memoryview):
+            return None
+        data = bytes(value)
+        if is_reference(data):
+            try:
+                data = resolve(conn, data)
+            except BadReference:
+                return None  # unreadable, as a value that is not msgpack is (`check` names it)
+        return payload_json(data)
+
+    return stele_json
 
 
 def _plain(value: Any) -> Any:
@@ -165,7 +184,7 @@ class Query:
                     f"{path} has schema version {version}; this Stele queries version {SCHEMA_VERSION} "
                     + ("(upgrade Stele)" if version > SCHEMA_VERSION else "(a runtime migrates it when it opens it)")
                 )
-            conn.create_scalar_function("stele_json", _stele_json, 1, deterministic=True)
+            conn.create_scalar_function("stele_json", _resolving(conn), 1, deterministic=True)
             for name, (_, body) in VIEWS.items():
                 conn.execute(f"CREATE TEMP VIEW {name} AS {body}")
             made = cls(path, conn)

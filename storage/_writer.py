@@ -26,6 +26,7 @@ from ._commits import CommitLog
 from ._contract import Done, InboxRow, Notify, Outcome, Unit, WriterStats
 from ._errors import CommitUnknown, OperationalError, StorageError, Unconsumed
 from ._ops import landed, statements
+from ._payload_store import PayloadWriter
 from ._sqlite import translate
 
 log = logging.getLogger("stele.storage")
@@ -71,9 +72,16 @@ class Writer:
     """Group-commit writer thread over one APSW connection."""
 
     def __init__(
-        self, conn: apsw.Connection, notify: Notify, *, step_hwm: int, commits: CommitLog | None = None
+        self,
+        conn: apsw.Connection,
+        notify: Notify,
+        *,
+        step_hwm: int,
+        commits: CommitLog | None = None,
+        payloads: PayloadWriter | None = None,
     ) -> None:
         self._conn = conn
+        self._payloads = payloads or PayloadWriter(None)
         self._notify = notify
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._hwm = step_hwm
@@ -256,16 +264,17 @@ class Writer:
                     for i in u.consumed:
                         if i in here:
                             self._elided[i] = u
+        payloads = self._payloads  # large values become references here: storage/_payload_store.py
         if inbox:
-            cursor.executemany(INSERT_INBOX, inbox)
+            cursor.executemany(INSERT_INBOX, payloads.inbox(conn, inbox))
         journal = [row for u in batch for row in u.journal]
         if journal:
-            cursor.executemany(INSERT_JOURNAL, journal)
+            cursor.executemany(INSERT_JOURNAL, payloads.journal(conn, journal))
             if self._commits is not None:
                 self._commits.position = conn.last_insert_rowid()
         snapshots = [row for u in batch for row in u.snapshots]
         if snapshots:
-            cursor.executemany(INSERT_SNAPSHOT, snapshots)
+            cursor.executemany(INSERT_SNAPSHOT, payloads.snapshots(conn, snapshots))
         if consumed:
             before = conn.total_changes()
             cursor.executemany(DELETE_INBOX, [(i,) for i in consumed])
@@ -277,10 +286,14 @@ class Writer:
         actors = [u.register for u in batch if u.register is not None]
         if actors:
             cursor.executemany(INSERT_ACTOR, actors)
+        changes = payloads.ops
         for u in batch:
             for op in u.ops:
-                for sql, params in statements(op):
-                    cursor.execute(sql, params)
+                for sql, params in statements(payloads.op(conn, op) if type(op) in changes else op):
+                    # Read to the end: APSW runs a statement that returns rows (a
+                    # pragma) only as far as its rows are read.
+                    for _ in cursor.execute(sql, params):
+                        pass
 
     def _fail(self, outcomes: list[Outcome], indexes: list[int], error: SteleError) -> None:
         """A definite failure for these units, unless an earlier attempt left them unknown.

@@ -81,10 +81,15 @@ async def test_a_corrupted_ltx_file_fails_naming_the_checksum(db: str, s3: S3Ser
     report = drill(db, url, Registry([Account]))
     assert not report.ok
     assert report.causes == {"restore"}
-    assert "checksum mismatch" in report.problems[0].detail
+    # Litestream names a flipped byte in a page's data a checksum mismatch, and one in a
+    # page's header or the framing of its compressed block a page it cannot decode: which
+    # one the middle byte hits depends on how the pages compressed (a journal with
+    # auto_vacuum's pointer-map pages, mostly zeros, hits the headers more often).
+    damaged = re.compile(r"checksum mismatch|decode page \d+")
+    assert damaged.search(report.problems[0].detail), report.problems[0].detail
     done = cli("drill", "--db", db, "--replica", url, "--module", "tests.models", check=False)
     assert done.returncode == 1
-    assert "restore" in done.stdout and "checksum mismatch" in done.stdout
+    assert "restore" in done.stdout and damaged.search(done.stdout), done.stdout
 
 
 async def test_a_replica_that_stopped_100_commits_ago_fails_as_stale(db: str, s3: S3Server) -> None:

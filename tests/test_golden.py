@@ -9,10 +9,10 @@ import anyio
 import apsw
 
 from runtime import Registry, Runtime, VirtualClock, replay
-from runtime.interfaces.demo_agents import Librarian, ResearchAgent
 from storage import SCHEMA_VERSION, Journal
 from storage._schema import schema_version
 
+from .golden_agents import Librarian, ResearchAgent
 from .models import Account, GetBalance
 from .routing import Asker, Wait, Waiter
 

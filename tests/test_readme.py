@@ -52,6 +52,10 @@ def test_the_demo_runs(tmp_path: Path) -> None:
         env={**os.environ, "COLUMNS": "200"},
     ).stdout
     assert "SIGKILLed" in out and "answer recorded after recovery" in out
+    # The answer arrived token by token through the stream endpoint, across the crash, the
+    # attempt that started over marked, every token once.
+    assert "llm, attempt 2 starts over: Agents survive crashes: a summary of 3 sources." in out
+    assert "and 1 marker(s) that an attempt started over" in out
     assert out.count("(journaled once: never called again)") == 3
     assert "search tool calls for 'How do agents survive crashes?': 1" in out
     assert "no divergence" in out

@@ -1,9 +1,12 @@
 """``python -m runtime check``: find corruption before it is served.
 
-SQLite's own ``integrity_check`` first, then every journal entry decoded: its
-record kind by Stele's own types, its payload by the actor classes (when a
-module is given), so a flipped byte is reported with its position and type
-instead of surfacing later as an error at activation.
+SQLite's own ``integrity_check`` first, then every stored payload chunk read
+back (its CRC-32, its decompression, its length, its SHA-256), then every
+journal entry decoded: its record kind by Stele's own types, its payload by
+the actor classes (when a module is given), so a flipped byte is reported with
+its position and type instead of surfacing later as an error at activation.
+An entry or snapshot whose stored payload cannot be read back (a chunk
+missing or corrupt, a reference that fails its checksum) is named too.
 """
 
 from __future__ import annotations
@@ -18,11 +21,14 @@ from storage import EntryKind
 
 from .._records import (
     cancel_decoder,
+    chunk_decoder,
     effect_decoder,
+    fork_decoder,
     message_decoder,
     reply_decoder,
     request_decoder,
     send_decoder,
+    start_decoder,
     timer_decoder,
 )
 from .._registry import Registry
@@ -36,6 +42,9 @@ _RECORDS: dict[str, msgspec.msgpack.Decoder[Any]] = {
     EntryKind.TIMER: timer_decoder,
     EntryKind.CANCEL: cancel_decoder,
     EntryKind.REQUEST: request_decoder,
+    EntryKind.START: start_decoder,
+    EntryKind.CHUNK: chunk_decoder,
+    EntryKind.FORK: fork_decoder,
 }
 """How each kind's payload decodes (events decode by the actor classes)."""
 
@@ -46,6 +55,7 @@ class CheckReport:
 
     integrity: str = "ok"
     entries: int = 0
+    payload_chunks: int = 0
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -63,6 +73,11 @@ def check(path: str, registry: Registry | None = None) -> CheckReport:
         except storage.StorageError as exc:
             report.problems.append(f"the actor registry cannot be read: {exc}")
             return report
+        try:
+            report.payload_chunks = journal.payload_stats().chunks
+            report.problems.extend(journal.payload_problems())
+        except storage.StorageError as exc:
+            report.problems.append(f"the stored payloads cannot be read: {exc}")
         for info in actors:
             _check_entries(journal, info.address, registry, report)
             _check_snapshots(journal, info.address, report)

@@ -18,7 +18,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import anyio
@@ -30,12 +30,14 @@ import storage
 from actors import SteleError
 from storage import EntryKind
 
+from .._followers import stream_item
 from .._rebuild import load
 from .._registry import Registry
 from .._replay import replay
 from ._client import call, endpoint, recorded_server
 from ._drill import add_arguments as drill_arguments
 from ._drill import duration
+from ._history import add_compact_arguments, add_diff_arguments, add_fork_arguments
 from ._modules import actor_classes, load_module
 from ._text import console, err, plain, styled, write_json
 from ._token import add_token_arguments, token_from
@@ -77,15 +79,34 @@ def cmd_actors(args: argparse.Namespace) -> int:
         pending: dict[str, int] = {}
         for p in journal.pending():
             pending[p.target] = pending.get(p.target, 0) + 1
+        sizes = {s.address: s for s in journal.history_sizes()}
+    none = storage.HistorySize("", 0, 0, 0, 0, 0)
     if args.json:
-        _out(args, [{**msgspec.to_builtins(a), "pending": pending.get(a.address, 0)} for a in actors])
+        _out(
+            args,
+            [
+                {
+                    **msgspec.to_builtins(a),
+                    "pending": pending.get(a.address, 0),
+                    **{k: v for k, v in msgspec.to_builtins(sizes.get(a.address, none)).items() if k != "address"},
+                }
+                for a in actors
+            ],
+        )
         return 0
-    table = Table("address", "type", "last seq", "status", "pending", "reason", title=f"{len(actors)} actor(s)")
+    table = Table(
+        "address", "type", "last seq", "kept from", "entries", "bytes", "status", "pending", "reason",
+        title=f"{len(actors)} actor(s)",
+    )  # fmt: skip
     for a in actors:
+        size = sizes.get(a.address, none)
         table.add_row(
             plain(a.address),
             plain(a.type),
             str(a.last_seq),
+            str(a.floor) if a.floor else "-",
+            str(size.entries),
+            str(size.bytes + size.snapshot_bytes),
             plain(a.status),
             str(pending.get(a.address, 0)),
             plain(a.reason or ""),
@@ -115,8 +136,8 @@ def cmd_nodes(args: argparse.Namespace) -> int:
     return 0
 
 
-def _summary(entry: storage.Entry) -> str:
-    data = entry.decoded()
+def _summary(entry: storage.EntryPreview) -> str:
+    data = entry.data
     if entry.kind == EntryKind.MESSAGE and isinstance(data, dict):
         return f"{data.get('handler')}({json.dumps(data.get('body'), default=str, ensure_ascii=False)[:80]})"
     if entry.kind == EntryKind.EFFECT and isinstance(data, dict):
@@ -134,21 +155,34 @@ def _summary(entry: storage.Entry) -> str:
     return json.dumps(data, default=str, ensure_ascii=False)[:100]
 
 
+HISTORY_PAGE = 200
+"""Entries read from the journal at a time: a long history prints page by page."""
+
+
+def _previews(
+    args: argparse.Namespace, journal: storage.Journal, seen: int, printed: int
+) -> list[storage.EntryPreview]:
+    want = HISTORY_PAGE if not args.limit else min(HISTORY_PAGE, args.limit - printed)
+    return journal.entry_previews(args.address, seen, args.kind, want) if want > 0 else []
+
+
 def cmd_history(args: argparse.Namespace) -> int:
     seen = args.from_seq
+    printed = 0
     with storage.Journal.open(args.db) as journal:
         if journal.actor(args.address) is None:
             raise SteleError(f"the journal has no actor {args.address!r}")
         while True:
-            rows = []
-            for entry in journal.entries(args.address, seen, args.kind):
-                rows.append(entry)
-                seen = entry.seq + 1
-                if args.limit and len(rows) >= args.limit:
-                    break
+            # Previews: however large a payload, an entry lists from a bounded read of it
+            # (`entry` prints or saves one whole).
+            rows = _previews(args, journal, seen, printed)
+            if rows:
+                seen = rows[-1].seq + 1
+                printed += len(rows)
             if args.json:
                 for e in rows:
-                    write_json({**msgspec.to_builtins(e), "data": e.decoded()})
+                    fields = {f: getattr(e, f) for f in e.__struct_fields__ if f != "data"}
+                    write_json({**fields, "data": e.data})
             elif rows:
                 table = Table(
                     "pos",
@@ -158,7 +192,7 @@ def cmd_history(args: argparse.Namespace) -> int:
                     "type",
                     "time (UTC)",
                     "summary",
-                    title=plain(args.address) if not args.follow else None,
+                    title=plain(args.address) if not args.follow and printed == len(rows) else None,
                 )
                 for e in rows:
                     table.add_row(
@@ -171,9 +205,30 @@ def cmd_history(args: argparse.Namespace) -> int:
                         plain(_summary(e)),
                     )
                 console.print(table)
-            if not args.follow:
+            if len(rows) == HISTORY_PAGE:
+                continue  # more than a page there: print the next at once
+            if not args.follow or (args.limit and printed >= args.limit):
                 return 0
             time.sleep(0.5)
+
+
+def cmd_entry(args: argparse.Namespace) -> int:
+    with storage.Journal.open(args.db) as journal:
+        value = journal.entry_value(args.address, args.seq)
+        if value is None:
+            raise SteleError(f"the journal has no entry {args.address!r} #{args.seq}")
+        if args.out is not None:
+            # Piece by piece: one chunk in memory at a time, whatever the size.
+            with open(args.out, "xb") as out:
+                for piece in value.pieces():
+                    out.write(piece)
+            _out(args, {"address": args.address, "seq": args.seq, "bytes": value.size, "out": args.out})
+            return 0
+        entry = next(iter(journal.entries(args.address, args.seq)), None)
+        assert entry is not None and entry.seq == args.seq
+        fields = {f: getattr(entry, f) for f in entry.__struct_fields__ if f != "data"}
+        write_json({**fields, "size": value.size, "data": entry.decoded()}, indent=None if args.json else 2)
+    return 0
 
 
 def cmd_state(args: argparse.Namespace) -> int:
@@ -228,13 +283,25 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.json:
         _out(
             args,
-            {"ok": report.ok, "integrity": report.integrity, "entries": report.entries, "problems": report.problems},
+            {
+                "ok": report.ok,
+                "integrity": report.integrity,
+                "entries": report.entries,
+                "payload_chunks": report.payload_chunks,
+                "problems": report.problems,
+            },
         )
     else:
         for problem in report.problems:
             console.print(styled(("problem", "red"), " ", problem))
         verdict = ("ok", "green") if report.ok else (f"{len(report.problems)} problem(s)", "red")
-        console.print(styled(f"integrity_check: {report.integrity}; {report.entries} entries checked: ", verdict))
+        console.print(
+            styled(
+                f"integrity_check: {report.integrity}; {report.entries} entries and "
+                f"{report.payload_chunks} payload chunks checked: ",
+                verdict,
+            )
+        )
     return 0 if report.ok else 1
 
 
@@ -386,11 +453,108 @@ def cmd_ask(args: argparse.Namespace) -> int:
     return _send(args, wait=True)
 
 
+def cmd_stream(args: argparse.Namespace) -> int:
+    kind, sep, key = args.address.partition("/")
+    if not sep or not kind or not key:
+        raise SteleError(f"{args.address!r} is not an actor address; expected 'Type/key'")
+    if args.offset < 0:
+        raise SteleError(f"--offset must be 0 or more, not {args.offset}")
+    items = _stream_items(args, kind, key)
+    ended = False
+    for item in items:
+        if args.json:
+            write_json(item)
+        else:
+            _print_item(item)
+        if args.until_end and item["kind"] == "end":
+            ended = True
+            break
+    if not args.json:
+        sys.stdout.write("\n")
+    sys.stdout.flush()
+    return 0 if ended or not args.until_end else 1
+
+
+def _stream_items(args: argparse.Namespace, kind: str, key: str) -> Iterator[dict[str, Any]]:
+    """From ``--url``, else the server the journal records (asked again at each reconnection), else the file."""
+    from ._sse import follow  # noqa: PLC0415
+
+    def url() -> str:
+        base = args.url
+        if base is None:
+            with storage.Journal.open(args.db) as journal:
+                base, note = recorded_server(journal.meta("http"))
+            if base is None:
+                raise SteleError(note or "the journal records no server: pass --url")
+        return endpoint(base, "actors", kind, key, "stream")
+
+    if args.url is None:
+        with storage.Journal.open(args.db) as journal:
+            recorded = journal.meta("http")
+        if recorded is None:
+            yield from _journal_items(args, f"{kind}/{key}")
+            return
+    keep = args.follow or args.until_end
+    yield from follow(url, args.offset, token=token_from(args), keep_following=keep, reconnect_for=args.reconnect_for)
+
+
+def _journal_items(args: argparse.Namespace, address: str) -> Iterator[dict[str, Any]]:
+    """No server: the journal file itself, polled while following."""
+    offset = args.offset
+    with storage.Journal.open(args.db) as journal:
+        while True:
+            page = journal.stream_entries(address, offset, 500)
+            for entry in page:
+                yield msgspec.to_builtins(stream_item(entry))
+                offset = entry.seq + 1
+            if len(page) < 500:
+                if not (args.follow or args.until_end):
+                    return
+                time.sleep(0.2)
+
+
+def _print_item(item: dict[str, Any]) -> None:
+    """Chunks as they come (text as is); markers on lines of their own."""
+    kind = item["kind"]
+    if kind == "chunk":
+        value = item.get("value")
+        # Text as it is, line breaks included; other control characters escaped (no terminal escapes).
+        shown = "\n".join(plain(line) for line in value.split("\n")) if isinstance(value, str) else None
+        sys.stdout.write(shown if shown is not None else json.dumps(value) + " ")
+    elif kind == "restart":
+        sys.stdout.write(f"\n[{item['effect']}: attempt {item['attempt']} starts over]\n")
+    elif kind == "failed":
+        sys.stdout.write(f"\n[{item['effect']}: attempt {item['attempt']} failed: {plain(item.get('error') or '')}]\n")
+    elif kind == "end" and not item.get("ok", True):
+        sys.stdout.write(f"\n[{item['effect']} failed: {plain(item.get('error') or '')}]\n")
+    elif kind == "end":
+        sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
 # -- serving ---------------------------------------------------------------------------
 
 
 def cmd_drill(args: argparse.Namespace) -> int:
     from ._drill import cmd_drill as run  # noqa: PLC0415
+
+    return run(args)
+
+
+def cmd_fork(args: argparse.Namespace) -> int:
+    from ._history import cmd_fork as run  # noqa: PLC0415 - opens a runtime
+
+    return run(args)
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from ._history import cmd_diff as run  # noqa: PLC0415
+
+    return run(args)
+
+
+def cmd_compact(args: argparse.Namespace) -> int:
+    from ._history import cmd_compact as run  # noqa: PLC0415 - opens a runtime
 
     return run(args)
 
@@ -468,6 +632,12 @@ def parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help="run a restore drill of the replica this often (90s, 15m, 6h), in a child process; "
         "the result shows on /status, /metrics and /health, and a failure is logged as an error",
+    )
+    p.add_argument(
+        "--compact-every",
+        type=duration,
+        metavar="DURATION",
+        help="compact the journal by each actor type's retention this often (15m, 6h)",
     )
     p.add_argument(
         "--allow-host",
@@ -548,6 +718,28 @@ def parser() -> argparse.ArgumentParser:
         add_token_arguments(p, "to send")
         p.add_argument("--idempotency-key")
 
+    p = _command(
+        sub,
+        "stream",
+        cmd_stream,
+        "an actor's stream: its streamed effects' chunks, with a marker where an attempt starts over",
+        "python -m runtime stream Researcher/r1 --follow",
+        db=DEFAULT_DB,
+    )
+    p.add_argument("address")
+    p.add_argument("--offset", type=int, default=0, help="first offset (an item's offset + 1 resumes after it)")
+    p.add_argument("--follow", action="store_true", help="keep printing new items (until interrupted)")
+    p.add_argument("--until-end", action="store_true", help="follow until a streamed effect ends, then exit")
+    p.add_argument("--url", help="a server (default: the one the journal records; the journal file itself if none)")
+    p.add_argument(
+        "--reconnect-for",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long to keep reconnecting to a server that went away (default 60)",
+    )
+    add_token_arguments(p, "to send")
+
     p = _command(sub, "actors", cmd_actors, "list actors", "python -m runtime actors --type Account", db=DEFAULT_DB)
     p.add_argument("--type")
 
@@ -564,6 +756,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", choices=[kind.value for kind in EntryKind], help="only entries of this kind")
     p.add_argument("--limit", type=int, default=0, help="at most this many entries (0: all)")
     p.add_argument("--follow", action="store_true", help="keep printing new entries")
+
+    p = _command(
+        sub,
+        "entry",
+        cmd_entry,
+        "one journal entry whole (history shows long payloads cut short)",
+        "python -m runtime entry Agent/a 7 --out answer.msgpack",
+        db=DEFAULT_DB,
+    )
+    p.add_argument("address")
+    p.add_argument("seq", type=int)
+    p.add_argument("--out", help="write the payload's msgpack bytes to this new file, streamed, instead of JSON")
 
     p = _command(
         sub,
@@ -657,6 +861,36 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--timestamp", help="ISO 8601 point in time")
     p.add_argument("--txid", type=int, help="Litestream transaction id")
     p.add_argument("--module", help="also rebuild every actor with these classes")
+
+    p = _command(
+        sub,
+        "fork",
+        cmd_fork,
+        "make a new actor from another's state at a journal position (of the journal, or of a replica)",
+        "python -m runtime fork Agent/a --at 120 --as Agent/a-fix --replay-after --module agents",
+        db=DEFAULT_DB,
+    )
+    add_fork_arguments(p)
+
+    p = _command(
+        sub,
+        "diff",
+        cmd_diff,
+        "compare two actors' histories step by step (a fork with its source, say)",
+        "python -m runtime diff Agent/a Agent/a-fix",
+        db=DEFAULT_DB,
+    )
+    add_diff_arguments(p)
+
+    p = _command(
+        sub,
+        "compact",
+        cmd_compact,
+        "remove the history each actor type's retention no longer keeps, and give the space back",
+        "python -m runtime compact --module agents",
+        db=DEFAULT_DB,
+    )
+    add_compact_arguments(p)
 
     p = _command(
         sub,

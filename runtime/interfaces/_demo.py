@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,8 @@ from rich.rule import Rule
 import storage
 from actors import SteleError
 
-from ._client import call
+from ._client import call, endpoint
+from ._sse import follow
 from ._text import console, plain
 
 AGENTS = "runtime.interfaces.demo_agents"
@@ -95,33 +97,38 @@ def demo(args: argparse.Namespace) -> int:
     status, answer = _http(f"{server.url}/actors/{agent}/research", {"question": 42})
     console.print(plain(f"ask  research with a number as question  -> {status} {answer['message']}"))
 
-    console.print(Rule("a crash in the middle of a step"))
+    _wait_answered(server.url, agent, "What is a durable actor?")  # the tell's answer: the reader sees the next one
+    console.print(Rule("a crash in the middle of a streamed answer"))
     question = "How do agents survive crashes?"
     slow = {"question": question, "depth": 2}
+    current = {"url": server.url}
+
+    def stream_url() -> str:
+        return endpoint(current["url"], "actors", *agent.split("/"), "stream")
+
+    reader = _Reader(stream_url, _stream_end(stream_url()))
+    console.print(plain(f"following GET {stream_url().removeprefix(server.url)} (server-sent events):"))
     outcome: dict[str, Any] = {}
     caller = threading.Thread(target=lambda: outcome.update(reply=_http(f"{server.url}/actors/{agent}/research", slow)))
     caller.start()
-    deadline = time.monotonic() + 30
-    while question not in (Path(tool_log).read_text() if os.path.exists(tool_log) else ""):
-        if time.monotonic() > deadline:
-            raise SteleError("the slow step never reached its first effect")
-        time.sleep(0.02)
-    time.sleep(0.2)  # the search result is journaled; the model is still thinking
+    reader.wait(lambda items: sum(i["kind"] == "chunk" for i in items) >= 8, "the model's first tokens")
     server.kill()
     caller.join()
-    console.print(
-        plain(f"the server was SIGKILLed while the model was answering; the caller saw: {outcome['reply'][1]!r}")
-    )
+    time.sleep(0.3)  # the tokens already on their way to the reader are printed first
+    reader.say(f"[the server was SIGKILLed in the middle of the answer; the caller saw: {outcome['reply'][1]!r}]")
     server = _Server(db, env)
-    console.print(plain(f"restarted at {server.url}: the interrupted step resumes from its journal"))
-    deadline = time.monotonic() + 30
-    while True:
-        status, body = _http(f"{server.url}/actors/{agent}")
-        if status == 200 and question in body["state"]["answers"]:
-            break
-        if time.monotonic() > deadline:
-            raise SteleError("the interrupted step did not complete after the restart")
-        time.sleep(0.1)
+    current["url"] = server.url
+    reader.say(f"[restarted at {server.url}: the interrupted step resumes from its journal; the reader reconnects]")
+    reader.wait(lambda items: bool(items) and items[-1]["kind"] == "end", "the end of the answer")
+    restarts = [i for i in reader.items if i["kind"] == "restart"]
+    chunks = [i["offset"] for i in reader.items if i["kind"] == "chunk"]
+    console.print(
+        plain(
+            f"the reader got {len(chunks)} tokens, each once and in order (offsets {chunks[0]}..{chunks[-1]}), "
+            f"and {len(restarts)} marker(s) that an attempt started over: the cut answer is never spliced"
+        )
+    )
+    body = _wait_answered(server.url, agent, question)
     console.print(plain(f"answer recorded after recovery: {body['state']['answers'][question]!r}"))
     calls: dict[str, int] = {}
     for line in Path(tool_log).read_text().splitlines():
@@ -132,8 +139,8 @@ def demo(args: argparse.Namespace) -> int:
     status, shelf = _http(f"{server.url}/actors/Librarian/main/catalogue", {})
     console.print(plain(f"the librarian's catalogue (sent exactly once per answer): {shelf}"))
 
-    console.print(Rule(f"what the journal recorded for {agent}"))
-    _cli(["history", agent, "--db", db])
+    console.print(Rule(f"what the journal recorded for {agent}: its effects (every token is an entry too)"))
+    _cli(["history", agent, "--db", db, "--kind", "effect"])
     console.print(Rule("replication"))
     status, info = _http(f"{server.url}/status")
     rep = info.get("replication") or {}
@@ -151,10 +158,82 @@ def demo(args: argparse.Namespace) -> int:
         entries = sum(a.last_seq for a in journal.actors())
     console.print(Rule())
     console.print(plain(f"{entries} journal entries kept in {db}. Try:"))
-    console.print(plain(f"  python -m runtime history {agent} --db {db} --kind effect"))
+    console.print(plain(f"  python -m runtime history {agent} --db {db}"))
+    console.print(plain(f"  python -m runtime stream {agent} --db {db}"))
     console.print(plain(f"  python -m runtime state {agent} --db {db} --at 5 --module {AGENTS}"))
     console.print(plain(f"  python -m runtime actors --db {db}"))
     return 0
+
+
+def _wait_answered(url: str, agent: str, question: str) -> Any:
+    """The agent's state once it has answered ``question``."""
+    deadline = time.monotonic() + 60
+    while True:
+        status, body = _http(f"{url}/actors/{agent}")
+        if status == 200 and question in body["state"]["answers"]:
+            return body
+        if time.monotonic() > deadline:
+            raise SteleError(f"the agent did not answer {question!r}")
+        time.sleep(0.1)
+
+
+def _stream_end(url: str) -> int:
+    """The offset after the last item the stream holds now: a reader from there sees only what comes next."""
+    last = -1
+    for item in follow(lambda: url, keep_following=False, reconnect_for=10):
+        last = item["offset"]
+    return last + 1
+
+
+class _Reader:
+    """Follows the agent's stream through the stream endpoint, printing the tokens as they come.
+
+    Reconnects from its last event id when the server goes away; ``url`` gives
+    the server of the moment (a restarted one listens on another port).
+    """
+
+    def __init__(self, url: Callable[[], str], offset: int) -> None:
+        self.items: list[dict[str, Any]] = []
+        self.error: BaseException | None = None
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, args=(url, offset), daemon=True)
+        self._thread.start()
+
+    def _run(self, url: Callable[[], str], offset: int) -> None:
+        try:
+            for item in follow(url, offset, reconnect_for=60):
+                kind = item["kind"]
+                with self._lock:
+                    if kind == "start":
+                        _write(f"  {item['effect']}: ")
+                    elif kind == "restart":
+                        _write(f"\n  {item['effect']}, attempt {item['attempt']} starts over: ")
+                    elif kind == "chunk":
+                        _write(plain(item["value"]))
+                    elif kind == "end":
+                        _write("\n")
+                    self.items.append(item)
+                if kind == "end":
+                    return
+        except SteleError as exc:
+            self.error = exc
+
+    def say(self, line: str) -> None:
+        """A line of the demo's own, between the reader's tokens."""
+        with self._lock:
+            _write(f"\n{plain(line)}\n")
+
+    def wait(self, done: Callable[[list[dict[str, Any]]], bool], what: str) -> None:
+        deadline = time.monotonic() + 60
+        while not done(list(self.items)):
+            if self.error is not None or time.monotonic() > deadline:
+                raise SteleError(f"the stream reader never saw {what}: {self.error or 'timed out'}")
+            time.sleep(0.02)
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
 
 
 def _cli(args: list[str]) -> None:

@@ -17,7 +17,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from typing import Any
 
 import anyio.to_thread
@@ -27,7 +27,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 
 import storage
@@ -37,7 +37,7 @@ from .._options import DURABILITIES
 from .._rebuild import load
 from .._runtime import Runtime
 from .._statistics import RuntimeStatistics
-from . import _openapi
+from . import _openapi, _sse
 from ._http_guard import Guard
 from ._http_outcomes import Answer, accepted, error, outcome, response, unknown
 from ._openapi import MAX_KEY, MAX_PAGE, MAX_POSITION
@@ -98,6 +98,10 @@ class App:
         self.closing = False
         self._stop: asyncio.Future[None] | None = None
         self._abandoned: set[asyncio.Task[Any]] = set()
+        self.sizes: list[storage.HistorySize] = []
+        """Each actor's history size, as of the last refresh (at most every ``SIZES_EVERY_S``)."""
+        self._sizes_at = -SIZES_EVERY_S
+        self._sizes_runs = 0
         self.metrics = CollectorRegistry(auto_describe=True)
         self.metrics.register(_Collector(self))
         self.openapi = msgspec.json.encode(
@@ -115,6 +119,8 @@ class App:
                 Route("/actors", self.actors, methods=["GET"]),
                 Route("/actors/{type}/{key}", self.actor, methods=["GET"]),
                 Route("/actors/{type}/{key}/journal", self.journal, methods=["GET"]),
+                Route("/actors/{type}/{key}/stream", self.stream, methods=["GET"]),
+                Route("/actors/{type}/{key}/journal/{seq}", self.entry, methods=["GET"]),
                 Route("/status", self.status, methods=["GET"]),
                 Route("/health", self.health, methods=["GET"]),
                 Route("/metrics", self.prometheus, methods=["GET"]),
@@ -377,25 +383,82 @@ class App:
             return response(limit)
 
         def read() -> list[Any]:
+            # Previews: a payload of any size lists from a bounded read of it (long
+            # strings cut short, "truncated": true); GET .../journal/{seq} serves it whole.
             with self._journal() as journal:
-                page = []
-                for entry in journal.entries(address, start):
-                    page.append(
-                        {
-                            "position": entry.position,
-                            "seq": entry.seq,
-                            "step": entry.step,
-                            "kind": entry.kind,
-                            "type": entry.type,
-                            "at": entry.at,
-                            "data": entry.decoded(),
-                        }
-                    )
-                    if len(page) >= limit:
-                        break
-                return page
+                return [
+                    {
+                        "position": entry.position,
+                        "seq": entry.seq,
+                        "step": entry.step,
+                        "kind": entry.kind,
+                        "type": entry.type,
+                        "at": entry.at,
+                        "size": entry.size,
+                        "truncated": entry.truncated,
+                        "data": entry.data,
+                    }
+                    for entry in journal.entry_previews(address, start, None, limit)
+                ]
 
         return _ok(await anyio.to_thread.run_sync(read))
+
+    async def entry(self, request: Request) -> Response:
+        """GET /actors/{type}/{key}/journal/{seq}: one entry's payload whole, as msgpack, streamed."""
+        address = f"{request.path_params['type']}/{request.path_params['key']}"
+        raw = request.path_params["seq"]
+        if _INTEGER.fullmatch(raw) is None or not 0 <= int(raw) <= MAX_POSITION:
+            return response(error(400, "malformed", f"seq must be an integer from 0 to {MAX_POSITION}"))
+        seq = int(raw)
+
+        def open_value() -> tuple[storage.Journal, storage.ValueReader | None]:
+            journal = self._journal()
+            try:
+                return journal, journal.entry_value(address, seq)
+            except BaseException:
+                journal.close()
+                raise
+
+        journal, value = await anyio.to_thread.run_sync(open_value)
+        if value is None:
+            journal.close()
+            return response(error(404, "not_found", f"no journal entry {address}#{seq}"))
+
+        def pieces() -> Iterator[bytes]:
+            # One chunk in memory at a time, however large the payload.
+            try:
+                yield from value.pieces()
+            finally:
+                journal.close()
+
+        return StreamingResponse(
+            pieces(), media_type="application/msgpack", headers={"Content-Length": str(value.size)}
+        )
+
+    async def stream(self, request: Request) -> Response:
+        """GET /actors/{type}/{key}/stream: the actor's stream as server-sent events (see :mod:`._sse`).
+
+        From after ``Last-Event-ID`` (a reconnection) or from ``?offset=N``
+        (default 0); following live unless ``?follow=false``.
+        """
+        address = f"{request.path_params['type']}/{request.path_params['key']}"
+        try:
+            self.rt.registry.resolve(address)
+        except UnknownActorTypeError as exc:
+            return response(error(404, "not_found", str(exc)))
+        start = _sse.parse_offset(
+            request.headers.get("last-event-id"), request.query_params.get("offset"), MAX_POSITION
+        )
+        if isinstance(start, str):
+            return response(error(400, "malformed", start))
+        follow = _WAIT.get(request.query_params.get("follow", "true").lower())
+        if follow is None:
+            return response(error(400, "malformed", "follow must be true or false"))
+        return StreamingResponse(
+            _sse.events(self.rt, address, start, follow=follow),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
 
     async def status(self, request: Request) -> Response:
         """GET /status: the runtime, its journal and replication (and, for a node, every node and its leases)."""
@@ -431,6 +494,13 @@ class App:
                 await self._nodes()  # read here, off the loop: the collector only formats them
             except SteleError as exc:
                 log.warning("metrics: cannot read the nodes: %s", exc)
+        compaction = self.rt.statistics().compaction
+        runs = compaction.runs if compaction is not None else 0
+        if time.monotonic() - self._sizes_at >= SIZES_EVERY_S or runs != self._sizes_runs:
+            # One pass over the whole journal: read in a thread, and not at every
+            # scrape (but again after a compaction, which changes them).
+            self._sizes_at, self._sizes_runs = time.monotonic(), runs
+            self.sizes = await anyio.to_thread.run_sync(self.rt.store.history_sizes)
         return Response(generate_latest(self.metrics), media_type="text/plain; version=0.0.4")
 
     async def openapi_json(self, request: Request) -> Response:
@@ -573,6 +643,7 @@ class _Collector:
                 value=status.stalled_for_s,
             )  # fmt: skip
         yield from _drill_metrics(figures)
+        yield from _history_metrics(figures, self.app.sizes)
 
 
 def _drill_metrics(figures: RuntimeStatistics) -> Any:
@@ -606,3 +677,41 @@ def _drill_metrics(figures: RuntimeStatistics) -> Any:
     for cause, count in sorted(counted.items()):
         problems.add_metric([cause], count)
     yield problems
+
+
+SIZES_EVERY_S = 30.0
+"""How often /metrics reads every actor's history size (a pass over the journal)."""
+LARGEST_ACTORS = 100
+"""Per-actor size metrics for this many of the largest histories (the label's cardinality stays bounded)."""
+
+
+def _history_metrics(figures: RuntimeStatistics, sizes: list[storage.HistorySize]) -> Any:
+    """``stele_actor_journal_*`` for the largest histories, and ``stele_compaction_*`` after the first compaction."""
+    largest = sorted(sizes, key=lambda s: s.bytes + s.snapshot_bytes, reverse=True)[:LARGEST_ACTORS]
+    entries = GaugeMetricFamily(
+        "stele_actor_journal_entries", "Journal entries an actor's history holds", labels=["actor"]
+    )
+    size = GaugeMetricFamily(
+        "stele_actor_journal_bytes", "Payload bytes of an actor's entries and snapshots", labels=["actor"]
+    )
+    for s in largest:
+        entries.add_metric([s.address], s.entries)
+        size.add_metric([s.address], s.bytes + s.snapshot_bytes)
+    yield entries
+    yield size
+    compaction = figures.compaction
+    if compaction is None:
+        return
+    last = compaction.last
+    yield CounterMetricFamily("stele_compaction_runs", "Compactions run", value=compaction.runs)
+    yield GaugeMetricFamily(
+        "stele_compaction_last_timestamp_seconds", "When the last compaction ended", value=compaction.last_at
+    )
+    yield GaugeMetricFamily(
+        "stele_compaction_removed_entries", "Journal entries the last compaction removed", value=last.entries
+    )
+    yield GaugeMetricFamily(
+        "stele_compaction_reclaimed_bytes", "Bytes the last compaction gave back to the file system",
+        value=max(0, last.bytes_before - last.bytes_after),
+    )  # fmt: skip
+    yield GaugeMetricFamily("stele_journal_free_bytes", "Journal storage free for reuse", value=last.free_after)

@@ -150,6 +150,45 @@ def describe(registry: Registry, *, token: bool, host_checked: bool) -> dict[str
                     ],
                 )
             },
+            "/actors/{type}/{key}/journal/{seq}": {
+                "get": {
+                    "summary": "one journal entry's payload whole, as msgpack, streamed",
+                    "parameters": [
+                        _path("type", {"type": "string"}),
+                        _path("key", {"type": "string"}),
+                        _path("seq", {"type": "integer", "minimum": 0, "maximum": MAX_POSITION}),
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "the payload's msgpack bytes",
+                            "content": {"application/msgpack": {"schema": {"type": "string", "format": "binary"}}},
+                        },
+                        **_errors({**common, "400": "seq is not an integer in range", "404": "no such entry"}),
+                    },
+                }
+            },
+            "/actors/{type}/{key}/stream": {
+                "get": {
+                    "summary": "an actor's stream (its streamed effects' starts, chunks and ends) as "
+                    "server-sent events, each with its offset as id; resumes after Last-Event-ID",
+                    "parameters": [
+                        _path("type", {"type": "string", "enum": actor_types}),
+                        _path("key", {"type": "string"}),
+                        _query("offset", {"type": "integer", "minimum": 0, "maximum": MAX_POSITION}),
+                        _query("follow", {"type": "boolean"}),
+                        {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"}},
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "events until the stream's present end (follow=false) or the server stops",
+                            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                        },
+                        **_errors(
+                            {**common, "400": "offset, Last-Event-ID or follow malformed", "404": "no such actor type"}
+                        ),
+                    },
+                }
+            },
             "/status": {"get": _get("the runtime, its journal and replication", {"type": "object"}, common)},
             "/health": {
                 "get": {

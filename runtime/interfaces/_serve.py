@@ -28,6 +28,7 @@ from actors import SteleError
 from .._cluster import NodeOptions
 from .._runtime import Runtime
 from ._drill import drill_every as drills
+from ._history import compact_every as compacting
 from ._hosts import loopback, split_host, wildcard
 from ._http import App
 from ._http_guard import LOOPBACK_NAMES
@@ -177,6 +178,9 @@ async def serve(args: argparse.Namespace) -> int:
                             token=token,
                         )
                     )
+                compact_every = getattr(args, "compact_every", None)
+                if compact_every is not None:
+                    tg.start_soon(compacting, rt, compact_every)
                 log.info("journal %s", journal)
                 log.info("replica %s", replicate or ("the server's" if postgres else "none (--no-replicate)"))
                 if rt.litestream_socket is None and replicate is not None:

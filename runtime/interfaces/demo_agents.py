@@ -1,15 +1,18 @@
-"""The demo's agents: a research agent that plans, calls a tool and a language
-model through journaled effects, and a librarian it files its findings with.
+"""The demo's agents: a research agent that plans, calls a tool and streams a
+language model's answer through journaled effects, and a librarian it files its
+findings with.
 
 The "LLM" is a deterministic offline stand-in, so the demo needs no network and
-no keys; swap in a real client and nothing else changes: its answer is
-journaled, and a replay hands the recorded answer back instead of calling it.
+no keys; swap in a real client (``integrations.openai``) and nothing else
+changes: its tokens are journaled as they come, readers of the agent's stream
+get them live, and a replay hands the recorded answer back instead of calling it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import AsyncIterator
 
 import anyio
 import msgspec
@@ -69,12 +72,21 @@ def search(query: str, key: str) -> list[str]:
     return [f"https://example.org/{digest[i : i + 8]}" for i in (0, 8, 16)]
 
 
-async def llm(prompt: str, slow: bool = False) -> str:
-    """A deterministic stand-in for a language model (slow ones take a while)."""
-    await anyio.sleep(2.0 if slow else 0.05)
+def _answer(prompt: str) -> str:
     question, _, sources = prompt.partition("\nSources: ")
     words = [w for w in question.replace("?", "").split() if len(w) > 3]
-    return f"{' '.join(words).capitalize()}: a summary of {len(sources.split())} sources."
+    return (
+        f"{' '.join(words).capitalize()}: a summary of {len(sources.split())} sources. "
+        "Each step is written to one journal before it counts, so a crash costs only the step under way, "
+        "which resumes where its journal ends."
+    )
+
+
+async def llm(prompt: str, slow: bool = False) -> AsyncIterator[str]:
+    """A deterministic stand-in for a language model, streaming its answer word by word (slow ones take a while)."""
+    for i, word in enumerate(_answer(prompt).split(" ")):
+        await anyio.sleep(0.15 if slow else 0.005)
+        yield word if i == 0 else " " + word
 
 
 class ResearchAgent(Actor):
@@ -90,13 +102,16 @@ class ResearchAgent(Actor):
 
     @handler
     async def research(self, msg: Research) -> str:
-        """Plan, search (a journaled tool call), ask the model (journaled), file the answer."""
+        """Plan, search (a journaled tool call), stream the model's answer (journaled token by token), file it."""
         if not msg.question.strip():
             raise ValueError("an empty question")
         steps = [f"search: {msg.question}", "summarise the sources", "file the answer"]
         self.emit(Planned(msg.question, steps))
         sources = await self.ctx.effect(search, msg.question, self.ctx.idempotency_key)
-        answer = await self.ctx.effect(llm, f"{msg.question}\nSources: {' '.join(sources)}", msg.depth > 1)
+        stream = self.ctx.stream(llm, f"{msg.question}\nSources: {' '.join(sources)}", msg.depth > 1)
+        async for _ in stream:  # readers of this actor's stream see each token once it is journaled
+            pass
+        answer = str(stream.result)
         self.emit(Answered(msg.question, answer, sources))
         await self.ctx.tell("Librarian/main", File(msg.question, answer))
         return answer

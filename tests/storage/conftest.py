@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import psycopg
 import pytest
@@ -126,18 +126,23 @@ class Harness:
     def __init__(
         self,
         name: str,
-        opener: Callable[[storage.Notify], Backend],
+        opener: Callable[..., Backend],
         reader: Callable[[], AbstractContextManager[Reads]],
+        *,
+        payloads: bool,
     ) -> None:
         self.name = name
         self._opener = opener
         self._reader = reader
         self.backend: Backend | None = None
         self.fault: Faults | None = None
+        self.payloads = payloads
+        """Whether the backend stores large values once, as chunks (SQLite; PostgreSQL refuses a threshold)."""
 
-    def open(self) -> Backend:
-        """Own the journal (a fresh one the first time)."""
-        self.backend = self._opener(_deliver)
+    def open(self, **options: Any) -> Backend:
+        """Own the journal (a fresh one the first time); ``options`` go to the backend's opener
+        (``payload_threshold``)."""
+        self.backend = self._opener(_deliver, **options)
         return self.backend
 
     def reopen(self) -> Backend:
@@ -185,23 +190,23 @@ def _deliver(results: list[tuple[storage.Done, list[Outcome]]]) -> None:
 
 
 def _sqlite(path: Path, vfs: str | None) -> Harness:
-    def opener(notify: storage.Notify) -> Backend:
-        return Store.open(str(path), notify=notify, vfs=vfs)
+    def opener(notify: storage.Notify, **options: Any) -> Backend:
+        return Store.open(str(path), notify=notify, vfs=vfs, **options)
 
     def reader() -> AbstractContextManager[Reads]:
         return Journal.open(str(path))
 
-    return Harness("sqlite-file" if vfs is None else "sqlite-fault-vfs", opener, reader)
+    return Harness("sqlite-file" if vfs is None else "sqlite-fault-vfs", opener, reader, payloads=True)
 
 
 def _postgres(url: str, owner_url: str) -> Harness:
-    def opener(notify: storage.Notify) -> Backend:
-        return PgStore.open(owner_url, notify=notify)
+    def opener(notify: storage.Notify, **options: Any) -> Backend:
+        return PgStore.open(owner_url, notify=notify, **options)
 
     def reader() -> AbstractContextManager[Reads]:
         return Journal.open(url)
 
-    return Harness("postgres", opener, reader)
+    return Harness("postgres", opener, reader, payloads=False)
 
 
 def _made(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
@@ -240,4 +245,10 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]
 @pytest.fixture(params=["sqlite-fault-vfs", "postgres"])
 def faulty(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
     """Every backend that can fail its own commits for real on demand (``Harness.fault``)."""
+    yield from _made(request.param, request, tmp_path)
+
+
+@pytest.fixture(params=["sqlite-file", "sqlite-fault-vfs"])
+def paged(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
+    """Every backend whose storage is pages it can give back to the file system (``ReclaimSpace``)."""
     yield from _made(request.param, request, tmp_path)

@@ -195,6 +195,42 @@ def test_an_interrupted_step_reads_back_message_first(harness: Harness) -> None:
     assert backend.open_step(info.id, "A/1") == []
 
 
+def test_an_actors_stream_is_its_starts_chunks_and_streamed_effects_in_order(harness: Harness) -> None:
+    backend = harness.open()
+    rows = [
+        (EntryKind.MESSAGE, "M"),
+        (EntryKind.EFFECT, "search"),  # a plain effect: not part of the stream
+        (EntryKind.START, "stream:llm"),
+        (EntryKind.CHUNK, "stream:llm"),
+        (EntryKind.EVENT, "E"),
+        (EntryKind.ATTEMPT, "stream:llm"),
+        (EntryKind.ATTEMPT, "search"),
+        (EntryKind.START, "stream:llm"),
+        (EntryKind.CHUNK, "stream:llm"),
+        (EntryKind.CHUNK, "stream:llm"),
+        (EntryKind.EFFECT, "stream:llm"),
+        (EntryKind.EFFECT, "Stream:llm"),  # the prefix is exact
+        (EntryKind.REPLY, "int"),
+    ]
+    journal = [entry_row(1, seq, 1, kind, type_, bytes([seq]), AT) for seq, (kind, type_) in enumerate(rows, 1)]
+    other = [entry_row(2, 1, 2, EntryKind.CHUNK, "stream:llm", b"\x01", AT)]
+    assert harness.commit(
+        [Unit(journal=journal, register=ActorRow(1, "A/1", "A", AT), top=1)],
+        [Unit(journal=other, register=ActorRow(2, "A/2", "A", AT), top=2)],
+    ) == [[None], [None]]
+    expected = [3, 4, 6, 8, 9, 10, 11]
+    with harness.reading() as outside:
+        for reads in (backend, outside):
+            got = reads.stream_entries("A/1")
+            assert [e.seq for e in got] == expected
+            assert [(e.kind, e.type, e.data) for e in got] == [(*rows[s - 1], bytes([s])) for s in expected]
+            assert [e.seq for e in reads.stream_entries("A/1", from_seq=7)] == [8, 9, 10, 11]
+            assert [e.seq for e in reads.stream_entries("A/1", from_seq=4, limit=2)] == [4, 6]  # a page
+            assert reads.stream_entries("A/1", from_seq=12) == []
+            assert reads.stream_entries("A/nobody") == []
+            assert [e.actor for e in reads.stream_entries("A/2")] == ["A/2"]
+
+
 def test_the_inbox_keeps_timers_and_reply_routes_apart_from_client_keys(harness: Harness) -> None:
     backend = harness.open()
     request = InboxRow(2, "B/b", "h", "M", b"\x80", None, None, 0, "A/a", AT, None, "A/a", "reply:A/a/1/0")

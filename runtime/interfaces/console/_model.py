@@ -22,11 +22,13 @@ from storage import EntryKind
 
 from ..._records import (
     cancel_decoder,
+    chunk_decoder,
     effect_decoder,
     message_decoder,
     reply_decoder,
     request_decoder,
     send_decoder,
+    start_decoder,
     timer_decoder,
 )
 from .._text import json_line, plain
@@ -210,6 +212,19 @@ def _describe(entry: storage.Entry, view: EntryView, links: Links) -> None:
             view.detail = pretty({"error_type": record.error_type, "error": record.error})
         if record.attempt > 1:
             view.summary = one_line(f"attempt {record.attempt}: {view.summary}")
+    elif kind == EntryKind.START:
+        start = start_decoder.decode(entry.data)
+        view.attempt = start.attempt
+        again = start.attempt > 1
+        view.label = f"{'restart' if again else 'start'} {one_line(entry.type, 80)}"
+        view.summary = f"attempt {start.attempt} starts over" if again else "the stream begins"
+        view.detail = pretty({"effect": start.index, "attempt": start.attempt})
+    elif kind == EntryKind.CHUNK:
+        chunk = chunk_decoder.decode(entry.data)
+        value = untyped(bytes(chunk.value))
+        view.attempt = chunk.attempt
+        view.summary = one_line(compact(value))
+        view.detail = pretty(value)
     elif kind == EntryKind.EVENT:
         value = untyped(entry.data)
         view.summary = one_line(compact(value))

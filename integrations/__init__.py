@@ -1,0 +1,1 @@
+"""Integrations with the SDKs agents are made of, as journaled effects (optional extras)."""
