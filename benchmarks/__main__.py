@@ -38,6 +38,7 @@ from . import (
     _effects,
     _http,
     _model,
+    _nodes,
     _payloads,
     _postgres,
     _replication,
@@ -239,7 +240,7 @@ def startup(workdir: Path, quick: bool) -> Result:
 
 SCENARIOS = (
     "tells", "asks", "rebuild", "memory", "first-reply", "replication", "http", "timers", "effects", "psow", "console",
-    "drill", "postgres", "dbos", "payloads", "streams", "compact",
+    "drill", "postgres", "dbos", "payloads", "streams", "compact", "nodes",
 )  # fmt: skip
 """Every scenario but ``raw``, the baseline, which always runs; named for what they measure."""
 LETTERS = dict(zip("bcdefghijk", ("tells", "asks", "rebuild", "memory", "first-reply", "replication", "http",
@@ -284,6 +285,7 @@ def main() -> None:
         "psow": lambda: anyio.run(psow_cost, workdir),
         "postgres": lambda: _postgres.run(workdir, tell_throughput, sequential_asks),
         "dbos": lambda: _dbos.run(workdir, quick=args.quick),
+        "nodes": lambda: _nodes.run(workdir, quick=args.quick),
         "console": lambda: _console.console(
             workdir, 10_000 if args.quick else 100_000, 100_000 if args.quick else 1_000_000
         ),
@@ -394,6 +396,16 @@ def report(r: Result) -> None:
             )  # fmt: skip
     if "postgres" in r:
         rows.extend(postgres_rows(r["postgres"]))
+    if "nodes" in r:
+        n = r["nodes"]
+        for name in ("1 node(s)", "3 node(s)"):
+            t = n[name]
+            rows.append((f"asks/s over HTTP, {name}, 1,000 actors", t["asks_per_s"],
+                         f"CPU s: nodes {t['node_cpu_s']:.1f}, db {t['db_cpu_s']:.1f}, load {t['load_cpu_s']:.1f}",
+                         f"commit {t['commit_s']:.1f} s; {t['remote']:,} crossed"))  # fmt: skip
+        k = n["takeover"]
+        rows.append((f"take-over after SIGKILL, lease {k['lease_s']:g} s, p50 s", k["p50_s"],
+                     f"max {k['max_s']:.2f} s over {k['cycles']} cycles", "≤ 10 s"))  # fmt: skip
     if "dbos" in r:
         d = r["dbos"]
         rows.append((f"DBOS runs/s, 10 steps, {d['dbos']['concurrency']} at a time", d["dbos"]["runs_per_s"], "",

@@ -221,6 +221,17 @@ class RuntimeClosedError(SteleError):
     code = "closed"
 
 
+class LeaseLostError(SteleError):
+    """This node no longer owns the actor: another node took its lease over (many nodes on one database).
+
+    Nothing the step did was kept; a durable message stays in the inbox and
+    runs on the actor's new owner.
+    """
+
+    status = 503
+    code = "lease_lost"
+
+
 # -- accepted, no reply now ------------------------------------------------------------------
 
 

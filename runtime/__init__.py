@@ -1,5 +1,6 @@
 """What runs actors: activation, mailboxes, steps, effects and recovery over one journal."""
 
+from ._cluster import NodeOptions, NodeStatus
 from ._compact import CompactReport
 from ._compare import Difference, first_difference
 from ._drill import Behind, DrillProblem, DrillReport, DrillStatus, DrillTimings, drill
@@ -26,6 +27,8 @@ __all__ = (
     "ForkReport",
     "Limits",
     "Loaded",
+    "NodeOptions",
+    "NodeStatus",
     "Registry",
     "ReplayReport",
     "ReplicationOptions",

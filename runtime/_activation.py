@@ -14,7 +14,7 @@ from typing import Any
 
 import anyio.to_thread
 
-from storage import ActorStatus, Backend
+from storage import ActorStatus, Backend, OperationalError
 
 from ._cell import Cell
 from ._mailboxes import Mailboxes
@@ -22,6 +22,9 @@ from ._rebuild import Loaded, load
 from ._registry import Registry
 
 log = logging.getLogger("stele.runtime")
+
+LOAD_RETRY_S = 1.0
+"""How long an actor whose journal could not be read waits before its load is tried again."""
 
 
 class Activation:
@@ -52,6 +55,10 @@ class Activation:
         self._scheduled = False
         self.actor_hwm = 0
         """The highest actor id given out (journal rows name actors by id)."""
+        self.lease_of: Callable[[str], int] | None = None
+        """With many nodes: the generation of this node's lease on an address's shard now (-1: none)."""
+        self.new_actor_id: Callable[[], int] | None = None
+        """With many nodes: ids come from blocks reserved in the shared database instead."""
 
     def touch(self, cell: Cell) -> None:
         """``cell`` runs now: it becomes the most recently used."""
@@ -61,8 +68,12 @@ class Activation:
 
     def activate(self, cells: list[Cell]) -> None:
         """Load ``cells`` as far as ``max_active`` allows; the rest wait their turn."""
+        lease_of = self.lease_of
         for cell in cells:
             cell.loading = True  # requested: the scheduler leaves it alone until loaded
+            if lease_of is not None:
+                # Taken before the journal is read: the state loaded is at least as new as this lease.
+                cell.lease = lease_of(cell.address)
         room = self.max_active - len(self.active) - self.loads_in_flight
         if room < len(cells):
             room += self._evict(len(cells) - room)
@@ -123,9 +134,19 @@ class Activation:
             if isinstance(result, BaseException):
                 log.error("%s cannot be loaded: %s", cell.address, result)
                 cell.failed = result
+                if isinstance(result, OperationalError):
+                    # The journal could not be read (a database restarting, say): try again later,
+                    # or its durable messages would wait for new traffic to retry the load.
+                    self._loop.call_later(LOAD_RETRY_S, self._retry, cell, result)
             else:
                 self._activated(cell, result)
             self._mailboxes.make_ready(cell)
+
+    def _retry(self, cell: Cell, failure: BaseException) -> None:
+        if cell.failed is failure and not self._closing():
+            cell.failed = None
+            if cell.mailbox:
+                self._mailboxes.make_ready(cell)
 
     def _activated(self, cell: Cell, loaded: Loaded) -> None:
         cell.instance = loaded.instance
@@ -133,6 +154,8 @@ class Activation:
         cell.registered = info is not None
         if info is not None:
             cell.actor_id = info.id
+        elif self.new_actor_id is not None:
+            cell.actor_id = self.new_actor_id()
         else:
             self.actor_hwm += 1
             cell.actor_id = self.actor_hwm

@@ -102,6 +102,7 @@ class Cell:
         "failed",
         "instance",
         "key",
+        "lease",
         "loading",
         "mailbox",
         "next_seq",
@@ -141,6 +142,9 @@ class Cell:
         """The actor registry has a row for this address."""
         self.actor_id = 0
         """The id journal rows name this actor by; set when it is loaded."""
+        self.lease = -1
+        """With many nodes: the generation of this node's lease on the actor's shard when its state was
+        loaded; its steps commit only while the node still holds that very lease."""
 
     def registration(self, at: float) -> ActorRow | None:
         """The registry row a unit must insert for this actor, unless it exists."""

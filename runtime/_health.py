@@ -14,15 +14,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable
 
 import anyio
+import anyio.to_thread
 
-from actors import BackpressureError, JournalError
+from actors import BackpressureError, JournalError, ReplyUnavailableError
 from storage import Backoff, PutMeta, Unit
 
-from ._cell import Cell
+from ._cell import Cell, Msg
 from ._mailboxes import Mailboxes
 from ._writes import Writes
 
@@ -49,8 +49,10 @@ class JournalHealth:
         self._writes = writes
         self._mailboxes = mailboxes
         self._clock = clock
-        self._spawn: Callable[[Callable[..., Coroutine[Any, Any, None]], Cell, float], None] = spawn
+        self._spawn: Callable[..., None] = spawn
         self._closing = closing
+        self.processed: Callable[[int], None] | None = None
+        """With many nodes: told the id of a message found processed (this node no longer holds it)."""
         self._probe_at = 0.0  # while the journal fails, when the next message may try it
         self._was_failing = False  # writer thread only
         self.refusing = False
@@ -102,12 +104,13 @@ class JournalHealth:
                 cell.failed = None  # a load that failed on the disk is tried again
                 self._mailboxes.make_ready(cell)
 
-    def after_unknown_commit(self, cell: Cell, delay: float) -> None:
-        """Hold ``cell`` until the journal is settled (see :meth:`_settle`)."""
+    def after_unknown_commit(self, cell: Cell, delay: float, msg: Msg | None = None) -> None:
+        """Hold ``cell`` until the journal is settled (see :meth:`_settle`); ``msg``: the message whose
+        step's commit is unknown, back at the head of the mailbox."""
         cell.busy = True  # nothing of this actor runs until then
-        self._spawn(self._settle, cell, max(delay, 0.05))
+        self._spawn(self._settle, cell, max(delay, 0.05), msg)
 
-    async def _settle(self, cell: Cell, delay: float) -> None:
+    async def _settle(self, cell: Cell, delay: float, msg: Msg | None = None) -> None:
         """After a commit that may or may not have landed, commit something else first.
 
         The unknown commit's WAL frames may still be in the file, where a crash
@@ -127,6 +130,31 @@ class JournalHealth:
                 wait = backoff.next()
             else:
                 break
+        if msg is not None and msg.inbox and cell.mailbox and cell.mailbox[0] is msg and not self._closing():
+            await self._landed(cell, msg)
         cell.busy = False
         if cell.mailbox and not self._closing():
             self._mailboxes.make_ready(cell)
+
+    async def _landed(self, cell: Cell, msg: Msg) -> None:
+        """Drop ``msg`` if the unknown commit turned out to have consumed it: its step ran to the end,
+        and running it again would run its effects again (G3)."""
+        backend = self._writes.backend
+        assert backend is not None
+        try:
+            _, pending = await anyio.to_thread.run_sync(backend.key_status, "", msg.step)
+        except JournalError as exc:  # cannot tell: the step runs again, and fails alone if it had landed
+            log.warning("%s: cannot tell whether step %d landed: %s", cell.address, msg.step, exc)
+            return
+        if pending or not cell.mailbox or cell.mailbox[0] is not msg:
+            return
+        log.warning("%s: step %d's unknown commit had landed: its message is processed, not run again",
+                    cell.address, msg.step)  # fmt: skip
+        cell.mailbox.popleft()
+        self._mailboxes.consumed()
+        if self.processed is not None:
+            self.processed(msg.step)
+        if msg.waiter is not None and not msg.waiter.done():
+            msg.waiter.set_exception(
+                ReplyUnavailableError(f"{cell.address} processed the message; its reply is in the journal only")
+            )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections.abc import Callable
 from typing import Any
 
 from storage import Done, InboxRow, Op, Outcome, Unit
@@ -30,10 +31,11 @@ class _Shared(asyncio.Future[None]):
 class _Tick:
     """The inbox rows of one loop tick's tells."""
 
-    __slots__ = ("future", "keys", "msgs", "rows", "top")
+    __slots__ = ("future", "keys", "msgs", "remote", "rows", "top")
 
     def __init__(self, future: _Shared) -> None:
         self.future = future
+        self.remote: list[tuple[int, str]] = []
         self.rows: list[InboxRow] = []
         self.keys: list[Op] = []
         self.msgs: list[tuple[Cell, Msg]] = []
@@ -47,6 +49,8 @@ class Ingress:
         self._loop = loop
         self._mailboxes = mailboxes
         self._tick: _Tick | None = None
+        self.routed: Callable[[list[tuple[int, str]]], None] | None = None
+        """With many nodes: told ``(id, target)`` of the tells committed for actors other nodes own."""
 
     def add(self, cell: Cell, msg: Msg, row: InboxRow, key: Op | None) -> asyncio.Future[None]:
         """Accept ``msg`` (its inbox ``row``, and its idempotency ``key`` record) for this tick's unit.
@@ -65,6 +69,20 @@ class Ingress:
         msg.inbox = True
         msg.accepted = tick.future
         self._mailboxes.deliver(cell, msg)
+        return tick.future
+
+    def add_remote(self, target: str, msg: Msg, row: InboxRow, key: Op | None) -> asyncio.Future[None]:
+        """Accept a tell for an actor another node owns: its inbox row only; its owner is woken once it commits."""
+        tick = self._tick
+        if tick is None:
+            tick = self._tick = _Tick(_Shared(loop=self._loop))
+        if not tick.rows:
+            self._mailboxes.schedule()  # no mailbox is touched: the round that takes the tick must be asked for
+        tick.rows.append(row)
+        tick.remote.append((msg.step, target))
+        tick.top = msg.step
+        if key is not None:
+            tick.keys.append(key)
         return tick.future
 
     def take(self) -> tuple[list[Unit], Done] | None:
@@ -86,4 +104,6 @@ class Ingress:
         if error is not None:
             tick.future.set_exception(error)
         else:
+            if tick.remote and self.routed is not None:
+                self.routed(tick.remote)
             tick.future.set_result(None)

@@ -41,6 +41,8 @@ class Mailboxes:
         self.ready: list[Cell] = []
         self.pending = 0
         """Messages accepted and not yet consumed, in every mailbox (and under way)."""
+        self.holding: set[int] | None = None
+        """With many nodes: the ids of the messages delivered here (the node's ``seen``)."""
 
     def __iter__(self) -> Iterator[Cell]:
         return iter(self.cells.values())
@@ -78,6 +80,8 @@ class Mailboxes:
         """Put a newly accepted ``msg`` at the end of ``cell``'s mailbox: it waits, and the cell is ready."""
         cell.mailbox.append(msg)
         self.pending += 1
+        if self.holding is not None:
+            self.holding.add(msg.step)
         self.make_ready(cell)
 
     def consumed(self, count: int = 1) -> None:
@@ -90,6 +94,10 @@ class Mailboxes:
             cell.queued = True
             self.ready.append(cell)
             self._schedule()
+
+    def schedule(self) -> None:
+        """Run a round soon though no cell became ready (a tell for an actor another node owns)."""
+        self._schedule()
 
     def take_ready(self) -> list[Cell]:
         """The cells ready now, in the order they became ready (the list starts anew)."""

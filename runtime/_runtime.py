@@ -37,14 +37,17 @@ from actors import (
     Actor,
     ActorSuspendedError,
     AskTimeoutError,
+    JournalError,
     ReplicationTimeout,
     RuntimeClosedError,
     SteleError,
 )
-from storage import ActorStatus, Backend, PutMeta, RecordKey, SetStatus, Store, Unit, is_postgres
+from storage import ActorStatus, Backend, PutMeta, RecordKey, SetStatus, Store, TakePromise, Unit, is_postgres
 
 from . import _collector
 from ._activation import Activation
+from ._cell import Msg
+from ._cluster import Cluster, NodeOptions
 from ._compact import DEFAULT_BATCH, Compactor, CompactReport
 from ._dead_letters import DeadLetters
 from ._drill import DrillReport, DrillStatus
@@ -55,8 +58,10 @@ from ._idempotency import Idempotency
 from ._ingress import Ingress
 from ._mailboxes import Mailboxes
 from ._options import DURABILITIES, Durability, FlatOptions, Limits, ReplicationOptions, grouped
+from ._outcomes import answered
 from ._promises import Promises
 from ._rebuild import load
+from ._records import EffectRecord
 from ._registry import Registry
 from ._scheduler import Scheduler
 from ._statistics import RuntimeStatistics, WriterStatistics
@@ -101,6 +106,11 @@ class Runtime:
     ``clock`` and ``rng`` are injectable (tests: a virtual clock runs an hour
     of timers in milliseconds). ``vfs`` names an APSW VFS to open the
     journal through (fault injection).
+
+    ``node`` (:class:`NodeOptions`, PostgreSQL only): share the database with
+    other runtime processes, each owning a share of the actors through leases;
+    a tell or ask to an actor another node owns goes to it through the
+    database (docs/nodes.md).
     """
 
     def __init__(
@@ -117,6 +127,7 @@ class Runtime:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         vfs: str | None = None,
+        node: NodeOptions | None = None,
         **options: Unpack[FlatOptions],
     ) -> None:
         if durability not in DURABILITIES:
@@ -146,6 +157,10 @@ class Runtime:
                 )
         elif durability == "replicated" and replicate is None:
             raise ValueError('durability="replicated" needs replicate=URL_OR_DIRECTORY')
+        if node is not None and not self.postgres:
+            raise ValueError("node=: many nodes share a PostgreSQL database; a SQLite journal has one owner")
+        self.node_options = node
+        self._cluster: Cluster | None = None
         self.path = path
         self.registry = Registry(actors)
         self.durability = durability
@@ -171,6 +186,9 @@ class Runtime:
         except RuntimeError:
             raise SteleError("Runtime runs on anyio's asyncio backend") from None
         parts = self._parts = _Parts(self, loop)
+        cluster = None
+        if self.node_options is not None:
+            cluster = self._cluster = Cluster(self.path, self.node_options, loop, self.spawn)
         try:
             options = self.replication_options
             if self.replicate is not None:
@@ -194,6 +212,7 @@ class Runtime:
                 vfs=self.vfs,
                 replication=self._replication,
                 restore=restore,  # runs once the journal is owned, only if it is missing
+                node=cluster.id if cluster is not None else None,
                 payload_threshold=self.payload_threshold,
             )
 
@@ -205,13 +224,20 @@ class Runtime:
 
             store = await anyio.to_thread.run_sync(opened)
             parts.attach(store)
-            pending = await anyio.to_thread.run_sync(store.pending)
-            self._open = True
-            self.spawn(parts.idempotency.purge_hourly)
-            if not self.postgres:  # a PostgreSQL journal keeps values in their rows: nothing to reclaim
-                self.spawn(self._reclaim_periodically)
-            self.spawn(parts.timers.run)
-            parts.scheduler.recover(pending)
+            if cluster is not None:
+                await parts.join(cluster, store)
+                self._open = True
+                self.spawn(parts.idempotency.purge_hourly)
+                self.spawn(parts.timers.run)
+                await cluster.start()  # its shards' pending messages, as it takes them
+            else:
+                pending = await anyio.to_thread.run_sync(store.pending)
+                self._open = True
+                self.spawn(parts.idempotency.purge_hourly)
+                if not self.postgres:  # a PostgreSQL journal keeps values in their rows: nothing to reclaim
+                    self.spawn(self._reclaim_periodically)
+                self.spawn(parts.timers.run)
+                parts.scheduler.recover(pending)
         except BaseException:
             # Whatever failed, and however (cancellation included), nothing stays
             # behind: tasks, the writer, Litestream and its threads, the owner lock.
@@ -222,6 +248,9 @@ class Runtime:
                 await self._cancel_tasks()
                 if left is not None:
                     await anyio.to_thread.run_sync(left.close)
+                if cluster is not None:
+                    await cluster.leave()
+                    cluster.close()
             raise
         _collector.hold(self, self.limits.young_gc_threshold)
         return self
@@ -255,6 +284,10 @@ class Runtime:
             if tells is not None:
                 parts.writes.submit_all([tells])
             await anyio.to_thread.run_sync(store.close)
+            cluster = self._cluster
+            if cluster is not None:
+                await cluster.leave()  # the other nodes take the actors at their next look
+                cluster.close()
 
     async def abandon(self) -> None:
         """Let go of everything as a crash would: nothing queued is committed (for tests)."""
@@ -267,6 +300,8 @@ class Runtime:
         self._parts.scheduler.followers.close()
         self._store.abandon()
         await self._cancel_tasks()
+        if self._cluster is not None:
+            self._cluster.close()  # as a crash: the leases are not given back, they expire
 
     async def _cancel_tasks(self) -> None:
         # Plain asyncio tasks rather than an anyio task group: a runtime may be
@@ -336,6 +371,11 @@ class Runtime:
         mailboxes = parts.mailboxes
         cell = mailboxes.cells.get(address)
         prepared = parts.scheduler.prepare(address, msg, None, cell.desc if cell is not None else None)
+        cluster = self._cluster
+        if cluster is not None and not cluster.owned(address):
+            at = self.clock()  # another node owns the actor: the inbox row takes it there
+            record = RecordKey(key, address, prepared.step, None, at, "tell", prepared.handler.name) if key else None
+            return parts.ingress.add_remote(address, prepared, prepared.inbox_row(address, at), record)
         mailboxes.admit(address)
         if cell is None:
             cell = mailboxes.cell(address)
@@ -384,6 +424,12 @@ class Runtime:
         parts = self._running()
         prepared = parts.scheduler.prepare(address, msg)
         prepared.idempotency_key = key
+        cluster = self._cluster
+        if cluster is not None and not cluster.owned(address):
+            reply = await self._ask_elsewhere(parts, cluster, address, msg, prepared, timeout)
+            if (durability or self.durability) == "replicated":
+                await self._replicated(timeout)
+            return reply
         known = parts.mailboxes.get(address)
         if known is not None and known.suspended:
             raise ActorSuspendedError(address, known.reason)
@@ -407,6 +453,38 @@ class Runtime:
             await self._replicated(timeout)
         return reply
 
+    async def _ask_elsewhere(
+        self, parts: _Parts, cluster: Cluster, address: str, msg: msgspec.Struct, prepared: Msg, timeout: float | None
+    ) -> Any:
+        """An ask to an actor another node owns: into the inbox, its owner woken, the reply back here.
+
+        The reply comes as a promise of this node's own address, which the
+        owner's step writes with its reply (as it does for an actor's ask).
+        """
+        name = f"ask:{prepared.step}"
+        prepared.reply_to = (cluster.address, name)
+        at = self.clock()
+        row = prepared.inbox_row(address, at, key=prepared.idempotency_key)
+        await parts.writes.write(Unit(inbox=[row], top=prepared.step))  # a failure: not accepted
+        cluster.route_inbox([(prepared.step, address)])
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:  # accepted now: the reply waits in the database however long reading it fails
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                value = await parts.promises.take(cluster.address, name, left)
+                break
+            except JournalError as exc:
+                log.warning("the reply to ask %s of %s cannot be read yet: %s", name, address, exc)
+                if deadline is not None and time.monotonic() >= deadline:
+                    value = None
+                    break
+                await anyio.sleep(cluster.options.poll_s)
+        if value is None:
+            raise AskTimeoutError(f"no reply from {address} within {timeout} s (the message may still be processed)")
+        self.spawn(_forget_reply, parts, cluster.address, name)
+        reply_type = self.registry.handler_for(self.registry.resolve(address)[0], msg).reply_type
+        return answered(EffectRecord(0, True, msgspec.Raw(value)), address, reply_type)
+
     def _check_durability(self, durability: str | None) -> None:
         """Refuse a durability this call cannot have, before anything is accepted."""
         if durability is not None and durability not in DURABILITIES:
@@ -429,6 +507,9 @@ class Runtime:
         is refused with :class:`PromiseError`.
         """
         await self._running().promises.resolve(address, name, value)
+        cluster = self._cluster
+        if cluster is not None and not cluster.owned(address):
+            cluster.route_promise(address, name)  # its owner wakes the step waiting for it
 
     async def resume(self, address: str) -> None:
         """Resume an actor suspended after non-determinism, once its code is fixed.
@@ -620,8 +701,14 @@ class Runtime:
             writer=writer,
             replication=replication,
             drill=self._drills,
+            node=self._cluster.status() if self._cluster is not None else None,
             compaction=parts.compactor.status if parts.compactor is not None else None,
         )
+
+    def node_owns(self, address: str) -> bool:
+        """Whether this runtime owns ``address`` now: always, unless it is one of many nodes; then,
+        while it holds the lease on the actor's shard."""
+        return self._cluster is None or self._cluster.owned(address)
 
     @property
     def journal_failing(self) -> str | None:
@@ -798,6 +885,23 @@ class _Parts:
         self.forking: Forking | None = None
         """Both read the journal: made once it is owned (:meth:`attach`)."""
 
+    async def join(self, cluster: Cluster, store: Backend) -> None:
+        """Wire this runtime as one node of many: ids from shared blocks, messages routed by ownership."""
+        scheduler = self.scheduler
+        first, last = await anyio.to_thread.run_sync(cluster.reserve)
+        scheduler.next_message, scheduler.id_limit = first - 1, last
+        scheduler.cluster = cluster
+        self.activation.new_actor_id = scheduler.new_actor_id
+        self.activation.lease_of = cluster.lease_of
+        self.health.processed = cluster.consumed
+        self.mailboxes.holding = cluster.seen
+        self.ingress.routed = cluster.route_inbox
+        cluster.adopt = scheduler.recover
+        cluster.evict = scheduler.evict_shard
+        cluster.wake = self.promises.wake
+        cluster.waiting = self.promises.waiting_on_promises
+        cluster.read_promise = store.promise
+
     def attach(self, store: Backend) -> None:
         """The journal is owned: message and actor ids go on from where it left them."""
         self.writes.backend = store
@@ -806,6 +910,14 @@ class _Parts:
         self.activation.actor_hwm = store.actor_hwm
         self.compactor = Compactor(self.scheduler.registry, self.writes, store, self.scheduler.clock)
         self.forking = Forking(self.scheduler, self.mailboxes, self.activation, store, self.scheduler.clock)
+
+
+async def _forget_reply(parts: _Parts, address: str, name: str) -> None:
+    """A node's reply promise, read: delete it (a failure leaves it to the next start's clean-up)."""
+    try:
+        await parts.writes.write(Unit(ops=[TakePromise(address, name)]))
+    except SteleError as exc:
+        log.debug("the reply %s of %s stays until a later clean-up: %s", name, address, exc)
 
 
 async def _guard(fn: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:

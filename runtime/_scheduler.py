@@ -29,6 +29,7 @@ from actors import (
     ActorSuspendedError,
     CommitUnknownError,
     HandlerError,
+    LeaseLostError,
     MessageValidationError,
     ReplyUnavailableError,
     RuntimeClosedError,
@@ -40,6 +41,7 @@ from storage import Done, Outcome, Unit
 
 from ._activation import Activation
 from ._cell import Cell, Msg
+from ._cluster import Cluster, shard
 from ._dead_letters import DeadLetters
 from ._followers import Followers
 from ._health import JournalHealth
@@ -95,6 +97,10 @@ class Scheduler:
         """Set when closing and no step is under way any more."""
         self.next_message = 0
         """The last message id given out (ids are never reused: see the backend's high-water mark)."""
+        self.id_limit = 2**63 - 1
+        """The last id of the block reserved (many nodes reserve ids in blocks from the database)."""
+        self.cluster: Cluster | None = None
+        """This node, when many nodes share the database."""
         self._scheduled = False
 
     # -- messages ---------------------------------------------------------------------
@@ -127,17 +133,49 @@ class Scheduler:
         """Validate ``msg`` for ``address`` and wrap it with a fresh message id."""
         info, name, payload, decoded = self.validate(address, msg, desc)
         self.next_message += 1
+        if self.next_message > self.id_limit:
+            self.next_message, self.id_limit = self.new_ids()
         made = Msg(self.next_message, info, decoded, name, payload, None, False, sender)
         if self.tracing is not None:
             self.tracing.sent(made, address)
         return made
+
+    def new_ids(self) -> tuple[int, int]:
+        """A fresh block of ids from the shared database (many nodes; a short blocking call, once per block)."""
+        assert self.cluster is not None
+        return self.cluster.reserve()
+
+    def new_actor_id(self) -> int:
+        """An id for a new actor, from the same reserved blocks (ids need only be unique)."""
+        self.next_message += 1
+        if self.next_message > self.id_limit:
+            self.next_message, self.id_limit = self.new_ids()
+        return self.next_message
+
+    def owned(self, address: str) -> bool:
+        """Whether this runtime owns ``address`` (always, unless many nodes share the database)."""
+        cluster = self.cluster
+        return cluster is None or cluster.owned(address)
+
+    def fence(self, cell: Cell) -> tuple[int, int] | None:
+        """The lease a step of ``cell`` must still hold when it commits: the one its state was loaded
+        under (None: one runtime owns everything)."""
+        return None if self.cluster is None else (shard(cell.address), cell.lease)
 
     def admit(self, address: str) -> None:
         """Backpressure: raise, making nothing, if ``address`` takes no message now."""
         self.mailboxes.admit(address)
 
     def deliver(self, address: str, msg: Msg) -> None:
-        """A durable message (a timer due, an actor's ask) into its actor's mailbox."""
+        """A durable message (a timer due, an actor's ask) into its actor's mailbox.
+
+        With many nodes, a message for an actor another node owns is already
+        in the inbox table: that node is woken instead.
+        """
+        cluster = self.cluster
+        if cluster is not None and not cluster.owned(address):
+            cluster.route_inbox([(msg.step, address)])
+            return
         self.mailboxes.deliver(self.mailboxes.cell(address), msg)
 
     def pending_timer(self, timer_id: str) -> Msg | None:
@@ -184,6 +222,9 @@ class Scheduler:
         to_load: list[Cell] = []
         for cell in self.mailboxes.take_ready():
             if cell.busy or cell.loading or not cell.mailbox or self.closing:
+                continue
+            if self.cluster is not None and not self.cluster.owned(cell.address):
+                self._evict(cell)
                 continue
             if cell.suspended or cell.failed is not None:
                 self._refuse_asks(cell)
@@ -258,6 +299,9 @@ class Scheduler:
             self._settle(cell)
             return
         self.mailboxes.consumed()
+        cluster = self.cluster
+        if cluster is not None:
+            cluster.consumed(msg.step)
         cell.next_seq = step.last_seq + 1
         cell.registered = True
         cell.since_snapshot = 0 if step.snapshotted else cell.since_snapshot + (len(step.events) if step.ok else 0)
@@ -269,7 +313,10 @@ class Scheduler:
                 target.inbox = True  # committed to the inbox with this step: its own step consumes it
                 self.deliver(to, target)
             for target, to in step.timers:
-                self.timers.add(to, target)
+                if cluster is not None and not cluster.owned(to):
+                    cluster.route_inbox([(target.step, to)])  # its owner keeps the timer
+                else:
+                    self.timers.add(to, target)
             for cancelled in step.cancels:
                 assert cancelled.timer_id is not None
                 self.timers.forget(cancelled.timer_id)
@@ -277,7 +324,10 @@ class Scheduler:
             for cancelled in step.cancels:
                 cancelled.cancelled = False  # the step kept nothing: the timer stands
         if msg.reply_to is not None:
-            self.promises.wake(msg.reply_to, step.reply_bytes)
+            if cluster is not None and not cluster.owned(msg.reply_to[0]):
+                cluster.route_promise(*msg.reply_to)  # the asker waits on another node
+            else:
+                self.promises.wake(msg.reply_to, step.reply_bytes)
         waiter = msg.waiter
         if waiter is not None and not waiter.done():
             if step.ok:
@@ -343,10 +393,15 @@ class Scheduler:
         """
         self.activation.unload(cell)  # memory may be ahead of the journal; reload the truth
         log.warning("%s: step %d failed: %s", cell.address, msg.step, error)
-        own = not isinstance(error, storage.OperationalError)
+        own = not isinstance(error, storage.OperationalError | storage.LeaseLost)
         bury = False
-        if msg.dropped or isinstance(error, storage.Unconsumed):
-            self.mailboxes.consumed()  # never accepted, or already processed by a commit that landed: dropped
+        moved = isinstance(error, storage.LeaseLost)
+        if msg.dropped or moved or isinstance(error, storage.Unconsumed):
+            # Never accepted, already processed by a commit that landed, or the actor moved
+            # to another node (which has the message if it is durable): dropped here.
+            self.mailboxes.consumed()
+            if self.cluster is not None:
+                self.cluster.consumed(msg.step)
         elif msg.inbox and not self.closing:
             if own:
                 msg.attempts += 1
@@ -358,8 +413,12 @@ class Scheduler:
                 cell.retry.next()
         else:
             self.mailboxes.consumed()  # an ask not yet durable: it fails below
-        if msg.waiter is not None and not msg.waiter.done() and not msg.inbox:
-            msg.waiter.set_exception(error)
+            if self.cluster is not None:
+                # Not held here any more: if its unknown commit did make it durable, the node's
+                # poll finds it in the inbox and runs it (one runtime alone runs it at its next start).
+                self.cluster.consumed(msg.step)
+        if msg.waiter is not None and not msg.waiter.done() and (not msg.inbox or moved):
+            msg.waiter.set_exception(moved_error(cell, msg) if moved and msg.inbox else error)
         delay = cell.retry.last
         cell.busy = bury
         cell.current = msg if bury else None
@@ -368,7 +427,7 @@ class Scheduler:
             reason = f"its step failed {msg.attempts} times; last: {storable(str(error))}"
             self.spawn(self.dead_letters.bury, cell, msg, reason)
         elif isinstance(error, storage.CommitUnknown) and not self.closing:
-            self.health.after_unknown_commit(cell, delay)
+            self.health.after_unknown_commit(cell, delay, msg if not bury and msg.inbox else None)
         elif cell.mailbox:
             self.loop.call_later(delay, self.mailboxes.make_ready, cell)
 
@@ -377,6 +436,9 @@ class Scheduler:
         cell.current = None
         self._step_done()
         if self.closing:
+            return
+        if self.cluster is not None and not self.cluster.owned(cell.address):
+            self._evict(cell)  # its shard went to another node while the step ran
             return
         if cell.mailbox:
             self.mailboxes.make_ready(cell)
@@ -412,8 +474,34 @@ class Scheduler:
 
     # -- starting and closing ---------------------------------------------------------------
 
-    def recover(self, pending: list[storage.Pending]) -> None:
-        """Put every pending inbox message back in its actor's mailbox (timers back in the heap)."""
+    def evict_shard(self, lost: int) -> None:
+        """This node lost shard ``lost``: drop what it holds of its actors (their owner has the durable)."""
+        for cell in [c for c in self.mailboxes if shard(c.address) == lost]:
+            self._evict(cell)
+
+    def _evict(self, cell: Cell) -> None:
+        """Drop ``cell``'s messages and instance: another node owns the actor now (its step under way,
+        if any, fails its fence and is dropped when it settles)."""
+        cluster = self.cluster
+        for msg in cell.mailbox:
+            if cluster is not None:
+                cluster.consumed(msg.step)
+            if msg.waiter is not None and not msg.waiter.done():
+                msg.waiter.set_exception(moved_error(cell, msg))
+        self.mailboxes.consumed(len(cell.mailbox))
+        cell.mailbox.clear()
+        if not cell.busy:
+            cell.suspended = False
+            cell.failed = None
+            self.activation.unload(cell)
+
+    def recover(self, pending: list[storage.Pending], recovered: bool = True) -> None:
+        """Put every pending inbox message back in its actor's mailbox (timers back in the heap).
+
+        ``recovered``: the messages may have been under way when their runtime
+        stopped (at a start, a take-over): each one's first attempt is counted
+        durably before it runs. Messages another node sent just now are not.
+        """
         for row in pending:
             try:
                 desc, _ = self.registry.resolve(row.target)
@@ -422,18 +510,18 @@ class Scheduler:
             except SteleError as exc:
                 log.error("inbox message %d to %s is kept but cannot be delivered: %s", row.id, row.target, exc)
                 continue
-            recovered = Msg(row.id, info, message, row.type, row.payload, None, True, row.sender)
+            msg = Msg(row.id, info, message, row.type, row.payload, None, True, row.sender)
             if row.reply_to is not None and row.reply_name is not None:
-                recovered.reply_to = (row.reply_to, row.reply_name)
+                msg.reply_to = (row.reply_to, row.reply_name)
             if row.timer_id is not None and row.due is not None:
-                recovered.timer_id, recovered.due = row.timer_id, row.due
+                msg.timer_id, msg.due = row.timer_id, row.due
                 # Due during downtime: delivered at once by the timer task.
-                self.timers.add(row.target, recovered)
+                self.timers.add(row.target, msg)
                 continue
-            recovered.idempotency_key = row.idempotency_key
-            recovered.attempts = row.attempts
-            recovered.recovered = True
-            self.deliver(row.target, recovered)
+            msg.idempotency_key = row.idempotency_key
+            msg.attempts = row.attempts
+            msg.recovered = recovered
+            self.deliver(row.target, msg)
 
     def fail_waiters(self, path: str, *, started: bool) -> None:
         """Answer every ask still waiting as the runtime closes; none may wait forever.
@@ -468,3 +556,15 @@ class Scheduler:
                     )
                 else:
                     msg.waiter.set_exception(closed)
+
+
+def moved_error(cell: Cell, msg: Msg) -> SteleError:
+    """What a caller waiting on ``msg`` is told when its actor moves to another node."""
+    if msg.inbox:
+        return ReplyUnavailableError(
+            f"{cell.address} moved to another node: the message is durable in the inbox and runs there "
+            "(do not resend it); no reply here"
+        )
+    return LeaseLostError(
+        f"{cell.address} moved to another node before the ask was processed; nothing was kept: send it again"
+    )

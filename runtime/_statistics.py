@@ -11,6 +11,7 @@ import msgspec
 
 from storage import ReplicationStatus
 
+from ._cluster import NodeStatus
 from ._compact import CompactionStatus
 from ._drill import DrillStatus
 
@@ -63,6 +64,8 @@ class RuntimeStatistics(msgspec.Struct, frozen=True):
     replication: ReplicationStatus | None
     """What is not yet in the replica (None without replication)."""
     drill: DrillStatus | None = None
+    node: NodeStatus | None = None
+    """This node, when many nodes share a PostgreSQL database (None otherwise)."""
     """The last restore drill and how many ran and failed (None before the first; see ``rt.record_drill``)."""
     compaction: CompactionStatus | None = None
     """The last compaction and how many ran (None before the first; see ``rt.compact``)."""

@@ -116,6 +116,10 @@ class StepHost(Protocol):
         """Journal ``unit`` of a step under way (see :mod:`runtime._writes`)."""
         ...
 
+    def fence(self, cell: Cell) -> tuple[int, int] | None:
+        """The lease a unit of ``cell``'s step must hold when it commits (many nodes), or None."""
+        ...
+
     def prepare(self, address: str, msg: msgspec.Struct, sender: str | None = None) -> Msg:
         """Validate a message the step sends and give it its id."""
         ...
@@ -363,7 +367,7 @@ class Step(Context):
         at = self.host.clock()
         if self.diverged is not None:
             suspend = SetStatus(cell.address, ActorStatus.SUSPENDED, storable(str(self.diverged)))
-            return Unit(register=cell.registration(at), ops=[suspend])
+            return Unit(register=cell.registration(at), ops=[suspend], fence=self.host.fence(cell))
         rows: list[EntryRow] = [] if self.durable else [self._message_row(at)]
         message = self.msg.step
         ident = cell.actor_id
@@ -429,6 +433,7 @@ class Step(Context):
             register=cell.registration(at),
             ops=ops,
             top=top,
+            fence=self.host.fence(cell),
         )
 
     def _reply(self) -> bytes:
@@ -708,7 +713,12 @@ class Step(Context):
                 key = msg.idempotency_key
                 first.append(RecordKey(key, cell.address, msg.step, None, row.at, "ask", msg.handler.name))
         unit = Unit(
-            ops=[*first, *ops], inbox=rows, journal=[row], register=cell.registration(row.at), top=msg.step
+            ops=[*first, *ops],
+            inbox=rows,
+            journal=[row],
+            register=cell.registration(row.at),
+            top=msg.step,
+            fence=self.host.fence(cell),
         )
         outcome = await self._commit(unit)
         if outcome is not None:

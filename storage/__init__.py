@@ -64,6 +64,7 @@ from ._contract import (
 from ._errors import (
     CommitUnknown,
     IntegrityError,
+    LeaseLost,
     LitestreamError,
     OperationalError,
     OwnedElsewhere,
@@ -80,6 +81,9 @@ from ._open import open_backend
 from ._payload_store import StoredValue
 from ._payloads import DEFAULT_THRESHOLD as DEFAULT_PAYLOAD_THRESHOLD
 from ._pg_connect import is_postgres, redact
+from ._pg_nodes import NODE_PREFIX, NodeInfo, PgNodes, ShardLease, node_address, shard_of
+from ._pg_nodes import view as cluster_view
+from ._pg_schema import SHARDS
 from ._pg_store import PgStore
 from ._pg_views import PgQuery
 from ._query import query
@@ -96,7 +100,9 @@ __all__ = (
     "ACTOR_FILTERS",
     "DEFAULT_MAX_WAL_BYTES",
     "DEFAULT_PAYLOAD_THRESHOLD",
+    "NODE_PREFIX",
     "SCHEMA_VERSION",
+    "SHARDS",
     "STREAMED",
     "VIEWS",
     "ActorCondition",
@@ -129,9 +135,11 @@ __all__ = (
     "IntegrityError",
     "Journal",
     "JournalSummary",
+    "LeaseLost",
     "Litestream",
     "LitestreamError",
     "MarkAttempt",
+    "NodeInfo",
     "Notify",
     "Op",
     "OperationalError",
@@ -139,6 +147,7 @@ __all__ = (
     "OwnedElsewhere",
     "PayloadStats",
     "Pending",
+    "PgNodes",
     "PgQuery",
     "PgStore",
     "PutMeta",
@@ -159,6 +168,7 @@ __all__ = (
     "SchemaError",
     "SetFloor",
     "SetStatus",
+    "ShardLease",
     "Snapshot",
     "SnapshotInfo",
     "SnapshotRow",
@@ -174,16 +184,19 @@ __all__ = (
     "Unstorable",
     "ValueReader",
     "WriterStats",
+    "cluster_view",
     "copy_journal",
     "corrupt",
     "decode_untyped",
     "entry_row",
     "integrity_check",
     "is_postgres",
+    "node_address",
     "open_backend",
     "payload_json",
     "query",
     "redact",
     "restore",
+    "shard_of",
     "snapshot_row",
 )

@@ -550,10 +550,13 @@ class Unit:
     ``consumed``: inbox ids the unit processes (it fails alone, with
     :class:`~errors.UnconsumedError`, if one is no longer pending). ``register``:
     a new actor's row. ``top``: the highest message id the unit uses, so the
-    backend can keep the durable high-water mark of message ids.
+    backend can keep the durable high-water mark of message ids. ``fence``:
+    ``(shard, generation)`` of the lease the unit's node must still hold when it
+    commits (many nodes on one database; None: no lease needed), or it fails
+    alone with :class:`~errors.LeaseLostError`.
     """
 
-    __slots__ = ("consumed", "inbox", "journal", "ops", "register", "snapshots", "top")
+    __slots__ = ("consumed", "fence", "inbox", "journal", "ops", "register", "snapshots", "top")
 
     def __init__(
         self,
@@ -565,7 +568,9 @@ class Unit:
         register: ActorRow | None = None,
         ops: Sequence[Op] = (),
         top: int = 0,
+        fence: tuple[int, int] | None = None,
     ) -> None:
+        self.fence = fence
         self.inbox = inbox
         self.journal = journal
         self.snapshots = snapshots

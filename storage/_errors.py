@@ -13,6 +13,7 @@ from errors import (
     JournalOperationalError,
     JournalOwnedError,
     JournalSchemaError,
+    LeaseLostError,
     LitestreamError,
     ReplicationError,
     UnconsumedError,
@@ -20,6 +21,8 @@ from errors import (
     UnstorableValueError,
 )
 
+LeaseLost = LeaseLostError
+"""A unit's node no longer holds the lease its fence names: another node owns the actor now."""
 StorageError = JournalError
 """Root of every journal error."""
 IntegrityError = JournalIntegrityError
@@ -44,6 +47,7 @@ UndecodableEntry = UndecodableEntryError
 __all__ = (
     "CommitUnknown",
     "IntegrityError",
+    "LeaseLost",
     "LitestreamError",
     "OperationalError",
     "OwnedElsewhere",

@@ -22,6 +22,7 @@ def open_backend(
     replication: Replication | None = None,
     restore: Callable[[str], bool] | None = None,
     payload_threshold: int | Literal["auto"] | None = "auto",
+    node: str | None = None,
 ) -> Backend:
     """Own the journal at ``location`` and start its writer.
 
@@ -31,7 +32,8 @@ def open_backend(
     ``vfs``, ``replication`` and ``restore`` are a file's only: a database's
     durability and replication are the database's own. ``payload_threshold``:
     values longer than this are stored once, as chunks ("auto": 1 KiB on a
-    file, never on PostgreSQL, which refuses a threshold: docs/payloads.md).
+    file, never on PostgreSQL, which refuses a threshold: docs/payloads.md). ``node``: join a database
+    that many runtime processes share, as this node (PostgreSQL only).
     """
     if is_postgres(location):
         given = [name for name, value in (("vfs", vfs), ("replication", replication), ("restore", restore)) if value]
@@ -45,7 +47,10 @@ def open_backend(
             durability=durability,
             notify=notify,
             payload_threshold=None if payload_threshold == "auto" else payload_threshold,
+            node=node,
         )
+    if node is not None:
+        raise ValueError("many nodes share a PostgreSQL database only: a SQLite journal has one owner")
     return Store.open(
         location,
         durability="fsync" if durability == "replicated" else durability,

@@ -152,7 +152,59 @@ _V2 = """
 ALTER TABLE actors ADD COLUMN floor bigint NOT NULL DEFAULT 0;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+SHARDS = 64
+"""Shards actors are spread over when many nodes share the database (``stele_shard`` says the same)."""
+
+FENCED = "SX002"
+"""The SQLSTATE ``stele_fence`` raises."""
+
+_V3 = f"""
+-- Many nodes on one database (v3): nodes, shard leases, fencing.
+CREATE TABLE stele_nodes(
+    id        text PRIMARY KEY,
+    host      text NOT NULL,
+    pid       bigint NOT NULL,
+    http      text,
+    started   double precision NOT NULL,
+    heartbeat double precision NOT NULL,
+    lease_s   double precision NOT NULL
+);
+CREATE TABLE stele_shards(
+    shard      integer PRIMARY KEY,
+    owner      text,
+    generation bigint NOT NULL DEFAULT 0,
+    expires    double precision NOT NULL DEFAULT 0
+);
+INSERT INTO stele_shards(shard) SELECT generate_series(0, {SHARDS - 1});
+-- The database's clock, in epoch seconds: every node's lease is measured by it.
+CREATE FUNCTION stele_now() RETURNS double precision LANGUAGE sql VOLATILE AS $$
+    SELECT extract(epoch FROM clock_timestamp())::double precision $$;
+-- An address's shard: the first 28 bits of its MD5, modulo the shards (shard_of in Python).
+CREATE FUNCTION stele_shard(address text) RETURNS integer LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT ((('x' || lpad(substr(md5(address), 1, 7), 8, '0'))::bit(32)::integer) % {SHARDS}) $$;
+-- A step's commit holds its node's lease: raise unless `node` owns every shard at its generation,
+-- and keep the lease rows locked (FOR SHARE) until the transaction ends, so no take-over lands
+-- between the check and the commit.
+CREATE FUNCTION stele_fence(node text, shards integer[], generations bigint[]) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    held integer;
+BEGIN
+    SELECT count(*) INTO held FROM (
+        SELECT 1 FROM stele_shards AS s
+        JOIN unnest(shards, generations) AS f(shard, generation)
+            ON s.shard = f.shard AND s.owner = node AND s.generation = f.generation
+        FOR SHARE OF s) AS locked;
+    IF held <> cardinality(shards) THEN
+        RAISE EXCEPTION 'node % no longer holds the lease of shard(s) %: another node took them over',
+            node, shards USING ERRCODE = '{FENCED}';
+    END IF;
+END $$;
+"""
+
+
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
 """MIGRATIONS[i] takes the schema from version i to version i + 1, in one transaction."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

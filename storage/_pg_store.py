@@ -192,6 +192,30 @@ def take_ownership(conn: Conn, where: str, *, previous_backend: int | None = Non
         raise _owned(conn, where, holder)
 
 
+def share_ownership(conn: Conn, where: str) -> None:
+    """Hold the database's owner lock shared, as one of many nodes; refused while a single owner holds it."""
+    key = lock_key(conn)
+    started = time.monotonic()
+    while True:
+        row = conn.execute("SELECT pg_try_advisory_lock_shared(%s)", (key,)).fetchone()
+        if row is not None and row[0]:
+            return
+        if time.monotonic() - started < OWNER_GONE_WAIT_S:
+            time.sleep(0.05)  # an owner that just stopped: its session lingers a moment
+            continue
+        raise _owned(conn, where, _holder(conn, key))
+
+
+def migrate_shared(conn: Conn, where: str) -> None:
+    """Migrate while other nodes may start too: one at a time, under a lock of its own."""
+    key = lock_key(conn) ^ 1
+    conn.execute("SELECT pg_advisory_lock(%s)", (key,))
+    try:
+        migrate(conn, where, time.time())
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+
 def _ours(conn: Conn, backend: int) -> bool:
     """Whether the session ``backend`` is this process's (its owner row says so), not a reused pid."""
     row = conn.execute("SELECT pid, host FROM stele_owner WHERE backend_pid = %s", (backend,)).fetchone()
@@ -278,14 +302,23 @@ class PgStore(PgReads):
 
     @classmethod
     def open(
-        cls, url: str, *, durability: str = "fsync", notify: Notify, payload_threshold: int | None = None
+        cls,
+        url: str,
+        *,
+        durability: str = "fsync",
+        notify: Notify,
+        payload_threshold: int | None = None,
+        node: str | None = None,
     ) -> PgStore:
         """Own the database at ``url`` (creating and migrating its tables as needed); start the writer.
 
         Refused, with nothing written: a server that cannot be reached, refused
         credentials, a missing database, another application's tables, a newer
         Stele schema, a database another runtime owns, a ``payload_threshold``
-        (payloads stored once are a SQLite journal's: see docs/payloads.md).
+        (payloads stored once are a SQLite journal's: see docs/payloads.md). With
+        ``node``, the database is shared with other nodes (a shared hold on the
+        owner lock: a single owner and nodes exclude each other) and each step's
+        commit is fenced by its actor's shard lease (storage/_pg_nodes.py).
         """
         if payload_threshold is not None:
             raise ValueError(
@@ -301,9 +334,13 @@ class PgStore(PgReads):
             try:
                 setting = check_durability(conn, durability, where)
                 check_version(schema_version(conn, where), where)
-                take_ownership(conn, where)
-                migrate(conn, where, time.time())
-                _record_owner(conn)
+                if node is None:
+                    take_ownership(conn, where)
+                    migrate(conn, where, time.time())
+                    _record_owner(conn)
+                else:
+                    share_ownership(conn, where)
+                    migrate_shared(conn, where)
                 conn.execute(f"SET synchronous_commit = {setting}")
                 shown = conn.execute("SHOW synchronous_commit").fetchone()
                 row = conn.execute(
@@ -319,9 +356,13 @@ class PgStore(PgReads):
             def reconnect(previous: int | None) -> Conn:
                 fresh = connect(url, synchronous_commit=setting)
                 try:
-                    take_ownership(fresh, where, previous_backend=previous)
+                    if node is None:
+                        take_ownership(fresh, where, previous_backend=previous)
+                    else:
+                        share_ownership(fresh, where)
                     check_version(schema_version(fresh, where), where)
-                    _record_owner(fresh)
+                    if node is None:
+                        _record_owner(fresh)
                 except BaseException:
                     fresh.close()
                     raise
@@ -329,6 +370,7 @@ class PgStore(PgReads):
 
             readers = Pool(url, READERS, where)
             writer = PgWriter(conn, notify, step_hwm=hwm, reconnect=reconnect, where=where)
+            writer.node = node
             writer.start()
         except BaseException:
             if writer is not None:

@@ -37,8 +37,12 @@ from ._pg_connect import connect, redact, translate
 from ._pg_schema import SCHEMA_VERSION, schema_version
 from ._views import VIEWS, QueryResult
 
-TIME = """to_char(to_timestamp(round(({})::numeric, 3)) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')"""
-"""An epoch double as ISO 8601 UTC text, rounded to the millisecond, as the file's views write it."""
+TIME = (
+    "to_char(to_timestamp((floor({} * 1000.0::float8 + 210866760000000.0::float8 + 0.5::float8)"
+    " - 210866760000000.0::float8) / 1000.0) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+)
+"""An epoch double as ISO 8601 UTC text with milliseconds, rounded exactly as SQLite's ``unixepoch``
+does (to a julian-day millisecond, in doubles), so that a file's views and a database's agree."""
 
 
 def _time(column: str) -> str:

@@ -40,11 +40,11 @@ import psycopg
 from errors import SteleError
 
 from ._contract import Done, InboxRow, Notify, Outcome, Unit, WriterStats
-from ._errors import CommitUnknown, OperationalError, StorageError, Unconsumed
+from ._errors import CommitUnknown, LeaseLost, OperationalError, StorageError, Unconsumed
 from ._pg_arrays import Blobs, Float8s, Int8s, Texts, register
 from ._pg_connect import broken, translate
 from ._pg_ops import landed, statements
-from ._pg_schema import UNCONSUMED
+from ._pg_schema import FENCED, UNCONSUMED
 
 log = logging.getLogger("stele.storage")
 
@@ -70,7 +70,10 @@ INSERT_ACTORS = (
     "%b::float8[])"
 )
 CONSUME = "SELECT stele_consume(%b::int8[])"
-UPDATE_HWM = "UPDATE meta SET int_value = %b WHERE key = 'step_hwm'"
+UPDATE_HWM = "UPDATE meta SET int_value = greatest(int_value, %b) WHERE key = 'step_hwm'"
+"""Never lowered: with many nodes, others reserve ids above what this writer has used."""
+FENCE = "SELECT stele_fence(%s, %b::int8[]::int4[], %b::int8[])"
+"""A unit's node must still hold the leases it names (see storage/_pg_nodes.py)."""
 
 MAX_BATCH_UNITS = 20_000
 """Bound on one transaction's size, so one huge backlog cannot stall every caller."""
@@ -115,6 +118,8 @@ class PgWriter:
         self._backend_pid: int | None = conn.info.backend_pid
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._hwm = step_hwm
+        self.node: str | None = None
+        """This node's id when many nodes share the database: units with a fence are checked against it."""
         self._elided: dict[int, Unit] = {}
         self._abandoned = False
         self._stopped = False
@@ -291,6 +296,12 @@ class PgWriter:
                         if i in here:
                             self._elided[i] = u
         work: list[Statement] = []
+        fences = {u.fence for u in batch if u.fence is not None}
+        if fences:
+            if self.node is None:
+                raise LeaseLost("a unit names a lease, and this journal is not opened as a node")
+            shards, generations = zip(*sorted(fences), strict=True)
+            work.append((FENCE, [self.node, Int8s(list(shards)), Int8s(list(generations))]))
         if inbox:
             cols: list[list[Any]] = [list(c) for c in zip(*inbox, strict=True)]
             cols[0], cols[7], cols[9] = Int8s(cols[0]), Int8s(cols[7]), Float8s(cols[9])  # id, attempts, at
@@ -502,4 +513,6 @@ def _real(value: float | None) -> float | None:
 def _unit_error(exc: BaseException) -> SteleError:
     if getattr(exc, "sqlstate", None) == UNCONSUMED:
         return Unconsumed(str(exc).strip().splitlines()[0])
+    if getattr(exc, "sqlstate", None) == FENCED:
+        return LeaseLost(str(exc).strip().splitlines()[0])
     return translate(exc, "journal write failed")

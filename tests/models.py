@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import msgspec
 
@@ -123,3 +124,45 @@ class Recorder(Actor):
     def _recorded(self, ev: Recorded) -> None:
         self.state.seen.append(ev.id)
         self.state.by_sender.setdefault(ev.sender, []).append(ev.id)
+
+
+# -- many nodes: a step under way when its node is stopped (tests/test_nodes.py) --------------------
+
+
+class Worked(msgspec.Struct):
+    id: int
+    by: str
+
+
+def slow_effect(path: str) -> str:
+    """Note which node runs it, then take a while (a step under way when its node is stopped)."""
+    name = os.environ.get("STELE_NODE_NAME", "?")
+    with open(path, "a") as f:
+        f.write(f"{name}\n")
+        f.flush()
+        os.fsync(f.fileno())
+    time.sleep(float(os.environ.get("STELE_SLOW_EFFECT_S", "0")))
+    return name
+
+
+class Slow(Actor):
+    """One slow, traced effect per message, then an event."""
+
+    class State(msgspec.Struct):
+        seen: list[int] = msgspec.field(default_factory=list)
+
+    state: State
+
+    @handler
+    async def work(self, msg: Record) -> int:
+        by = await self.ctx.effect(slow_effect, os.environ.get("STELE_RECORDER_TRACE", ""))
+        self.emit(Worked(msg.id, by))
+        return len(self.state.seen)
+
+    @handler
+    async def fetch(self, msg: Fetch) -> list[int]:
+        return self.state.seen
+
+    @apply
+    def _worked(self, ev: Worked) -> None:
+        self.state.seen.append(ev.id)

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import datetime
 import json
+import random
 from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
+import apsw
 import msgspec
 import pytest
 
 import storage
 from errors import QueryError, SteleError
 from runtime import Runtime
+from storage._pg_views import TIME
 
 from .conftest import dump, tamper
 from .console_agents import ACTORS, HOSTILE, populate
@@ -199,3 +202,26 @@ async def test_the_sql_command_reads_a_database_beside_its_runtime(pg_url: str) 
         assert listed["columns"][:3] == ["address", "type", "key"] and len(listed["rows"]) == 3
         refused = cli("sql", "DELETE FROM public.journal", "--db", pg_url, check=False)
         assert refused.returncode == 2 and "only reading is allowed" in refused.stderr
+
+
+def test_times_are_rounded_to_the_millisecond_as_on_a_file(journal: str) -> None:
+    # Values at half a millisecond, where rounding decides, and many others: the same text as
+    # SQLite's strftime gives a file's views (a view test once saw .079 on one side, .080 on the other).
+    rng = random.Random(12)
+    values = [1796029916.0795, 1796029916.0805, 1.0005, 0.0005, 1e9 + 0.9995, 1796029970.0794999]
+    values += [rng.uniform(0, 4e9) for _ in range(500)]
+    values += [round(rng.uniform(1.7e9, 1.9e9), 3) + 0.0005 for _ in range(500)]
+    conn = apsw.Connection(":memory:")
+    try:
+        expected = [
+            text
+            for v in values
+            for (text,) in conn.execute("SELECT strftime('%Y-%m-%dT%H:%M:%fZ', ?, 'unixepoch')", (v,))
+        ]
+    finally:
+        conn.close()
+    listed = ", ".join(f"({v!r}::float8)" for v in values)
+    time_of = TIME.format("v")
+    with storage.PgQuery.open(journal) as opened:
+        got = [row[0] for row in opened.run(f"SELECT {time_of} FROM (VALUES {listed}) AS t(v)", max_rows=2000).rows]
+    assert got == expected

@@ -115,6 +115,27 @@ def cmd_actors(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_nodes(args: argparse.Namespace) -> int:
+    if not storage.is_postgres(args.db):
+        raise SteleError("nodes: --db must be a postgresql:// URL (a journal file has one owner, no nodes)")
+    nodes, leases = storage.cluster_view(args.db)
+    unowned = sum(1 for lease in leases if lease.owner is None or lease.expires_in_s <= 0)
+    if args.json:
+        _out(args, {"nodes": msgspec.to_builtins(nodes), "shards": msgspec.to_builtins(leases), "unowned": unowned})
+        return 0
+    table = Table(
+        "node", "alive", "shards", "actors", "http", "host", "pid", "last renewal",
+        title=f"{len(nodes)} node(s), {len(leases)} shards, {unowned} without a live lease",
+    )  # fmt: skip
+    for n in nodes:
+        table.add_row(
+            plain(n.id), "yes" if n.alive else "no", str(n.shards), str(n.actors), plain(n.http or ""),
+            plain(n.host), str(n.pid), _when(n.heartbeat),
+        )  # fmt: skip
+    console.print(table)
+    return 0
+
+
 def _summary(entry: storage.EntryPreview) -> str:
     data = entry.data
     if entry.kind == EntryKind.MESSAGE and isinstance(data, dict):
@@ -624,6 +645,31 @@ def parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="also answer requests whose Host header names NAME (repeatable; on loopback only "
         "127.0.0.1, localhost and [::1] are answered otherwise, against DNS rebinding)",
+    )
+    p.add_argument(
+        "--node",
+        nargs="?",
+        const="",
+        metavar="NAME",
+        help="share the postgresql:// database with other serve processes, as one node of many "
+        "(NAME: this node's id; default host, pid and a random suffix)",
+    )
+    p.add_argument(
+        "--lease",
+        type=duration,
+        default=6.0,
+        metavar="DURATION",
+        help="with --node: how long this node's leases last unrenewed (default 6s): a node that dies "
+        "loses its actors to the others within about that long",
+    )
+
+    p = _command(
+        sub,
+        "nodes",
+        cmd_nodes,
+        "the nodes sharing a postgresql:// database: alive or not, their leases, how many actors each owns",
+        "python -m runtime nodes --db postgresql://stele@db.internal/agents",
+        db=DEFAULT_DB,
     )
 
     p = _command(

@@ -33,7 +33,10 @@ def call(
             return answer.status, _decoded(answer.read())
     except urllib.error.HTTPError as exc:
         with exc:
-            return exc.code, _decoded(exc.read())
+            try:
+                return exc.code, _decoded(exc.read())
+            except (OSError, http.client.HTTPException) as cut:  # the server went away in the middle of it
+                raise SteleError(f"cannot reach {url}: its answer ({exc.code}) was cut short: {cut!r}") from None
     except (OSError, ValueError, http.client.HTTPException) as exc:
         # URLError is an OSError; ValueError: a malformed URL; HTTPException: the
         # server went away in the middle of its answer (IncompleteRead, say).

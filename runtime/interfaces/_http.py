@@ -92,6 +92,8 @@ class App:
         self.max_body = max_body
         self.started = time.time()
         self.waiting = 0
+        self.nodes_seen: list[storage.NodeInfo] = []
+        """The nodes of a shared database, as last read (for /metrics)."""
         """Requests waiting for the runtime right now."""
         self.closing = False
         self._stop: asyncio.Future[None] | None = None
@@ -459,8 +461,17 @@ class App:
         )
 
     async def status(self, request: Request) -> Response:
-        """GET /status: the runtime, its journal and replication."""
-        return _ok({**runtime_status(self.rt, self.started), "http_waiting": self.waiting})
+        """GET /status: the runtime, its journal and replication (and, for a node, every node and its leases)."""
+        body = {**runtime_status(self.rt, self.started), "http_waiting": self.waiting}
+        if self.rt.node_options is not None:
+            body["nodes"] = msgspec.to_builtins(await self._nodes())
+        return _ok(body)
+
+    async def _nodes(self) -> list[storage.NodeInfo]:
+        """Every node of the shared database, with its leases and how many actors they cover."""
+        nodes, _ = await anyio.to_thread.run_sync(storage.cluster_view, self.rt.path)
+        self.nodes_seen = nodes
+        return nodes
 
     async def health(self, request: Request) -> Response:
         """GET /health: 200 while the runtime accepts messages (open, and its journal takes commits).
@@ -478,6 +489,11 @@ class App:
 
     async def prometheus(self, request: Request) -> Response:
         """GET /metrics: Prometheus text format."""
+        if self.rt.node_options is not None:
+            try:
+                await self._nodes()  # read here, off the loop: the collector only formats them
+            except SteleError as exc:
+                log.warning("metrics: cannot read the nodes: %s", exc)
         compaction = self.rt.statistics().compaction
         runs = compaction.runs if compaction is not None else 0
         if time.monotonic() - self._sizes_at >= SIZES_EVERY_S or runs != self._sizes_runs:
@@ -587,6 +603,26 @@ class _Collector:
         yield GaugeMetricFamily("stele_suspended_actors", "Actors suspended in memory", value=len(figures.suspended))
         yield GaugeMetricFamily("stele_pending_timers", "Durable timers pending", value=figures.timers)
         yield GaugeMetricFamily("stele_http_waiting", "HTTP requests waiting for the runtime", value=self.app.waiting)
+        node = figures.node
+        if node is not None:
+            yield GaugeMetricFamily("stele_node_shards", "Shards this node holds a lease on", value=node.shards)
+            yield GaugeMetricFamily("stele_node_live_nodes", "Live nodes at the last renewal", value=node.live_nodes)
+            yield CounterMetricFamily("stele_node_shards_acquired", "Shards taken (over)", value=node.acquired)
+            yield CounterMetricFamily("stele_node_shards_lost", "Shards lost to another node", value=node.lost)
+            yield CounterMetricFamily("stele_node_remote_sent", "Messages sent to other nodes", value=node.remote_sent)
+            yield CounterMetricFamily(
+                "stele_node_remote_received", "Messages picked up from other nodes", value=node.remote_received
+            )
+            shards = GaugeMetricFamily("stele_nodes_shards", "Shards each node holds", labels=["node"])
+            actors = GaugeMetricFamily("stele_nodes_actors", "Registered actors each node owns", labels=["node"])
+            alive = GaugeMetricFamily("stele_nodes_alive", "1 while a node renews its leases", labels=["node"])
+            for info in self.app.nodes_seen:
+                shards.add_metric([info.id], info.shards)
+                actors.add_metric([info.id], info.actors)
+                alive.add_metric([info.id], 1 if info.alive else 0)
+            yield shards
+            yield actors
+            yield alive
         status = rt.replication
         if status is not None:
             yield GaugeMetricFamily(

@@ -25,6 +25,7 @@ import uvicorn
 import storage
 from actors import SteleError
 
+from .._cluster import NodeOptions
 from .._runtime import Runtime
 from ._drill import drill_every as drills
 from ._history import compact_every as compacting
@@ -108,6 +109,11 @@ async def serve(args: argparse.Namespace) -> int:
         raise SteleError("--drill-every drills a Litestream replica: a PostgreSQL database's backups are the server's")
     if drill_every is not None and replicate is None:
         raise SteleError("--drill-every drills the replica: drop --no-replicate")
+    node = None
+    if getattr(args, "node", None) is not None:
+        if not postgres:
+            raise SteleError("--node shares a postgresql:// database between serve processes; a file has one owner")
+        node = NodeOptions(name=args.node or None, lease_s=args.lease, http=args.http)
     module_name = os.path.abspath(args.module) if args.module.endswith(".py") else args.module
     classes = actor_classes(load_module(args.module))
     # Installed before anything starts, so an early signal stops the server cleanly
@@ -119,6 +125,7 @@ async def serve(args: argparse.Namespace) -> int:
             durability=args.durability,
             replicate=replicate,
             restore_if_missing=replicate is not None,
+            node=node,
         ) as rt:
             app = App(rt, token=token, hosts=hosts)
             config = uvicorn.Config(

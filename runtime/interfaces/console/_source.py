@@ -161,7 +161,12 @@ class Source:
         while not self.closing:
             figures = rt.statistics()
             replication = figures.replication
-            wal = replication.wal_bytes if replication is not None else self.file_sizes()["wal_bytes"]
+            if replication is not None:
+                wal = replication.wal_bytes
+            elif storage.is_postgres(self.path):
+                wal = 0  # a database's WAL is the server's: nothing to read here (and no query on the loop)
+            else:
+                wal = self.file_sizes()["wal_bytes"]
             self.history.append(
                 Sample(
                     time.time(),

@@ -1,0 +1,259 @@
+"""Many nodes on one PostgreSQL database: ownership by leases, fencing, routing, take-over, visibility.
+
+The crash tests (SIGKILL cycles with a history check, SIGSTOP past the lease,
+the server restarted under load) run real ``serve --node`` processes; the rest
+run nodes as runtimes of this process, on one database of the session's server.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+import psycopg
+import pytest
+
+import storage
+from errors import JournalOwnedError, LeaseLostError
+from runtime import NodeOptions, Runtime
+from storage import EntryKind, Outcome, PgNodes, PgStore, Unit, entry_row
+
+from . import pgserver
+from .conftest import query
+from .jepsen_nodes import Node, cluster_state, run
+from .models import Account, Deposit, GetBalance
+from .served import cli
+
+pytestmark = pytest.mark.anyio
+
+
+def options(name: str, lease_s: float = 2.0) -> NodeOptions:
+    return NodeOptions(name=name, lease_s=lease_s, poll_s=0.3)
+
+
+async def until(check: object, what: str, seconds: float = 30) -> None:
+    """Until ``check()`` is true (bounded)."""
+    with anyio.move_on_after(seconds):
+        while not check():  # type: ignore[operator]
+            await anyio.sleep(0.05)
+        return
+    raise AssertionError(f"waited {seconds} s for {what}")
+
+
+def held(url: str) -> dict[str, int]:
+    nodes, _ = storage.cluster_view(url)
+    return {n.id: n.shards for n in nodes if n.alive}
+
+
+async def test_two_nodes_share_the_actors_and_each_reaches_every_actor(pg_url: str) -> None:
+    a = await Runtime(pg_url, actors=[Account], node=options("a")).__aenter__()
+    b = await Runtime(pg_url, actors=[Account], node=options("b")).__aenter__()
+    addresses = [f"Account/{i}" for i in range(40)]
+    try:
+        await until(lambda: held(pg_url) == {"a": 32, "b": 32}, "the shards shared out")
+        owners = {address: [rt for rt in (a, b) if rt.node_owns(address)] for address in addresses}
+        assert all(len(o) == 1 for o in owners.values())  # each actor owned by exactly one node
+        assert {id(o[0]) for o in owners.values()} == {id(a), id(b)}  # and both own some
+        for address in addresses:  # each node tells every actor: half of them go through the database
+            await a.tell(address, Deposit(1))
+            await b.tell(address, Deposit(2))
+        for address in addresses:
+            with anyio.fail_after(30):
+                while await b.ask(address, GetBalance()) != 3:
+                    await anyio.sleep(0.02)
+            assert await a.ask(address, Deposit(10)) == 13  # a reply comes back to the asking node
+        sa, sb = a.statistics().node, b.statistics().node
+        assert sa is not None and sb is not None
+        assert sa.remote_sent > 0 and sb.remote_sent > 0 and sa.remote_received > 0 and sb.remote_received > 0
+        # (in a thread: the nodes' loop goes on renewing their leases meanwhile)
+        shown = await anyio.to_thread.run_sync(lambda: cli("nodes", "--db", pg_url, "--json").stdout)
+        nodes = json.loads(shown)
+        by_id = {n["id"]: n for n in nodes["nodes"]}
+        assert by_id["a"]["shards"] == by_id["b"]["shards"] == 32 and nodes["unowned"] == 0
+        assert by_id["a"]["actors"] + by_id["b"]["actors"] == 40
+        table = await anyio.to_thread.run_sync(lambda: cli("nodes", "--db", pg_url).stdout)
+        assert "stele-test" not in table and "2 node(s)" in table
+        await a.close()
+        # a gave its leases back as it closed: b takes every actor over and serves them all
+        await until(lambda: held(pg_url) == {"b": 64}, "b taking a's shards")
+        for address in addresses:
+            assert await b.ask(address, GetBalance()) == 13
+    finally:
+        await a.close()
+        await b.close()
+    twice = "SELECT step FROM journal WHERE kind = 'message' GROUP BY step HAVING count(*) > 1"
+    assert query(pg_url, twice) == []  # no message processed twice
+
+
+async def test_many_messages_at_once_through_the_database_are_each_picked_up_when_woken(
+    pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Polling as good as off: every message must be picked up on its wake-up, however many reads
+    # of the inbox run at once (a read that ended out of order once broke the others' bookkeeping).
+    slow = NodeOptions(name="a", lease_s=2.0, poll_s=60)
+    a = await Runtime(pg_url, actors=[Account], node=slow).__aenter__()
+    b = await Runtime(pg_url, actors=[Account], node=NodeOptions(name="b", lease_s=2.0, poll_s=60)).__aenter__()
+    try:
+        await until(lambda: held(pg_url) == {"a": 32, "b": 32}, "the shards shared out")
+        remote = [f"Account/{i}" for i in range(400) if not a.node_owns(f"Account/{i}")][:100]
+        with anyio.fail_after(30):  # far below the poll: only wake-ups can answer in time
+            async with anyio.create_task_group() as tg:
+                for address in remote:
+                    tg.start_soon(a.ask, address, Deposit(1))
+        assert "runtime task failed" not in caplog.text
+        node = b.statistics().node
+        assert node is not None and node.remote_received == len(remote)
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_commit_after_the_lease_was_taken_over_is_refused_and_writes_nothing(pg_url: str) -> None:
+    async with Runtime(pg_url, actors=[Account]):  # the schema, as a runtime makes it
+        pass
+    def deliver(results: list[tuple[Callable[[list[Outcome]], None], list[Outcome]]]) -> None:
+        for done, outcomes in results:
+            done(outcomes)
+
+    store = PgStore.open(pg_url, notify=deliver, node="x")
+    nodes = PgNodes(pg_url)
+    try:
+        got = nodes.acquire("x", 64, 30.0)
+        shard = storage.shard_of("Account/fenced")
+        generation = got[shard]
+        unit = Unit(
+            journal=[entry_row(7, 1, 1, EntryKind.EVENT, "T", b"\x01", 1.0)],
+            register=storage.ActorRow(7, "Account/fenced", "Account", 1.0),
+            top=1,
+            fence=(shard, generation),
+        )
+        outcomes: list[Outcome] = []
+        store.submit([unit], outcomes.extend)
+        # Another node takes the shard over (as after this one's lease expired): generation + 1.
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(
+                "UPDATE stele_shards SET owner = 'y', generation = generation + 1 WHERE shard = %s", (shard,)
+            )
+        stale = Unit(
+            journal=[entry_row(8, 1, 2, EntryKind.EVENT, "T", b"\x02", 1.0)],
+            register=storage.ActorRow(8, "Account/fenced2", "Account", 1.0),
+            top=2,
+            fence=(shard, generation),
+        )
+        other = storage.shard_of("Account/free")
+        free = Unit(register=storage.ActorRow(9, "Account/free", "Account", 1.0), top=3, fence=(other, got[other]))
+        results: list[Outcome] = []
+        store.submit([stale, free], results.extend)
+        with anyio.fail_after(30):
+            while len(results) < 2 or not outcomes:
+                await anyio.sleep(0.01)
+    finally:
+        store.close()
+        nodes.close()
+    assert outcomes == [None]  # committed while the lease was held
+    assert isinstance(results[0], LeaseLostError) and "no longer holds the lease" in str(results[0])
+    assert results[1] is None  # a unit of a shard still held commits beside it
+    assert query(pg_url, "SELECT address FROM actors ORDER BY address") == [("Account/fenced",), ("Account/free",)]
+
+
+async def test_a_single_owner_and_nodes_exclude_each_other(pg_url: str) -> None:
+    async with Runtime(pg_url, actors=[Account]):
+        with pytest.raises(JournalOwnedError):
+            async with Runtime(pg_url, actors=[Account], node=options("n")):
+                pass
+    async with Runtime(pg_url, actors=[Account], node=options("n")):
+        with pytest.raises(JournalOwnedError):
+            async with Runtime(pg_url, actors=[Account]):
+                pass
+    with pytest.raises(ValueError, match="PostgreSQL"):
+        Runtime("/tmp/x.db", actors=[Account], node=options("n"))
+
+
+# -- real processes ----------------------------------------------------------------------------------
+
+
+def test_a_node_stopped_past_its_lease_commits_nothing_when_it_resumes(pg_url: str, tmp_path: Path) -> None:
+    trace = str(tmp_path / "trace")
+    env = {"STELE_SLOW_EFFECT_S": "3"}
+    first = Node(pg_url, trace, name="first", lease="1.5s", env=env)
+    second = None
+    try:
+        deadline = time.monotonic() + 30
+        while cluster_state(pg_url).get("first", 0) != 64 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        second = Node(pg_url, trace, name="second", lease="1.5s", env=env)
+        deadline = time.monotonic() + 30
+        while cluster_state(pg_url) != {"first": 32, "second": 32} and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert cluster_state(pg_url) == {"first": 32, "second": 32}
+        # An actor the first node owns gets a message whose effect takes 3 s; once it runs, stop that node.
+        _, leases = storage.cluster_view(pg_url)
+        owner = {lease.shard: lease.owner for lease in leases}
+        address = next(f"Slow/{i}" for i in range(1000) if owner[storage.shard_of(f"Slow/{i}")] == "first")
+        status, _ = second.post(address, "work", {"id": 1}, wait=False)
+        assert status == 202
+        deadline = time.monotonic() + 30
+        while not (Path(trace).exists() and "first" in Path(trace).read_text()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert "first" in Path(trace).read_text(), "the effect did not start on the first node"
+        first.proc.send_signal(signal.SIGSTOP)
+        try:
+            # The second node takes every shard over, runs the step again and commits it.
+            deadline = time.monotonic() + 60
+            while cluster_state(pg_url) != {"second": 64} and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert cluster_state(pg_url) == {"second": 64}
+            deadline = time.monotonic() + 60
+            while second.post(address, "fetch", {}, wait=True)[1] != [1] and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert second.post(address, "fetch", {}, wait=True)[1] == [1]
+            before = query(pg_url, "SELECT count(*) FROM journal")
+        finally:
+            first.proc.send_signal(signal.SIGCONT)
+        # The first node's effect finishes now; its commit must fail its fence, and nothing else lands.
+        deadline = time.monotonic() + 30
+        while first.status()["node"]["lost"] < 32 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert first.status()["node"]["lost"] >= 32
+        time.sleep(2)  # a renewal or two later: whatever the resumed node would write, it has tried
+        logged = first.log()
+    finally:
+        for node in (first, second):
+            if node is not None:
+                node.close()
+    runs = Path(trace).read_text().split()
+    assert runs.count("first") == 1 and runs.count("second") == 1  # one run each; only one journaled
+    effects = query(
+        pg_url,
+        "SELECT count(*) FROM journal j JOIN actors a ON a.id = j.actor WHERE a.address = %s AND j.kind = 'effect'",
+        (address,),
+    )
+    assert effects == [(1,)]
+    events = query(
+        pg_url,
+        "SELECT j.data FROM journal j JOIN actors a ON a.id = j.actor WHERE a.address = %s AND j.kind = 'effect'",
+        (address,),
+    )
+    assert b"second" in bytes(events[0][0])  # the journaled result is the second node's run
+    assert query(pg_url, "SELECT count(*) FROM journal") == before  # nothing committed after the resume
+    assert "no longer holds the lease" in logged  # its commit was refused by the fence
+
+
+def test_three_nodes_killed_with_sigkill_over_ten_cycles_keep_every_acknowledged_message_once(
+    pg_url: str, tmp_path: Path
+) -> None:
+    counts = run(pg_url, tmp_path, cycles=10, nodes=3, clients=4, seed=1)
+    assert counts["cycles"] == 10 and counts["outcome ok"] > 0
+    assert counts["takeover max s"] <= 10
+
+
+@pytest.mark.slow  # the long tier: it stalls with one message pending about one run in five (cause not found yet)
+def test_nodes_carry_on_when_postgresql_restarts_under_load(tmp_path: Path) -> None:
+    with pgserver.cluster() as cluster:
+        url = cluster.password_url
+        counts = run(url, tmp_path, cycles=2, nodes=2, clients=4, seed=2, restart=cluster)
+    assert counts["outcome ok"] > 0 and counts["server restarts"] == 2
