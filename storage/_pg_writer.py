@@ -29,8 +29,6 @@ retries, they are :class:`~storage.CommitUnknown`.
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -39,8 +37,9 @@ import psycopg
 
 from errors import SteleError
 
-from ._contract import Done, InboxRow, Notify, Outcome, Unit, WriterStats
-from ._errors import CommitUnknown, LeaseLost, OperationalError, StorageError, Unconsumed
+from ._contract import InboxRow, Notify, Outcome, Unit
+from ._errors import CommitUnknown, LeaseLost, OperationalError, Unconsumed
+from ._group_commit import GroupCommit
 from ._pg_arrays import Blobs, Float8s, Int8s, Texts, register
 from ._pg_connect import broken, translate
 from ._pg_ops import landed, statements
@@ -75,9 +74,6 @@ UPDATE_HWM = "UPDATE meta SET int_value = greatest(int_value, %b) WHERE key = 's
 FENCE = "SELECT stele_fence(%s, %b::int8[]::int4[], %b::int8[])"
 """A unit's node must still hold the leases it names (see storage/_pg_nodes.py)."""
 
-MAX_BATCH_UNITS = 20_000
-"""Bound on one transaction's size, so one huge backlog cannot stall every caller."""
-
 MAX_SUBTRANSACTIONS = 64
 """Units per transaction on the isolated path (one savepoint each)."""
 
@@ -88,8 +84,6 @@ RETRIES = (0.05, 0.2, 0.5, 1.0, 2.0)
 ATTEMPTS = 3
 """How often units that did not land after a lost commit are sent again."""
 
-_STOP = object()
-
 Statement = tuple[str, Sequence[Any]]
 
 
@@ -97,7 +91,7 @@ class Broken(Exception):
     """The connection went away; the transaction in flight may or may not have committed."""
 
 
-class PgWriter:
+class PgWriter(GroupCommit):
     """Group-commit writer thread over one psycopg connection."""
 
     def __init__(
@@ -109,112 +103,34 @@ class PgWriter:
         reconnect: Callable[[int | None], Conn],
         where: str,
     ) -> None:
+        super().__init__(notify, name="stele-pg-writer")
         register(conn)  # numbers as binary arrays without a Python loop per element
         self._conn: Conn | None = conn
-        self._notify = notify
         self._reconnect = reconnect
         """Opens a new connection that holds the owner lock; given the old session's backend pid."""
         self._where = where
         self._backend_pid: int | None = conn.info.backend_pid
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._hwm = step_hwm
         self.node: str | None = None
         """This node's id when many nodes share the database: units with a fence are checked against it."""
         self._elided: dict[int, Unit] = {}
-        self._abandoned = False
-        self._stopped = False
-        self.stats = WriterStats()
-        self.failing: StorageError | None = None
-        """Why commits fail while they do; None once one goes through."""
-        self._thread = threading.Thread(target=self._run, name="stele-pg-writer", daemon=True)
 
     @property
     def connection(self) -> Conn | None:
         """The write connection (None while it is being replaced)."""
         return self._conn
 
-    def start(self) -> None:
-        """Start the writer thread."""
-        self._thread.start()
+    # -- committing ---------------------------------------------------------------
 
-    def submit(self, units: Sequence[Unit], done: Done) -> None:
-        """Queue ``units`` for the next commit; ``done`` gets their outcomes. Thread-safe."""
-        self.submit_all([(units, done)])
-
-    def submit_all(self, groups: Sequence[tuple[Sequence[Unit], Done]]) -> None:
-        """Queue several submissions as one item, so they share a batch. Thread-safe."""
-        if self._stopped:
-            closed = OperationalError("the journal is closed")
-            self._notify([(done, [closed] * len(units)) for units, done in groups])
-            return
-        self._queue.put(groups)
-
-    def stop(self) -> None:
-        """Commit everything queued so far, then stop the thread."""
-        self._stopped = True
-        self._queue.put(_STOP)
-        self._thread.join()
-
-    def abandon(self) -> None:
-        """Stop without committing what is queued, as a crash would (for tests)."""
-        self._abandoned = self._stopped = True
-        self._queue.put(_STOP)
-        self._thread.join()
-
-    # -- the thread -------------------------------------------------------------
-
-    def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            items: list[tuple[Sequence[Unit], Done]] = []
-            count = 0
-            item = self._queue.get()
-            while True:
-                if item is _STOP:
-                    stopping = True
-                    break
-                items.extend(item)
-                count += sum(len(units) for units, _ in item)
-                if count >= MAX_BATCH_UNITS:
-                    break
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-            if self._abandoned:
-                return
-            if not items:
-                continue
-            try:
-                results = self._commit(items)
-            except BaseException as exc:  # never let the thread die with callers waiting
-                log.exception("journal writer failed unexpectedly")
-                self._drop_connection()
-                failure = OperationalError(f"journal writer failed unexpectedly: {exc!r}")
-                results = [(done, [failure] * len(units)) for units, done in items]
-            try:
-                self._notify(results)
-            except Exception:
-                log.debug("could not deliver commit outcomes", exc_info=True)
-
-    def _commit(self, items: list[tuple[Sequence[Unit], Done]]) -> list[tuple[Done, list[Outcome]]]:
-        units = [u for us, _ in items for u in us]
-        outcomes: list[Outcome] = [None] * len(units)
+    def _attempts(self, units: list[Unit], outcomes: list[Outcome]) -> None:
         pending = list(range(len(units)))
-        started = time.perf_counter()
         for _ in range(ATTEMPTS):
             pending = self._attempt(units, pending, outcomes)
             if not pending or self._abandoned:
                 break
-        self.stats.batches += 1
-        self.stats.units += len(units)
-        self.stats.commit_seconds += time.perf_counter() - started
-        results = []
-        at = 0
-        for us, done in items:
-            results.append((done, outcomes[at : at + len(us)]))
-            at += len(us)
-        return results
+
+    def _after_unexpected(self) -> None:
+        self._drop_connection()
 
     def _attempt(self, units: list[Unit], indexes: list[int], outcomes: list[Outcome]) -> list[int]:
         """Commit ``units[indexes]``; return the indexes to retry."""

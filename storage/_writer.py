@@ -12,19 +12,16 @@ the event loop wakes once per batch, not once per unit.
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 import time
-from collections.abc import Sequence
-from typing import Any
 
 import apsw
 
 from errors import SteleError
 
 from ._commits import CommitLog
-from ._contract import Done, InboxRow, Notify, Outcome, Unit, WriterStats
-from ._errors import CommitUnknown, OperationalError, StorageError, Unconsumed
+from ._contract import InboxRow, Notify, Outcome, Unit
+from ._errors import CommitUnknown, OperationalError, Unconsumed
+from ._group_commit import GroupCommit
 from ._ops import landed, statements
 from ._payload_store import PayloadWriter
 from ._sqlite import translate
@@ -53,9 +50,6 @@ starts above the block, leaving its unused ids unused.
 MAX_ID = 2**63 - 1
 """The largest message id a journal stores (SQLite's and PostgreSQL's 64-bit integers)."""
 
-MAX_BATCH_UNITS = 20_000
-"""Bound on one transaction's size, so one huge backlog cannot stall every caller."""
-
 COMMIT_RETRIES = (0.01, 0.1, 0.5)
 """The waits before each retry of units whose commit failed and did not land.
 
@@ -65,10 +59,7 @@ well under a second and reports the units as unknown (the runtime then backs
 off per actor).
 """
 
-_STOP = object()
-
-
-class Writer:
+class Writer(GroupCommit):
     """Group-commit writer thread over one APSW connection."""
 
     def __init__(
@@ -80,103 +71,25 @@ class Writer:
         commits: CommitLog | None = None,
         payloads: PayloadWriter | None = None,
     ) -> None:
+        super().__init__(notify, name="stele-writer")
         self._conn = conn
         self._payloads = payloads or PayloadWriter(None)
-        self._notify = notify
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._hwm = step_hwm
         self._commits = commits
         self._elided: dict[int, Unit] = {}  # inbox id -> unit consuming it, this attempt
-        self._abandoned = False
-        self._stopped = False
-        self.stats = WriterStats()
-        self.failing: StorageError | None = None
-        """The last I/O failure while commits fail; None once one goes through."""
-        self._thread = threading.Thread(target=self._run, name="stele-writer", daemon=True)
 
-    def start(self) -> None:
-        """Start the writer thread."""
-        self._thread.start()
+    # -- committing ---------------------------------------------------------------
 
-    def submit(self, units: Sequence[Unit], done: Done) -> None:
-        """Queue ``units`` for the next commit; ``done`` gets their outcomes. Thread-safe."""
-        self.submit_all([(units, done)])
-
-    def submit_all(self, groups: Sequence[tuple[Sequence[Unit], Done]]) -> None:
-        """Queue several submissions as one item, so they share a batch. Thread-safe."""
-        if self._stopped:
-            closed = OperationalError("the journal is closed")
-            self._notify([(done, [closed] * len(units)) for units, done in groups])
-            return
-        self._queue.put(groups)
-
-    def stop(self) -> None:
-        """Commit everything queued so far, then stop the thread."""
-        self._stopped = True
-        self._queue.put(_STOP)
-        self._thread.join()
-
-    def abandon(self) -> None:
-        """Stop without committing what is queued, as a crash would (for tests)."""
-        self._abandoned = self._stopped = True
-        self._queue.put(_STOP)
-        self._thread.join()
-
-    # -- the thread -------------------------------------------------------------
-
-    def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            items: list[tuple[Sequence[Unit], Done]] = []
-            count = 0
-            item = self._queue.get()
-            while True:
-                if item is _STOP:
-                    stopping = True
-                    break
-                items.extend(item)
-                count += sum(len(units) for units, _ in item)
-                if count >= MAX_BATCH_UNITS:
-                    break
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-            if self._abandoned:
-                return
-            if not items:
-                continue
-            try:
-                results = self._commit(items)
-            except BaseException as exc:  # never let the thread die with callers waiting
-                log.exception("journal writer failed unexpectedly")
-                self._rollback()  # or every later BEGIN fails: "cannot start a transaction within a transaction"
-                failure = OperationalError(f"journal writer failed unexpectedly: {exc!r}")
-                results = [(done, [failure] * len(units)) for units, done in items]
-            try:
-                self._notify(results)
-            except Exception:  # the loop is gone; nobody is left to tell
-                log.debug("could not deliver commit outcomes", exc_info=True)
-
-    def _commit(self, items: list[tuple[Sequence[Unit], Done]]) -> list[tuple[Done, list[Outcome]]]:
-        units = [u for us, _ in items for u in us]
-        outcomes: list[Outcome] = [None] * len(units)
+    def _attempts(self, units: list[Unit], outcomes: list[Outcome]) -> None:
         pending = list(range(len(units)))
-        started = time.perf_counter()
         for delay in (*COMMIT_RETRIES, None):
             pending = self._attempt(units, pending, outcomes)
             if not pending or delay is None:
                 break
             time.sleep(delay)
-        self.stats.batches += 1
-        self.stats.units += len(units)
-        self.stats.commit_seconds += time.perf_counter() - started
-        results = []
-        at = 0
-        for us, done in items:
-            results.append((done, outcomes[at : at + len(us)]))
-            at += len(us)
-        return results
+
+    def _after_unexpected(self) -> None:
+        self._rollback()  # or every later BEGIN fails: "cannot start a transaction within a transaction"
 
     def _attempt(self, units: list[Unit], indexes: list[int], outcomes: list[Outcome]) -> list[int]:
         """One transaction over ``units[indexes]``; return the indexes to retry."""
