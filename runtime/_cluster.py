@@ -134,6 +134,10 @@ class Cluster:
         self.wake: Callable[[tuple[str, str], bytes], None] = lambda promise, value: None
         self.waiting: Callable[[], Sequence[tuple[str, str]]] = tuple
         self.read_promise: Callable[[str, str], bytes | None] = lambda address, name: None
+        self.resumed: Callable[[str], None] = lambda address: None
+        self.suspended: Callable[[], Sequence[str]] = tuple
+        self.is_suspended: Callable[[str], bool] = lambda address: False
+        self.read_actor: Callable[[str], storage.ActorInfo | None] = lambda address: None
 
     # -- ownership --------------------------------------------------------------------------
 
@@ -285,6 +289,10 @@ class Cluster:
             address, name = note["p"]
             if address == self.address or self.owned(address):
                 self._spawn(self._wake, address, name)
+        elif "r" in note:
+            address = note["r"]
+            if isinstance(address, str) and self.owned(address):
+                self._spawn(self._check_resumed, [address])
 
     def _fetch(self) -> None:
         wanted, self._wanted = self._wanted, {}
@@ -322,6 +330,17 @@ class Cluster:
         for address, name in self.waiting():
             if address == self.address or self.owned(address):
                 await self._wake(address, name)
+        await self._check_resumed(self.suspended())
+
+    async def _check_resumed(self, addresses: Sequence[str]) -> None:
+        """Resume the suspended actors held here that were resumed on another node."""
+        for address in addresses:
+            if not self.is_suspended(address) or not self.owned(address):
+                continue
+            info = await anyio.to_thread.run_sync(self.read_actor, address)
+            if info is not None and info.status == storage.ActorStatus.ACTIVE and self.is_suspended(address):
+                log.info("node %s: %s was resumed on another node", self.id, address)
+                self.resumed(address)
 
     # -- messages out -----------------------------------------------------------------------
 
@@ -332,6 +351,10 @@ class Cluster:
         step = max(1, MAX_NOTE // 24)
         for start in range(0, len(pairs), step):
             self._send(json.dumps({"i": pairs[start : start + step]}, separators=(",", ":")))
+
+    def route_resume(self, address: str) -> None:
+        """An actor this node does not own was resumed: wake its owner (which also polls for it)."""
+        self._send(json.dumps({"r": address}, separators=(",", ":")))
 
     def route_promise(self, address: str, name: str) -> None:
         """A promise (an ask's reply) committed for an address this node does not own: wake the nodes."""

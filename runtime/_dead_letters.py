@@ -55,7 +55,12 @@ class DeadLetters:
         *,
         clock: Callable[[], float],
         max_attempts: int,
+        fence: Callable[[Cell], tuple[int, int] | None],
+        deliver: Callable[[str, Msg], None],
     ) -> None:
+        """``fence``: the lease a write about ``cell``'s current message must still hold
+        (many nodes: a node that lost the actor counts and buries nothing). ``deliver``: where a
+        retried dead letter goes (many nodes: to the node that owns its actor)."""
         self._loop = loop
         self._writes = writes
         self._mailboxes = mailboxes
@@ -63,6 +68,8 @@ class DeadLetters:
         self._registry = registry
         self._clock = clock
         self.max_attempts = max_attempts
+        self._fence = fence
+        self._deliver = deliver
 
     async def count_attempt(self, cell: Cell, msg: Msg) -> None:
         """Mark one more attempt of a message found in the inbox at start, before it runs.
@@ -77,8 +84,10 @@ class DeadLetters:
             await self.bury(cell, msg, reason)
             return
         try:
-            await self._writes.write(Unit(ops=[MarkAttempt(msg.step, msg.attempts + 1)]))
-        except SteleError as exc:  # the journal's trouble, not the message's: try again later, in place
+            await self._writes.write(Unit(ops=[MarkAttempt(msg.step, msg.attempts + 1)], fence=self._fence(cell)))
+        except SteleError as exc:
+            # The journal's trouble, not the message's: try again later, in place. (A lost
+            # lease too: by then the scheduler sees the actor moved and drops the message here.)
             log.warning("%s: cannot mark the attempt of inbox message %d: %s", cell.address, msg.step, exc)
             delay = cell.retry.next()
         else:
@@ -107,8 +116,8 @@ class DeadLetters:
         if msg.reply_to is not None:
             ops.append(PutPromise(*msg.reply_to, reply, at, replace=True))
         try:
-            await self._writes.write(Unit(ops=ops))
-        except SteleError as exc:
+            await self._writes.write(Unit(ops=ops, fence=self._fence(cell)))
+        except SteleError as exc:  # as for an attempt: in place, or dropped here if the actor moved
             log.warning("%s: cannot write dead letter %d yet: %s", cell.address, msg.step, exc)
             self._release(cell, msg, cell.retry.next())
             return
@@ -143,7 +152,7 @@ class DeadLetters:
         message = self._registry.codec.decode(letter.type, letter.payload)
         await self._writes.write(Unit(ops=[Revive(letter_id, self._clock())]))
         revived = Msg(letter.id, info, message, letter.type, letter.payload, None, True, letter.sender)
-        self._mailboxes.deliver(self._mailboxes.cell(letter.address), revived)
+        self._deliver(letter.address, revived)
 
     async def drop(self, letter_id: int) -> None:
         """Forget a dead letter for good."""

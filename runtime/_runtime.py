@@ -516,6 +516,9 @@ class Runtime:
 
         Its kept messages are delivered again; the interrupted step re-runs
         against its journal (and is suspended again if it still diverges).
+        With many nodes, an actor another node owns is marked active in the
+        journal and its owner is woken: it resumes the actor soon after this
+        returns.
         """
         parts = self._running()
         self.registry.resolve(address)
@@ -523,13 +526,15 @@ class Runtime:
         cell = parts.mailboxes.get(address)
         if (info is None or info.status != ActorStatus.SUSPENDED) and not (cell is not None and cell.suspended):
             raise SteleError(f"{address} is not suspended")
-        await parts.writes.write(Unit(ops=[SetStatus(address, ActorStatus.ACTIVE)]))
-        cell = parts.mailboxes.cell(address)
-        cell.suspended = False
-        cell.reason = ""
-        if not cell.busy and not cell.loading:
-            parts.activation.unload(cell)  # reload: the open step is read from the journal again
-        parts.mailboxes.make_ready(cell)
+        cluster = self._cluster
+        if cluster is not None and not cluster.owned(address):
+            # An operator's act, valid from any node: the journal says so, and the owner is woken.
+            await parts.writes.write(Unit(ops=[SetStatus(address, ActorStatus.ACTIVE)]))
+            cluster.route_resume(address)
+            return
+        resume = SetStatus(address, ActorStatus.ACTIVE)
+        await parts.writes.write(Unit(ops=[resume], fence=parts.scheduler.lease_now(address)))
+        parts.scheduler.resumed(address)
 
     async def annotate(self, key: str, value: str | int | float | None) -> None:
         """Durably record operator metadata in the journal (which module serves it, where)."""
@@ -861,7 +866,15 @@ class _Parts:
         self.ingress = Ingress(loop, mailboxes)
         self.promises = promises = Promises(loop, rt.registry, writes, rt.clock)
         self.dead_letters = DeadLetters(
-            loop, writes, mailboxes, promises, rt.registry, clock=rt.clock, max_attempts=limits.max_attempts
+            loop,
+            writes,
+            mailboxes,
+            promises,
+            rt.registry,
+            clock=rt.clock,
+            max_attempts=limits.max_attempts,
+            fence=scheduler.fence,
+            deliver=scheduler.deliver,
         )
         self.idempotency = Idempotency(
             loop,
@@ -901,6 +914,10 @@ class _Parts:
         cluster.wake = self.promises.wake
         cluster.waiting = self.promises.waiting_on_promises
         cluster.read_promise = store.promise
+        cluster.resumed = scheduler.resumed
+        cluster.suspended = scheduler.suspended
+        cluster.is_suspended = scheduler.is_suspended
+        cluster.read_actor = store.actor
 
     def attach(self, store: Backend) -> None:
         """The journal is owned: message and actor ids go on from where it left them."""

@@ -162,6 +162,31 @@ class Scheduler:
         under (None: one runtime owns everything)."""
         return None if self.cluster is None else (shard(cell.address), cell.lease)
 
+    def lease_now(self, address: str) -> tuple[int, int] | None:
+        """The lease a write about ``address`` outside a step must hold: this node's on its shard now
+        (None: one runtime owns everything)."""
+        cluster = self.cluster
+        return None if cluster is None else (shard(address), cluster.lease_of(address))
+
+    def resumed(self, address: str) -> None:
+        """``address`` is active again in the journal (resumed here or on another node): its kept
+        messages run, the interrupted step first, against the journal read again."""
+        cell = self.mailboxes.cell(address)
+        cell.suspended = False
+        cell.reason = ""
+        if not cell.busy and not cell.loading:
+            self.activation.unload(cell)
+        self.mailboxes.make_ready(cell)
+
+    def suspended(self) -> list[str]:
+        """The actors held here that are suspended."""
+        return [cell.address for cell in self.mailboxes if cell.suspended]
+
+    def is_suspended(self, address: str) -> bool:
+        """Whether ``address`` is held here, suspended."""
+        cell = self.mailboxes.get(address)
+        return cell is not None and cell.suspended
+
     def admit(self, address: str) -> None:
         """Backpressure: raise, making nothing, if ``address`` takes no message now."""
         self.mailboxes.admit(address)

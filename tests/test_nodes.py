@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 import storage
-from errors import JournalOwnedError, LeaseLostError
+from errors import ActorSuspendedError, JournalOwnedError, LeaseLostError
 from runtime import NodeOptions, Runtime
 from storage import EntryKind, Outcome, PgNodes, PgStore, Unit, entry_row
 
@@ -27,6 +27,7 @@ from .conftest import query
 from .jepsen_nodes import Node, cluster_state, run
 from .models import Account, Deposit, GetBalance
 from .served import cli
+from .test_nondeterminism import AgentV1, AgentV2, Blocker, Plan, crash_mid_step, suspended
 
 pytestmark = pytest.mark.anyio
 
@@ -171,6 +172,100 @@ async def test_a_single_owner_and_nodes_exclude_each_other(pg_url: str) -> None:
                 pass
     with pytest.raises(ValueError, match="PostgreSQL"):
         Runtime("/tmp/x.db", actors=[Account], node=options("n"))
+
+
+def quiet(name: str) -> NodeOptions:
+    """A node that polls as good as never: what it must do, it does when woken."""
+    return NodeOptions(name=name, lease_s=2.0, poll_s=60.0)
+
+
+def lost(rt: Runtime) -> int:
+    """Shards ``rt`` (a node) lost since its start."""
+    node = rt.statistics().node
+    assert node is not None
+    return node.lost
+
+
+def inbox_message(url: str, message: int, address: str, attempts: int) -> None:
+    """A pending ``Deposit(1)`` to ``address``, put in the inbox from outside, tried ``attempts`` times."""
+    deposit = b"\x81\xa6amount\x01"  # msgpack of Deposit(1)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO inbox(id, target, handler, type, payload, attempts, at) "
+            "VALUES (%s, %s, 'deposit', 'Deposit', %s, %s, 1.0)",
+            (message, address, deposit, attempts),
+        )
+
+
+@pytest.mark.parametrize("attempts", [0, 5], ids=["attempt", "dead letter"])
+async def test_a_node_that_lost_an_actor_neither_counts_its_message_nor_buries_it(
+    pg_url: str, attempts: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A message found in the inbox has its attempt marked (or, past max_attempts, is moved to the dead
+    # letters) before it runs: writes outside a step, fenced by the lease like a step's. Here the
+    # lease is taken over while that write waits for the lease row: it must be refused.
+    address = "Account/fenced"
+    shard = storage.shard_of(address)
+    a = await Runtime(pg_url, actors=[Account], node=NodeOptions(name="a", lease_s=6.0, poll_s=0.3)).__aenter__()
+    try:
+        await until(lambda: held(pg_url) == {"a": 64}, "a owning every shard")
+        with psycopg.connect(pg_url) as lock:  # one transaction: holds the lease row, then moves it
+            lock.execute("SELECT 1 FROM stele_shards WHERE shard = %s FOR UPDATE", (shard,))
+            inbox_message(pg_url, 10**12, address, attempts)  # a's poll finds it, as after a take-over
+            waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            await until(lambda: query(pg_url, waiting)[0][0] > 0, "a's write waiting for the lease row")
+            lock.execute(
+                "UPDATE stele_shards SET owner = 'y', generation = generation + 1, expires = stele_now() + 3600 "
+                "WHERE shard = %s",
+                (shard,),
+            )
+        await until(lambda: lost(a) == 1, "a finding its lease lost")
+    finally:
+        await a.close()
+    assert query(pg_url, "SELECT attempts FROM inbox") == [(attempts,)]  # not counted, not buried
+    assert query(pg_url, "SELECT count(*) FROM dead_letters") == [(0,)]
+    assert "no longer holds the lease" in caplog.text
+
+
+async def test_a_dead_letter_retried_on_another_node_runs_on_its_owner(pg_url: str) -> None:
+    async with Runtime(pg_url, actors=[Account]):  # the schema, as a runtime makes it
+        pass
+    inbox_message(pg_url, 10**12, "Account/poison", 5)  # past max_attempts: a dead letter at once
+    a = await Runtime(pg_url, actors=[Account], node=quiet("a")).__aenter__()
+    b = await Runtime(pg_url, actors=[Account], node=quiet("b")).__aenter__()
+    try:
+        await until(lambda: query(pg_url, "SELECT count(*) FROM dead_letters") == [(1,)], "the dead letter")
+        await until(lambda: held(pg_url) == {"a": 32, "b": 32}, "the shards shared out")
+        owner, other = (a, b) if a.node_owns("Account/poison") else (b, a)
+        (letter,) = await other.dead_letters()
+        await other.retry_dead_letter(letter.id)
+        await until(lambda: query(pg_url, "SELECT count(*) FROM inbox") == [(0,)], "the owner running it", 20)
+        assert await owner.ask("Account/poison", GetBalance()) == 1
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_an_actor_resumed_on_another_node_runs_on_its_owner(pg_url: str) -> None:
+    await crash_mid_step(pg_url)  # Agent/a's step journaled its first effect, then the process stopped
+    Blocker.release.set()
+    async with Runtime(pg_url, actors=[AgentV2]):  # changed code: the step diverges, Agent/a is suspended
+        await suspended(pg_url, "Agent/a")
+    a = await Runtime(pg_url, actors=[AgentV1], node=quiet("a")).__aenter__()
+    b = await Runtime(pg_url, actors=[AgentV1], node=quiet("b")).__aenter__()
+    try:  # the fixed code on both nodes
+        await until(lambda: held(pg_url) == {"a": 32, "b": 32}, "the shards shared out")
+        owner, other = (a, b) if a.node_owns("Agent/a") else (b, a)
+        with pytest.raises(ActorSuspendedError):
+            await owner.ask("Agent/a", Plan("x"), timeout=10)
+        await other.resume("Agent/a")  # the owner is woken, and resumes it
+        await until(lambda: not owner.statistics().suspended, "the owner resuming Agent/a", 20)
+        assert await owner.ask("Agent/a", Plan("now"), timeout=20) == "RESULTS FOR NOW"
+    finally:
+        await a.close()
+        await b.close()
+    replies = "SELECT count(*) FROM journal WHERE kind = 'reply'"
+    assert query(pg_url, replies) == [(2,)]  # the interrupted step's, then the new ask's
 
 
 # -- real processes ----------------------------------------------------------------------------------
