@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 
 import anyio
+import anyio.to_thread
 import pytest
 
 from runtime import Runtime
@@ -22,9 +24,18 @@ from storage import DEFAULT_MAX_WAL_BYTES, restore
 
 from .conftest import dump
 from .models import Account, Deposit, GetBalance
+from .served import request
+from .test_http import http_app
 from .test_replication import replicated, until
 
 BOUND = 1024 * 1024
+
+
+def metric(text: str, name: str) -> str:
+    """The value of the unlabelled metric ``name`` in a Prometheus exposition."""
+    found = re.search(rf"^{name} (\S+)$", text, re.M)
+    assert found is not None, f"no {name} in {text}"
+    return found.group(1)
 
 
 async def _burst(rt: Runtime, count: int, start: int = 0) -> None:
@@ -70,6 +81,11 @@ async def _down_and_back(
         status = rt.replication
         assert status is not None and not status.wal_over_bound and status.max_wal_bytes == BOUND
         assert status.commits_at_risk > 0 and not status.litestream_running
+        async with http_app(rt) as base:  # and so say the metrics
+            _, metrics = await anyio.to_thread.run_sync(request, f"{base}/metrics")
+        assert float(metric(metrics, "stele_wal_truncations_total")) >= 3
+        assert float(metric(metrics, "stele_wal_max_bytes")) == BOUND
+        assert float(metric(metrics, "stele_wal_over_bound")) == 0
         assert "checkpointing and truncating" in caplog.text
         # Litestream comes back.
         litestream.binary = binary
@@ -102,6 +118,10 @@ async def test_the_status_says_when_the_wal_is_over_its_bound(db: str, tmp_path:
         assert status is not None
         assert 0 < status.wal_bytes <= BOUND and not status.wal_over_bound
         assert status.max_wal_bytes == BOUND and status.wal_truncations == 0
+        async with http_app(rt) as base:
+            _, metrics = await anyio.to_thread.run_sync(request, f"{base}/metrics")
+        assert 0 < float(metric(metrics, "stele_wal_bytes")) <= BOUND
+        assert float(metric(metrics, "stele_wal_truncations_total")) == 0
     assert DEFAULT_MAX_WAL_BYTES <= 256 * 1024 * 1024
 
 

@@ -642,6 +642,18 @@ class _Collector:
                 "stele_replication_stalled_seconds", "How long the replica has not advanced while commits wait",
                 value=status.stalled_for_s,
             )  # fmt: skip
+            yield GaugeMetricFamily("stele_wal_bytes", "Size of the journal's WAL file", value=status.wal_bytes)
+            yield GaugeMetricFamily(
+                "stele_wal_max_bytes", "The bound the WAL is kept under (max_wal_bytes)", value=status.max_wal_bytes
+            )
+            yield GaugeMetricFamily(
+                "stele_wal_over_bound", "1 while the WAL is over its bound and nothing could checkpoint it",
+                value=1 if status.wal_over_bound else 0,
+            )  # fmt: skip
+            yield CounterMetricFamily(
+                "stele_wal_truncations", "WAL checkpoints and truncations while Litestream was down",
+                value=status.wal_truncations,
+            )  # fmt: skip
         yield from _drill_metrics(figures)
         yield from _history_metrics(figures, self.app.sizes)
 
