@@ -4,6 +4,8 @@ listed, retried and dropped."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import anyio
 import apsw
 import pytest
@@ -129,3 +131,49 @@ async def test_journal_trouble_turns_no_message_into_a_dead_letter(
 def _pending(db: str) -> int:
     with Journal.open(db) as journal:
         return len(journal.pending())
+
+
+async def test_a_dead_letter_that_cannot_be_written_yet_keeps_its_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The message past its attempts is buried first thing at a start, while another process holds
+    # the journal's write lock: writing the dead letter fails (SQLITE_BUSY). The message must go
+    # back to the head of its mailbox, be buried once the lock is gone, and only then may the
+    # message behind it run (G4); nothing is lost.
+    monkeypatch.setattr(_sqlite, "BUSY_TIMEOUT_MS", 50)
+    db = str(tmp_path / "journal.db")
+    Gate.reset()
+    rt = await Runtime(db, actors=[Worker], max_attempts=1).__aenter__()
+    await rt.tell("Worker/w", Work(1))  # the poison message: it hangs in its second effect
+    await rt.tell("Worker/w", Work(2))
+    await wait_for(lambda: len(Gate.calls) == 2)
+    await rt.abandon()  # the first run: nothing durable marks it, so it is not counted
+    await crash_while_working_once(db)  # attempt 1, counted before it ran
+    Gate.open.set()
+    other = apsw.Connection(db)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        async with Runtime(db, actors=[Worker], max_attempts=1) as rt2:
+            with anyio.fail_after(10):
+                while "cannot write dead letter" not in caplog.text:
+                    await anyio.sleep(0.01)
+            other.execute("ROLLBACK")
+            with anyio.fail_after(10):
+                while _pending(db):
+                    await anyio.sleep(0.01)
+            (letter,) = await rt2.dead_letters()
+    finally:
+        if other.in_transaction:
+            other.execute("ROLLBACK")
+        other.close()
+    assert letter.address == "Worker/w" and letter.type == "Work"
+    with Journal.open(db) as journal:
+        assert [e.decoded()["id"] for e in journal.entries("Worker/w", kind="event")] == [2]
+        *_, behind = journal.entries("Worker/w", kind="message")  # (the poison's open step is first)
+    assert letter.at <= behind.at  # buried before the message behind it ran
+
+
+async def crash_while_working_once(db: str) -> None:
+    rt = await Runtime(db, actors=[Worker], max_attempts=1).__aenter__()
+    await wait_for(lambda: len(Gate.calls) >= 3)
+    await rt.abandon()
