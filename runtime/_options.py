@@ -41,7 +41,8 @@ class Limits:
     """Worker threads that synchronous effects (a blocking SDK call) run in at once: threads of
     their own, so slow calls cannot stall loading actors or HTTP reads."""
     grace: float = 5.0
-    """How long closing waits for steps under way before leaving them to recovery."""
+    """How long closing waits for steps under way before leaving them to recovery (not for steps
+    waiting for a promise or an ask's reply: those waits are journaled and resume at the next start)."""
     young_gc_threshold: int | None = 50_000
     """While the runtime is open, Python's first-generation collection threshold is raised to
     at least this (the interpreter's default is 700), so that the objects of messages in flight

@@ -275,7 +275,7 @@ class Runtime:
         # Shielded: a close under a cancelled scope (`async with Runtime(...)`
         # inside `move_on_after`) must still stop Litestream and let go of the file.
         with anyio.CancelScope(shield=True):
-            if scheduler.inflight:
+            if scheduler.inflight > scheduler.parked:  # steps waiting for a promise resume at the next start
                 with anyio.move_on_after(self.limits.grace):
                     await scheduler.idle.wait()
             await self._cancel_tasks()

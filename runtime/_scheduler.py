@@ -93,8 +93,11 @@ class Scheduler:
         self.closing = False
         self.inflight = 0
         """Steps under way (running or committing)."""
+        self.parked = 0
+        """Steps under way that wait for a promise or an ask's reply: durable waits, which
+        resume from the journal at the next start, so closing does not wait for them."""
         self.idle: asyncio.Event = asyncio.Event()
-        """Set when closing and no step is under way any more."""
+        """Set when closing and every step still under way is parked (or none is)."""
         self.next_message = 0
         """The last message id given out (ids are never reused: see the backend's high-water mark)."""
         self.id_limit = 2**63 - 1
@@ -212,8 +215,13 @@ class Scheduler:
         return self.writes.commit(unit)
 
     async def take_promise(self, address: str, name: str, timeout: float | None) -> bytes | None:
-        """The value resolved for a promise, or an actor's reply."""
-        return await self.promises.take(address, name, timeout)
+        """The value resolved for a promise, or an actor's reply (the step is parked meanwhile)."""
+        self.parked += 1
+        self._maybe_idle()
+        try:
+            return await self.promises.take(address, name, timeout)
+        finally:
+            self.parked -= 1
 
     def check_cycle(self, caller: str, callee: str) -> None:
         """Refuse an ask cycle at once."""
@@ -473,7 +481,10 @@ class Scheduler:
 
     def _step_done(self) -> None:
         self.inflight -= 1
-        if self.closing and self.inflight == 0:
+        self._maybe_idle()
+
+    def _maybe_idle(self) -> None:
+        if self.closing and self.inflight <= self.parked:
             self.idle.set()
 
     def _refuse_asks(self, cell: Cell) -> None:

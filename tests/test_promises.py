@@ -136,6 +136,27 @@ async def test_a_waiting_step_survives_a_crash_and_takes_the_value_after_restart
     assert replies == ["published by cy"] and len(promised) == 1
 
 
+async def test_closing_does_not_wait_out_the_grace_for_a_step_waiting_on_a_promise(db: str) -> None:
+    # A step waiting for a promise (or an ask's reply) resumes from the journal at the next start:
+    # closing has nothing to wait for. It used to wait the whole grace, with any agent waiting for
+    # a human: every `serve` took the grace (5 s by default) to stop.
+    rt = await Runtime(db, actors=[Publisher], grace=30).__aenter__()
+    await rt.tell("Publisher/p", Draft("later"))
+    await wait_for_waiter(rt, "approve:later")
+    started = anyio.current_time()
+    await rt.close()
+    assert anyio.current_time() - started < 30  # it did not wait out the grace (a bound, not a speed)
+    async with Runtime(db, actors=[Publisher]) as rt2:  # and it waits again after the start
+        await wait_for_waiter(rt2, "approve:later")
+        await rt2.resolve("Publisher/p", "approve:later", {"by": "di"})
+        with anyio.fail_after(10):
+            while query(db, "SELECT count(*) FROM inbox") != [(0,)]:
+                await anyio.sleep(0.01)
+    with Journal.open(db) as journal:
+        replies = [e.decoded()["value"] for e in journal.entries("Publisher/p", kind="reply")]
+    assert replies == ["published by di"]
+
+
 async def test_a_promise_times_out_into_the_handler(db: str) -> None:
     async with Runtime(db, actors=[Publisher]) as rt:
         reply = await rt.ask("Publisher/p", Draft("never", timeout=0.05))
