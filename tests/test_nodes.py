@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 import storage
-from errors import JournalOwnedError, LeaseLostError
+from errors import CommitUnknownError, JournalOwnedError, LeaseLostError
 from runtime import NodeOptions, Runtime
 from storage import EntryKind, Outcome, PgNodes, PgStore, Unit, entry_row
 
@@ -26,6 +26,8 @@ from . import pgserver
 from .conftest import query
 from .jepsen_nodes import Node, cluster_state, run
 from .models import Account, Deposit, GetBalance
+from .pgproxy import Proxy
+from .routing import Ring, Wait, Waiter
 from .served import cli
 
 pytestmark = pytest.mark.anyio
@@ -171,6 +173,38 @@ async def test_a_single_owner_and_nodes_exclude_each_other(pg_url: str) -> None:
                 pass
     with pytest.raises(ValueError, match="PostgreSQL"):
         Runtime("/tmp/x.db", actors=[Account], node=options("n"))
+
+
+async def test_a_tell_whose_commit_is_unknown_but_landed_is_run_by_its_owner(pg_url: str) -> None:
+    # The server commits a tell's inbox row and the node never hears of it (the reply lost, and the
+    # writer cannot reconnect to read it back): the tell is CommitUnknownError and the node drops the
+    # message from memory. The row is durable, so the node's poll must pick it up and run it; the node
+    # once kept it among the messages it believed it held, and its poll skipped it forever.
+    proxy = Proxy(pg_url)
+    rt = await Runtime(proxy.url, actors=[Waiter], node=NodeOptions(name="a", lease_s=30.0, poll_s=0.2)).__aenter__()
+    try:
+        await until(lambda: held(pg_url) == {"a": 64}, "the node taking every shard")
+        # The actor waits on a promise: the next message stays in its mailbox, behind that step.
+        await rt.tell("Waiter/w", Wait("go"))
+        await until(lambda: ("Waiter/w", "go") in rt.statistics().waiting_promises, "the step waiting")
+        # (the SQL text goes over the wire until psycopg prepares the statement: this is its 2nd use)
+        proxy.lose_reply_to(b"INSERT INTO inbox")
+        with pytest.raises(CommitUnknownError):
+            await rt.tell("Waiter/w", Ring("kept"))
+        assert proxy.replies_lost == 1
+        assert query(pg_url, "SELECT count(*) FROM inbox WHERE type = 'Ring'") == [(1,)]  # it did land
+        proxy.heal()
+        await rt.resolve("Waiter/w", "go", "opened")
+        await until(lambda: query(pg_url, "SELECT count(*) FROM inbox") == [(0,)], "the inbox drained")
+    finally:
+        await rt.close()
+        proxy.stop()
+    got = query(
+        pg_url,
+        "SELECT count(*) FROM journal j JOIN actors a ON a.id = j.actor WHERE a.address = 'Waiter/w' "
+        "AND j.kind = 'message'",
+    )
+    assert got == [(2,)]  # both messages ran, once each
 
 
 # -- real processes ----------------------------------------------------------------------------------
