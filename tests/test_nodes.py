@@ -253,7 +253,12 @@ def test_a_node_stopped_past_its_lease_commits_nothing_when_it_resumes(pg_url: s
         while first.status()["node"]["lost"] < 32 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert first.status()["node"]["lost"] >= 32
-        time.sleep(2)  # a renewal or two later: whatever the resumed node would write, it has tried
+        # Its step commits once its effect returns: at once if the effect was asleep when the node
+        # stopped, or a whole 3 s later if the stop came between the trace line and the sleep (under
+        # load it can: a fixed 2 s wait then missed the refusal). Nothing may land meanwhile either.
+        deadline = time.monotonic() + 30
+        while "no longer holds the lease" not in first.log() and time.monotonic() < deadline:
+            time.sleep(0.1)
         logged = first.log()
     finally:
         for node in (first, second):
