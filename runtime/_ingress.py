@@ -51,6 +51,8 @@ class Ingress:
         self._tick: _Tick | None = None
         self.routed: Callable[[list[tuple[int, str]]], None] | None = None
         """With many nodes: told ``(id, target)`` of the tells committed for actors other nodes own."""
+        self.released: Callable[[int], None] | None = None
+        """With many nodes: told the id of a tell dropped from its mailbox because its commit failed."""
 
     def add(self, cell: Cell, msg: Msg, row: InboxRow, key: Op | None) -> asyncio.Future[None]:
         """Accept ``msg`` (its inbox ``row``, and its idempotency ``key`` record) for this tick's unit.
@@ -101,6 +103,10 @@ class Ingress:
                 if msg in cell.mailbox:
                     cell.mailbox.remove(msg)
                     self._mailboxes.consumed()
+                    if self.released is not None:
+                        # Not held here any more. A commit of unknown outcome may have landed
+                        # all the same: then the node's poll must find the row and run it.
+                        self.released(msg.step)
         if error is not None:
             tick.future.set_exception(error)
         else:

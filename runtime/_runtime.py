@@ -909,6 +909,7 @@ class _Parts:
         self.health.processed = cluster.consumed
         self.mailboxes.holding = cluster.seen
         self.ingress.routed = cluster.route_inbox
+        self.ingress.released = cluster.consumed
         cluster.adopt = scheduler.recover
         cluster.evict = scheduler.evict_shard
         cluster.wake = self.promises.wake

@@ -366,6 +366,10 @@ class PgWriter(GroupCommit):
         for i in indexes:
             outcomes[i] = unknown
         self.failing = unknown
+        # Never read back on the connection that broke: psycopg may not mark it broken yet (a server
+        # shutting down ends a pipeline with "cannot exit pipeline mode while busy"), and the read-back
+        # failing on it at once gave up before the server was even asked again.
+        self._drop_connection()
         conn = None
         for delay in (0.0, *RETRIES):  # ride out a server restart
             if self._abandoned:

@@ -2,8 +2,11 @@
 
 Faults, on demand: ``lose_next_reply()`` forwards the client's next bytes to
 the server and drops the server's answer, cutting both sides (the server did
-the work; the client never hears of it); ``cut()`` closes every connection and
-refuses new ones until ``heal()``.
+the work; the client never hears of it); ``lose_reply_to(text)`` does the same
+to the next bytes that contain ``text`` (one statement among a client's
+others) and then refuses new connections until ``heal()``, so that the client
+cannot read back what happened; ``cut()`` closes every connection and refuses
+new ones until ``heal()``.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ class Proxy:
         self._pairs: list[tuple[socket.socket, socket.socket]] = []
         self._refusing = False
         self._lose_reply = False
+        self._lose_reply_to: bytes | None = None
         self.replies_lost = 0
         self._stopped = False
         self._thread = threading.Thread(target=self._accept, name="pg-proxy", daemon=True)
@@ -39,6 +43,12 @@ class Proxy:
         """The next bytes from a client reach the server; its answer is dropped and the connection cut."""
         with self._lock:
             self._lose_reply = True
+
+    def lose_reply_to(self, text: bytes) -> None:
+        """The next bytes from a client that contain ``text`` reach the server; its answer is dropped,
+        the connection cut, and new connections are refused until :meth:`heal`."""
+        with self._lock:
+            self._lose_reply_to = text
 
     def cut(self) -> None:
         """Close every connection, and refuse new ones until :meth:`heal`."""
@@ -90,6 +100,7 @@ class Proxy:
             sel.register(client, selectors.EVENT_READ, server)
             sel.register(server, selectors.EVENT_READ, client)
             armed = False  # this connection sent bytes while a lost reply was asked for
+            refuse = False  # and new connections are refused once it is lost
             while not self._stopped:
                 for key, _ in sel.select(timeout=0.2):
                     source: socket.socket = key.fileobj  # type: ignore[assignment]
@@ -100,10 +111,13 @@ class Proxy:
                         with self._lock:
                             if self._lose_reply:
                                 self._lose_reply, armed = False, True
+                            elif self._lose_reply_to is not None and self._lose_reply_to in data:
+                                self._lose_reply_to, armed, refuse = None, True, True
                     elif armed:
                         # The server answered what the client sent: drop it, cut both sides.
                         with self._lock:
                             self.replies_lost += 1
+                            self._refusing = self._refusing or refuse
                         return
                     key.data.sendall(data)
         except OSError:
