@@ -65,6 +65,8 @@ class Timers:
     def add(self, address: str, msg: Msg) -> None:
         """Keep ``msg`` (committed, with ``due`` and ``timer_id``) until it is due."""
         assert msg.due is not None and msg.timer_id is not None
+        if msg.timer_id in self._by_id:
+            return  # pending already (a node's poll reads every pending timer of its shards again)
         heapq.heappush(self._heap, (msg.due, next(self._order), address, msg))
         self._by_id[msg.timer_id] = msg
         self._wake.set()

@@ -27,7 +27,7 @@ from .conftest import query
 from .jepsen_nodes import Node, cluster_state, run
 from .models import Account, Deposit, GetBalance
 from .pgproxy import Proxy
-from .routing import Ring, Wait, Waiter
+from .routing import Asker, Later, Ring, Wait, Waiter
 from .served import cli
 from .test_nondeterminism import AgentV1, AgentV2, Blocker, Plan, crash_mid_step, suspended
 
@@ -268,6 +268,22 @@ async def test_an_actor_resumed_on_another_node_runs_on_its_owner(pg_url: str) -
         await b.close()
     replies = "SELECT count(*) FROM journal WHERE kind = 'reply'"
     assert query(pg_url, replies) == [(2,)]  # the interrupted step's, then the new ask's
+
+
+async def test_a_pending_timer_is_kept_once_however_often_the_node_polls(pg_url: str) -> None:
+    # A node's poll reads every pending inbox row of its shards, timers included; a timer not yet due
+    # was put in the heap again at every poll (the heap grew by every pending timer each poll_s).
+    node = NodeOptions(name="a", lease_s=30.0, poll_s=0.1)
+    rt = await Runtime(pg_url, actors=[Asker, Waiter], node=node).__aenter__()
+    try:
+        await until(lambda: held(pg_url) == {"a": 64}, "the node taking every shard")
+        for i in range(3):
+            await rt.ask(f"Asker/{i}", Later("Waiter/w"))
+        await until(lambda: query(pg_url, "SELECT count(*) FROM inbox WHERE due IS NOT NULL") == [(3,)], "the timers")
+        await anyio.sleep(1.0)  # about ten polls (the count holds however many ran)
+        assert len(rt.timers) == 3 and rt.timers.heap_size == 3
+    finally:
+        await rt.close()
 
 
 async def test_a_tell_whose_commit_is_unknown_but_landed_is_run_by_its_owner(pg_url: str) -> None:
