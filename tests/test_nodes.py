@@ -318,6 +318,37 @@ async def test_a_tell_whose_commit_is_unknown_but_landed_is_run_by_its_owner(pg_
     assert got == [(2,)]  # both messages ran, once each
 
 
+async def test_a_tell_another_node_ran_before_its_sender_read_back_its_commit_is_not_sent_again(
+    pg_url: str,
+) -> None:
+    # Node a's tell to an actor node b owns commits, and a never hears of it (the reply lost; a
+    # cannot reconnect for a while). Meanwhile b's poll runs the message, consuming its row. When a
+    # reads back, the row is gone: that is not "never landed", or a sends it again and it runs twice.
+    async with Runtime(pg_url, actors=[Account]):  # the schema, as a runtime makes it
+        pass
+    proxy = Proxy(pg_url)
+    a = await Runtime(proxy.url, actors=[Account], node=quiet("a")).__aenter__()
+    b = await Runtime(pg_url, actors=[Account], node=NodeOptions(name="b", lease_s=2.0, poll_s=0.2)).__aenter__()
+    try:
+        await until(lambda: held(pg_url) == {"a": 32, "b": 32}, "the shards shared out")
+        address = next(f"Account/{i}" for i in range(1000) if b.node_owns(f"Account/{i}"))
+        proxy.lose_reply_to(b"INSERT INTO inbox")
+        messages = "SELECT count(*) FROM journal WHERE kind = 'message'"
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(a.tell, address, Deposit(1))  # it waits while a's writer reads back
+            await until(lambda: query(pg_url, messages) == [(1,)], "b running the message")
+            proxy.heal()  # a reconnects and reads back
+        assert proxy.replies_lost == 1
+        await anyio.sleep(1.0)  # five of b's polls: a message sent again would have run meanwhile
+        assert query(pg_url, "SELECT count(*) FROM inbox") == [(0,)]
+        assert await b.ask(address, GetBalance()) == 1
+    finally:
+        await a.close()
+        await b.close()
+        proxy.stop()
+    assert query(pg_url, messages) == [(2,)]  # the deposit once, and the balance asked
+
+
 # -- real processes ----------------------------------------------------------------------------------
 
 
