@@ -359,9 +359,11 @@ class PgWriter(GroupCommit):
     def _resolve(self, batch: list[Unit], indexes: list[int], outcomes: list[Outcome], exc: Broken) -> list[int]:
         """The connection broke with a transaction in flight: which units landed?
 
-        Reconnecting ends the old session first (see ``reconnect``), so what is
-        read back is final: a unit that is not there did not commit, and is
-        retried.
+        A single owner's reconnection ends its old session first (see
+        ``reconnect``), so what is read back is final: a unit that is not there
+        did not commit, and is retried. A node does not (yet): after a network
+        cut that the server has not noticed, its old session may still commit
+        after the read-back (docs/nodes.md, limits).
         """
         log.warning("lost the connection to %s during a commit (%s): reading back", self._where, exc)
         unknown = CommitUnknown(
