@@ -154,6 +154,8 @@ class Compactor:
         (storage/_payload_store.py has the proof).
         """
         async with self._reclaiming:
+            if not (await anyio.to_thread.run_sync(self._reads.payload_stats)).reclaimable:
+                return 0  # nothing to look for (and nothing ever, on PostgreSQL)
             await self._writes.write(Unit(ops=[Reclaim()]))
             if not (await anyio.to_thread.run_sync(self._reads.payload_stats)).dropped:
                 return 1
