@@ -290,7 +290,10 @@ def main() -> None:
             workdir, 10_000 if args.quick else 100_000, 100_000 if args.quick else 1_000_000
         ),
         "drill": lambda: _drill.run(workdir, 100_000 if args.quick else 1_000_000),
-        "compact": lambda: _compact.run(workdir, 100_000 if args.quick else 1_000_000),
+        "compact": lambda: {
+            **_compact.run(workdir, 100_000 if args.quick else 1_000_000),
+            "large": _compact.run_large(workdir, 5 if args.quick else 20, 40 if args.quick else 100),
+        },
         "payloads": lambda: _payloads.run(workdir, args.quick, tell_throughput, sequential_asks),
         "http": lambda: {
             "http": _http.http_asks(workdir),
@@ -515,6 +518,16 @@ def report(r: Result) -> None:
                 "    other asks during it, p99 ms",
                 m["asks_during"]["p99_ms"],
                 f"max {m['asks_during']['max_ms']:.1f} ms; without: p99 {m['asks_without']['p99_ms']:.2f}",
+                "",
+            )
+        )
+        big = m["large"]
+        rows.append(
+            (
+                f"compaction, {big['agents']} agents x {big['turns']} turns of large values, s",
+                big["seconds"],
+                f"{big['chunks_before'] - big['chunks_after']:,} of {big['chunks_before']:,} chunks; "
+                f"{big['bytes_before'] / 1e6:.1f} -> {big['bytes_after'] / 1e6:.1f} MB",
                 "",
             )
         )

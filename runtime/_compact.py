@@ -9,9 +9,11 @@ serve nothing below it and a position there raises
 commits of at most ``batch`` sequence numbers each (several actors' in one
 when they are small), awaited one after the other, so every other actor's
 commits go on between them; an interrupted
-compaction leaves entries below the floor, which the next one removes. Last,
-the pages freed go back to the file system in bounded steps (see
-docs/history.md for why incremental vacuum and not VACUUM).
+compaction leaves entries below the floor, which the next one removes. The
+stored payload chunks only the removed rows referred to are then reclaimed
+(:meth:`Compactor.reclaim_payloads`, also in bounded commits). Last, the pages
+freed go back to the file system in bounded steps (see docs/history.md for why
+incremental vacuum and not VACUUM).
 """
 
 from __future__ import annotations
@@ -24,13 +26,15 @@ import msgspec
 
 import storage
 from actors import Retention
-from storage import DropHistory, Op, ReclaimSpace, SetFloor, Unit
+from storage import DropHistory, Op, Reclaim, ReclaimSpace, SetFloor, Unit
 
 from ._registry import Registry
 from ._writes import Writes
 
 DEFAULT_BATCH = 1000
 """Sequence numbers per delete: about a millisecond of the writer's time each, on this machine's disk."""
+RECLAIM_CHUNKS = 2000
+"""Candidate chunks per commit of a payload reclaim (a delete each, and one read of the transient tables)."""
 RECLAIM_PAGES = 256
 """Pages (1 MiB at 4 KiB) given back per commit."""
 
@@ -44,8 +48,10 @@ class CompactReport(msgspec.Struct):
     """Journal entries removed."""
     snapshots: int = 0
     """Snapshots removed (below the old floor, any an interrupted compaction left are removed but not counted)."""
+    chunks: int = 0
+    """Stored payload chunks fewer after than before (those only the removed history referred to)."""
     batches: int = 0
-    """Commits it took (floors, deletes and page returns)."""
+    """Commits it took (floors, deletes, payload reclaims and page returns)."""
     bytes_before: int = 0
     """The journal's storage before (its file's pages, WAL excluded)."""
     bytes_after: int = 0
@@ -85,6 +91,7 @@ class Compactor:
         self._reads = reads
         self._clock = clock
         self._lock = anyio.Lock()
+        self._reclaiming = anyio.Lock()  # one staged payload reclaim at a time: the writer notes for one
         self.status: CompactionStatus | None = None
         """The last compaction (None before the first)."""
 
@@ -117,6 +124,9 @@ class Compactor:
                         end = min(start + batch, floor)
                         await work.add(DropHistory(info.id, start, end), end - start)
             await work.flush()
+            chunks = (await anyio.to_thread.run_sync(self._reads.payload_stats)).chunks
+            report.batches += await self.reclaim_payloads()
+            report.chunks = max(0, chunks - (await anyio.to_thread.run_sync(self._reads.payload_stats)).chunks)
             space = await anyio.to_thread.run_sync(self._reads.space)
             if reclaim and space.reclaimable:
                 pages = space.free_bytes // max(1, space.page_size)
@@ -130,6 +140,36 @@ class Compactor:
             runs = self.status.runs + 1 if self.status is not None else 1
             self.status = CompactionStatus(runs, report, self._clock())
             return report
+
+    async def reclaim_payloads(self) -> int:
+        """Delete the stored payload chunks nothing refers to any more; the commits it took.
+
+        First the chunks no journal entry or snapshot ever named, in one
+        commit that reads the transient tables. Then, if compaction removed
+        history, its chunks, staged so that no commit holds the writer for
+        longer than a few thousand chunks: a commit from which the writer notes
+        what history written or removed meanwhile names, one read transaction
+        on a reader finding which of them a journal entry or snapshot still
+        names, then commits of at most :data:`RECLAIM_CHUNKS` of them
+        (storage/_payload_store.py has the proof).
+        """
+        async with self._reclaiming:
+            if not (await anyio.to_thread.run_sync(self._reads.payload_stats)).reclaimable:
+                return 0  # nothing to look for (and nothing ever, on PostgreSQL)
+            await self._writes.write(Unit(ops=[Reclaim()]))
+            if not (await anyio.to_thread.run_sync(self._reads.payload_stats)).dropped:
+                return 1
+            await self._writes.write(Unit(ops=[Reclaim(begin=True)]))
+            unnamed, named = await anyio.to_thread.run_sync(self._reads.unreferenced_chunks)
+            step = RECLAIM_CHUNKS
+            parts = [
+                Reclaim(chunks=tuple(unnamed[at : at + step]), named=tuple(named[at : at + step]))
+                for at in range(0, max(len(unnamed), len(named)), step)
+            ] or [Reclaim(chunks=())]
+            parts[-1] = msgspec.structs.replace(parts[-1], last=True)
+            for part in parts:
+                await self._writes.write(Unit(ops=[part]))
+            return 2 + len(parts)
 
     def _plan(self, address: str) -> tuple[list[storage.SnapshotInfo], int | None]:
         return list(self._reads.snapshots(address)), self._reads.lowest_seq(address)

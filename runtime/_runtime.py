@@ -615,15 +615,18 @@ class Runtime:
         return await compactor.compact(batch=batch, reclaim=reclaim)
 
     async def reclaim_payloads(self) -> None:
-        """Delete the stored payloads nothing refers to any more (one transaction of the writer).
+        """Delete the stored payloads nothing refers to any more, in short commits of the writer.
 
-        Only chunks written for inbox messages, keys' replies, promises' values
-        and dead letters alone can lose their last reference (journal entries
-        and snapshots are never deleted). The runtime also does this at start
-        and every :data:`RECLAIM_EVERY_S` seconds. On PostgreSQL, which keeps
-        every value in its row, there is nothing to reclaim.
+        A chunk loses its last reference when the inbox message, key's reply,
+        promise's value or dead letter that held it goes, or when compaction
+        removes the history that held it (:meth:`compact` reclaims too). The
+        runtime also does this at start and every :data:`RECLAIM_EVERY_S`
+        seconds. On PostgreSQL, which keeps every value in its row, there is
+        nothing to reclaim.
         """
-        await self._running().writes.write(Unit(ops=[storage.Reclaim()]))
+        compactor = self._running().compactor
+        assert compactor is not None  # made when the journal was opened
+        await compactor.reclaim_payloads()
 
     async def _reclaim_periodically(self) -> None:
         while True:

@@ -374,7 +374,9 @@ class PayloadStats(NamedTuple):
     stored_bytes: int
     content_bytes: int
     reclaimable: int
-    """Chunks only transient rows (inbox, keys, promises, dead letters) refer to, or nothing."""
+    """Chunks no journal entry or snapshot is known to name (``kept = 0``): a reclaim deletes those nothing names."""
+    dropped: int = 0
+    """Of those, the chunks of history compaction removed, waiting for a reclaim to read the journal's references."""
 
 
 class EntryPreview(msgspec.Struct, frozen=True):
@@ -508,7 +510,25 @@ class DropDeadLetter(Op, frozen=True, gc=False):
 
 
 class Reclaim(Op, frozen=True, gc=False):
-    """Delete the stored payloads nothing refers to any more (see docs/payloads.md)."""
+    """Delete the stored payloads nothing refers to any more (see docs/payloads.md).
+
+    ``Reclaim()``: the chunks no journal entry or snapshot ever named (an
+    inbox message's, a key's reply's, a promise's, a dead letter's), in this
+    one transaction. The chunks of history compaction removed take a staged
+    reclaim, so that reading the journal's references never holds the writer:
+    ``Reclaim(begin=True)`` (from its commit on, the writer notes the chunks
+    history written or removed meanwhile names), then
+    :meth:`Reads.unreferenced_chunks` on a reader, then ``Reclaim(chunks=...,
+    named=...)`` with bounded parts of its answer, the last with ``last=True``.
+    A backend that keeps every value in its row does nothing.
+    """
+
+    begin: bool = False
+    chunks: tuple[int, ...] | None = None
+    """Dropped chunks no journal entry or snapshot named: deleted if nothing else names them."""
+    named: tuple[int, ...] = ()
+    """Dropped chunks a journal entry or snapshot named: kept again."""
+    last: bool = False
 
 
 class SetFloor(Op, frozen=True, gc=False):
@@ -654,6 +674,15 @@ class Reads(Protocol):
 
     def payload_problems(self) -> Iterator[str]:
         """Every stored payload chunk read back and checked (CRC-32, decompression, length, SHA-256): what is wrong."""
+        ...
+
+    def unreferenced_chunks(self) -> tuple[list[int], list[int]]:
+        """``(unnamed, named)``: the chunks of removed history that no remaining journal entry or snapshot
+        names, and those one still names (one read snapshot).
+
+        The reader's step of a staged :class:`Reclaim`; empty where nothing is
+        stored as chunks, or when a reference cannot be read.
+        """
         ...
 
     def stream_entries(self, actor: str, from_seq: int = 0, limit: int = 500) -> list[Entry]:

@@ -113,6 +113,10 @@ class Journal:
         """The stored payloads: chunks, bytes as stored and as content, how many may be reclaimed."""
         return self._opened.payload_stats()
 
+    def unreferenced_chunks(self) -> tuple[list[int], list[int]]:
+        """``(unnamed, named)``: removed history's chunks no journal entry or snapshot names, and the rest."""
+        return self._opened.unreferenced_chunks()
+
     def stream_entries(self, actor: str, from_seq: int = 0, limit: int = 500) -> list[Entry]:
         """Up to ``limit`` entries of the actor's stream with ``seq >= from_seq``, in order."""
         return self._opened.stream_entries(actor, from_seq, limit)

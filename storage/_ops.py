@@ -13,7 +13,7 @@ from typing import Any
 import apsw
 
 from . import _contract as c
-from ._payload_store import resolve
+from ._payload_store import DROPPED, dropped_params, resolve
 
 Statement = tuple[str, tuple[Any, ...]]
 
@@ -115,13 +115,11 @@ def _set_floor(op: Any) -> list[Statement]:
 def _drop_history(op: Any) -> list[Statement]:
     # Bounded by the floor read in the same statement, whatever the caller asked:
     # nothing a read may still serve can be dropped.
-    floor = "(SELECT floor FROM actors WHERE id = ?)"
+    # The writer's payload store demotes their chunks first (storage/_payload_store.py).
+    journal, snapshots = dropped_params(op)
     return [
-        (
-            f"DELETE FROM journal WHERE actor = ? AND seq >= ? AND seq < ? AND seq < {floor}",
-            (op.actor, op.from_seq, op.below_seq, op.actor),
-        ),
-        (f"DELETE FROM snapshots WHERE actor = ? AND seq < ? AND seq < {floor}", (op.actor, op.below_seq, op.actor)),
+        (f"DELETE FROM journal WHERE {DROPPED[0]}", journal),
+        (f"DELETE FROM snapshots WHERE {DROPPED[1]}", snapshots),
     ]
 
 

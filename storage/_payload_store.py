@@ -7,18 +7,31 @@ chunks, so a unit that fails or a crash leaves no chunk behind), the readers'
 side (:func:`resolve`, :class:`StoredValue`), ``check``'s side
 (:func:`verify`) and reclaiming chunks nothing refers to (:func:`reclaim`).
 
-**What is never reclaimed.** Journal entries and snapshots are never deleted,
-so a chunk one of them refers to is marked ``kept`` when that row is written
-and stays for as long as the journal does. Only chunks that were written for
-the transient tables alone (an inbox message, a key's reply, a promise's
-value, a dead letter) can lose their last reference; those are the only
-candidates, and a reclaim looks for references to them in those tables only.
+**What may be reclaimed.** A chunk a journal entry or snapshot refers to is
+marked ``kept`` when that row is written; only compaction deletes such rows.
+So a chunk is in one of three states:
+
+- ``kept = 1``: some journal entry or snapshot may name it; never deleted.
+- ``kept = 0`` and not in ``payloads_dropped``: no journal entry or snapshot
+  names it (it was written for an inbox message, a key's reply, a promise's
+  value or a dead letter alone). :func:`reclaim` deletes it once none of
+  those transient rows names it, reading those tables only.
+- ``kept = 0`` and in ``payloads_dropped``: compaction
+  (:class:`~storage.DropHistory`) deleted a row that named it and demoted it,
+  in the same transaction as the delete (:func:`demote`). A remaining entry
+  or snapshot may still name it (content is shared), so it is proven unused
+  against the journal's references too, by a staged reclaim:
+  ``Reclaim(begin=True)``, :func:`unreferenced` on a reader, then
+  :func:`reclaim_dropped` in bounded commits. One that is still named is
+  promoted back (``kept = 1``) or, named by transient rows alone, moves to the
+  second state.
 """
 
 from __future__ import annotations
 
 import hashlib
 import threading
+import typing
 from bisect import bisect_right
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -57,7 +70,23 @@ ZSTD_LEVEL = 3
 """zstd's default level: about 300 MB/s per core here, and most of the ratio of higher levels on text."""
 
 TRANSIENT = (("inbox", "payload"), ("idempotency", "reply"), ("promises", "value"), ("dead_letters", "payload"))
-"""The columns whose rows are deleted, so whose chunks may be reclaimed."""
+"""The columns whose rows come and go: read again in the transaction that deletes chunks."""
+HISTORY = (("journal", "data"), ("snapshots", "data"))
+"""The columns compaction deletes from: read in one read transaction by :func:`unreferenced`."""
+REFERRING = HISTORY + TRANSIENT
+"""Every column that may hold a reference."""
+
+DROPPED = (
+    "actor = ? AND seq >= ? AND seq < ? AND seq < (SELECT floor FROM actors WHERE id = ?)",
+    "actor = ? AND seq < ? AND seq < (SELECT floor FROM actors WHERE id = ?)",
+)
+"""The journal rows and the snapshots a :class:`~storage.DropHistory` deletes (see :func:`dropped_params`):
+one definition for the delete and for the demotion of their chunks that precedes it."""
+
+
+def dropped_params(op: c.DropHistory) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The parameters of :data:`DROPPED` for ``op``."""
+    return (op.actor, op.from_seq, op.below_seq, op.actor), (op.actor, op.below_seq, op.actor)
 
 _FIRST = itemgetter(slice(0, 1))
 _local = threading.local()
@@ -71,9 +100,9 @@ def _decompressor() -> zstandard.ZstdDecompressor:
     return made
 
 
-def has_table(conn: apsw.Connection) -> bool:
+def has_table(conn: apsw.Connection, name: str = "payloads") -> bool:
     """Whether the file has a payloads table (a read-only journal of an older version may not)."""
-    row = conn.execute("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'payloads'").fetchone()
+    row = conn.execute("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?", (name,)).fetchone()
     return row is not None
 
 
@@ -228,6 +257,12 @@ class PayloadWriter:
 
     ``threshold`` None: nothing new is stored as a payload (references already
     in the journal are still read, and reclaimed).
+
+    While a staged reclaim runs (from its ``Reclaim(begin=True)`` to its last
+    ``Reclaim(chunks=...)``), every existing chunk that a journal entry or
+    snapshot written meanwhile refers to is noted: the reader that looked for
+    references (:func:`unreferenced`) could not see that row, so the chunk is
+    not deleted.
     """
 
     def __init__(self, threshold: int | None) -> None:
@@ -235,8 +270,11 @@ class PayloadWriter:
             raise ValueError(f"payload_threshold must be at least 64 bytes (or None), not {threshold!r}")
         self.threshold = threshold
         self._compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
-        self.ops: frozenset[type[c.Op]] = frozenset({c.RecordKey, c.PutPromise, c.Reclaim})
-        """The operations :meth:`op` may change (others need no look)."""
+        self.ops: frozenset[type[c.Op]] = frozenset({c.RecordKey, c.PutPromise, c.Reclaim, c.DropHistory})
+        """The operations :meth:`op` may change or act on (others need no look)."""
+        self.noted: set[int] | None = None
+        """Chunks named by a journal entry or snapshot written, or demoted by compaction, since the staged
+        reclaim began (None: none runs): the reader that looked for references did not see those changes."""
 
     def journal(self, conn: apsw.Connection, rows: list[c.EntryRow]) -> list[c.EntryRow]:
         """Journal rows, a large value replaced by its reference (the row's crc stays the value's)."""
@@ -268,9 +306,14 @@ class PayloadWriter:
         ]
 
     def op(self, conn: apsw.Connection, op: c.Op) -> c.Op:
-        """A key's reply or a promise's value stored as a payload; a reclaim carried out."""
+        """A key's reply or a promise's value stored as a payload; a reclaim carried out; chunks demoted."""
+        if isinstance(op, c.DropHistory):
+            demoted = demote(conn, op)  # before the delete, which the op's own statements do next
+            if self.noted is not None:
+                self.noted |= demoted
+            return op
         if isinstance(op, c.Reclaim):
-            reclaim(conn)
+            self._reclaim(conn, op)
             return op
         limit = self.threshold
         if limit is None:
@@ -280,6 +323,20 @@ class PayloadWriter:
         if isinstance(op, c.PutPromise) and len(op.value) > limit:
             return msgspec.structs.replace(op, value=self.store(conn, op.value, keep=False))
         return op
+
+    def _reclaim(self, conn: apsw.Connection, op: c.Reclaim) -> None:
+        if op.begin:
+            # Everything committed before this unit is seen by the reader that looks
+            # next; everything the writer does from here on is noted.
+            self.noted = set()
+        elif op.chunks is None:
+            reclaim(conn)
+        else:
+            noted = self.noted
+            if noted is not None:  # None: no begin in this process, so nothing is proven
+                reclaim_dropped(conn, op.chunks, op.named, noted)
+            if op.last:
+                self.noted = None
 
     def store(self, conn: apsw.Connection, data: bytes, *, keep: bool, crc: int | None = None) -> bytes:
         """Store ``data`` as chunks; its reference. ``keep``: a journal entry or snapshot refers to it."""
@@ -303,8 +360,11 @@ class PayloadWriter:
         row = conn.execute("SELECT id, kept FROM payloads WHERE hash = ?", (digest,)).fetchone()
         if row is not None:
             ident, kept = row
-            if keep and not kept:
-                conn.execute("UPDATE payloads SET kept = 1 WHERE id = ?", (ident,))
+            if keep:
+                if not kept:
+                    promote(conn, [int(ident)])
+                if self.noted is not None:
+                    self.noted.add(int(ident))
             return int(ident)
         packed = self._compressor.compress(piece)
         zstd = len(packed) < len(piece)
@@ -319,7 +379,7 @@ class PayloadWriter:
 # -- reclaiming, counting, checking ---------------------------------------------------------------
 
 
-def _references(conn: apsw.Connection, value: bytes) -> set[int]:
+def references(conn: apsw.Connection, value: bytes) -> set[int]:
     """Every chunk id a reference names (a nested list of pieces, and the chunks it names)."""
     kind, _, _, body = decode_reference(value)
     segments = decode_segments(body)
@@ -330,35 +390,129 @@ def _references(conn: apsw.Connection, value: bytes) -> set[int]:
     return ids
 
 
-def reclaim(conn: apsw.Connection) -> int:
-    """Delete the chunks nothing refers to any more; how many. Run inside the writer's transaction.
-
-    Only chunks not ``kept`` are candidates (see the module's docstring). A
-    reference that cannot be read keeps every candidate: a reclaim never
-    deletes what it cannot prove unused.
-    """
-    loose = [int(row[0]) for row in conn.execute("SELECT id FROM payloads WHERE kept = 0")]
-    if not loose:
-        return 0
+def _live(conn: apsw.Connection, columns: Sequence[tuple[str, str]], among: set[int]) -> set[int] | None:
+    """The chunks of ``among`` that a reference in ``columns`` names; None if a reference cannot be read."""
     live: set[int] = set()
-    for table, column in TRANSIENT:
+    for table, column in columns:
         # Every reference, however long: a reference has no length bound (a value of many
         # megabytes made of short pieces has a long list of pieces even once nested), and
         # one passed over would lose its chunks while its row still names them.
         sql = f"SELECT {column} FROM {table} WHERE substr({column}, 1, 1) = x'c1'"
         for (value,) in conn.execute(sql):
             try:
-                live |= _references(conn, value)
+                live |= references(conn, value) & among
             except BadReference:
-                return 0
-    dead = [(ident,) for ident in loose if ident not in live]
+                return None
+    return live
+
+
+def _ids(conn: apsw.Connection, sql: str, ids: Sequence[int]) -> set[int]:
+    # A list of ids as one bound parameter: no statement text grows with it.
+    return {int(row[0]) for row in conn.execute(sql, (msgspec.json.encode(list(ids)),))}
+
+
+def _delete(conn: apsw.Connection, dead: Sequence[int]) -> int:
     if dead:
-        conn.executemany("DELETE FROM payloads WHERE id = ?", dead)
+        conn.executemany("DELETE FROM payloads WHERE id = ?", [(ident,) for ident in dead])
+        conn.executemany("DELETE FROM payloads_dropped WHERE id = ?", [(ident,) for ident in dead])
     return len(dead)
 
 
+def promote(conn: apsw.Connection, ids: Sequence[int]) -> None:
+    """Chunks a journal entry or snapshot names: ``kept`` again, no longer waiting for a proof."""
+    conn.executemany("UPDATE payloads SET kept = 1 WHERE id = ?", [(ident,) for ident in ids])
+    conn.executemany("DELETE FROM payloads_dropped WHERE id = ?", [(ident,) for ident in ids])
+
+
+def demote(conn: apsw.Connection, op: c.DropHistory) -> set[int]:
+    """Mark the chunks of the rows ``op`` deletes as dropped (``kept = 0``, listed); their ids.
+
+    Run in the writer's transaction just before the delete, so both land or
+    neither does. Demoting is always safe: a dropped chunk is deleted only once
+    proven unused, so one still shared with a remaining row merely costs a
+    reclaim a look. The chunks of a reference that cannot be read stay kept
+    (never freed, never lost).
+    """
+    ids: set[int] = set()
+    for (table, column), where, params in zip(HISTORY, DROPPED, dropped_params(op), strict=True):
+        sql = f"SELECT {column} FROM {table} WHERE {where} AND substr({column}, 1, 1) = x'c1'"
+        for (value,) in conn.execute(sql, params).fetchall():
+            try:
+                ids |= references(conn, typing.cast("bytes", value))
+            except BadReference:
+                continue
+    if ids:
+        ordered = [(ident,) for ident in sorted(ids)]
+        conn.executemany("UPDATE payloads SET kept = 0 WHERE id = ?", ordered)
+        conn.executemany("INSERT OR IGNORE INTO payloads_dropped(id) VALUES (?)", ordered)
+    return ids
+
+
+def reclaim(conn: apsw.Connection) -> int:
+    """Delete the chunks no journal entry or snapshot ever named and no transient row names now; how many.
+
+    One transaction of the writer, reading the transient tables only. Dropped
+    chunks (see the module's docstring) wait for a staged reclaim. A reference
+    that cannot be read keeps every candidate: a reclaim never deletes what it
+    cannot prove unused.
+    """
+    loose = {
+        int(row[0])
+        for row in conn.execute(
+            "SELECT id FROM payloads WHERE kept = 0 AND id NOT IN (SELECT id FROM payloads_dropped)"
+        )
+    }
+    if not loose:
+        return 0
+    live = _live(conn, TRANSIENT, loose)
+    return 0 if live is None else _delete(conn, sorted(loose - live))
+
+
+def unreferenced(conn: apsw.Connection) -> tuple[list[int], list[int]]:
+    """``(unnamed, named)``: the dropped chunks no journal entry or snapshot names, and those one does.
+
+    The reader's side of a staged reclaim, in one read snapshot, run after its
+    ``Reclaim(begin=True)`` has committed: what the writer does later, it
+    notes. ``([], [])`` if a reference cannot be read (nothing is proven then).
+    """
+    if not has_table(conn, "payloads_dropped"):
+        return [], []
+    with conn:  # one read transaction: the dropped chunks and every reference to them
+        dropped = {int(row[0]) for row in conn.execute("SELECT id FROM payloads_dropped")}
+        if not dropped:
+            return [], []
+        live = _live(conn, HISTORY, dropped)
+    if live is None:
+        return [], []
+    return sorted(dropped - live), sorted(live)
+
+
+def reclaim_dropped(conn: apsw.Connection, unnamed: Sequence[int], named: Sequence[int], noted: set[int]) -> int:
+    """Settle dropped chunks after :func:`unreferenced`; how many were deleted. Inside the writer's transaction.
+
+    A chunk the writer ``noted`` since the reclaim began is left for the next
+    one. Of the others still dropped: those in ``named`` are promoted back to
+    ``kept`` (the entries that named them can only have been deleted by a
+    compaction, which would have noted them); those in ``unnamed`` are deleted
+    unless a transient row names them now, and then they are merely no longer
+    dropped (no journal entry or snapshot names them).
+    """
+    sql = "SELECT id FROM payloads_dropped WHERE id IN (SELECT value FROM json_each(?))"
+    still = _ids(conn, sql, [ident for ident in named if ident not in noted])
+    if still:
+        promote(conn, sorted(still))
+    loose = _ids(conn, sql, [ident for ident in unnamed if ident not in noted])
+    if not loose:
+        return 0
+    live = _live(conn, TRANSIENT, loose)
+    if live is None:
+        return 0
+    conn.executemany("DELETE FROM payloads_dropped WHERE id = ?", [(ident,) for ident in sorted(live)])
+    return _delete(conn, sorted(loose - live))
+
+
 def stats(conn: apsw.Connection) -> c.PayloadStats:
-    """How many chunks, their bytes as stored and as content, and how many may be reclaimed."""
+    """How many chunks, their bytes as stored and as content, how many may be reclaimed, how many are dropped."""
     if not has_table(conn):
         return c.PayloadStats(0, 0, 0, 0)
     row = conn.execute(
@@ -366,7 +520,11 @@ def stats(conn: apsw.Connection) -> c.PayloadStats:
         "coalesce(sum(kept = 0), 0) FROM payloads"
     ).fetchone()
     assert row is not None
-    return c.PayloadStats(*(int(v) for v in row))
+    chunks, stored, content, loose = (int(v) for v in row)
+    dropped = 0
+    if has_table(conn, "payloads_dropped"):  # a read-only journal of schema 7 or 8 has none
+        (dropped,) = conn.execute("SELECT count(*) FROM payloads_dropped").fetchone() or (0,)
+    return c.PayloadStats(chunks, stored, content, loose, int(dropped))
 
 
 @dataclass(frozen=True)

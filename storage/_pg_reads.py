@@ -108,6 +108,10 @@ class PgReads(abc.ABC):
         """No stored payloads: a PostgreSQL journal keeps every value in its row (docs/payloads.md)."""
         return PayloadStats(0, 0, 0, 0)
 
+    def unreferenced_chunks(self) -> tuple[list[int], list[int]]:
+        """None: a PostgreSQL journal keeps every value in its row."""
+        return [], []
+
     def snapshots(self, actor: str) -> Iterator[SnapshotInfo]:
         """``(seq, at)`` of every snapshot of ``actor``, oldest first."""
         ident = self._read(rows.actor_id, actor)

@@ -97,6 +97,10 @@ class SqliteReads(abc.ABC):
         """The stored payloads: chunks, bytes as stored and as content, how many may be reclaimed."""
         return self._read(_payload_store.stats)
 
+    def unreferenced_chunks(self) -> tuple[list[int], list[int]]:
+        """``(unnamed, named)``: removed history's chunks no journal entry or snapshot names, and the rest."""
+        return self._read(_payload_store.unreferenced)
+
     def stream_entries(self, actor: str, from_seq: int = 0, limit: int = 500) -> list[Entry]:
         """Up to ``limit`` entries of the actor's stream with ``seq >= from_seq``, in order."""
         ident = self._read(_rows.actor_id, actor)

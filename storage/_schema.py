@@ -214,9 +214,22 @@ _V8 = """
 ALTER TABLE actors ADD COLUMN floor INTEGER NOT NULL DEFAULT 0;
 """
 
+# Version 9: compaction reclaims stored payloads. Compaction deletes journal
+# entries and snapshots; the chunks they named are then set `kept = 0` and
+# listed here, in the same transaction: a chunk listed may still be named by
+# a remaining entry or snapshot (content is shared), so only a reclaim that reads
+# the journal's references may delete it, while a chunk `kept = 0` and not
+# listed was never named by history and is reclaimed by reading the transient
+# tables alone, as before (storage/_payload_store.py).
+_V9 = """
+CREATE TABLE payloads_dropped(
+    id INTEGER PRIMARY KEY
+) STRICT;
+"""
+
 Migration = str | tuple[str, Callable[[apsw.Connection], None]]
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, (_V6, _v6_rows), _V7, _V8)
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3, _V4, _V5, (_V6, _v6_rows), _V7, _V8, _V9)
 """MIGRATIONS[i] takes the schema from version i to version i + 1: a script, and
 optionally a function that moves rows in the same transaction."""
 

@@ -151,8 +151,7 @@ async def test_retention_by_age_keeps_what_is_younger(db: str) -> None:
 
 
 async def test_compaction_gives_the_space_back(db_file: str) -> None:
-    # Values kept in their rows (no payloads stored once: compaction does not yet release
-    # the chunks a removed entry or snapshot referred to; see docs/history.md).
+    # Values kept in their rows (payloads stored once: tests/test_compaction_payloads.py).
     async with Runtime(db_file, actors=[Notebook], payload_threshold=None) as rt:
         for _ in range(199):
             await rt.tell("Notebook/n", Note(os.urandom(500).hex()))

@@ -13,21 +13,59 @@ from __future__ import annotations
 import os
 
 import hypothesis
+import msgspec
 import pytest
 from hypothesis import strategies as st
 from hypothesis.stateful import invariant, precondition, rule
 
-from actors import OutsideRetentionError, Retention
+from actors import OutsideRetentionError, Retention, apply, handler
 from actors._actor import describe
 from runtime import Registry, Runtime, VirtualClock, load
 from storage import Journal
 
+from .chunks import chunk_graph
 from .conftest import LONG_SCALE
+from .conversation import prose
 from .machines import PortalMachine
 from .models import Account, Deposit, GetBalance
 
+NOTES = [prose(seed, 1500 + 100 * (seed % 10)) for seed in range(30)]
+"""Above the payload threshold: stored as chunks, each note once however often it is sent (by any actor)."""
+NOTE = st.integers(0, len(NOTES) - 1)
+"""A note by its index: Hypothesis prints the rules it ran, and a note is kilobytes."""
 
-class ByCount(Account):
+
+class Memo(msgspec.Struct):
+    amount: int
+    note: str
+
+
+class Memoed(msgspec.Struct):
+    amount: int
+    note: str
+
+
+class Memos(Account):
+    """An account whose deposits may carry a large note: in the message, the event, the reply (and the state)."""
+
+    class State(Account.State):
+        note: str = ""
+
+    state: State
+
+    @handler
+    async def memo(self, msg: Memo) -> str:
+        self.emit(Memoed(msg.amount, msg.note))
+        return msg.note
+
+    @apply
+    def _memoed(self, ev: Memoed) -> None:
+        self.state.balance += ev.amount
+        self.state.history.append(ev.amount)
+        self.state.note = ev.note if ev.amount % 2 else ""  # in later snapshots too, or in history alone
+
+
+class ByCount(Memos):
     """Keeps the history from its second newest snapshot on."""
 
     name = "Account"
@@ -35,7 +73,7 @@ class ByCount(Account):
     retention = Retention(snapshots=2)
 
 
-class ByAge(Account):
+class ByAge(Memos):
     """Keeps a minute (and the snapshot before it)."""
 
     snapshot_every = 2
@@ -43,7 +81,7 @@ class ByAge(Account):
 
 
 KEYS = [f"Account/{k}" for k in "abc"] + [f"ByAge/{k}" for k in "xy"]
-CLASSES: list[type[Account]] = [ByCount, ByAge]
+CLASSES: list[type[Memos]] = [ByCount, ByAge]
 
 
 class RetentionMachine(PortalMachine):
@@ -82,10 +120,23 @@ class RetentionMachine(PortalMachine):
         self.portal.call(send, key, Deposit(amount))
         self.model[key].append(amount)
 
-    @rule(key=st.sampled_from(KEYS), amounts=st.lists(st.integers(1, 9), min_size=2, max_size=8))
-    def burst(self, key: str, amounts: list[int]) -> None:
-        for amount in amounts:
-            self.portal.call(self.rt.tell, key, Deposit(amount))
+    @rule(key=st.sampled_from(KEYS), amount=st.integers(1, 100), which=NOTE, ask=st.booleans())
+    def memo(self, key: str, amount: int, which: int, ask: bool) -> None:
+        note = NOTES[which]
+        if ask:
+            assert self.portal.call(self.rt.ask, key, Memo(amount, note)) == note
+        else:
+            self.portal.call(self.rt.tell, key, Memo(amount, note))
+        self.model[key].append(amount)
+
+    @rule(
+        key=st.sampled_from(KEYS),
+        amounts=st.lists(st.tuples(st.integers(1, 9), st.none() | NOTE), min_size=2, max_size=8),
+    )
+    def burst(self, key: str, amounts: list[tuple[int, int | None]]) -> None:
+        for amount, which in amounts:
+            message = Deposit(amount) if which is None else Memo(amount, NOTES[which])
+            self.portal.call(self.rt.tell, key, message)
             self.model[key].append(amount)
 
     @rule(seconds=st.sampled_from([1, 20, 45, 90]))
@@ -96,6 +147,8 @@ class RetentionMachine(PortalMachine):
     def compact(self, batch: int) -> None:
         self._record()  # what is there now is what must stay exact
         self.portal.call(lambda: self.rt.compact(batch=batch))
+        if self.backend == "sqlite":  # compaction reclaims: every chunk left is named by a row
+            assert chunk_graph(self.db).unreferenced == set()
 
     @rule()
     def crash_and_recover(self) -> None:
@@ -116,6 +169,11 @@ class RetentionMachine(PortalMachine):
         self.portal.call(lambda: self.rt.fork(key, at=position, to=to))
         with Journal.open(self.db) as journal:
             assert self._history(journal, to) == self.seen[key][position]
+
+    @invariant()
+    def no_reference_names_a_missing_chunk(self) -> None:
+        if self.backend == "sqlite":  # PostgreSQL keeps every value in its row
+            assert chunk_graph(self.db).missing == set()
 
     @invariant()
     def retained_positions_are_exact_and_nothing_acknowledged_is_lost(self) -> None:

@@ -197,8 +197,9 @@ def cmd_compact(args: argparse.Namespace) -> int:
 
 def _compacted(report: CompactReport) -> str:
     return (
-        f"{report.actors} actor(s) compacted: {report.entries} entries and {report.snapshots} snapshot(s) removed "
-        f"in {report.batches} commit(s); journal {_mib(report.bytes_before)} -> {_mib(report.bytes_after)} "
+        f"{report.actors} actor(s) compacted: {report.entries} entries, {report.snapshots} snapshot(s) and "
+        f"{report.chunks} payload chunk(s) removed in {report.batches} commit(s); "
+        f"journal {_mib(report.bytes_before)} -> {_mib(report.bytes_after)} "
         f"({_mib(report.free_after)} free for reuse), {report.seconds:.2f} s"
     )
 
