@@ -8,7 +8,6 @@ import contextlib
 import functools
 import os
 import socket
-import sqlite3
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import apsw
 
 from runtime import Runtime
 from storage import DEFAULT_PAYLOAD_THRESHOLD, Journal
@@ -69,11 +69,13 @@ class CountingProxy:
 
 
 def used_bytes(path: str) -> int:
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    # APSW, not the stdlib's driver: a second SQLite library in this process would drop the
+    # runtime's POSIX locks on the file when it closes it.
+    conn = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY)
     try:
-        (pages,) = conn.execute("PRAGMA page_count").fetchone()
-        (free,) = conn.execute("PRAGMA freelist_count").fetchone()
-        (size,) = conn.execute("PRAGMA page_size").fetchone()
+        pages = conn.execute("PRAGMA page_count").get
+        free = conn.execute("PRAGMA freelist_count").get
+        size = conn.execute("PRAGMA page_size").get
     finally:
         conn.close()
     return int((pages - free) * size)

@@ -1,11 +1,11 @@
 from __future__ import annotations
 
 import os
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import apsw
 import pytest
 
 from . import pgserver
@@ -102,6 +102,19 @@ def db_file(tmp_path: Path) -> str:
 TABLES = ("journal", "inbox", "snapshots", "actors", "meta")
 
 
+def outside(path: str, *, readonly: bool = False) -> apsw.Connection:
+    """A connection of its own to a journal file, as another program would open it.
+
+    Through APSW, never the standard library's driver: that is a second SQLite
+    library in this process, which knows nothing of APSW's open files, and
+    closing its connection drops every POSIX lock the process holds on the
+    file (APSW's included): a live runtime's WAL could then be checkpointed and
+    truncated under its readers (a SIGBUS once ended a whole run).
+    """
+    flags = apsw.SQLITE_OPEN_READONLY if readonly else apsw.SQLITE_OPEN_READWRITE
+    return apsw.Connection(path, flags=flags)
+
+
 def dump(location: str) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of every Stele table, to compare a journal before and after."""
     if location.startswith("postgresql://"):
@@ -113,8 +126,8 @@ def dump(location: str) -> dict[str, list[tuple[Any, ...]]]:
                 table: [tuple(row) for row in pg.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall()]
                 for table in TABLES
             }
-    # The stdlib driver, read-only: an independent look at the file.
-    conn = sqlite3.connect(f"file:{location}?mode=ro", uri=True)
+    # A read-only connection of its own: an independent look at the file.
+    conn = outside(location, readonly=True)
     try:
         return {table: conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall() for table in TABLES}
     finally:
@@ -128,7 +141,7 @@ def query(location: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[A
 
         with psycopg.connect(location) as pg:
             return [tuple(row) for row in pg.execute(sql.replace("?", "%s"), params).fetchall()]
-    conn = sqlite3.connect(f"file:{location}?mode=ro", uri=True)
+    conn = outside(location, readonly=True)
     try:
         return conn.execute(sql, params).fetchall()
     finally:
@@ -143,7 +156,7 @@ def tamper(location: str, sql: str, params: tuple[Any, ...] = ()) -> None:
         with psycopg.connect(location, autocommit=True) as pg:
             pg.execute(sql.replace("?", "%s"), params)
         return
-    conn = sqlite3.connect(location)
+    conn = outside(location)
     try:
         with conn:
             conn.execute(sql, params)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import sqlite3
 import subprocess
 import sys
 import textwrap
 import zlib
 
+import apsw
 import pytest
 
 from actors import (
@@ -21,7 +21,7 @@ from actors import (
 from runtime import Runtime
 from storage import Journal
 
-from .conftest import dump
+from .conftest import dump, outside
 from .models import Account, Deposit, GetBalance, Record
 
 
@@ -62,9 +62,9 @@ async def test_a_bad_message_is_refused_and_nothing_is_written(
 
 async def test_a_corrupt_event_payload_is_reported_with_its_position_and_type(db: str) -> None:
     await seeded(db)
-    conn = sqlite3.connect(db)
+    conn = outside(db)
     with conn:
-        (position,) = conn.execute("SELECT position FROM journal WHERE kind = 'event' AND seq > 5 LIMIT 1").fetchone()
+        position = conn.execute("SELECT position FROM journal WHERE kind = 'event' AND seq > 5 LIMIT 1").get
         # Intact (its checksum matches) but undecodable: what old or buggy code could have written.
         garbage = b"\x92\xc1\xff"
         conn.execute(
@@ -91,7 +91,7 @@ async def test_a_corrupt_event_payload_is_reported_with_its_position_and_type(db
 
 async def test_an_event_type_no_class_declares_is_reported(db: str) -> None:
     await seeded(db)
-    conn = sqlite3.connect(db)
+    conn = outside(db)
     with conn:
         conn.execute("UPDATE journal SET type = 'Vanished' WHERE kind = 'event'")
         conn.execute("DELETE FROM snapshots")
@@ -148,7 +148,7 @@ async def test_a_dead_owner_is_taken_over(db: str) -> None:
 
 def test_a_file_that_is_not_a_journal_is_refused(tmp_path: object) -> None:
     path = os.path.join(str(tmp_path), "other.db")
-    conn = sqlite3.connect(path)
+    conn = apsw.Connection(path)  # made here: another program's database
     conn.execute("CREATE TABLE users(id)")
     conn.close()
     from storage import SchemaError, Store

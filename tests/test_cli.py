@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ import pytest
 
 from runtime import Runtime
 
+from .conftest import outside
 from .http_models import Fail, Note, Notes
 from .served import ROOT, Server, cli, request
 
@@ -179,7 +179,7 @@ async def test_journal_text_is_printed_plain_with_controls_escaped(db: str, tmp_
     )
     done = cli("replay", str(changed), "--db", db, check=False, env=wide)
     assert done.returncode == 1 and "divergence" in done.stdout and SHOWN[1] in plain_output(done)
-    conn = sqlite3.connect(db)
+    conn = outside(db)
     with conn:
         conn.execute("UPDATE journal SET data = x'c1' WHERE kind = 'event'")
     conn.close()

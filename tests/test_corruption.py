@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 import shutil
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from runtime import Registry, Runtime
 from runtime.interfaces._check import check
 from storage import StorageError
 
+from .conftest import outside
 from .models import Account, Deposit, GetBalance
 
 ROOT = Path(__file__).parent.parent
@@ -46,11 +46,11 @@ async def journal(db: str) -> None:
 async def test_a_flipped_payload_byte_is_named_never_served(db: str, tmp_path: Path, seed: int) -> None:
     copy = await journal_and_copy(db, tmp_path)
     rng = random.Random(seed)
-    conn = sqlite3.connect(copy)
+    conn = outside(str(copy))
     with conn:
         positions = [row[0] for row in conn.execute("SELECT position FROM journal WHERE kind = 'event'")]
         position = rng.choice(positions)
-        (data,) = conn.execute("SELECT data FROM journal WHERE position = ?", (position,)).fetchone()
+        data = conn.execute("SELECT data FROM journal WHERE position = ?", (position,)).get
         # Only the entry's checksum can tell, when the flipped payload still decodes.
         conn.execute("UPDATE journal SET data = ? WHERE position = ?", (flip_bit(data, rng), position))
         conn.execute("DELETE FROM snapshots")  # so rebuilding must read the broken event
@@ -65,7 +65,7 @@ async def test_a_flipped_payload_byte_is_named_never_served(db: str, tmp_path: P
 async def test_check_passes_a_healthy_journal_and_the_cli_reports_problems(db: str, tmp_path: Path) -> None:
     await journal(db)
     assert check(db, Registry([Account])).ok
-    conn = sqlite3.connect(db)
+    conn = outside(db)
     with conn:
         conn.execute("UPDATE journal SET data = x'c1' WHERE position = 3")
     conn.close()
@@ -91,7 +91,7 @@ def test_a_corrupted_file_fails_integrity_check(db: str, tmp_path: Path, seed: i
     # Garble bytes in the pages past the header that hold rows: the free space of
     # an empty table's page is read by nothing, so a flip there corrupts nothing
     # (and which pages are empty changes with the schema, not with what is tested).
-    conn = sqlite3.connect(copy)
+    conn = outside(str(copy))
     pages = [row[0] for row in conn.execute("SELECT pageno FROM dbstat WHERE ncell > 0 AND pageno > 1")]
     conn.close()
     for _ in range(64):
@@ -110,9 +110,9 @@ def test_a_corrupted_file_fails_integrity_check(db: str, tmp_path: Path, seed: i
 async def test_a_flipped_snapshot_bit_falls_back_to_older_history(db: str, tmp_path: Path, seed: int) -> None:
     copy = await journal_and_copy(db, tmp_path)
     rng = random.Random(seed)
-    conn = sqlite3.connect(copy)
+    conn = outside(str(copy))
     with conn:
-        (seq, data) = conn.execute("SELECT seq, data FROM snapshots ORDER BY seq DESC LIMIT 1").fetchone()
+        (seq, data) = conn.execute("SELECT seq, data FROM snapshots ORDER BY seq DESC LIMIT 1").get
         conn.execute("UPDATE snapshots SET data = ? WHERE seq = ?", (flip_bit(data, rng), seq))
     conn.close()
     report = check(copy, Registry([Account]))

@@ -4,7 +4,6 @@ named, never served."""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import anyio
@@ -17,6 +16,7 @@ from runtime.interfaces._check import check
 from storage import Journal
 
 from . import report
+from .conftest import outside
 from .conversation import Chat, Say, question
 
 CALLS = 100
@@ -24,11 +24,11 @@ CALLS = 100
 
 def used_bytes(path: str) -> int:
     """Bytes of the journal's pages that hold something (its WAL included), free pages left out."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn = outside(path, readonly=True)
     try:
-        (pages,) = conn.execute("PRAGMA page_count").fetchone()
-        (free,) = conn.execute("PRAGMA freelist_count").fetchone()
-        (size,) = conn.execute("PRAGMA page_size").fetchone()
+        pages = conn.execute("PRAGMA page_count").get
+        free = conn.execute("PRAGMA freelist_count").get
+        size = conn.execute("PRAGMA page_size").get
     finally:
         conn.close()
     return int((pages - free) * size)
@@ -83,9 +83,9 @@ async def test_the_journal_grows_linearly_not_quadratically(tmp_path: Path) -> N
 async def test_a_corrupt_chunk_is_named_by_position_and_never_served(tmp_path: Path) -> None:
     path = str(tmp_path / "j.db")
     await converse(path, 12, payload_threshold=1024)
-    conn = sqlite3.connect(path)
+    conn = outside(path)
     with conn:
-        (ident, data) = conn.execute("SELECT id, data FROM payloads ORDER BY id LIMIT 1 OFFSET 3").fetchone()
+        (ident, data) = conn.execute("SELECT id, data FROM payloads ORDER BY id LIMIT 1 OFFSET 3").get
         flipped = bytes([data[0] ^ 0xFF]) + data[1:]
         conn.execute("UPDATE payloads SET data = ? WHERE id = ?", (flipped, ident))
     conn.close()

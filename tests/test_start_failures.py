@@ -5,7 +5,6 @@ has ended, so the next start succeeds and runs exactly one Litestream."""
 from __future__ import annotations
 
 import os
-import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from runtime import Runtime
 from runtime._scheduler import Scheduler
 from storage import _litestream
 
+from .conftest import outside
 from .models import Account, Deposit, GetBalance
 from .s3server import S3Server
 
@@ -108,14 +108,14 @@ async def test_a_migration_failing(db: str, tmp_path: Path, leftovers: None) -> 
     replica = str(tmp_path / "replica")
     async with Runtime(db, actors=[Account]) as rt:
         await rt.tell("Account/a", Deposit(1))
-    conn = sqlite3.connect(db)
-    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    conn = outside(db)
+    version = conn.execute("PRAGMA user_version").get
     conn.execute("PRAGMA user_version = 999")
     conn.close()
     with pytest.raises(JournalError, match="schema version 999 is newer"):
         async with Runtime(db, actors=[Account], replicate=replica):
             pass
-    conn = sqlite3.connect(db)
+    conn = outside(db)
     conn.execute(f"PRAGMA user_version = {version}")
     conn.close()
     await _second_start_works(db, replica)
