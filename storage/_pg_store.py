@@ -146,11 +146,17 @@ class Pool:
         raise AssertionError("unreachable")
 
     def close(self) -> None:
-        """Close every connection (those in use close when given back); waiting readers are told it closed."""
+        """Close every connection (those in use close when given back); waiting readers are told it closed.
+
+        Never one in use: a thread may still be reading on it (a runtime's worker
+        thread outlives the runtime it read for), and libpq freed under a running
+        call can abort the process.
+        """
         with self._cond:
             self._closed = True
-            conns = list(self._all)
-            self._idle = []
+            conns, self._idle = self._idle, []
+            for conn in conns:
+                self._all.remove(conn)
             self._cond.notify_all()
         for conn in conns:
             try:

@@ -320,6 +320,41 @@ def test_a_reader_waiting_for_a_connection_is_not_stranded_when_the_sessions_end
         pool.close()
 
 
+def test_closing_the_readers_leaves_a_read_in_flight_to_finish(pg_url: str) -> None:
+    # A runtime abandoned (or closed) while one of its worker threads still reads: closing the pool
+    # closed that thread's connection under its query, and libpq, freed under a running call, once
+    # aborted a whole test run. A connection in use is closed when it is given back.
+    pool = Pool(pg_url, 2, "the test database")
+    holding, release = threading.Event(), threading.Event()
+    results: dict[str, object] = {}
+
+    def hold(conn: psycopg.Connection[object]) -> object:
+        holding.set()
+        assert release.wait(60)
+        return conn.execute("SELECT 1").fetchone()
+
+    def read() -> None:
+        try:
+            results["read"] = pool.run(hold)
+        except Exception as exc:
+            results["read"] = exc
+
+    reader = threading.Thread(target=read, daemon=True)
+    try:
+        reader.start()
+        assert holding.wait(60)
+        pool.close()
+        release.set()
+        reader.join(60)
+        assert not reader.is_alive()
+        assert results["read"] == (1,)  # it finished on its own connection
+        with pytest.raises(JournalOperationalError, match="closed"):
+            pool.run(lambda c: c.execute("SELECT 2").fetchone())
+    finally:
+        release.set()
+        pool.close()
+
+
 # -- moving between the two, and inspecting a database ---------------------------------------------
 
 
