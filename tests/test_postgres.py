@@ -274,6 +274,34 @@ def test_one_bad_unit_among_many_fails_alone_across_transactions_of_64(pg_url: s
         reopened.close()
 
 
+class Reads:
+    """Reads through ``pool``, each in a thread of its own, each outcome (a row or the error) kept by name.
+
+    :meth:`hold` is a read that keeps its connection until ``release`` is set.
+    """
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+        self.holding, self.release = threading.Event(), threading.Event()
+        self.results: dict[str, object] = {}
+
+    def hold(self, conn: psycopg.Connection[object]) -> object:
+        self.holding.set()
+        assert self.release.wait(60)
+        return conn.execute("SELECT 1").fetchone()
+
+    def start(self, name: str, query: Callable[[psycopg.Connection[object]], object]) -> threading.Thread:
+        def read() -> None:
+            try:
+                self.results[name] = self.pool.run(query)
+            except Exception as exc:
+                self.results[name] = exc
+
+        thread = threading.Thread(target=read, daemon=True)
+        thread.start()
+        return thread
+
+
 def test_a_reader_waiting_for_a_connection_is_not_stranded_when_the_sessions_end(
     pg_server: Server, pg_url: str
 ) -> None:
@@ -282,41 +310,26 @@ def test_a_reader_waiting_for_a_connection_is_not_stranded_when_the_sessions_end
     # not given back. The waiter must be woken to make its own (and fail or succeed clearly),
     # not wait for a connection nobody will return.
     pool = Pool(pg_url, 1, "the test database")
-    holding, release = threading.Event(), threading.Event()
-    results: dict[str, object] = {}
-
-    def hold(conn: psycopg.Connection[object]) -> object:
-        holding.set()
-        assert release.wait(60)
-        return conn.execute("SELECT 1").fetchone()
-
-    def read(name: str, query: Callable[[psycopg.Connection[object]], object]) -> None:
-        try:
-            results[name] = pool.run(query)
-        except Exception as exc:
-            results[name] = exc
-
-    first = threading.Thread(target=read, args=("first", hold), daemon=True)
-    second = threading.Thread(target=read, args=("second", lambda c: c.execute("SELECT 2").fetchone()), daemon=True)
+    reads = Reads(pool)
+    first = reads.start("first", reads.hold)
     try:
-        first.start()
-        assert holding.wait(60)
-        second.start()
+        assert reads.holding.wait(60)
+        second = reads.start("second", lambda c: c.execute("SELECT 2").fetchone())
         for _ in range(600):  # bounded: the second reader is waiting for the one connection
             if pool.waiting == 1:
                 break
             time.sleep(0.01)
         assert pool.waiting == 1
         with pg_server.closed(pg_url):
-            release.set()
+            reads.release.set()
             first.join(60)
-            assert isinstance(results["first"], JournalOperationalError)
+            assert isinstance(reads.results["first"], JournalOperationalError)
             second.join(60)  # a bound, not a timing: the old pool waited here for ever
             assert not second.is_alive()
-        assert results["second"] == (2,) or isinstance(results["second"], JournalOperationalError)
+        assert reads.results["second"] == (2,) or isinstance(reads.results["second"], JournalOperationalError)
         assert pool.run(lambda c: c.execute("SELECT 3").fetchone()) == (3,)  # and reads go on
     finally:
-        release.set()
+        reads.release.set()
         pool.close()
 
 
@@ -325,33 +338,19 @@ def test_closing_the_readers_leaves_a_read_in_flight_to_finish(pg_url: str) -> N
     # closed that thread's connection under its query, and libpq, freed under a running call, once
     # aborted a whole test run. A connection in use is closed when it is given back.
     pool = Pool(pg_url, 2, "the test database")
-    holding, release = threading.Event(), threading.Event()
-    results: dict[str, object] = {}
-
-    def hold(conn: psycopg.Connection[object]) -> object:
-        holding.set()
-        assert release.wait(60)
-        return conn.execute("SELECT 1").fetchone()
-
-    def read() -> None:
-        try:
-            results["read"] = pool.run(hold)
-        except Exception as exc:
-            results["read"] = exc
-
-    reader = threading.Thread(target=read, daemon=True)
+    reads = Reads(pool)
+    reader = reads.start("read", reads.hold)
     try:
-        reader.start()
-        assert holding.wait(60)
+        assert reads.holding.wait(60)
         pool.close()
-        release.set()
+        reads.release.set()
         reader.join(60)
         assert not reader.is_alive()
-        assert results["read"] == (1,)  # it finished on its own connection
+        assert reads.results["read"] == (1,)  # it finished on its own connection
         with pytest.raises(JournalOperationalError, match="closed"):
             pool.run(lambda c: c.execute("SELECT 2").fetchone())
     finally:
-        release.set()
+        reads.release.set()
         pool.close()
 
 
