@@ -11,6 +11,7 @@ value in its row; its compaction is covered by test_retention.py).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import msgspec
 
@@ -36,6 +37,25 @@ def history(harness: Harness, dropped: str, shared: str, kept: str) -> None:
     assert harness.one(Unit(snapshots=[snapshot_row(1, 4, "S", encode({"last": dropped}), AT)])) is None
     assert harness.one(Unit(snapshots=[snapshot_row(1, 8, "S", state, AT)])) is None
     assert harness.one(turn(1, 9, 3, shared)) is None
+
+
+class Written(NamedTuple):
+    backend: Backend
+    dropped: str
+    shared: str
+    kept: str
+    below: set[int]
+    above: set[int]
+
+
+def written(harness: Harness, tmp_path: Path, seed: int) -> Written:
+    """A backend opened, :func:`history` written with three texts from ``seed`` on, and the chunks
+    its rows below seq 8 and from seq 8 on name."""
+    backend = harness.open()
+    dropped, shared, kept = text(3000, seed=seed), text(3000, seed=seed + 1), text(3000, seed=seed + 2)
+    history(harness, dropped, shared, kept)
+    below, above = dropped_and_kept(chunk_graph(journal_path(tmp_path)))
+    return Written(backend, dropped, shared, kept, below, above)
 
 
 def dropped_and_kept(graph: ChunkGraph) -> tuple[set[int], set[int]]:
@@ -72,10 +92,7 @@ def reads_back(backend: Backend, shared: str, kept: str) -> None:
 def test_the_chunks_only_dropped_history_named_are_reclaimed_and_shared_ones_stay(
     harness: Harness, tmp_path: Path
 ) -> None:
-    backend = harness.open()
-    dropped, shared, kept = text(3000, seed=1), text(3000, seed=2), text(3000, seed=3)
-    history(harness, dropped, shared, kept)
-    below, above = dropped_and_kept(chunk_graph(journal_path(tmp_path)))
+    backend, _, shared, kept, below, above = written(harness, tmp_path, seed=1)
     assert below - above and below & above  # some chunks only the dropped rows name, some shared
     drop(harness)
     stats = backend.payload_stats()
@@ -91,10 +108,7 @@ def test_the_chunks_only_dropped_history_named_are_reclaimed_and_shared_ones_sta
 
 @STORING
 def test_a_crash_between_the_drop_and_the_reclaim_leaves_nothing_dangling(harness: Harness, tmp_path: Path) -> None:
-    backend = harness.open()
-    dropped, shared, kept = text(3000, seed=4), text(3000, seed=5), text(3000, seed=6)
-    history(harness, dropped, shared, kept)
-    below, above = dropped_and_kept(chunk_graph(journal_path(tmp_path)))
+    backend, _, shared, kept, below, above = written(harness, tmp_path, seed=4)
     drop(harness)
     backend.abandon()  # the process dies: nothing reclaimed yet
     backend = harness.open()
@@ -118,10 +132,7 @@ def test_a_crash_between_the_drop_and_the_reclaim_leaves_nothing_dangling(harnes
 def test_history_written_while_a_staged_reclaim_runs_keeps_the_chunks_it_names(
     harness: Harness, tmp_path: Path
 ) -> None:
-    backend = harness.open()
-    dropped, shared, kept = text(3000, seed=7), text(3000, seed=8), text(3000, seed=9)
-    history(harness, dropped, shared, kept)
-    below, above = dropped_and_kept(chunk_graph(journal_path(tmp_path)))
+    backend, dropped, shared, _, below, above = written(harness, tmp_path, seed=7)
     drop(harness)
     assert harness.one(Unit(ops=[Reclaim(begin=True)])) is None
     unnamed, named = backend.unreferenced_chunks()
@@ -146,9 +157,7 @@ def test_history_written_while_a_staged_reclaim_runs_keeps_the_chunks_it_names(
 def test_a_chunk_a_transient_row_names_survives_the_drop_of_the_history_that_shared_it(
     harness: Harness, tmp_path: Path
 ) -> None:
-    backend = harness.open()
-    dropped, shared, kept = text(3000, seed=10), text(3000, seed=11), text(3000, seed=12)
-    history(harness, dropped, shared, kept)
+    backend, dropped, _, _, _, _ = written(harness, tmp_path, seed=10)
     waiting = encode({"handler": "h", "body": {"text": dropped}})
     pending = Unit(journal=[entry_row(1, 13, 4, EntryKind.EVENT, "E", b"\x01", AT)], top=9)
     assert harness.one(pending) is None
