@@ -72,12 +72,12 @@ CONSUME = "SELECT stele_consume(%b::int8[])"
 UPDATE_HWM = "UPDATE meta SET int_value = greatest(int_value, %b) WHERE key = 'step_hwm'"
 """Never lowered: with many nodes, others reserve ids above what this writer has used."""
 FENCE = "SELECT stele_fence(%s, %b::int8[]::int4[], %b::int8[])"
-MESSAGE_LANDED = """SELECT EXISTS (SELECT 1 FROM inbox WHERE id = %s)
-    OR EXISTS (SELECT 1 FROM journal WHERE actor = (SELECT id FROM actors WHERE address = %s) AND step = %s)
-    OR EXISTS (SELECT 1 FROM dead_letters WHERE id = %s)"""
+"""A unit's node must still hold the leases it names (see storage/_pg_nodes.py)."""
+MESSAGE_LANDED = """SELECT EXISTS (SELECT 1 FROM inbox WHERE id = %(id)s)
+    OR EXISTS (SELECT 1 FROM journal WHERE actor = (SELECT id FROM actors WHERE address = %(target)s) AND step = %(id)s)
+    OR EXISTS (SELECT 1 FROM dead_letters WHERE id = %(id)s)"""
 """Whether an inbox row committed: pending still, or already processed (with many nodes, another
 node may run a message before its sender reads back a commit it lost the answer to)."""
-"""A unit's node must still hold the leases it names (see storage/_pg_nodes.py)."""
 
 MAX_SUBTRANSACTIONS = 64
 """Units per transaction on the isolated path (one savepoint each)."""
@@ -412,11 +412,11 @@ class PgWriter(GroupCommit):
             ).fetchone()
             return row is not None and row[0] == first.message
         if unit.inbox:
-            consumer = self._elided.get(unit.inbox[0].id)
+            message = unit.inbox[0]
+            consumer = self._elided.get(message.id)
             if consumer is not None:
                 return self._landed(conn, consumer)
-            message = unit.inbox[0]
-            row = conn.execute(MESSAGE_LANDED, (message.id, message.target, message.id, message.id)).fetchone()
+            row = conn.execute(MESSAGE_LANDED, {"id": message.id, "target": message.target}).fetchone()
             return bool(row and row[0])
         if unit.consumed:
             return conn.execute("SELECT 1 FROM inbox WHERE id = %s", (unit.consumed[0],)).fetchone() is None
