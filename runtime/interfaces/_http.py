@@ -625,31 +625,21 @@ class _Collector:
             yield alive
         status = rt.replication
         if status is not None:
-            yield GaugeMetricFamily(
-                "stele_replication_commits_at_risk", "Commits not yet in the replica", value=status.commits_at_risk
-            )
-            yield GaugeMetricFamily(
-                "stele_replication_oldest_at_risk_seconds", "Age of the oldest", value=status.oldest_at_risk_s
-            )
-            yield GaugeMetricFamily(
-                "stele_litestream_running", "1 while Litestream runs", value=1 if status.litestream_running else 0
-            )
-            yield GaugeMetricFamily(
-                "stele_replication_stalled", "1 while the journal advances and the replica does not",
-                value=1 if status.stalled else 0,
+            gauges = (
+                ("stele_replication_commits_at_risk", "Commits not yet in the replica", status.commits_at_risk),
+                ("stele_replication_oldest_at_risk_seconds", "Age of the oldest", status.oldest_at_risk_s),
+                ("stele_litestream_running", "1 while Litestream runs", int(status.litestream_running)),
+                ("stele_replication_stalled", "1 while the journal advances and the replica does not",
+                 int(status.stalled)),
+                ("stele_replication_stalled_seconds", "How long the replica has not advanced while commits wait",
+                 status.stalled_for_s),
+                ("stele_wal_bytes", "Size of the journal's WAL file", status.wal_bytes),
+                ("stele_wal_max_bytes", "The bound the WAL is kept under (max_wal_bytes)", status.max_wal_bytes),
+                ("stele_wal_over_bound", "1 while the WAL is over its bound and nothing could checkpoint it",
+                 int(status.wal_over_bound)),
             )  # fmt: skip
-            yield GaugeMetricFamily(
-                "stele_replication_stalled_seconds", "How long the replica has not advanced while commits wait",
-                value=status.stalled_for_s,
-            )  # fmt: skip
-            yield GaugeMetricFamily("stele_wal_bytes", "Size of the journal's WAL file", value=status.wal_bytes)
-            yield GaugeMetricFamily(
-                "stele_wal_max_bytes", "The bound the WAL is kept under (max_wal_bytes)", value=status.max_wal_bytes
-            )
-            yield GaugeMetricFamily(
-                "stele_wal_over_bound", "1 while the WAL is over its bound and nothing could checkpoint it",
-                value=1 if status.wal_over_bound else 0,
-            )  # fmt: skip
+            for name, text, value in gauges:
+                yield GaugeMetricFamily(name, text, value=value)
             yield CounterMetricFamily(
                 "stele_wal_truncations", "WAL checkpoints and truncations while Litestream was down",
                 value=status.wal_truncations,
